@@ -1,1 +1,403 @@
+//! Mints qchat's trust with rcgen: a CA of the user's own, the relay's certificate, one
+//! `.qchat` identity per person, and a CRL for revoked ones.
+//!
+//! A PKI directory holds:
+//! - `ca.pem`, `ca.key` — the CA (the key is 0600 and never leaves this directory);
+//! - `relay.pem`, `relay.key` — the relay's certificate (serverAuth, every host a SAN);
+//! - `crl.pem` — revoked user certificates, reloaded by a running relay;
+//! - `users` — every name issued, in order (the first two are the relay's two people);
+//! - `issued/NAME.pem` — each user's certificate, kept to revoke it later;
+//! - `revoked` — `NAME SERIAL` per revoked certificate;
+//! - `NAME.qchat` — the identity files to hand out (0600).
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use qchat_shared::identity::{split_host_port, write_secret, Identity};
+use qchat_shared::names::validate_user_name;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+/// How long the CA and the relay's certificate are valid.
+const CA_YEARS: i64 = 20;
+/// How long a user certificate is valid.
+const USER_YEARS: i64 = 10;
+
+/// What went wrong while minting.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("{0} already holds a PKI (ca.pem exists); refusing to overwrite it. Use another --dir, or remove it if you really mean to start over")]
+    AlreadyExists(PathBuf),
+    #[error("{0} holds no PKI (no ca.pem); create one with `qchat-certs init --dir {0}`")]
+    NoPki(PathBuf),
+    #[error("{0}")]
+    BadName(String),
+    #[error("{0}")]
+    BadServer(String),
+    #[error("at least one --host is needed: the name or IP address clients use to reach the relay")]
+    NoHosts,
+    #[error("user {0} already has an identity in this PKI")]
+    UserExists(String),
+    #[error("this PKI never issued an identity for {0}")]
+    UnknownUser(String),
+    #[error("user {0} is already revoked")]
+    AlreadyRevoked(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path} is not a certificate this helper can read: {detail}")]
+    BadCertificate { path: PathBuf, detail: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertsError + '_ {
+    move |source| CertsError::Io { path: path.to_path_buf(), source }
+}
+
+fn read(path: &Path) -> Result<String, CertsError> {
+    fs::read_to_string(path).map_err(io_err(path))
+}
+
+fn write_public(path: &Path, text: &str) -> Result<(), CertsError> {
+    fs::write(path, text).map_err(io_err(path))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), CertsError> {
+    write_secret(path, text.as_bytes()).map_err(io_err(path))
+}
+
+/// The files of a PKI directory.
+#[derive(Debug, Clone)]
+pub struct PkiDir {
+    pub dir: PathBuf,
+}
+
+impl PkiDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PkiDir { dir: dir.into() }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn relay_cert(&self) -> PathBuf {
+        self.dir.join("relay.pem")
+    }
+    pub fn relay_key(&self) -> PathBuf {
+        self.dir.join("relay.key")
+    }
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+    pub fn users_file(&self) -> PathBuf {
+        self.dir.join("users")
+    }
+    pub fn revoked_file(&self) -> PathBuf {
+        self.dir.join("revoked")
+    }
+    pub fn issued_cert(&self, name: &str) -> PathBuf {
+        self.dir.join("issued").join(format!("{name}.pem"))
+    }
+    pub fn identity(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.qchat"))
+    }
+    /// Whether a CA exists here.
+    pub fn exists(&self) -> bool {
+        self.ca_cert().exists()
+    }
+
+    fn require(&self) -> Result<(), CertsError> {
+        if self.exists() {
+            Ok(())
+        } else {
+            Err(CertsError::NoPki(self.dir.clone()))
+        }
+    }
+
+    /// Every user name issued, in order.
+    pub fn users(&self) -> Result<Vec<String>, CertsError> {
+        let path = self.users_file();
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(read(&path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+    }
+
+    /// Names revoked so far.
+    pub fn revoked(&self) -> Result<Vec<(String, String)>, CertsError> {
+        let path = self.revoked_file();
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(read(&path)?
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect())
+    }
+}
+
+/// The CA, loaded for signing.
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+    pem: String,
+}
+
+impl Ca {
+    fn load(pki: &PkiDir) -> Result<Self, CertsError> {
+        pki.require()?;
+        let pem = read(&pki.ca_cert())?;
+        let key = KeyPair::from_pem(&read(&pki.ca_key())?)?;
+        // Re-signing the parameters with the same key gives an issuer with the same name and
+        // key, which is all that signing needs.
+        let cert = CertificateParams::from_ca_cert_pem(&pem)?.self_signed(&key)?;
+        Ok(Ca { cert, key, pem })
+    }
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    // Positive and of full length, as RFC 5280 asks.
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn validity(params: &mut CertificateParams, years: i64) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(365 * years);
+}
+
+/// Creates a new PKI in `dir`: a CA, the relay's certificate for `hosts`, and an empty CRL.
+pub fn init(dir: &Path, hosts: &[String]) -> Result<PkiDir, CertsError> {
+    let pki = PkiDir::new(dir);
+    if pki.exists() {
+        return Err(CertsError::AlreadyExists(dir.to_path_buf()));
+    }
+    if hosts.is_empty() {
+        return Err(CertsError::NoHosts);
+    }
+    fs::create_dir_all(dir.join("issued")).map_err(io_err(dir))?;
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "qchat CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.serial_number = Some(random_serial());
+    validity(&mut ca_params, CA_YEARS);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+
+    let relay_key = KeyPair::generate()?;
+    let mut relay_params = CertificateParams::new(hosts.to_vec())?;
+    relay_params.distinguished_name.push(DnType::CommonName, "qchat relay");
+    relay_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    relay_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    relay_params.serial_number = Some(random_serial());
+    validity(&mut relay_params, CA_YEARS);
+    let relay_cert = relay_params.signed_by(&relay_key, &ca_cert, &ca_key)?;
+
+    write_private(&pki.ca_key(), &ca_key.serialize_pem())?;
+    write_private(&pki.relay_key(), &relay_key.serialize_pem())?;
+    write_public(&pki.relay_cert(), &relay_cert.pem())?;
+    write_public(&pki.users_file(), "")?;
+    let ca = Ca { pem: ca_cert.pem(), cert: ca_cert, key: ca_key };
+    write_crl(&pki, &ca, &[])?;
+    // ca.pem last: its presence marks a complete PKI.
+    write_public(&pki.ca_cert(), &ca.pem)?;
+    Ok(pki)
+}
+
+/// Options for a user certificate; the defaults are what `qchat-certs user` issues.
+#[derive(Debug, Clone)]
+pub struct UserOptions {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Default for UserOptions {
+    fn default() -> Self {
+        let now = OffsetDateTime::now_utc();
+        UserOptions { not_before: now - Duration::hours(1), not_after: now + Duration::days(365 * USER_YEARS) }
+    }
+}
+
+/// Issues an identity for `name` and writes `DIR/NAME.qchat` (0600).
+pub fn issue_user(dir: &Path, name: &str, server: &str) -> Result<PathBuf, CertsError> {
+    issue_user_with(dir, name, server, &UserOptions::default())
+}
+
+/// [`issue_user`] with chosen validity (tests use it for expired certificates).
+pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptions) -> Result<PathBuf, CertsError> {
+    validate_user_name(name).map_err(CertsError::BadName)?;
+    split_host_port(server).map_err(CertsError::BadServer)?;
+    let pki = PkiDir::new(dir);
+    let ca = Ca::load(&pki)?;
+    let mut users = pki.users()?;
+    if users.iter().any(|u| u == name) {
+        return Err(CertsError::UserExists(name.to_string()));
+    }
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(random_serial());
+    params.not_before = options.not_before;
+    params.not_after = options.not_after;
+    let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
+
+    let identity = Identity {
+        server: server.to_string(),
+        user: name.to_string(),
+        cert_pem: cert.pem(),
+        ca_pem: ca.pem.clone(),
+        key_pem: key.serialize_pem(),
+    };
+    let path = pki.identity(name);
+    identity.save(&path).map_err(io_err(&path))?;
+    fs::create_dir_all(dir.join("issued")).map_err(io_err(dir))?;
+    write_public(&pki.issued_cert(name), &cert.pem())?;
+    users.push(name.to_string());
+    write_public(&pki.users_file(), &(users.join("\n") + "\n"))?;
+    Ok(path)
+}
+
+/// Revokes `name`'s certificate: rewrites `crl.pem`, which a running relay reloads.
+pub fn revoke(dir: &Path, name: &str) -> Result<(), CertsError> {
+    let pki = PkiDir::new(dir);
+    let ca = Ca::load(&pki)?;
+    if !pki.users()?.iter().any(|u| u == name) {
+        return Err(CertsError::UnknownUser(name.to_string()));
+    }
+    let mut revoked = pki.revoked()?;
+    if revoked.iter().any(|(n, _)| n == name) {
+        return Err(CertsError::AlreadyRevoked(name.to_string()));
+    }
+    let cert_path = pki.issued_cert(name);
+    let serial = serial_of(&cert_path)?;
+    revoked.push((name.to_string(), serial));
+    write_crl(&pki, &ca, &revoked)?;
+    let lines: String = revoked.iter().map(|(n, s)| format!("{n} {s}\n")).collect();
+    write_public(&pki.revoked_file(), &lines)
+}
+
+fn serial_of(cert_path: &Path) -> Result<String, CertsError> {
+    let bad = |detail: String| CertsError::BadCertificate { path: cert_path.to_path_buf(), detail };
+    let pem = read(cert_path)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    Ok(hex(cert.raw_serial()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2).filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()
+}
+
+fn write_crl(pki: &PkiDir, ca: &Ca, revoked: &[(String, String)]) -> Result<(), CertsError> {
+    let now = OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - Duration::minutes(5),
+        next_update: now + Duration::days(365 * CA_YEARS),
+        crl_number: SerialNumber::from(revoked.len() as u64 + 1),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|(_, serial)| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&unhex(serial)),
+                revocation_time: now - Duration::minutes(1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca.cert, &ca.key)?;
+    // Write beside and rename, so a relay reloading it never reads half a file.
+    let tmp = pki.dir.join("crl.pem.tmp");
+    write_public(&tmp, &crl.pem()?)?;
+    fs::rename(&tmp, pki.crl()).map_err(io_err(&pki.crl()))
+}
+
+/// The relay's TLS material, read from a PKI directory.
+#[derive(Debug, Clone)]
+pub struct RelayMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+    pub crl_pem: String,
+    /// The relay's two people: the first two names issued.
+    pub members: Vec<String>,
+}
+
+impl RelayMaterial {
+    pub fn load(dir: &Path) -> Result<Self, CertsError> {
+        let pki = PkiDir::new(dir);
+        pki.require()?;
+        let crl_pem = if pki.crl().exists() { read(&pki.crl())? } else { String::new() };
+        Ok(RelayMaterial {
+            cert_pem: read(&pki.relay_cert())?,
+            key_pem: read(&pki.relay_key())?,
+            ca_pem: read(&pki.ca_cert())?,
+            crl_pem,
+            members: pki.users()?.into_iter().take(2).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_then_users_then_revoke() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&dir, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let alice = issue_user(&dir, "alice", "127.0.0.1:21567").unwrap();
+        issue_user(&dir, "bob", "127.0.0.1:21567").unwrap();
+        let identity = Identity::load(&alice).unwrap();
+        assert_eq!(identity.user, "alice");
+        assert_eq!(qchat_shared::tls::common_name(
+            &qchat_shared::tls::parse_certs(&identity.cert_pem, "t").unwrap()[0]).as_deref(), Some("alice"));
+        assert_eq!(PkiDir::new(&dir).users().unwrap(), ["alice", "bob"]);
+        revoke(&dir, "bob").unwrap();
+        assert!(matches!(revoke(&dir, "bob"), Err(CertsError::AlreadyRevoked(_))));
+        assert_eq!(qchat_shared::tls::parse_crls(&read(&PkiDir::new(&dir).crl()).unwrap()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_to_overwrite_and_bad_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        init(tmp.path(), &["localhost".into()]).unwrap();
+        assert!(matches!(init(tmp.path(), &["x".into()]), Err(CertsError::AlreadyExists(_))));
+        assert!(matches!(issue_user(tmp.path(), "Bad Name", "h:1"), Err(CertsError::BadName(_))));
+        assert!(matches!(issue_user(tmp.path(), "ok", "nohost"), Err(CertsError::BadServer(_))));
+        issue_user(tmp.path(), "ok", "h:1").unwrap();
+        assert!(matches!(issue_user(tmp.path(), "ok", "h:1"), Err(CertsError::UserExists(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_and_identities_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = init(tmp.path(), &["localhost".into()]).unwrap();
+        let id = issue_user(tmp.path(), "alice", "localhost:1").unwrap();
+        for path in [pki.ca_key(), pki.relay_key(), id] {
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{path:?}");
+        }
+    }
+}

@@ -1,1 +1,19 @@
+//! qchat's wire protocol and the configuration both ends share: frames and their codec
+//! (no sockets), error codes, limits, the identity-file format, and the TLS and QUIC
+//! transport settings.
 
+pub mod codes;
+pub mod codec;
+pub mod frame;
+pub mod identity;
+pub mod io;
+pub mod limits;
+pub mod names;
+pub mod tls;
+pub mod transport;
+
+/// The ALPN protocol id; it versions every frame type.
+pub const ALPN: &[u8] = b"qchat/1";
+
+/// The relay's default UDP port (the original program's).
+pub const DEFAULT_PORT: u16 = 21567;

@@ -1,0 +1,240 @@
+//! The `.qchat` identity file: one text file holding everything a client needs.
+//!
+//! ```text
+//! server = chat.example.org:21567
+//! user = alice
+//!
+//! -----BEGIN CERTIFICATE-----   the user's certificate (CN = user, clientAuth)
+//! -----BEGIN CERTIFICATE-----   the CA the relay's certificate must chain to
+//! -----BEGIN PRIVATE KEY-----   the user's PKCS#8 key
+//! ```
+//!
+//! It is a secret, like an SSH private key: written 0600 on Unix.
+
+use std::path::Path;
+
+use crate::names::validate_user_name;
+
+/// A parsed identity file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `HOST:PORT` of the relay.
+    pub server: String,
+    pub user: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Identity")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an identity file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read identity file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("identity file is not valid: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> IdentityError {
+    IdentityError::Invalid(msg.into())
+}
+
+impl Identity {
+    /// Reads and parses an identity file.
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses the text of an identity file.
+    pub fn parse(text: &str) -> Result<Self, IdentityError> {
+        let pem_start = text.find("-----BEGIN").ok_or_else(|| invalid("it holds no PEM blocks"))?;
+        let (header, pem) = text.split_at(pem_start);
+        let mut server = None;
+        let mut user = None;
+        for line in header.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("header line {line:?} is not `key = value`")))?;
+            match key.trim() {
+                "server" => server = Some(value.trim().to_string()),
+                "user" => user = Some(value.trim().to_string()),
+                other => return Err(invalid(format!("unknown header {other:?}"))),
+            }
+        }
+        let server = server.ok_or_else(|| invalid("the `server = HOST:PORT` line is missing"))?;
+        let user = user.ok_or_else(|| invalid("the `user = NAME` line is missing"))?;
+        validate_user_name(&user).map_err(invalid)?;
+        split_host_port(&server).map_err(invalid)?;
+        let blocks = pem_blocks(pem)?;
+        let [(l1, cert_pem), (l2, ca_pem), (l3, key_pem)] = <[_; 3]>::try_from(blocks)
+            .map_err(|b: Vec<_>| invalid(format!("expected 3 PEM blocks, found {}", b.len())))?;
+        if l1 != "CERTIFICATE" || l2 != "CERTIFICATE" || l3 != "PRIVATE KEY" {
+            return Err(invalid(format!(
+                "expected CERTIFICATE, CERTIFICATE, PRIVATE KEY blocks, found {l1}, {l2}, {l3}"
+            )));
+        }
+        Ok(Identity { server, user, cert_pem, ca_pem, key_pem })
+    }
+
+    /// The file's text.
+    pub fn to_text(&self) -> String {
+        format!(
+            "# qchat identity: keep it secret, like an SSH private key.\nserver = {}\nuser = {}\n\n{}{}{}",
+            self.server,
+            self.user,
+            with_newline(&self.cert_pem),
+            with_newline(&self.ca_pem),
+            with_newline(&self.key_pem)
+        )
+    }
+
+    /// Writes the file, readable by its owner only (on Unix).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        write_secret(path, self.to_text().as_bytes())
+    }
+
+    /// The host part of `server`, which the relay's certificate must name.
+    pub fn server_host(&self) -> &str {
+        split_host_port(&self.server).map(|(h, _)| h).unwrap_or(&self.server)
+    }
+}
+
+fn with_newline(s: &str) -> String {
+    if s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
+}
+
+/// Splits `HOST:PORT` (or `[v6]:PORT`) into its parts.
+pub fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("server {addr:?} must be HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("server {addr:?} has no valid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("server {addr:?} has no host"));
+    }
+    Ok((host, port))
+}
+
+/// Splits PEM text into (label, block text) pairs.
+fn pem_blocks(text: &str) -> Result<Vec<(String, String)>, IdentityError> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) {
+            if current.is_some() {
+                return Err(invalid("a PEM block begins inside another"));
+            }
+            current = Some((label.to_string(), format!("{line}\n")));
+        } else if let Some(label) = line.strip_prefix("-----END ").and_then(|l| l.strip_suffix("-----")) {
+            let (open, mut body) = current.take().ok_or_else(|| invalid("a PEM block ends that never began"))?;
+            if open != label {
+                return Err(invalid(format!("PEM block {open} ends as {label}")));
+            }
+            body.push_str(line);
+            body.push('\n');
+            blocks.push((open, body));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        } else if !line.trim().is_empty() {
+            return Err(invalid("text outside the PEM blocks"));
+        }
+    }
+    if current.is_some() {
+        return Err(invalid("the last PEM block never ends"));
+    }
+    Ok(blocks)
+}
+
+/// Writes a file that only its owner may read (0600 on Unix), replacing any old one.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n";
+
+    fn sample() -> Identity {
+        Identity {
+            server: "127.0.0.1:21567".into(),
+            user: "alice".into(),
+            cert_pem: CERT.into(),
+            ca_pem: CERT.replace("AAAA", "CCCC"),
+            key_pem: KEY.into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        assert_eq!(Identity::parse(&sample().to_text()).unwrap(), sample());
+        assert_eq!(sample().server_host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn refuses_broken_files_with_a_reason() {
+        let good = sample().to_text();
+        let cases = [
+            ("", "no PEM"),
+            (&good.replace("user = alice\n", ""), "user"),
+            (&good.replace("server = 127.0.0.1:21567", "server = nowhere"), "HOST:PORT"),
+            (&good.replace("alice", "Alice"), "a-z"),
+            (&good.replace("-----END PRIVATE KEY-----\n", ""), "never ends"),
+            (&good.replace(KEY, ""), "3 PEM blocks"),
+            (&good.replace("PRIVATE KEY", "EC KEY"), "PRIVATE KEY"),
+        ];
+        for (text, why) in cases {
+            let err = Identity::parse(text).unwrap_err().to_string();
+            assert!(err.contains(why), "{err:?} should mention {why:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        assert!(!format!("{:?}", sample()).contains("BBBB"));
+    }
+
+    #[test]
+    fn ipv6_server() {
+        assert_eq!(split_host_port("[::1]:5").unwrap(), ("::1", 5));
+    }
+}

@@ -1,0 +1,18 @@
+//! Sizes and deadlines that both ends agree on.
+
+use std::time::Duration;
+
+/// Largest encoded frame (payload after the length prefix).
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Longest chat message, in bytes of UTF-8.
+pub const MAX_TEXT: usize = 32 * 1024;
+
+/// How long a peer may take to write the first frame on a stream it opened.
+pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How many live connections one user may have at once; one more evicts the oldest.
+pub const MAX_CONNECTIONS_PER_USER: usize = 4;
+
+/// How many delivery acknowledgements fit in one `Ack` frame.
+pub const MAX_ACKS_PER_FRAME: usize = 1024;

@@ -1,0 +1,121 @@
+//! TLS 1.3 configuration for both ends, from PEM: mutual authentication against the
+//! user's own CA, with ring as the one crypto provider. There is no way to skip checks.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use crate::identity::Identity;
+use crate::ALPN;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("bad PEM in {what}: {detail}")]
+    Pem { what: &'static str, detail: String },
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+/// The crypto provider qchat uses everywhere (ring), named explicitly so that no other
+/// provider pulled in by a feature can make rustls refuse to choose.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_error(what: &'static str) -> impl Fn(rustls_pki_types::pem::Error) -> TlsError {
+    move |e| TlsError::Pem { what, detail: e.to_string() }
+}
+
+/// All certificates in a PEM text.
+pub fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error(what))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem { what, detail: "no certificate found".into() });
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM text.
+pub fn parse_key(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(pem_error(what))
+}
+
+/// All CRLs in a PEM text.
+pub fn parse_crls(pem: &str) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    CertificateRevocationListDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error("the CRL"))
+}
+
+fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in parse_certs(ca_pem, "the CA certificate")? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// What the relay presents and whom it trusts.
+pub struct ServerTls<'a> {
+    /// The relay's certificate (and any intermediates), PEM.
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+    /// The CA that client certificates must chain to.
+    pub ca_pem: &'a str,
+    /// Revoked client certificates (may be empty).
+    pub crl_pem: &'a str,
+}
+
+/// The relay's TLS: its certificate, and a mandatory client certificate from the CA,
+/// checked against the CRL.
+pub fn server_crypto(tls: &ServerTls<'_>) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(tls.ca_pem)?), provider.clone())
+        .with_crls(parse_crls(tls.crl_pem)?)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            parse_certs(tls.cert_pem, "the relay certificate")?,
+            parse_key(tls.key_pem, "the relay key")?,
+        )?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A client's TLS: trust only the CA in the identity, present the identity's certificate.
+pub fn client_crypto(identity: &Identity) -> Result<rustls::ClientConfig, TlsError> {
+    client_crypto_with_alpn(identity, ALPN)
+}
+
+/// Like [`client_crypto`] with another ALPN (for tests of version mismatch).
+pub fn client_crypto_with_alpn(identity: &Identity, alpn: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(&identity.ca_pem)?)
+        .with_client_auth_cert(
+            parse_certs(&identity.cert_pem, "the user certificate")?,
+            parse_key(&identity.key_pem, "the user key")?,
+        )?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
