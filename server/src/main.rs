@@ -1,1 +1,91 @@
-fn main() {}
+//! `qchat-server`: runs the relay until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use qchat_certs::PkiDir;
+use qchat_server::bootstrap::{default_data_dir, ensure_demo_pki};
+use qchat_server::{Relay, RelayConfig};
+
+#[derive(Parser)]
+#[command(name = "qchat-server", version, about = "The qchat relay")]
+struct Cli {
+    /// The PKI made by `qchat-certs` (default: DATA/pki, created with a demo PKI if absent).
+    #[arg(long)]
+    pki: Option<PathBuf>,
+    /// Where the database and files live (default: the platform's data directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// UDP address to listen on.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], qchat_shared::DEFAULT_PORT)))]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let data_dir = cli.data.unwrap_or_else(default_data_dir);
+    println!("qchat relay data directory: {}", data_dir.display());
+    let pki_dir = match cli.pki {
+        Some(dir) => {
+            if !PkiDir::new(&dir).exists() {
+                anyhow::bail!(
+                    "no PKI in {}: create one with `qchat-certs init --dir {} --host YOUR.HOST`",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            dir
+        }
+        None => {
+            let dir = data_dir.join("pki");
+            let made = ensure_demo_pki(&dir, cli.listen.port()).context("creating the demo PKI")?;
+            if !made.is_empty() {
+                println!("created a demo PKI in {} (a CA, localhost/127.0.0.1, alice and bob)", dir.display());
+            }
+            print_client_commands(&dir);
+            dir
+        }
+    };
+    let relay = Relay::start(RelayConfig { pki_dir, data_dir, listen: cli.listen }).await?;
+    println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
+    wait_for_stop_signal().await;
+    if tokio::time::timeout(Duration::from_secs(5), relay.shutdown()).await.is_err() {
+        eprintln!("shutdown took longer than 5 s; exiting anyway");
+    }
+    Ok(())
+}
+
+fn print_client_commands(pki: &std::path::Path) {
+    let pki = PkiDir::new(pki);
+    println!("start the clients, one per person:");
+    for user in pki.users().unwrap_or_default() {
+        let id = pki.identity(&user);
+        println!("  qchat-cli --identity {} chat", id.display());
+        println!("  cargo run --release -p qchat-client --bin qchat-cli -- --identity {} chat", id.display());
+    }
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -51,3 +51,8 @@ pub fn client_config(crypto: rustls::ClientConfig) -> Result<quinn::ClientConfig
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
 }
+
+/// Send priority of chat and control streams: above anything bulk.
+pub const CHAT_PRIORITY: i32 = 100;
+/// Send priority of file streams.
+pub const FILE_PRIORITY: i32 = 0;

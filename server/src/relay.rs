@@ -1,0 +1,196 @@
+//! The relay: its QUIC endpoint, the accept loop, reloading the PKI (CRL and members)
+//! while running, and a clean shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use qchat_certs::RelayMaterial;
+use qchat_shared::codes::CloseCode;
+use qchat_shared::frame::Status;
+use qchat_shared::tls::{server_crypto, ServerTls};
+use tokio::task::JoinHandle;
+use tracing::{info, warn, Instrument};
+
+use crate::router::Router;
+use crate::session;
+use crate::store::{self, Store, StoreError};
+
+/// How often the PKI directory is checked for a new CRL or new users.
+const PKI_POLL: Duration = Duration::from_millis(500);
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Where the relay finds its PKI, keeps its data, and listens.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub pki_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Pki(#[from] qchat_certs::CertsError),
+    #[error("the PKI's certificates are unusable: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What every session shares.
+pub struct RelayState {
+    pub store: Store,
+    pub router: Router,
+    members: RwLock<Vec<String>>,
+    next_id: AtomicU64,
+}
+
+impl RelayState {
+    /// The relay's two people, in the order the PKI issued them.
+    pub fn members(&self) -> Vec<String> {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The other member, if there is one.
+    pub fn peer_of(&self, user: &str) -> Option<String> {
+        self.members().into_iter().find(|m| m != user)
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The status a client sees.
+    pub async fn status(&self, user: &str) -> Result<Status, StoreError> {
+        let peer = self.peer_of(user);
+        let (waiting_for_you, waiting_for_peer) = self.store.waiting(user).await?;
+        Ok(Status {
+            user: user.to_string(),
+            peer_online: peer.as_deref().is_some_and(|p| self.router.is_online(p)),
+            peer,
+            waiting_for_you,
+            waiting_for_peer,
+        })
+    }
+}
+
+/// A running relay.
+pub struct Relay {
+    endpoint: quinn::Endpoint,
+    state: Arc<RelayState>,
+    tasks: Vec<JoinHandle<()>>,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn quic_config(material: &RelayMaterial) -> Result<quinn::ServerConfig, RelayError> {
+    let crypto = server_crypto(&ServerTls {
+        cert_pem: &material.cert_pem,
+        key_pem: &material.key_pem,
+        ca_pem: &material.ca_pem,
+        crl_pem: &material.crl_pem,
+    })
+    .map_err(|e| RelayError::Tls(e.to_string()))?;
+    qchat_shared::transport::server_config(crypto).map_err(|e| RelayError::Tls(e.to_string()))
+}
+
+impl Relay {
+    /// Opens the store, binds the endpoint and starts serving.
+    pub async fn start(config: RelayConfig) -> Result<Relay, RelayError> {
+        let material = RelayMaterial::load(&config.pki_dir)?;
+        let server_config = quic_config(&material)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| RelayError::DataDir { path: config.data_dir.clone(), source })?;
+        let (store, mut feed, store_thread) = store::open(&config.data_dir.join("relay.db"))?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let state = Arc::new(RelayState {
+            store,
+            router: Router::default(),
+            members: RwLock::new(material.members.clone()),
+            next_id: AtomicU64::new(1),
+        });
+        info!(addr = %endpoint.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?,
+              members = ?material.members, "relay listening");
+
+        let router_state = state.clone();
+        let route = tokio::spawn(async move {
+            while let Some(message) = feed.recv().await {
+                router_state.router.deliver(message);
+            }
+        });
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
+        let watch = tokio::spawn(watch_pki(endpoint.clone(), state.clone(), config.pki_dir.clone(), material));
+        Ok(Relay { endpoint, state, tasks: vec![route, accept, watch], store_thread: Some(store_thread) })
+    }
+
+    /// The address the relay listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("a bound endpoint has an address")
+    }
+
+    /// Closes every connection, waits a little for them to go, and closes the store after
+    /// the last queued commit.
+    pub async fn shutdown(mut self) {
+        info!("relay shutting down");
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.endpoint.close(CloseCode::Shutdown.to_varint(), b"the relay is shutting down");
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
+        self.state.store.close();
+        if let Some(thread) = self.store_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        info!("relay stopped");
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let state = state.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(
+            async move {
+                match incoming.await {
+                    Ok(connection) => session::run(state, connection).await,
+                    Err(e) => info!(error = %e, "handshake failed"),
+                }
+            }
+            .instrument(tracing::info_span!("incoming", %remote)),
+        );
+    }
+}
+
+/// Reloads the CRL and the member list when they change, without a restart: new
+/// handshakes use the new CRL at once.
+async fn watch_pki(endpoint: quinn::Endpoint, state: Arc<RelayState>, dir: PathBuf, mut current: RelayMaterial) {
+    let mut interval = tokio::time::interval(PKI_POLL);
+    loop {
+        interval.tick().await;
+        let dir2 = dir.clone();
+        let Ok(Ok(fresh)) = tokio::task::spawn_blocking(move || RelayMaterial::load(&dir2)).await else {
+            continue;
+        };
+        if fresh.crl_pem == current.crl_pem && fresh.members == current.members {
+            continue;
+        }
+        match quic_config(&fresh) {
+            Ok(config) => {
+                endpoint.set_server_config(Some(config));
+                *state.members.write().unwrap_or_else(|p| p.into_inner()) = fresh.members.clone();
+                info!(members = ?fresh.members, "PKI reloaded (CRL and members)");
+                current = fresh;
+            }
+            Err(e) => warn!(error = %e, "new PKI files are unusable; keeping the old ones"),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Who is online: the live connections of each user, presence, and fan-out of deliveries
+//! and control frames to every connection of a user.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use qchat_shared::frame::RelayControl;
+use qchat_shared::limits::MAX_CONNECTIONS_PER_USER;
+use tokio::sync::mpsc;
+
+use crate::store::StoredMessage;
+
+/// One live connection, as the router sees it.
+#[derive(Clone)]
+pub struct LiveConnection {
+    pub id: u64,
+    pub connection: quinn::Connection,
+    /// Messages to deliver on this connection, in sequence order.
+    pub deliveries: mpsc::UnboundedSender<Arc<StoredMessage>>,
+    /// Frames for this connection's control stream.
+    pub control: mpsc::UnboundedSender<RelayControl>,
+}
+
+/// What registering a connection changed.
+pub struct Registered {
+    /// The user's oldest connection, pushed out to make room.
+    pub evicted: Option<LiveConnection>,
+    /// The user had no connection before this one.
+    pub came_online: bool,
+}
+
+/// The live connections of every user.
+#[derive(Default)]
+pub struct Router {
+    users: Mutex<HashMap<String, Vec<LiveConnection>>>,
+}
+
+impl Router {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<LiveConnection>>> {
+        self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a connection; beyond the per-user limit the oldest one makes room.
+    pub fn register(&self, user: &str, live: LiveConnection) -> Registered {
+        let mut users = self.users();
+        let list = users.entry(user.to_string()).or_default();
+        let came_online = list.is_empty();
+        let evicted = (list.len() >= MAX_CONNECTIONS_PER_USER).then(|| list.remove(0));
+        list.push(live);
+        Registered { evicted, came_online }
+    }
+
+    /// Removes a connection; returns true when it was the user's last.
+    pub fn unregister(&self, user: &str, id: u64) -> bool {
+        let mut users = self.users();
+        let Some(list) = users.get_mut(user) else { return false };
+        let before = list.len();
+        list.retain(|c| c.id != id);
+        let went_offline = before > 0 && list.is_empty() && before != list.len();
+        if list.is_empty() {
+            users.remove(user);
+        }
+        went_offline
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users().get(user).is_some_and(|l| !l.is_empty())
+    }
+
+    /// Queues a committed message on every live connection of its recipient.
+    pub fn deliver(&self, message: StoredMessage) {
+        let message = Arc::new(message);
+        if let Some(list) = self.users().get(&message.recipient) {
+            for live in list {
+                let _ = live.deliveries.send(message.clone());
+            }
+        }
+    }
+
+    /// Sends a control frame to every live connection of `user`.
+    pub fn notify(&self, user: &str, frame: RelayControl) {
+        if let Some(list) = self.users().get(user) {
+            for live in list {
+                let _ = live.control.send(frame.clone());
+            }
+        }
+    }
+
+    /// Every live connection of every user.
+    pub fn all(&self) -> Vec<(String, LiveConnection)> {
+        self.users()
+            .iter()
+            .flat_map(|(user, list)| list.iter().map(move |c| (user.clone(), c.clone())))
+            .collect()
+    }
+}

@@ -1,0 +1,321 @@
+//! One client connection: who it is, its control stream, the chat streams it opens, and
+//! the delivery streams the relay opens to it.
+
+use std::sync::Arc;
+
+use qchat_shared::codec::FrameError;
+use qchat_shared::codes::{CloseCode, StreamCode};
+use qchat_shared::frame::{ChatSend, ClientControl, Deliver, Open, RelayControl, SendReply};
+use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
+use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
+use qchat_shared::transport::CHAT_PRIORITY;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::relay::RelayState;
+use crate::router::LiveConnection;
+use crate::store::StoredMessage;
+
+/// Messages read from the store per query while catching a connection up.
+const PENDING_PAGE: usize = 500;
+/// Receipts replayed to a reconnecting sender, at most.
+const RECEIPT_REPLAY: usize = 10_000;
+
+/// Serves one connection until it ends.
+pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
+    let remote = connection.remote_address();
+    let Some(user) = peer_user(&connection) else {
+        connection.close(CloseCode::Protocol.to_varint(), b"the certificate names no user");
+        return;
+    };
+    let span = tracing::info_span!("session", %user, %remote, conn = connection.stable_id());
+    serve(state, connection, user).instrument(span).await;
+}
+
+/// The user name from the client's certificate (its subject CN), never from what it says.
+fn peer_user(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    qchat_shared::tls::common_name(certs.first()?)
+}
+
+fn close(connection: &quinn::Connection, code: CloseCode, reason: &str) {
+    connection.close(code.to_varint(), reason.as_bytes());
+}
+
+async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: String) {
+    let members = state.members();
+    if !members.contains(&user) {
+        info!("refused: not one of this relay's two people");
+        let reason = format!(
+            "this relay is for {} only; {user} is not one of them (rooms for more people come later)",
+            members.join(" and ")
+        );
+        close(&connection, CloseCode::NotAMember, &reason);
+        return;
+    }
+    let Some((control_send, mut control_recv, receipts_after)) = open_control(&connection).await else {
+        return;
+    };
+
+    let (deliveries, deliveries_rx) = mpsc::unbounded_channel();
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let id = state.next_connection_id();
+    let registered = state.router.register(
+        &user,
+        LiveConnection { id, connection: connection.clone(), deliveries, control: control.clone() },
+    );
+    if let Some(old) = registered.evicted {
+        info!(evicted = old.id, "a fifth connection takes the place of the oldest");
+        let reason = format!(
+            "another connection of {user} took this one's place (at most {} at once)",
+            qchat_shared::limits::MAX_CONNECTIONS_PER_USER
+        );
+        close(&old.connection, CloseCode::Evicted, &reason);
+    }
+    info!(connection = id, "connected");
+    let peer = state.peer_of(&user);
+    if registered.came_online {
+        if let Some(peer) = &peer {
+            state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: true });
+        }
+    }
+
+    let mut tasks = JoinSet::new();
+    match state.status(&user).await {
+        Ok(status) => {
+            let _ = control.send(RelayControl::Welcome(status));
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read status");
+            close(&connection, CloseCode::Shutdown, &e.to_string());
+        }
+    }
+    replay_receipts(&state, &user, receipts_after, &control).await;
+    tasks.spawn(write_control(control_send, control_rx).in_current_span());
+    tasks.spawn(deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx).in_current_span());
+
+    tokio::select! {
+        _ = accept_streams(&state, &connection, &user) => {}
+        _ = read_control(&state, &connection, &user, &mut control_recv, &control) => {}
+    }
+    tasks.abort_all();
+    if state.router.unregister(&user, id) {
+        if let Some(peer) = &peer {
+            state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: false });
+        }
+    }
+    info!(connection = id, reason = %connection.close_reason().map(|r| r.to_string()).unwrap_or_default(), "disconnected");
+}
+
+/// Waits for the control stream and its `Hello`, within the first-frame deadline.
+async fn open_control(connection: &quinn::Connection) -> Option<(quinn::SendStream, quinn::RecvStream, u64)> {
+    let accepted = timeout(FIRST_FRAME_DEADLINE, connection.accept_bi()).await;
+    let Ok(Ok((send, mut recv))) = accepted else {
+        close(connection, CloseCode::Protocol, "no control stream in time");
+        return None;
+    };
+    match timeout(FIRST_FRAME_DEADLINE, read_frame::<Open, _>(&mut recv)).await {
+        Ok(Ok(Some(Open::Hello(hello)))) => {
+            let _ = send.set_priority(CHAT_PRIORITY);
+            Some((send, recv, hello.receipts_after))
+        }
+        other => {
+            debug!(?other, "bad control stream opening");
+            close(connection, CloseCode::Protocol, "the first stream must start with Hello");
+            None
+        }
+    }
+}
+
+async fn replay_receipts(state: &RelayState, user: &str, after: u64, control: &mpsc::UnboundedSender<RelayControl>) {
+    match state.store.receipts(user, after, RECEIPT_REPLAY).await {
+        Ok(receipts) => {
+            for r in receipts {
+                let _ = control.send(RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto });
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot replay receipts"),
+    }
+}
+
+async fn write_control(mut send: quinn::SendStream, mut frames: mpsc::UnboundedReceiver<RelayControl>) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(e) = write_frame(&mut send, &frame).await {
+            debug!(error = %e, "control stream closed");
+            return;
+        }
+    }
+}
+
+async fn read_control(
+    state: &RelayState,
+    connection: &quinn::Connection,
+    user: &str,
+    recv: &mut quinn::RecvStream,
+    control: &mpsc::UnboundedSender<RelayControl>,
+) {
+    loop {
+        match read_frame::<ClientControl, _>(recv).await {
+            Ok(Some(ClientControl::Ack { seqs })) if seqs.len() <= MAX_ACKS_PER_FRAME => {
+                acknowledge(state, user, seqs, control).await;
+            }
+            Ok(Some(ClientControl::Ack { seqs })) => {
+                warn!(count = seqs.len(), "too many acknowledgements in one frame");
+                close(connection, CloseCode::Protocol, "too many acknowledgements in one frame");
+                return;
+            }
+            Ok(Some(ClientControl::Status)) => match state.status(user).await {
+                Ok(status) => {
+                    let _ = control.send(RelayControl::Status(status));
+                }
+                Err(e) => warn!(error = %e, "cannot read status"),
+            },
+            Ok(None) => return,
+            Err(ReadFrameError::Io(e)) => {
+                debug!(error = %e, "control stream ended");
+                return;
+            }
+            Err(ReadFrameError::Frame(e)) => {
+                warn!(error = %e, "bad frame on the control stream");
+                close(connection, CloseCode::Protocol, &format!("bad frame on the control stream: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, control: &mpsc::UnboundedSender<RelayControl>) {
+    match state.store.mark_delivered(user, seqs.clone()).await {
+        Ok(receipts) => {
+            let _ = control.send(RelayControl::AckConfirmed { seqs });
+            for r in receipts {
+                let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
+                state.router.notify(&r.sender, frame);
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot record deliveries"),
+    }
+}
+
+/// Accepts the chat streams a client opens, one task each.
+async fn accept_streams(state: &Arc<RelayState>, connection: &quinn::Connection, user: &str) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let state = state.clone();
+        let user = user.to_string();
+        tokio::spawn(handle_stream(state, user, send, recv).in_current_span());
+    }
+}
+
+async fn handle_stream(state: Arc<RelayState>, user: String, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: StreamCode| {
+        let _ = send.reset(code.to_varint());
+        let _ = recv.stop(code.to_varint());
+    };
+    match timeout(FIRST_FRAME_DEADLINE, read_frame::<Open, _>(&mut recv)).await {
+        Err(_) => {
+            info!("a stream sent nothing in time; closing it");
+            refuse(&mut send, &mut recv, StreamCode::Timeout);
+        }
+        Ok(Ok(Some(Open::Send(message)))) => {
+            let _ = send.set_priority(CHAT_PRIORITY);
+            let reply = store_message(&state, &user, message).await;
+            if write_frame(&mut send, &reply).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Ok(Ok(Some(Open::Hello(_)))) => {
+            warn!("a second control stream");
+            refuse(&mut send, &mut recv, StreamCode::Malformed);
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(ReadFrameError::Frame(FrameError::TooLarge(len)))) => {
+            warn!(len, "oversized frame; closing that stream");
+            refuse(&mut send, &mut recv, StreamCode::TooLarge);
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "malformed frame; closing that stream");
+            refuse(&mut send, &mut recv, StreamCode::Malformed);
+        }
+    }
+}
+
+async fn store_message(state: &RelayState, user: &str, message: ChatSend) -> SendReply {
+    let refused = |reason: String| SendReply::Refused { reason };
+    if message.text.is_empty() {
+        return refused("an empty message is not sent".into());
+    }
+    if message.text.len() > MAX_TEXT {
+        return refused(format!("the message is {} bytes; the limit is {MAX_TEXT}", message.text.len()));
+    }
+    let Some(peer) = state.peer_of(user) else {
+        return refused("there is no one to talk to yet: the relay's PKI has issued only one identity".into());
+    };
+    match state.store.store_message(message.id, user, &peer, &message.text).await {
+        Ok(stored) => {
+            debug!(seq = stored.seq, fresh = stored.fresh, "stored");
+            SendReply::Stored { id: message.id, seq: stored.seq, time_ms: stored.time_ms }
+        }
+        Err(e) => {
+            warn!(error = %e, "message not stored");
+            refused(e.to_string())
+        }
+    }
+}
+
+/// Delivers what waited for this user, then live messages, one stream each, in order.
+async fn deliver(
+    state: Arc<RelayState>,
+    connection: quinn::Connection,
+    user: String,
+    mut live: mpsc::UnboundedReceiver<Arc<StoredMessage>>,
+) {
+    let mut index = 0;
+    let mut last_seq = 0;
+    loop {
+        let page = match state.store.pending(&user, last_seq, PENDING_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(error = %e, "cannot read waiting messages");
+                return;
+            }
+        };
+        if page.is_empty() {
+            break;
+        }
+        for message in page {
+            if send_delivery(&connection, index, &message).await.is_err() {
+                return;
+            }
+            index += 1;
+            last_seq = message.seq;
+        }
+    }
+    while let Some(message) = live.recv().await {
+        if message.seq <= last_seq {
+            continue;
+        }
+        if send_delivery(&connection, index, &message).await.is_err() {
+            return;
+        }
+        index += 1;
+        last_seq = message.seq;
+    }
+}
+
+async fn send_delivery(connection: &quinn::Connection, index: u64, message: &StoredMessage) -> Result<(), ()> {
+    let frame = Deliver {
+        index,
+        id: message.id,
+        seq: message.seq,
+        from: message.sender.clone(),
+        text: message.text.clone(),
+        time_ms: message.time_ms,
+    };
+    let mut stream = connection.open_uni().await.map_err(|_| ())?;
+    let _ = stream.set_priority(CHAT_PRIORITY);
+    write_frame(&mut stream, &frame).await.map_err(|_| ())?;
+    stream.finish().map_err(|_| ())
+}

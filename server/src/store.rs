@@ -1,0 +1,422 @@
+//! The relay's durable store: SQLite (WAL) on a thread of its own.
+//!
+//! Jobs from async code queue up; the thread takes every job waiting, runs them in one
+//! transaction (each in a savepoint, so one failing job undoes only itself), commits once
+//! (one fsync for many messages) and only then answers each job. Committed messages are
+//! published on the commit feed in sequence order, for live delivery.
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use qchat_shared::frame::MessageId;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+/// Jobs run in one transaction at most.
+const MAX_BATCH: usize = 512;
+
+/// Why the store could not do something.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("the relay's disk is full; ask its owner to free space")]
+    DiskFull,
+    #[error("the relay's database failed: {0}")]
+    Db(Arc<str>),
+    #[error("the relay is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Refused(Arc<str>),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Db(e.to_string().into()),
+        }
+    }
+}
+
+/// A message as committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub id: MessageId,
+    pub sender: String,
+    pub recipient: String,
+    pub text: String,
+    pub time_ms: i64,
+}
+
+/// The answer to storing a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    pub time_ms: i64,
+    /// False when the id was stored before: this is a resend, nothing new was written.
+    pub fresh: bool,
+}
+
+/// A message that reached its recipient, for its sender's receipts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub id: MessageId,
+    pub seq: u64,
+    pub sender: String,
+    /// Every message of `sender` up to this sequence number is delivered.
+    pub all_delivered_upto: u64,
+}
+
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>) -> (bool, Finish) + Send>;
+
+/// A handle to the store thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: std_mpsc::Sender<Job>,
+    feed: mpsc::UnboundedSender<StoredMessage>,
+    closing: Arc<AtomicBool>,
+}
+
+/// Opens (or creates) the database and starts its thread. Committed messages appear on
+/// the returned receiver in sequence order.
+pub fn open(path: &Path) -> Result<(Store, mpsc::UnboundedReceiver<StoredMessage>, std::thread::JoinHandle<()>), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(SCHEMA)?;
+    let (jobs, rx) = std_mpsc::channel::<Job>();
+    let (feed, feed_rx) = mpsc::unbounded_channel();
+    let closing = Arc::new(AtomicBool::new(false));
+    let flag = closing.clone();
+    let thread = std::thread::Builder::new()
+        .name("qchat-store".into())
+        .spawn(move || run(conn, rx, &flag))
+        .map_err(|e| StoreError::Db(e.to_string().into()))?;
+    Ok((Store { jobs, feed, closing }, feed_rx, thread))
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           BLOB NOT NULL UNIQUE,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (recipient, seq) WHERE delivered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS messages_unreceived ON messages (sender, seq) WHERE delivered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender, seq);
+";
+
+fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch);
+        if closing.load(Ordering::Acquire) {
+            break;
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let txn = match conn.transaction() {
+        Ok(txn) => txn,
+        Err(e) => {
+            let err = StoreError::from(e);
+            // Each job must still answer: run none, tell all.
+            tracing::error!(error = %err, "store: cannot begin a transaction");
+            return;
+        }
+    };
+    let mut finishes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let savepoint_ok = txn.execute_batch("SAVEPOINT job").is_ok();
+        let (ok, finish) = job(&txn);
+        if savepoint_ok {
+            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = txn.execute_batch(end) {
+                tracing::error!(error = %e, "store: savepoint failed");
+            }
+        }
+        finishes.push(finish);
+    }
+    let committed = txn.commit().map_err(StoreError::from);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "store: commit failed; nothing in this batch was acknowledged");
+    }
+    for finish in finishes {
+        finish(committed.clone());
+    }
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+impl Store {
+    /// Finishes the jobs already queued, then stops the thread; later calls get `Closed`.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        let wake: Job = Box::new(|_| (true, Box::new(|_| {})));
+        let _ = self.jobs.send(wake);
+    }
+
+    /// Runs `work` inside the next group transaction and returns its result once the
+    /// transaction is durable. `after_commit` runs on the store thread, in commit order.
+    async fn run<T, W, A>(&self, work: W, after_commit: A) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = work(txn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let answer = committed.and(result);
+                if let Ok(value) = &answer {
+                    after_commit(value);
+                }
+                let _ = tx.send(answer);
+            });
+            (ok, finish)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a message once: a resend of a known id returns the original answer.
+    pub async fn store_message(&self, id: MessageId, sender: &str, recipient: &str, text: &str) -> Result<Stored, StoreError> {
+        let (sender, recipient, text) = (sender.to_string(), recipient.to_string(), text.to_string());
+        let feed = self.feed.clone();
+        let message = Arc::new(std::sync::Mutex::new(None::<StoredMessage>));
+        let published = message.clone();
+        self.run(
+            move |txn| {
+                let time_ms = now_ms();
+                let inserted = txn.execute(
+                    "INSERT INTO messages (id, sender, recipient, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![&id.0[..], sender, recipient, text, time_ms],
+                )?;
+                if inserted == 1 {
+                    let seq = txn.last_insert_rowid() as u64;
+                    *message.lock().expect("not poisoned") =
+                        Some(StoredMessage { seq, id, sender, recipient, text, time_ms });
+                    return Ok(Stored { seq, time_ms, fresh: true });
+                }
+                let (seq, time_ms, first_sender): (i64, i64, String) = txn.query_row(
+                    "SELECT seq, created_ms, sender FROM messages WHERE id = ?1",
+                    params![&id.0[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                if first_sender != sender {
+                    return Err(StoreError::Refused("that message id belongs to another user".into()));
+                }
+                Ok(Stored { seq: seq as u64, time_ms, fresh: false })
+            },
+            move |_| {
+                if let Some(message) = published.lock().expect("not poisoned").take() {
+                    let _ = feed.send(message);
+                }
+            },
+        )
+        .await
+    }
+
+    /// Messages waiting for `recipient` with a sequence number above `after`, oldest first.
+    pub async fn pending(&self, recipient: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        let recipient = recipient.to_string();
+        self.run(
+            move |txn| {
+                let mut stmt = txn.prepare_cached(
+                    "SELECT seq, id, sender, recipient, body, created_ms FROM messages
+                     WHERE recipient = ?1 AND delivered_ms IS NULL AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![recipient, after as i64, limit as i64], |r| {
+                    let id: Vec<u8> = r.get(1)?;
+                    Ok(StoredMessage {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        id: MessageId(id.try_into().unwrap_or_default()),
+                        sender: r.get(2)?,
+                        recipient: r.get(3)?,
+                        text: r.get(4)?,
+                        time_ms: r.get(5)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Records that `recipient` received these messages; returns the receipts for their
+    /// senders (only for messages not marked before).
+    pub async fn mark_delivered(&self, recipient: &str, seqs: Vec<u64>) -> Result<Vec<Receipt>, StoreError> {
+        let recipient = recipient.to_string();
+        self.run(
+            move |txn| {
+                let now = now_ms();
+                let mut receipts = Vec::new();
+                let mut stmt = txn.prepare_cached(
+                    "UPDATE messages SET delivered_ms = ?1
+                     WHERE seq = ?2 AND recipient = ?3 AND delivered_ms IS NULL RETURNING id, sender",
+                )?;
+                for seq in seqs {
+                    let row = stmt
+                        .query_row(params![now, seq as i64, recipient], |r| {
+                            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .optional()?;
+                    if let Some((id, sender)) = row {
+                        let id = MessageId(id.try_into().unwrap_or_default());
+                        receipts.push(Receipt { id, seq, sender, all_delivered_upto: 0 });
+                    }
+                }
+                for receipt in &mut receipts {
+                    receipt.all_delivered_upto = delivered_watermark(txn, &receipt.sender)?;
+                }
+                Ok(receipts)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Receipts for `sender`'s delivered messages above `after`, to replay on reconnect.
+    pub async fn receipts(&self, sender: &str, after: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+        let sender = sender.to_string();
+        self.run(
+            move |txn| {
+                let upto = delivered_watermark(txn, &sender)?;
+                let mut stmt = txn.prepare_cached(
+                    "SELECT id, seq FROM messages WHERE sender = ?1 AND seq > ?2 AND delivered_ms IS NOT NULL
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![sender, after as i64, limit as i64], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut receipts = Vec::new();
+                for row in rows {
+                    let (id, seq) = row?;
+                    receipts.push(Receipt {
+                        id: MessageId(id.try_into().unwrap_or_default()),
+                        seq: seq as u64,
+                        sender: sender.clone(),
+                        all_delivered_upto: upto,
+                    });
+                }
+                Ok(receipts)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// How many messages wait for `user`, and how many of `user`'s wait for the peer.
+    pub async fn waiting(&self, user: &str) -> Result<(u64, u64), StoreError> {
+        let user = user.to_string();
+        self.run(
+            move |txn| {
+                let count = |sql: &str| -> Result<u64, StoreError> {
+                    Ok(txn.query_row(sql, params![user], |r| r.get::<_, i64>(0))? as u64)
+                };
+                Ok((
+                    count("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_ms IS NULL")?,
+                    count("SELECT COUNT(*) FROM messages WHERE sender = ?1 AND delivered_ms IS NULL")?,
+                ))
+            },
+            |_| {},
+        )
+        .await
+    }
+}
+
+/// The highest sequence number up to which every message of `sender` is delivered.
+fn delivered_watermark(txn: &Transaction<'_>, sender: &str) -> Result<u64, StoreError> {
+    let first_undelivered: Option<i64> = txn.query_row(
+        "SELECT MIN(seq) FROM messages WHERE sender = ?1 AND delivered_ms IS NULL",
+        params![sender],
+        |r| r.get(0),
+    )?;
+    Ok(match first_undelivered {
+        Some(seq) => seq as u64 - 1,
+        None => txn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |r| r.get::<_, i64>(0))? as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_once_delivers_in_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let (store, mut feed, thread) = open(&path).unwrap();
+        let ids: Vec<MessageId> = (0..3).map(|_| MessageId::random()).collect();
+        let mut seqs = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let stored = store.store_message(*id, "alice", "bob", &format!("m{i}")).await.unwrap();
+            assert!(stored.fresh);
+            seqs.push(stored.seq);
+            assert_eq!(feed.recv().await.unwrap().seq, stored.seq);
+        }
+        let again = store.store_message(ids[1], "alice", "bob", "m1").await.unwrap();
+        assert_eq!((again.seq, again.fresh), (seqs[1], false));
+        assert!(feed.try_recv().is_err(), "a resend is not delivered again");
+        let foreign = store.store_message(ids[1], "bob", "alice", "x").await;
+        assert!(matches!(foreign, Err(StoreError::Refused(_))));
+
+        let receipts = store.mark_delivered("bob", vec![seqs[1]]).await.unwrap();
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].all_delivered_upto, seqs[0] - 1);
+        assert!(store.mark_delivered("bob", vec![seqs[1]]).await.unwrap().is_empty());
+        assert!(store.mark_delivered("alice", vec![seqs[0]]).await.unwrap().is_empty(), "not hers");
+        drop(store);
+        thread.join().unwrap();
+
+        let (store, _feed, _thread) = open(&path).unwrap();
+        let pending = store.pending("bob", 0, 100).await.unwrap();
+        assert_eq!(pending.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seqs[0], seqs[2]]);
+        assert_eq!(store.waiting("bob").await.unwrap(), (2, 0));
+        assert_eq!(store.waiting("alice").await.unwrap(), (0, 2));
+        let receipts = store.receipts("alice", 0, 100).await.unwrap();
+        assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![seqs[1]]);
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_messages_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let tasks: Vec<_> = (0..500)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.store_message(MessageId::random(), "a", "b", &i.to_string()).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let mut last = 0;
+        for _ in 0..500 {
+            let seq = feed.recv().await.unwrap().seq;
+            assert!(seq > last, "feed is in sequence order");
+            last = seq;
+        }
+    }
+}
