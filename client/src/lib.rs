@@ -1,1 +1,20 @@
+//! The qchat client core: connects to the relay, sends and receives chat, reconnects with
+//! backoff, and reports everything as one stream of [`Event`]s. It knows nothing of any
+//! UI: `qchat-cli` and the desktop client are thin layers over it.
+//!
+//! - [`client`]: the [`Client`] handle and the reconnect loop;
+//! - [`session`]: one live connection (control stream, chat streams, deliveries);
+//! - [`connect`]: the endpoint and the handshake;
+//! - [`refusal`]: turning connection errors into reasons a person can act on;
+//! - [`event`]: what the core reports;
+//! - [`state`]: what the client keeps on disk, per identity.
 
+pub mod client;
+pub mod connect;
+pub mod event;
+pub mod refusal;
+pub mod session;
+pub mod state;
+
+pub use client::{Client, ClientOptions, SendError};
+pub use event::{ConnectionState, Event, IncomingMessage};

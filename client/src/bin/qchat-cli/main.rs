@@ -1,0 +1,247 @@
+//! `qchat-cli`: the qchat client without a window, for scripts and terminals.
+
+mod output;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use qchat_client::{Client, ClientOptions, ConnectionState, Event};
+use qchat_shared::identity::Identity;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use output::Printer;
+
+#[derive(Parser)]
+#[command(name = "qchat-cli", version, about = "qchat without a window")]
+struct Cli {
+    /// Your identity file (NAME.qchat), made by `qchat-certs user`.
+    #[arg(long)]
+    identity: PathBuf,
+    /// HOST:PORT of the relay, instead of the one in the identity file.
+    #[arg(long)]
+    server: Option<String>,
+    /// One JSON object per line for every event.
+    #[arg(long)]
+    json: bool,
+    /// Where the client keeps its state (default: the platform's data directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send one message and wait until the relay has stored it.
+    Send {
+        #[arg(required = true)]
+        text: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Print messages as they arrive (those that waited first) and acknowledge them.
+    Listen {
+        /// Exit after this many messages, once the relay confirmed their acknowledgement.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Exit non-zero if this many seconds pass first.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// An interactive chat: lines you type are sent; `/status` and `/quit` work too.
+    Chat,
+    /// Show the connection, the peer, and what waits.
+    Status,
+}
+
+/// Why a command failed, already said to the user.
+struct Failed;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let printer = Printer { json: cli.json };
+    let identity = match Identity::load(&cli.identity) {
+        Ok(identity) => identity,
+        Err(e) => {
+            printer.error(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let receive = matches!(cli.command, Command::Listen { .. } | Command::Chat);
+    let options = ClientOptions { identity, server: cli.server, data_dir: cli.data_dir, receive };
+    let (client, mut events) = Client::start(options);
+    let result = match cli.command {
+        Command::Send { text, timeout } => send(&client, &mut events, &printer, text.join(" "), timeout).await,
+        Command::Listen { count, timeout } => listen(&mut events, &printer, count, timeout).await,
+        Command::Chat => chat(&client, &mut events, &printer).await,
+        Command::Status => status(&client, &mut events, &printer).await,
+    };
+    client.shutdown();
+    let closed = async {
+        while let Some(event) = events.recv().await {
+            if let Event::Connection(ConnectionState::Closed | ConnectionState::Refused { .. }) = event {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed) => ExitCode::FAILURE,
+    }
+}
+
+/// Waits for the first connection; a refusal or a failed first attempt ends the command.
+async fn connected(events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Connection(ConnectionState::Connected(_)) => return Ok(()),
+            Event::Connection(ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. }) => {
+                printer.error(&reason);
+                return Err(Failed);
+            }
+            _ => {}
+        }
+    }
+    Err(Failed)
+}
+
+async fn with_deadline<F: std::future::Future<Output = Result<(), Failed>>>(
+    secs: Option<u64>,
+    printer: &Printer,
+    what: &str,
+    work: F,
+) -> Result<(), Failed> {
+    match secs {
+        None => work.await,
+        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work).await.unwrap_or_else(|_| {
+            printer.error(&format!("{what}: gave up after {secs} s"));
+            Err(Failed)
+        }),
+    }
+}
+
+async fn send(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer, text: String, secs: u64) -> Result<(), Failed> {
+    with_deadline(Some(secs), printer, "send", async {
+        connected(events, printer).await?;
+        let id = client.send(text);
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::Stored { id: stored, .. } if *stored == id => {
+                    printer.event(&event, false);
+                    return Ok(());
+                }
+                Event::SendFailed { id: failed, .. } if *failed == id => {
+                    printer.event(&event, false);
+                    return Err(Failed);
+                }
+                Event::Connection(ConnectionState::Refused { reason }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                _ => {}
+            }
+        }
+        Err(Failed)
+    })
+    .await
+}
+
+async fn listen(
+    events: &mut UnboundedReceiver<Event>,
+    printer: &Printer,
+    count: Option<usize>,
+    secs: Option<u64>,
+) -> Result<(), Failed> {
+    let what = match count {
+        Some(n) => format!("listen for {n} message(s)"),
+        None => "listen".into(),
+    };
+    with_deadline(secs, printer, &what, async {
+        connected(events, printer).await?;
+        let mut printed = 0usize;
+        let mut unconfirmed: HashSet<u64> = HashSet::new();
+        if count == Some(0) {
+            return Ok(());
+        }
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::Message(m) if count.is_none_or(|n| printed < n) => {
+                    printer.event(&event, false);
+                    printed += 1;
+                    unconfirmed.insert(m.seq);
+                }
+                Event::AckConfirmed { seqs } => {
+                    for seq in seqs {
+                        unconfirmed.remove(seq);
+                    }
+                }
+                Event::Connection(ConnectionState::Refused { reason }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                Event::Connection(_) => printer.event(&event, false),
+                _ => {}
+            }
+            if count.is_some_and(|n| printed >= n) && unconfirmed.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(Failed)
+    })
+    .await
+}
+
+async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+    connected(events, printer).await?;
+    client.request_status();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match line.trim() {
+                    "" => {}
+                    "/quit" => return Ok(()),
+                    "/status" => client.request_status(),
+                    _ => {
+                        client.send(line);
+                    }
+                },
+                _ => return Ok(()),
+            },
+            event = events.recv() => match event {
+                Some(Event::Connection(ConnectionState::Refused { reason })) => {
+                    printer.error(&reason);
+                    return Err(Failed);
+                }
+                Some(event) => printer.event(&event, true),
+                None => return Err(Failed),
+            }
+        }
+    }
+}
+
+async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+    with_deadline(Some(30), printer, "status", async {
+        connected(events, printer).await?;
+        client.request_status();
+        while let Some(event) = events.recv().await {
+            if let Event::Status(status) = event {
+                printer.status(&status);
+                return Ok(());
+            }
+        }
+        Err(Failed)
+    })
+    .await
+}

@@ -1,0 +1,262 @@
+//! One live connection to the relay: the control stream (hello, acknowledgements,
+//! receipts, presence), one stream per message sent, and the delivery streams the relay
+//! opens, put back in order.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use qchat_shared::frame::{ChatSend, ClientControl, Deliver, Hello, MessageId, Open, RelayControl, SendReply};
+use qchat_shared::io::{read_frame, write_frame};
+use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
+use qchat_shared::transport::CHAT_PRIORITY;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::client::{Command, Core, Outgoing, SendError, Sent};
+use crate::event::{ConnectionState, Event, IncomingMessage};
+use crate::refusal::{explain, Ending};
+
+/// How long the relay may take to answer a message with `Stored`.
+const STORED_DEADLINE: Duration = Duration::from_secs(30);
+/// How often a changed receipt cursor is written to disk.
+const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+/// How a session ended.
+pub(crate) enum Outcome {
+    Shutdown,
+    Ended { ending: Ending, welcomed: bool },
+}
+
+/// What a send task found.
+enum SendResult {
+    Reply(SendReply),
+    /// The stream failed; whether to retry depends on the connection.
+    Failed(String),
+}
+
+/// Puts deliveries back in the order the relay sent them.
+#[derive(Default)]
+struct Reorder {
+    next: u64,
+    held: BTreeMap<u64, Deliver>,
+}
+
+impl Reorder {
+    fn push(&mut self, deliver: Deliver) -> Vec<Deliver> {
+        if deliver.index >= self.next {
+            self.held.insert(deliver.index, deliver);
+        }
+        let mut ready = Vec::new();
+        while let Some(d) = self.held.remove(&self.next) {
+            ready.push(d);
+            self.next += 1;
+        }
+        ready
+    }
+}
+
+/// Serves one connection until it ends or the client shuts down.
+pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outcome {
+    let user = core.options.identity.user.clone();
+    let server = core.options.server().to_string();
+    let who = (user, server);
+    let hello = Open::Hello(Hello { receipts_after: core.saved.receipts_after });
+    let Ok((mut control_send, control_recv)) = connection.open_bi().await else {
+        return ended(false, &connection, &who).await;
+    };
+    let _ = control_send.set_priority(CHAT_PRIORITY);
+    if write_frame(&mut control_send, &hello).await.is_err() {
+        return ended(false, &connection, &who).await;
+    }
+
+    let mut tasks = JoinSet::new();
+    let (relay_tx, mut from_relay) = mpsc::unbounded_channel();
+    tasks.spawn(read_control(control_recv, relay_tx));
+    let (deliver_tx, mut deliveries) = mpsc::unbounded_channel();
+    if core.options.receive {
+        tasks.spawn(accept_deliveries(connection.clone(), deliver_tx));
+    }
+    let (result_tx, mut results) = mpsc::unbounded_channel();
+    for outgoing in &core.outbox {
+        spawn_send(&mut tasks, &connection, outgoing.id, outgoing.text.clone(), &result_tx);
+    }
+
+    let mut welcomed = false;
+    let mut reorder = Reorder::default();
+    let mut dirty = false;
+    let mut save_tick = tokio::time::interval(SAVE_EVERY);
+    let outcome = loop {
+        tokio::select! {
+            command = core.commands.recv() => match command {
+                Some(Command::Send { id, text, reply }) => {
+                    if let Some(reason) = refuse_locally(&text) {
+                        core.outbox.push(Outgoing { id, text, reply });
+                        core.settle(id, Err(SendError::Refused(reason)));
+                    } else {
+                        spawn_send(&mut tasks, &connection, id, text.clone(), &result_tx);
+                        core.outbox.push(Outgoing { id, text, reply });
+                    }
+                }
+                Some(Command::Status) => {
+                    if write_frame(&mut control_send, &ClientControl::Status).await.is_err() {
+                        break ended(welcomed, &connection, &who).await;
+                    }
+                }
+                Some(Command::Shutdown) | None => {
+                    connection.close(0u32.into(), b"bye");
+                    break Outcome::Shutdown;
+                }
+            },
+            frame = from_relay.recv() => match frame {
+                Some(frame) => {
+                    if let RelayControl::Welcome(_) = &frame {
+                        welcomed = true;
+                    }
+                    dirty |= on_control(core, frame);
+                }
+                None => break ended(welcomed, &connection, &who).await,
+            },
+            Some(deliver) = deliveries.recv(), if core.options.receive => {
+                let acks = take_in_order(core, reorder.push(deliver));
+                if !acks.is_empty() && send_acks(&mut control_send, acks).await.is_err() {
+                    break ended(welcomed, &connection, &who).await;
+                }
+            }
+            Some((id, result)) = results.recv() => on_send_result(core, &connection, id, result),
+            _ = save_tick.tick() => {
+                if dirty {
+                    core.save_state();
+                    dirty = false;
+                }
+            }
+        }
+    };
+    tasks.abort_all();
+    if dirty {
+        core.save_state();
+    }
+    outcome
+}
+
+/// Waits for the connection's own error, which says why whatever failed first failed.
+async fn ended(welcomed: bool, connection: &quinn::Connection, (user, server): &(String, String)) -> Outcome {
+    let error = match tokio::time::timeout(Duration::from_secs(2), connection.closed()).await {
+        Ok(error) => error,
+        Err(_) => {
+            connection.close(0u32.into(), b"protocol error");
+            connection.closed().await
+        }
+    };
+    Outcome::Ended { ending: explain(&error, user, server), welcomed }
+}
+
+fn refuse_locally(text: &str) -> Option<String> {
+    if text.is_empty() {
+        Some("an empty message is not sent".into())
+    } else if text.len() > MAX_TEXT {
+        Some(format!("the message is {} bytes; the limit is {MAX_TEXT}", text.len()))
+    } else {
+        None
+    }
+}
+
+/// Handles a frame from the control stream; returns true when the saved state changed.
+fn on_control(core: &mut Core, frame: RelayControl) -> bool {
+    match frame {
+        RelayControl::Welcome(status) => core.emit(Event::Connection(ConnectionState::Connected(status))),
+        RelayControl::Status(status) => core.emit_status(status),
+        RelayControl::Presence { user, online } => core.emit(Event::Presence { user, online }),
+        RelayControl::AckConfirmed { seqs } => core.emit(Event::AckConfirmed { seqs }),
+        RelayControl::Delivered { id, seq, all_delivered_upto } => {
+            core.emit(Event::Delivered { id, seq });
+            if all_delivered_upto > core.saved.receipts_after {
+                core.saved.receipts_after = all_delivered_upto;
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Reports deliveries that are next in order (once each) and returns what to acknowledge.
+fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
+    let mut acks = Vec::with_capacity(ready.len());
+    for d in ready {
+        acks.push(d.seq);
+        if core.seen.insert(d.id) {
+            core.emit(Event::Message(IncomingMessage { id: d.id, seq: d.seq, from: d.from, text: d.text, time_ms: d.time_ms }));
+        }
+    }
+    acks
+}
+
+async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<(), ()> {
+    for chunk in acks.chunks(MAX_ACKS_PER_FRAME) {
+        write_frame(control, &ClientControl::Ack { seqs: chunk.to_vec() }).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn on_send_result(core: &mut Core, connection: &quinn::Connection, id: MessageId, result: SendResult) {
+    match result {
+        SendResult::Reply(SendReply::Stored { seq, time_ms, .. }) => core.settle(id, Ok(Sent { id, seq, time_ms })),
+        SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason))),
+        // The connection is going: the message stays queued and is sent again (same id, so
+        // the relay stores it once) after the reconnect.
+        SendResult::Failed(_) if connection.close_reason().is_some() => {}
+        SendResult::Failed(reason) => core.settle(id, Err(SendError::Refused(reason))),
+    }
+}
+
+fn spawn_send(
+    tasks: &mut JoinSet<()>,
+    connection: &quinn::Connection,
+    id: MessageId,
+    text: String,
+    results: &mpsc::UnboundedSender<(MessageId, SendResult)>,
+) {
+    let connection = connection.clone();
+    let results = results.clone();
+    tasks.spawn(async move {
+        let result = match send_one(&connection, id, text).await {
+            Ok(reply) => SendResult::Reply(reply),
+            Err(reason) => SendResult::Failed(reason),
+        };
+        let _ = results.send((id, result));
+    });
+}
+
+async fn send_one(connection: &quinn::Connection, id: MessageId, text: String) -> Result<SendReply, String> {
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let _ = send.set_priority(CHAT_PRIORITY);
+    write_frame(&mut send, &Open::Send(ChatSend { id, text })).await.map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    match tokio::time::timeout(STORED_DEADLINE, read_frame::<SendReply, _>(&mut recv)).await {
+        Ok(Ok(Some(reply))) => Ok(reply),
+        Ok(Ok(None)) => Err("the relay closed the message stream without an answer".into()),
+        Ok(Err(e)) => Err(format!("the relay's answer was unreadable: {e}")),
+        Err(_) => Err(format!("no answer from the relay within {} s", STORED_DEADLINE.as_secs())),
+    }
+}
+
+async fn read_control(mut recv: quinn::RecvStream, frames: mpsc::UnboundedSender<RelayControl>) {
+    while let Ok(Some(frame)) = read_frame::<RelayControl, _>(&mut recv).await {
+        if frames.send(frame).is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_deliveries(connection: quinn::Connection, deliveries: mpsc::UnboundedSender<Deliver>) {
+    while let Ok(mut recv) = connection.accept_uni().await {
+        let deliveries = deliveries.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(FIRST_FRAME_DEADLINE, read_frame::<Deliver, _>(&mut recv)).await {
+                Ok(Ok(Some(deliver))) => {
+                    let _ = deliveries.send(deliver);
+                }
+                other => tracing::debug!(?other, "unreadable delivery stream"),
+            }
+        });
+    }
+}
