@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use qchat_shared::identity::{split_host_port, write_secret, Identity};
 use qchat_shared::names::validate_user_name;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SerialNumber,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -188,7 +187,10 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<PkiDir, CertsError> {
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "qchat CA");
+    // A name of its own, so that certificates of two qchat PKIs are never mistaken for
+    // each other's (a shared name would fail as a bad signature instead of "unknown CA").
+    let tag: [u8; 4] = rand::random();
+    ca_params.distinguished_name.push(DnType::CommonName, format!("qchat CA {}", hex(&tag)));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.serial_number = Some(random_serial());
@@ -370,8 +372,11 @@ mod tests {
         issue_user(&dir, "bob", "127.0.0.1:21567").unwrap();
         let identity = Identity::load(&alice).unwrap();
         assert_eq!(identity.user, "alice");
-        assert_eq!(qchat_shared::tls::common_name(
-            &qchat_shared::tls::parse_certs(&identity.cert_pem, "t").unwrap()[0]).as_deref(), Some("alice"));
+        assert_eq!(
+            qchat_shared::tls::common_name(&qchat_shared::tls::parse_certs(&identity.cert_pem, "t").unwrap()[0])
+                .as_deref(),
+            Some("alice")
+        );
         assert_eq!(PkiDir::new(&dir).users().unwrap(), ["alice", "bob"]);
         revoke(&dir, "bob").unwrap();
         assert!(matches!(revoke(&dir, "bob"), Err(CertsError::AlreadyRevoked(_))));

@@ -26,17 +26,14 @@ pub async fn resolve(server: &str) -> Result<SocketAddr, Ending> {
     let mut addrs = tokio::net::lookup_host(server)
         .await
         .map_err(|e| Ending { reason: format!("cannot resolve the relay's address {server}: {e}"), fatal: false })?;
-    addrs
-        .next()
-        .ok_or_else(|| Ending { reason: format!("{server} resolves to no address"), fatal: false })
+    addrs.next().ok_or_else(|| Ending { reason: format!("{server} resolves to no address"), fatal: false })
 }
 
 /// A client endpoint able to reach `remote`.
 pub fn endpoint_for(remote: SocketAddr) -> Result<quinn::Endpoint, Ending> {
-    let bind: SocketAddr = if remote.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }
-        .expect("a literal address");
-    quinn::Endpoint::client(bind)
-        .map_err(|e| Ending { reason: format!("cannot open a UDP socket: {e}"), fatal: true })
+    let bind: SocketAddr =
+        if remote.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("a literal address");
+    quinn::Endpoint::client(bind).map_err(|e| Ending { reason: format!("cannot open a UDP socket: {e}"), fatal: true })
 }
 
 /// Connects and completes the handshake, or says why not.

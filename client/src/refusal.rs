@@ -30,7 +30,8 @@ fn alert_reason(alert: u8, user: &str) -> String {
     match alert {
         44 => format!("the relay refused the certificate of {user}: it has been revoked; ask the relay's owner for a new identity"),
         45 => format!("the relay refused the certificate of {user}: it has expired; ask the relay's owner for a new identity"),
-        48 => format!("the relay refused the certificate: {user}'s identity was issued by another CA than the relay's; ask for a new identity"),
+        // 51 (decrypt_error): a CA of the same name whose signature does not verify.
+        48 | 51 => format!("the relay refused the certificate: {user}'s identity was issued by another CA than the relay's; ask for a new identity"),
         116 => "the relay asked for a certificate and none was sent; use a .qchat identity file".into(),
         120 => "the relay speaks another version of qchat (no common protocol); update the client or the relay".into(),
         42 | 43 | 46 | 49 => format!("the relay refused the certificate of {user} (TLS alert {alert}); ask for a new identity"),
@@ -72,7 +73,9 @@ pub fn explain(error: &ConnectionError, user: &str, server: &str) -> Ending {
         }
         ConnectionError::VersionMismatch => Ending::fatal(format!("the relay at {server} speaks another QUIC version")),
         ConnectionError::TimedOut => Ending::transient(format!("no answer from the relay at {server}")),
-        ConnectionError::Reset => Ending::transient(format!("the relay at {server} reset the connection (it may have restarted)")),
+        ConnectionError::Reset => {
+            Ending::transient(format!("the relay at {server} reset the connection (it may have restarted)"))
+        }
         ConnectionError::LocallyClosed => Ending::fatal("closed".into()),
         ConnectionError::CidsExhausted => Ending::transient("out of connection ids".into()),
     }

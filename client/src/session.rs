@@ -116,7 +116,8 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 }
                 None => break ended(welcomed, &connection, &who).await,
             },
-            Some(deliver) = deliveries.recv(), if core.options.receive => {
+            // Deliveries wait for the welcome, so that `Connected` is reported first.
+            Some(deliver) = deliveries.recv(), if welcomed => {
                 let acks = take_in_order(core, reorder.push(deliver));
                 if !acks.is_empty() && send_acks(&mut control_send, acks).await.is_err() {
                     break ended(welcomed, &connection, &who).await;
@@ -184,7 +185,13 @@ fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
     for d in ready {
         acks.push(d.seq);
         if core.seen.insert(d.id) {
-            core.emit(Event::Message(IncomingMessage { id: d.id, seq: d.seq, from: d.from, text: d.text, time_ms: d.time_ms }));
+            core.emit(Event::Message(IncomingMessage {
+                id: d.id,
+                seq: d.seq,
+                from: d.from,
+                text: d.text,
+                time_ms: d.time_ms,
+            }));
         }
     }
     acks
@@ -253,6 +260,7 @@ async fn accept_deliveries(connection: quinn::Connection, deliveries: mpsc::Unbo
         tokio::spawn(async move {
             match tokio::time::timeout(FIRST_FRAME_DEADLINE, read_frame::<Deliver, _>(&mut recv)).await {
                 Ok(Ok(Some(deliver))) => {
+                    tracing::debug!(index = deliver.index, seq = deliver.seq, "delivery received");
                     let _ = deliveries.send(deliver);
                 }
                 other => tracing::debug!(?other, "unreadable delivery stream"),

@@ -88,9 +88,6 @@ impl Router {
 
     /// Every live connection of every user.
     pub fn all(&self) -> Vec<(String, LiveConnection)> {
-        self.users()
-            .iter()
-            .flat_map(|(user, list)| list.iter().map(move |c| (user.clone(), c.clone())))
-            .collect()
+        self.users().iter().flat_map(|(user, list)| list.iter().map(move |c| (user.clone(), c.clone()))).collect()
     }
 }

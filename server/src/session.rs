@@ -63,10 +63,9 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
     let (deliveries, deliveries_rx) = mpsc::unbounded_channel();
     let (control, control_rx) = mpsc::unbounded_channel();
     let id = state.next_connection_id();
-    let registered = state.router.register(
-        &user,
-        LiveConnection { id, connection: connection.clone(), deliveries, control: control.clone() },
-    );
+    let registered = state
+        .router
+        .register(&user, LiveConnection { id, connection: connection.clone(), deliveries, control: control.clone() });
     if let Some(old) = registered.evicted {
         info!(evicted = old.id, "a fifth connection takes the place of the oldest");
         let reason = format!(
@@ -134,7 +133,11 @@ async fn replay_receipts(state: &RelayState, user: &str, after: u64, control: &m
     match state.store.receipts(user, after, RECEIPT_REPLAY).await {
         Ok(receipts) => {
             for r in receipts {
-                let _ = control.send(RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto });
+                let _ = control.send(RelayControl::Delivered {
+                    id: r.id,
+                    seq: r.seq,
+                    all_delivered_upto: r.all_delivered_upto,
+                });
             }
         }
         Err(e) => warn!(error = %e, "cannot replay receipts"),
@@ -314,6 +317,7 @@ async fn send_delivery(connection: &quinn::Connection, index: u64, message: &Sto
         text: message.text.clone(),
         time_ms: message.time_ms,
     };
+    tracing::debug!(index, seq = message.seq, "delivering");
     let mut stream = connection.open_uni().await.map_err(|_| ())?;
     let _ = stream.set_priority(CHAT_PRIORITY);
     write_frame(&mut stream, &frame).await.map_err(|_| ())?;

@@ -6,8 +6,8 @@
 //! published on the commit feed in sequence order, for live delivery.
 
 use std::path::Path;
-use std::sync::mpsc as std_mpsc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
 use qchat_shared::frame::MessageId;
@@ -82,7 +82,9 @@ pub struct Store {
 
 /// Opens (or creates) the database and starts its thread. Committed messages appear on
 /// the returned receiver in sequence order.
-pub fn open(path: &Path) -> Result<(Store, mpsc::UnboundedReceiver<StoredMessage>, std::thread::JoinHandle<()>), StoreError> {
+pub fn open(
+    path: &Path,
+) -> Result<(Store, mpsc::UnboundedReceiver<StoredMessage>, std::thread::JoinHandle<()>), StoreError> {
     let conn = Connection::open(path)?;
     conn.execute_batch(SCHEMA)?;
     let (jobs, rx) = std_mpsc::channel::<Job>();
@@ -199,7 +201,13 @@ impl Store {
     }
 
     /// Stores a message once: a resend of a known id returns the original answer.
-    pub async fn store_message(&self, id: MessageId, sender: &str, recipient: &str, text: &str) -> Result<Stored, StoreError> {
+    pub async fn store_message(
+        &self,
+        id: MessageId,
+        sender: &str,
+        recipient: &str,
+        text: &str,
+    ) -> Result<Stored, StoreError> {
         let (sender, recipient, text) = (sender.to_string(), recipient.to_string(), text.to_string());
         let feed = self.feed.clone();
         let message = Arc::new(std::sync::Mutex::new(None::<StoredMessage>));

@@ -51,13 +51,10 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
     if payload.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(payload.len()));
     }
-    let (value, used) = bincode::serde::decode_from_slice(payload, config())
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != payload.len() {
-        return Err(FrameError::Malformed(format!(
-            "{} bytes left over after the frame",
-            payload.len() - used
-        )));
+        return Err(FrameError::Malformed(format!("{} bytes left over after the frame", payload.len() - used)));
     }
     Ok(value)
 }

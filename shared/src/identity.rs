@@ -29,10 +29,7 @@ pub struct Identity {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("Identity")
-            .field("server", &self.server)
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("server", &self.server).field("user", &self.user).finish_non_exhaustive()
     }
 }
 
@@ -52,10 +49,8 @@ fn invalid(msg: impl Into<String>) -> IdentityError {
 impl Identity {
     /// Reads and parses an identity file.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| IdentityError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text)
     }
 
@@ -66,9 +61,8 @@ impl Identity {
         let mut server = None;
         let mut user = None;
         for line in header.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("header line {line:?} is not `key = value`")))?;
+            let (key, value) =
+                line.split_once('=').ok_or_else(|| invalid(format!("header line {line:?} is not `key = value`")))?;
             match key.trim() {
                 "server" => server = Some(value.trim().to_string()),
                 "user" => user = Some(value.trim().to_string()),
@@ -123,12 +117,8 @@ fn with_newline(s: &str) -> String {
 
 /// Splits `HOST:PORT` (or `[v6]:PORT`) into its parts.
 pub fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| format!("server {addr:?} must be HOST:PORT"))?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("server {addr:?} has no valid port"))?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("server {addr:?} must be HOST:PORT"))?;
+    let port = port.parse::<u16>().map_err(|_| format!("server {addr:?} has no valid port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("server {addr:?} has no host"));

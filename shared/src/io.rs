@@ -26,11 +26,7 @@ where
     while got < PREFIX {
         let n = reader.read(&mut prefix[got..]).await?;
         if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated { needed: PREFIX - got }.into())
-            };
+            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated { needed: PREFIX - got }.into()) };
         }
         got += n;
     }

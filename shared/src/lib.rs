@@ -2,8 +2,8 @@
 //! (no sockets), error codes, limits, the identity-file format, and the TLS and QUIC
 //! transport settings.
 
-pub mod codes;
 pub mod codec;
+pub mod codes;
 pub mod frame;
 pub mod identity;
 pub mod io;

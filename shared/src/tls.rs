@@ -35,9 +35,8 @@ fn pem_error(what: &'static str) -> impl Fn(rustls_pki_types::pem::Error) -> Tls
 
 /// All certificates in a PEM text.
 pub fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error(what))?;
+    let certs =
+        CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(pem_error(what))?;
     if certs.is_empty() {
         return Err(TlsError::Pem { what, detail: "no certificate found".into() });
     }

@@ -1,1 +1,209 @@
+//! Test harness: a real relay on 127.0.0.1 with a throwaway PKI in a temp directory, and
+//! real clients (the client core, or raw quinn connections that speak the protocol by
+//! hand to misbehave).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qchat_client::{Client, ClientOptions, ConnectionState, Event, IncomingMessage};
+use qchat_server::{Relay, RelayConfig};
+use qchat_shared::frame::{Hello, Open, Status};
+use qchat_shared::identity::Identity;
+use qchat_shared::io::write_frame;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a test waits for any one thing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A relay on 127.0.0.1 with its own PKI (alice and bob) and data directory.
+pub struct TestRelay {
+    pub relay: Option<Relay>,
+    pub addr: SocketAddr,
+    pub pki: PathBuf,
+    pub data: PathBuf,
+    pub clients_dir: PathBuf,
+    pub tmp: tempfile::TempDir,
+}
+
+impl TestRelay {
+    /// Mints a PKI (alice, bob) and starts a relay on a free port.
+    pub async fn start() -> Self {
+        init_logging();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let pki = tmp.path().join("pki");
+        qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()]).expect("init PKI");
+        for name in ["alice", "bob"] {
+            qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").expect("issue user");
+        }
+        let data = tmp.path().join("data");
+        let relay = start_relay(&pki, &data, "127.0.0.1:0".parse().unwrap()).await;
+        TestRelay {
+            addr: relay.local_addr(),
+            relay: Some(relay),
+            clients_dir: tmp.path().join("clients"),
+            pki,
+            data,
+            tmp,
+        }
+    }
+
+    /// Stops the relay (as a clean shutdown).
+    pub async fn stop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown().await;
+        }
+    }
+
+    /// Stops the relay and starts it again on the same data directory and port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.relay = Some(start_relay(&self.pki, &self.data, self.addr).await);
+    }
+
+    /// Issues another identity in this PKI.
+    pub fn issue(&self, name: &str) -> Identity {
+        let path = qchat_certs::issue_user(&self.pki, name, &self.addr.to_string()).expect("issue user");
+        Identity::load(&path).expect("load identity")
+    }
+
+    pub fn identity(&self, name: &str) -> Identity {
+        Identity::load(&self.pki.join(format!("{name}.qchat"))).expect("load identity")
+    }
+
+    /// A client for `name` that takes delivery of messages.
+    pub fn client(&self, name: &str) -> TestClient {
+        self.client_for(self.identity(name))
+    }
+
+    /// A client for any identity, pointed at this relay.
+    pub fn client_for(&self, identity: Identity) -> TestClient {
+        let options = ClientOptions {
+            identity,
+            server: Some(self.addr.to_string()),
+            data_dir: Some(self.clients_dir.clone()),
+            receive: true,
+        };
+        let (client, events) = Client::start(options);
+        TestClient { client, events }
+    }
+
+    /// A raw QUIC connection for `name` with the control stream open (Hello sent).
+    pub async fn raw(&self, name: &str) -> RawConnection {
+        raw_connect(&self.identity(name), self.addr).await
+    }
+}
+
+async fn start_relay(pki: &std::path::Path, data: &std::path::Path, listen: SocketAddr) -> Relay {
+    let config = RelayConfig { pki_dir: pki.to_path_buf(), data_dir: data.to_path_buf(), listen };
+    // A port just released may take a moment to bind again.
+    for _ in 0..50 {
+        match Relay::start(config.clone()).await {
+            Ok(relay) => return relay,
+            Err(qchat_server::RelayError::Bind { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("relay failed to start: {e}"),
+        }
+    }
+    panic!("could not bind {listen} again");
+}
+
+/// A client core and its events.
+pub struct TestClient {
+    pub client: Client,
+    pub events: UnboundedReceiver<Event>,
+}
+
+impl TestClient {
+    /// Waits for the next event that `pick` accepts.
+    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(event) = self.events.recv().await {
+                if let Some(found) = pick(event) {
+                    return Some(found);
+                }
+            }
+            None
+        });
+        match found.await {
+            Ok(Some(found)) => found,
+            Ok(None) => panic!("the client stopped before {what}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+
+    /// Waits until connected; panics if refused.
+    pub async fn connected(&mut self) -> Status {
+        self.expect("a connection", |e| match e {
+            Event::Connection(ConnectionState::Connected(status)) => Some(status),
+            Event::Connection(ConnectionState::Refused { reason }) => panic!("refused: {reason}"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for a refusal and returns its reason; panics if it connects.
+    pub async fn refused(&mut self) -> String {
+        self.expect("a refusal", |e| match e {
+            Event::Connection(ConnectionState::Refused { reason }) => Some(reason),
+            Event::Connection(ConnectionState::Connected(_)) => panic!("connected, expected a refusal"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until the relay has confirmed the acknowledgement of every one of `seqs`.
+    pub async fn acks_confirmed(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        let mut waiting: std::collections::HashSet<u64> = seqs.into_iter().collect();
+        while !waiting.is_empty() {
+            let confirmed = self
+                .expect("ack confirmations", |e| match e {
+                    Event::AckConfirmed { seqs } => Some(seqs),
+                    _ => None,
+                })
+                .await;
+            for seq in confirmed {
+                waiting.remove(&seq);
+            }
+        }
+    }
+
+    /// Collects the next `n` messages.
+    pub async fn messages(&mut self, n: usize) -> Vec<IncomingMessage> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let message = self
+                .expect(&format!("message {} of {n}", out.len() + 1), |e| match e {
+                    Event::Message(m) => Some(m),
+                    _ => None,
+                })
+                .await;
+            out.push(message);
+        }
+        out
+    }
+}
+
+/// A QUIC connection that speaks the protocol by hand.
+pub struct RawConnection {
+    pub endpoint: quinn::Endpoint,
+    pub connection: quinn::Connection,
+    pub control: (quinn::SendStream, quinn::RecvStream),
+}
+
+/// Connects with `identity` and opens the control stream.
+pub async fn raw_connect(identity: &Identity, addr: SocketAddr) -> RawConnection {
+    let config = qchat_client::connect::quic_config(identity).expect("client config");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
+    let connection = endpoint.connect_with(config, addr, "localhost").expect("connect").await.expect("handshake");
+    let (mut send, recv) = connection.open_bi().await.expect("control stream");
+    write_frame(&mut send, &Open::Hello(Hello { receipts_after: 0 })).await.expect("hello");
+    RawConnection { endpoint, connection, control: (send, recv) }
+}

@@ -131,7 +131,13 @@ async fn with_deadline<F: std::future::Future<Output = Result<(), Failed>>>(
     }
 }
 
-async fn send(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer, text: String, secs: u64) -> Result<(), Failed> {
+async fn send(
+    client: &Client,
+    events: &mut UnboundedReceiver<Event>,
+    printer: &Printer,
+    text: String,
+    secs: u64,
+) -> Result<(), Failed> {
     with_deadline(Some(secs), printer, "send", async {
         connected(events, printer).await?;
         let id = client.send(text);

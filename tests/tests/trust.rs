@@ -1,0 +1,106 @@
+//! Who gets in: certificates from another CA, revoked users, a third person, the wrong
+//! protocol version, an unreachable relay.
+
+use qchat_shared::identity::Identity;
+use qchat_tests::TestRelay;
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_with_a_reason() {
+    let relay = TestRelay::start().await;
+    let other = tempfile::tempdir().unwrap();
+    qchat_certs::init(other.path(), &["localhost".into()]).unwrap();
+    let path = qchat_certs::issue_user(other.path(), "alice", "127.0.0.1:1").unwrap();
+    let foreign = Identity::load(&path).unwrap();
+    // It trusts our relay (our CA), but its own certificate is from the other CA.
+    let identity = Identity { ca_pem: relay.identity("alice").ca_pem, ..foreign };
+    let mut client = relay.client_for(identity);
+    let reason = client.refused().await;
+    assert!(reason.contains("another CA"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_relay_from_another_ca_is_refused_by_the_client() {
+    let relay = TestRelay::start().await;
+    let other = tempfile::tempdir().unwrap();
+    qchat_certs::init(other.path(), &["localhost".into()]).unwrap();
+    let mut identity = relay.identity("alice");
+    identity.ca_pem = std::fs::read_to_string(other.path().join("ca.pem")).unwrap();
+    let reason = relay.client_for(identity).refused().await;
+    assert!(reason.contains("not the one in your identity file"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_revoked_user_is_refused_without_a_relay_restart() {
+    let relay = TestRelay::start().await;
+    let mut bob = relay.client("bob");
+    bob.connected().await;
+    bob.client.shutdown();
+    qchat_certs::revoke(&relay.pki, "bob").unwrap();
+    // The relay checks the PKI directory twice a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut bob = relay.client("bob");
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match bob.events.recv().await {
+                    Some(qchat_client::Event::Connection(qchat_client::ConnectionState::Refused { reason })) => {
+                        return Some(reason)
+                    }
+                    Some(qchat_client::Event::Connection(qchat_client::ConnectionState::Connected(_))) | None => {
+                        return None
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(reason) = refused {
+            assert!(reason.contains("revoked"), "{reason}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "bob still gets in after revocation");
+        bob.client.shutdown();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Alice is not affected.
+    relay.client("alice").connected().await;
+}
+
+#[tokio::test]
+async fn a_third_user_is_refused_with_a_clear_message() {
+    let relay = TestRelay::start().await;
+    let carol = relay.issue("carol");
+    let reason = relay.client_for(carol).refused().await;
+    assert!(reason.contains("carol is not one of them"), "{reason}");
+    assert!(reason.contains("alice and bob"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_client_of_another_protocol_version_is_told_so() {
+    let relay = TestRelay::start().await;
+    let identity = relay.identity("alice");
+    let crypto = qchat_shared::tls::client_crypto_with_alpn(&identity, b"qchat/0").unwrap();
+    let config = qchat_shared::transport::client_config(crypto).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = endpoint.connect_with(config, relay.addr, "localhost").unwrap().await.unwrap_err();
+    let ending = qchat_client::refusal::explain(&err, "alice", &relay.addr.to_string());
+    assert!(ending.fatal);
+    assert!(ending.reason.contains("another version"), "{}", ending.reason);
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_is_named_in_the_error() {
+    let mut relay = TestRelay::start().await;
+    let addr = relay.addr;
+    relay.stop().await;
+    let mut alice = relay.client("alice");
+    let reason = alice
+        .expect("a reconnect notice", |e| match e {
+            qchat_client::Event::Connection(qchat_client::ConnectionState::Reconnecting { reason, .. }) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains(&addr.to_string()), "{reason}");
+}
