@@ -268,3 +268,30 @@ async fn accept_deliveries(connection: quinn::Connection, deliveries: mpsc::Unbo
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(index: u64) -> Deliver {
+        Deliver {
+            index,
+            id: MessageId([index as u8; 16]),
+            seq: index * 2,
+            from: "a".into(),
+            text: String::new(),
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn deliveries_come_out_in_the_relays_order_whatever_order_they_arrive_in() {
+        let mut reorder = Reorder::default();
+        assert!(reorder.push(deliver(2)).is_empty());
+        assert!(reorder.push(deliver(1)).is_empty());
+        let ready: Vec<u64> = reorder.push(deliver(0)).iter().map(|d| d.index).collect();
+        assert_eq!(ready, [0, 1, 2]);
+        assert!(reorder.push(deliver(1)).is_empty(), "an old index is dropped");
+        assert_eq!(reorder.push(deliver(3)).len(), 1);
+    }
+}

@@ -170,6 +170,22 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
     }
 }
 
+/// Closes live connections whose certificate is now revoked, or whose user is no longer
+/// one of the relay's two people.
+fn close_revoked(state: &RelayState, material: &RelayMaterial) {
+    let revoked = qchat_shared::tls::revoked_serials(&material.crl_pem).unwrap_or_default();
+    for (user, live) in state.router.all() {
+        if revoked.contains(&live.serial) {
+            info!(%user, "closing a connection whose certificate was revoked");
+            let reason =
+                format!("the certificate of {user} has been revoked; ask the relay's owner for a new identity");
+            live.connection.close(CloseCode::Revoked.to_varint(), reason.as_bytes());
+        } else if !material.members.contains(&user) {
+            live.connection.close(CloseCode::NotAMember.to_varint(), b"no longer one of this relay's people");
+        }
+    }
+}
+
 /// Reloads the CRL and the member list when they change, without a restart: new
 /// handshakes use the new CRL at once.
 async fn watch_pki(endpoint: quinn::Endpoint, state: Arc<RelayState>, dir: PathBuf, mut current: RelayMaterial) {
@@ -188,6 +204,7 @@ async fn watch_pki(endpoint: quinn::Endpoint, state: Arc<RelayState>, dir: PathB
                 endpoint.set_server_config(Some(config));
                 *state.members.write().unwrap_or_else(|p| p.into_inner()) = fresh.members.clone();
                 info!(members = ?fresh.members, "PKI reloaded (CRL and members)");
+                close_revoked(&state, &fresh);
                 current = fresh;
             }
             Err(e) => warn!(error = %e, "new PKI files are unusable; keeping the old ones"),

@@ -15,6 +15,8 @@ use crate::store::StoredMessage;
 pub struct LiveConnection {
     pub id: u64,
     pub connection: quinn::Connection,
+    /// The serial number of the client's certificate, to find it when it is revoked.
+    pub serial: Vec<u8>,
     /// Messages to deliver on this connection, in sequence order.
     pub deliveries: mpsc::UnboundedSender<Arc<StoredMessage>>,
     /// Frames for this connection's control stream.

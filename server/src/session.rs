@@ -26,26 +26,28 @@ const RECEIPT_REPLAY: usize = 10_000;
 /// Serves one connection until it ends.
 pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     let remote = connection.remote_address();
-    let Some(user) = peer_user(&connection) else {
+    let Some((user, serial)) = peer_user(&connection) else {
         connection.close(CloseCode::Protocol.to_varint(), b"the certificate names no user");
         return;
     };
     let span = tracing::info_span!("session", %user, %remote, conn = connection.stable_id());
-    serve(state, connection, user).instrument(span).await;
+    serve(state, connection, user, serial).instrument(span).await;
 }
 
-/// The user name from the client's certificate (its subject CN), never from what it says.
-fn peer_user(connection: &quinn::Connection) -> Option<String> {
+/// The user name from the client's certificate (its subject CN), never from what it says,
+/// and the certificate's serial number.
+fn peer_user(connection: &quinn::Connection) -> Option<(String, Vec<u8>)> {
     let identity = connection.peer_identity()?;
     let certs = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
-    qchat_shared::tls::common_name(certs.first()?)
+    let leaf = certs.first()?;
+    Some((qchat_shared::tls::common_name(leaf)?, qchat_shared::tls::serial(leaf)?))
 }
 
 fn close(connection: &quinn::Connection, code: CloseCode, reason: &str) {
     connection.close(code.to_varint(), reason.as_bytes());
 }
 
-async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: String) {
+async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: String, serial: Vec<u8>) {
     let members = state.members();
     if !members.contains(&user) {
         info!("refused: not one of this relay's two people");
@@ -63,9 +65,10 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
     let (deliveries, deliveries_rx) = mpsc::unbounded_channel();
     let (control, control_rx) = mpsc::unbounded_channel();
     let id = state.next_connection_id();
-    let registered = state
-        .router
-        .register(&user, LiveConnection { id, connection: connection.clone(), deliveries, control: control.clone() });
+    let registered = state.router.register(
+        &user,
+        LiveConnection { id, connection: connection.clone(), serial, deliveries, control: control.clone() },
+    );
     if let Some(old) = registered.evicted {
         info!(evicted = old.id, "a fifth connection takes the place of the oldest");
         let reason = format!(

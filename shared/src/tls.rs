@@ -8,6 +8,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use x509_parser::prelude::FromDer;
 
 use crate::identity::Identity;
 use crate::ALPN;
@@ -110,6 +111,23 @@ pub fn client_crypto_with_alpn(identity: &Identity, alpn: &[u8]) -> Result<rustl
         )?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
+}
+
+/// The serial numbers of every certificate revoked by the CRLs in a PEM text.
+pub fn revoked_serials(crl_pem: &str) -> Result<Vec<Vec<u8>>, TlsError> {
+    let mut serials = Vec::new();
+    for crl in parse_crls(crl_pem)? {
+        let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl)
+            .map_err(|e| TlsError::Pem { what: "the CRL", detail: e.to_string() })?;
+        serials.extend(parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
+    }
+    Ok(serials)
+}
+
+/// The serial number of a DER certificate.
+pub fn serial(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.raw_serial().to_vec())
 }
 
 /// The subject common name of a DER certificate.

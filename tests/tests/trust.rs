@@ -32,10 +32,12 @@ async fn a_relay_from_another_ca_is_refused_by_the_client() {
 #[tokio::test]
 async fn a_revoked_user_is_refused_without_a_relay_restart() {
     let relay = TestRelay::start().await;
-    let mut bob = relay.client("bob");
-    bob.connected().await;
-    bob.client.shutdown();
+    let mut live_bob = relay.client("bob");
+    live_bob.connected().await;
     qchat_certs::revoke(&relay.pki, "bob").unwrap();
+    // The live connection is closed, and the client does not retry.
+    let reason = live_bob.refused().await;
+    assert!(reason.contains("revoked"), "{reason}");
     // The relay checks the PKI directory twice a second.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

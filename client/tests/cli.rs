@@ -1,0 +1,97 @@
+//! `qchat-cli` against a real relay: one-shot send, listen with acknowledgement, status,
+//! JSON events, and clear failures.
+
+use std::process::Command;
+
+use qchat_server::{Relay, RelayConfig};
+use serde_json::Value;
+
+struct Setup {
+    relay: Relay,
+    tmp: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
+    for name in ["alice", "bob"] {
+        qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").unwrap();
+    }
+    let config =
+        RelayConfig { pki_dir: pki, data_dir: tmp.path().join("data"), listen: "127.0.0.1:0".parse().unwrap() };
+    Setup { relay: Relay::start(config).await.unwrap(), tmp }
+}
+
+impl Setup {
+    /// Runs qchat-cli as `user` with `--json` on a blocking thread; returns exit success and
+    /// the JSON events.
+    async fn cli(&self, user: &str, args: &[&str]) -> (bool, Vec<Value>) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qchat-cli"));
+        command
+            .arg("--identity")
+            .arg(self.tmp.path().join("pki").join(format!("{user}.qchat")))
+            .args(["--server", &self.relay.local_addr().to_string(), "--json", "--data-dir"])
+            .arg(self.tmp.path().join("clients"))
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+        let events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect();
+        (out.status.success(), events)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_then_listen_prints_json_and_acknowledges() {
+    let setup = setup().await;
+    let (ok, events) = setup.cli("alice", &["send", "hello", "bob"]).await;
+    assert!(ok, "{events:?}");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event"], "stored");
+    let id = events[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    setup.cli("alice", &["send", "second"]).await;
+
+    let (ok, events) = setup.cli("bob", &["status"]).await;
+    assert!(ok);
+    assert_eq!(events[0]["event"], "status");
+    assert_eq!(events[0]["waiting_for_you"], 2, "status does not take delivery");
+    assert_eq!(events[0]["peer"], "alice");
+
+    let (ok, events) = setup.cli("bob", &["listen", "--count", "2", "--timeout", "20"]).await;
+    assert!(ok, "{events:?}");
+    let messages: Vec<&Value> = events.iter().filter(|e| e["event"] == "message").collect();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["id"], id.as_str());
+    assert_eq!(messages[0]["from"], "alice");
+    assert_eq!(messages[0]["text"], "hello bob");
+    assert_eq!(messages[1]["text"], "second");
+    let time = messages[0]["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.contains('T'), "RFC 3339 UTC: {time}");
+
+    // Acknowledged: they do not come again.
+    let (ok, events) = setup.cli("bob", &["listen", "--count", "1", "--timeout", "2"]).await;
+    assert!(!ok, "nothing more to hear: {events:?}");
+    assert_eq!(events.last().unwrap()["event"], "error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_exit_non_zero_with_a_reason() {
+    let setup = setup().await;
+    let (ok, events) = setup.cli("alice", &["send", &"x".repeat(qchat_shared::limits::MAX_TEXT + 1)]).await;
+    assert!(!ok);
+    assert!(events[0]["message"].as_str().unwrap().contains("limit"), "{events:?}");
+
+    let broken = setup.tmp.path().join("broken.qchat");
+    std::fs::write(&broken, "server = x:1\nuser = alice\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
+        .arg("--identity")
+        .arg(&broken)
+        .args(["send", "hi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("identity file is not valid"));
+}
