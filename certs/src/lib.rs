@@ -190,7 +190,7 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<PkiDir, CertsError> {
     // A name of its own, so that certificates of two qchat PKIs are never mistaken for
     // each other's (a shared name would fail as a bad signature instead of "unknown CA").
     let tag: [u8; 4] = rand::random();
-    ca_params.distinguished_name.push(DnType::CommonName, format!("qchat CA {}", hex(&tag)));
+    ca_params.distinguished_name.push(DnType::CommonName, format!("qchat CA {}", qchat_shared::hex::encode(&tag)));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.serial_number = Some(random_serial());
@@ -297,15 +297,7 @@ fn serial_of(cert_path: &Path) -> Result<String, CertsError> {
     let pem = read(cert_path)?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
-    Ok(hex(cert.raw_serial()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2).filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()
+    Ok(qchat_shared::hex::encode(cert.raw_serial()))
 }
 
 fn write_crl(pki: &PkiDir, ca: &Ca, revoked: &[(String, String)]) -> Result<(), CertsError> {
@@ -318,7 +310,7 @@ fn write_crl(pki: &PkiDir, ca: &Ca, revoked: &[(String, String)]) -> Result<(), 
         revoked_certs: revoked
             .iter()
             .map(|(_, serial)| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(&unhex(serial)),
+                serial_number: SerialNumber::from_slice(&qchat_shared::hex::decode(serial).unwrap_or_default()),
                 revocation_time: now - Duration::minutes(1),
                 reason_code: None,
                 invalidity_date: None,

@@ -4,13 +4,19 @@
 //! - [`relay`]: the endpoint, the accept loop, PKI reloading and shutdown;
 //! - [`session`]: one client connection (control stream, chat streams, deliveries);
 //! - [`router`]: live connections per user and presence;
+//! - [`files`]: upload and download streams;
+//! - [`spool`]: file bodies on disk, named by file id;
+//! - [`sweep`]: retention and expiry of files;
 //! - [`store`]: the SQLite store on its own thread, with group commit;
 //! - [`bootstrap`]: the default data directory and the demo PKI made on first start.
 
 pub mod bootstrap;
+pub mod files;
 pub mod relay;
 pub mod router;
 pub mod session;
+pub mod spool;
 pub mod store;
+pub mod sweep;
 
-pub use relay::{Relay, RelayConfig, RelayError};
+pub use relay::{Relay, RelayConfig, RelayError, RelayLimits};

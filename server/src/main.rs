@@ -22,6 +22,18 @@ struct Cli {
     /// UDP address to listen on.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], qchat_shared::DEFAULT_PORT)))]
     listen: SocketAddr,
+    /// The largest file accepted (e.g. 64G, 512M).
+    #[arg(long, default_value = "64G", value_parser = qchat_shared::units::parse_size)]
+    max_file_size: u64,
+    /// What one user's files on the relay may add up to.
+    #[arg(long, default_value = "256G", value_parser = qchat_shared::units::parse_size)]
+    quota: u64,
+    /// Days a fetched file is kept on the relay.
+    #[arg(long, default_value_t = 7)]
+    retention_days: u64,
+    /// Days a file nobody fetched is kept (its sender is told when it goes).
+    #[arg(long, default_value_t = 30)]
+    expiry_days: u64,
 }
 
 #[tokio::main]
@@ -53,7 +65,12 @@ async fn main() -> Result<()> {
             dir
         }
     };
-    let relay = Relay::start(RelayConfig { pki_dir, data_dir, listen: cli.listen }).await?;
+    let mut config = RelayConfig::new(pki_dir, data_dir, cli.listen);
+    config.limits.max_file_size = cli.max_file_size;
+    config.limits.quota = cli.quota;
+    config.limits.retention = Duration::from_secs(cli.retention_days * 24 * 3600);
+    config.limits.expiry = Duration::from_secs(cli.expiry_days * 24 * 3600);
+    let relay = Relay::start(config).await?;
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
     wait_for_stop_signal().await;
     if tokio::time::timeout(Duration::from_secs(5), relay.shutdown()).await.is_err() {

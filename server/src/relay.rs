@@ -11,12 +11,14 @@ use qchat_certs::RelayMaterial;
 use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::Status;
 use qchat_shared::tls::{server_crypto, ServerTls};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
 use crate::router::Router;
-use crate::session;
-use crate::store::{self, Store, StoreError};
+use crate::spool::Spool;
+use crate::store::{self, Store, StoreError, UploadLimits};
+use crate::{session, sweep};
 
 /// How often the PKI directory is checked for a new CRL or new users.
 const PKI_POLL: Duration = Duration::from_millis(500);
@@ -29,6 +31,62 @@ pub struct RelayConfig {
     pub pki_dir: PathBuf,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub limits: RelayLimits,
+}
+
+impl RelayConfig {
+    /// A configuration with the default limits.
+    pub fn new(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Self {
+        RelayConfig { pki_dir, data_dir, listen, limits: RelayLimits::default() }
+    }
+}
+
+/// How much the relay takes and how long it keeps files.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// The largest file accepted.
+    pub max_file_size: u64,
+    /// What one user's files on the relay may add up to.
+    pub quota: u64,
+    /// How long a fetched file is kept.
+    pub retention: Duration,
+    /// How long a file nobody fetched (or an unfinished upload) is kept.
+    pub expiry: Duration,
+    /// How often the sweep runs.
+    pub sweep_every: Duration,
+    /// File transfers served at once (more wait their turn).
+    pub max_transfers: usize,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_file_size: 64 << 30,
+            quota: 256 << 30,
+            retention: 7 * DAY,
+            expiry: 30 * DAY,
+            sweep_every: Duration::from_secs(600),
+            max_transfers: 16,
+        }
+    }
+}
+
+impl RelayLimits {
+    pub fn upload_limits(&self) -> UploadLimits {
+        UploadLimits { max_file_size: self.max_file_size, quota: self.quota }
+    }
+}
+
+/// Counters of what moved through the relay (tests read them to prove resumes send
+/// nothing twice).
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// File bytes read from upload streams.
+    pub upload_bytes: AtomicU64,
+    /// File bytes written to download streams.
+    pub download_bytes: AtomicU64,
 }
 
 /// Why the relay could not start.
@@ -40,7 +98,7 @@ pub enum RelayError {
     Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("cannot create {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
@@ -50,6 +108,11 @@ pub enum RelayError {
 pub struct RelayState {
     pub store: Store,
     pub router: Router,
+    pub spool: Spool,
+    pub limits: RelayLimits,
+    pub stats: RelayStats,
+    /// Bounds the file transfers served at once.
+    pub transfers: Semaphore,
     members: RwLock<Vec<String>>,
     next_id: AtomicU64,
 }
@@ -73,7 +136,9 @@ impl RelayState {
     pub async fn status(&self, user: &str) -> Result<Status, StoreError> {
         let peer = self.peer_of(user);
         let (waiting_for_you, waiting_for_peer) = self.store.waiting(user).await?;
+        let files_for_you = self.store.files_waiting(user).await?;
         Ok(Status {
+            files_for_you,
             user: user.to_string(),
             peer_online: peer.as_deref().is_some_and(|p| self.router.is_online(p)),
             peer,
@@ -109,12 +174,18 @@ impl Relay {
         let server_config = quic_config(&material)?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| RelayError::DataDir { path: config.data_dir.clone(), source })?;
+        let spool_dir = config.data_dir.join("spool");
+        let spool = Spool::open(spool_dir.clone()).map_err(|source| RelayError::DataDir { path: spool_dir, source })?;
         let (store, mut feed, store_thread) = store::open(&config.data_dir.join("relay.db"))?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         let state = Arc::new(RelayState {
             store,
             router: Router::default(),
+            spool,
+            transfers: Semaphore::new(config.limits.max_transfers),
+            limits: config.limits.clone(),
+            stats: RelayStats::default(),
             members: RwLock::new(material.members.clone()),
             next_id: AtomicU64::new(1),
         });
@@ -127,14 +198,35 @@ impl Relay {
                 router_state.router.deliver(message);
             }
         });
+        sweep::remove_orphans(&state).await;
+        let sweeper = tokio::spawn(sweep::run(state.clone()));
         let accept = tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
         let watch = tokio::spawn(watch_pki(endpoint.clone(), state.clone(), config.pki_dir.clone(), material));
-        Ok(Relay { endpoint, state, tasks: vec![route, accept, watch], store_thread: Some(store_thread) })
+        Ok(Relay { endpoint, state, tasks: vec![route, sweeper, accept, watch], store_thread: Some(store_thread) })
     }
 
     /// The address the relay listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().expect("a bound endpoint has an address")
+    }
+
+    /// What moved through the relay so far.
+    pub fn stats(&self) -> &RelayStats {
+        &self.state.stats
+    }
+
+    /// Sweeps expired files now; returns how many went.
+    pub async fn sweep_now(&self) -> usize {
+        sweep::sweep_once(&self.state).await
+    }
+
+    /// Closes every live connection of `user` (they reconnect by themselves).
+    pub fn disconnect(&self, user: &str) {
+        for (name, live) in self.state.router.all() {
+            if name == user {
+                live.connection.close(CloseCode::Normal.to_varint(), b"disconnected by the relay");
+            }
+        }
     }
 
     /// Closes every connection, waits a little for them to go, and closes the store after

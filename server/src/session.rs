@@ -96,6 +96,12 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         }
     }
     replay_receipts(&state, &user, receipts_after, &control).await;
+    match state.store.offers_for(&user).await {
+        Ok(offers) => offers.into_iter().for_each(|offer| {
+            let _ = control.send(RelayControl::FileOffered(offer));
+        }),
+        Err(e) => warn!(error = %e, "cannot replay file offers"),
+    }
     tasks.spawn(write_control(control_send, control_rx).in_current_span());
     tasks.spawn(deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx).in_current_span());
 
@@ -179,6 +185,20 @@ async fn read_control(
                 }
                 Err(e) => warn!(error = %e, "cannot read status"),
             },
+            Ok(Some(ClientControl::ListFiles)) => match state.store.list_files(user).await {
+                Ok((incoming, outgoing)) => {
+                    let _ = control.send(RelayControl::Files { incoming, outgoing });
+                }
+                Err(e) => warn!(error = %e, "cannot list files"),
+            },
+            Ok(Some(ClientControl::Fetched { file_id })) => match state.store.mark_fetched(user, file_id).await {
+                Ok(Some(sender)) => {
+                    info!(file = %file_id, "fetched");
+                    state.router.notify(&sender, RelayControl::FileFetched { file_id });
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot record a fetch"),
+            },
             Ok(None) => return,
             Err(ReadFrameError::Io(e)) => {
                 debug!(error = %e, "control stream ended");
@@ -232,6 +252,8 @@ async fn handle_stream(state: Arc<RelayState>, user: String, mut send: quinn::Se
                 let _ = send.finish();
             }
         }
+        Ok(Ok(Some(Open::Upload(start)))) => crate::files::upload(state, user, send, recv, start).await,
+        Ok(Ok(Some(Open::Download(start)))) => crate::files::download(state, user, send, start).await,
         Ok(Ok(Some(Open::Hello(_)))) => {
             warn!("a second control stream");
             refuse(&mut send, &mut recv, StreamCode::Malformed);

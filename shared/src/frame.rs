@@ -13,40 +13,51 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A 128-bit message id that the sender makes; unique per message, kept across resends.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct MessageId(pub [u8; 16]);
+/// Defines a 128-bit id type with random creation and a hex form.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(pub [u8; 16]);
 
-impl MessageId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        MessageId(rand::random())
-    }
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> Self {
+                $name(rand::random())
+            }
 
-    /// Parses the 32-digit hex form that [`fmt::Display`] writes.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != 32 {
-            return None;
+            /// Parses the 32-digit hex form that [`fmt::Display`] writes.
+            pub fn from_hex(text: &str) -> Option<Self> {
+                crate::hex::decode_array(text).map($name)
+            }
         }
-        let mut bytes = [0u8; 16];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&crate::hex::encode(&self.0))
+            }
         }
-        Some(MessageId(bytes))
-    }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+    };
 }
 
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
+id_type!(
+    /// A 128-bit message id that the sender makes; unique per message, kept across resends.
+    MessageId
+);
+id_type!(
+    /// A 128-bit file id that the relay assigns; the spool file and partial downloads are
+    /// named by it, never by a name a client sent.
+    FileId
+);
 
-impl fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageId({self})")
-    }
-}
+/// A BLAKE3 hash of a file's content.
+pub type Blake3 = [u8; 32];
 
 /// The first frame of every bidirectional stream a client opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +66,86 @@ pub enum Open {
     Hello(Hello),
     /// Sends one chat message.
     Send(ChatSend),
+    /// Uploads (or resumes uploading) a file to the relay.
+    Upload(UploadStart),
+    /// Fetches a file offered to this user, from an offset.
+    Download(DownloadStart),
+}
+
+/// Opens an upload stream. After [`UploadReply::Ready`] the client writes the file's bytes
+/// from the offset to the end, then one [`UploadEnd`] frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStart {
+    /// The file's name as the sender sees it (the receiver sanitizes it).
+    pub name: String,
+    pub size: u64,
+    /// An unfinished upload of this file to resume.
+    pub resume: Option<FileId>,
+}
+
+/// The relay's answers on an upload stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UploadReply {
+    /// Send the bytes from `offset` on (the relay holds the ones before).
+    Ready { file_id: FileId, offset: u64 },
+    /// The whole file is held, its hash matched, and it is offered to the peer.
+    Committed { file_id: FileId, blake3: Blake3 },
+    /// Not accepted, and why.
+    Refused { reason: String },
+}
+
+/// Ends the bytes of an upload: the hash of the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadEnd {
+    pub blake3: Blake3,
+}
+
+/// Opens a download stream. After [`DownloadReply::Ready`] the relay writes the bytes from
+/// `offset` to the end and finishes the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadStart {
+    pub file_id: FileId,
+    pub offset: u64,
+}
+
+/// The relay's answer on a download stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownloadReply {
+    Ready(FileInfo),
+    Refused { reason: String },
+}
+
+/// A file on the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub file_id: FileId,
+    pub name: String,
+    pub size: u64,
+    pub from: String,
+    /// Known once the upload is committed.
+    pub blake3: Option<Blake3>,
+    /// When the upload began (Unix milliseconds).
+    pub time_ms: i64,
+}
+
+/// Where a file is in its life on the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileState {
+    /// Still arriving; the relay holds this many bytes.
+    Uploading { held: u64 },
+    /// Committed and waiting for the recipient.
+    Offered,
+    /// The recipient has it; the relay keeps it for the retention period.
+    Fetched,
+    /// Swept from the relay (`fetched` tells whether the recipient got it first).
+    Expired { fetched: bool },
+}
+
+/// One line of a file listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub info: FileInfo,
+    pub state: FileState,
 }
 
 /// Opens the control stream.
@@ -87,6 +178,10 @@ pub enum ClientControl {
     Ack { seqs: Vec<u64> },
     /// Asks for a fresh [`RelayControl::Status`].
     Status,
+    /// Asks for a [`RelayControl::Files`] listing.
+    ListFiles,
+    /// This file was saved and verified by the recipient.
+    Fetched { file_id: FileId },
 }
 
 /// Frames from the relay on the control stream.
@@ -103,6 +198,14 @@ pub enum RelayControl {
     Delivered { id: MessageId, seq: u64, all_delivered_upto: u64 },
     /// These acknowledgements are committed: the messages will not come again.
     AckConfirmed { seqs: Vec<u64> },
+    /// A file waits for this user (sent when committed, and again after each connect).
+    FileOffered(FileInfo),
+    /// The peer saved and verified a file this user sent.
+    FileFetched { file_id: FileId },
+    /// A file this user sent was swept from the relay.
+    FileExpired { file_id: FileId, name: String, fetched: bool },
+    /// The answer to [`ClientControl::ListFiles`]: files for this user, and this user's own.
+    Files { incoming: Vec<FileEntry>, outgoing: Vec<FileEntry> },
 }
 
 /// Who this connection is, who the peer is, and what waits.
@@ -117,6 +220,8 @@ pub struct Status {
     pub waiting_for_you: u64,
     /// This user's messages the peer has not received yet.
     pub waiting_for_peer: u64,
+    /// Files offered to this user and not fetched yet.
+    pub files_for_you: u64,
 }
 
 /// One message delivered to a recipient, on a unidirectional stream of its own.

@@ -5,12 +5,16 @@
 pub mod codec;
 pub mod codes;
 pub mod frame;
+pub mod hash;
+pub mod hex;
 pub mod identity;
 pub mod io;
 pub mod limits;
 pub mod names;
 pub mod tls;
+pub mod transfer;
 pub mod transport;
+pub mod units;
 
 /// The ALPN protocol id; it versions every frame type.
 pub const ALPN: &[u8] = b"qchat/1";

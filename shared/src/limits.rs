@@ -16,3 +16,10 @@ pub const MAX_CONNECTIONS_PER_USER: usize = 4;
 
 /// How many delivery acknowledgements fit in one `Ack` frame.
 pub const MAX_ACKS_PER_FRAME: usize = 1024;
+
+/// File bytes move between disk and stream in pieces of this size: each side holds a few
+/// of them at a time, whatever the file's size.
+pub const CHUNK: usize = 1024 * 1024;
+
+/// Longest file name a sender may give, in bytes of UTF-8.
+pub const MAX_FILE_NAME: usize = 1024;

@@ -33,3 +33,110 @@ mod tests {
         }
     }
 }
+
+/// File names longer than this (in bytes) are shortened, keeping the extension.
+pub const MAX_SAVED_NAME: usize = 200;
+
+/// Names Windows reserves for devices, with or without an extension.
+const WINDOWS_DEVICES: &[&str] = &[
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "LPT1", "LPT2",
+    "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Makes a file name from the network safe to create inside a folder on any OS: no path
+/// separators (`/`, `\`), no `..`, no control characters or NUL, none of the characters
+/// Windows forbids, no Windows device names, no leading or trailing dots and spaces, at
+/// most [`MAX_SAVED_NAME`] bytes. Never empty.
+pub fn sanitize_file_name(name: &str) -> String {
+    let mut clean: String = name
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    clean = clean.trim_matches(|c: char| c == '.' || c == ' ').to_string();
+    while clean.contains("..") {
+        clean = clean.replace("..", "_");
+    }
+    let stem = clean.split('.').next().unwrap_or("").trim_end();
+    if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
+        clean = format!("_{clean}");
+    }
+    if clean.is_empty() {
+        clean = "file".into();
+    }
+    shorten(&clean, MAX_SAVED_NAME)
+}
+
+/// Cuts `name` to at most `max` bytes on a character boundary, keeping a short extension.
+fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let ext = name.rfind('.').map(|i| &name[i..]).filter(|e| e.len() <= 16).unwrap_or("");
+    let mut cut = max - ext.len();
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ext}", &name[..cut])
+}
+
+/// The `n`-th alternative of a name when it is taken: `name (n).ext`.
+pub fn numbered(name: &str, n: u32) -> String {
+    match name.rfind('.').filter(|&i| i > 0) {
+        Some(i) => format!("{} ({n}){}", &name[..i], &name[i..]),
+        None => format!("{name} ({n})"),
+    }
+}
+
+#[cfg(test)]
+mod file_name_tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_become_plain_names() {
+        let cases = [
+            "..\\..\\x",
+            "../../etc/passwd",
+            "CON",
+            "con.txt",
+            "COM1.tar.gz",
+            "a\nb",
+            "nul\0byte",
+            "..",
+            "",
+            " . ",
+            "report.pdf.",
+            "a:b*c?.txt",
+        ];
+        for hostile in cases {
+            let clean = sanitize_file_name(hostile);
+            assert!(!clean.contains('/') && !clean.contains('\\'), "{hostile:?} -> {clean:?}");
+            assert!(!clean.contains(".."), "{hostile:?} -> {clean:?}");
+            assert!(!clean.chars().any(char::is_control), "{hostile:?} -> {clean:?}");
+            assert!(!clean.is_empty());
+        }
+        assert_eq!(sanitize_file_name("CON"), "_CON");
+        assert_eq!(sanitize_file_name("holiday photo.jpg"), "holiday photo.jpg");
+        assert_eq!(sanitize_file_name("a\nb"), "a_b");
+        assert_eq!(sanitize_file_name(".."), "file");
+    }
+
+    #[test]
+    fn long_names_keep_their_extension_and_char_boundaries() {
+        let long = format!("{}.txt", "é".repeat(200));
+        let clean = sanitize_file_name(&long);
+        assert!(clean.len() <= MAX_SAVED_NAME);
+        assert!(clean.ends_with(".txt"));
+        assert_eq!(sanitize_file_name(&"x".repeat(250)).len(), MAX_SAVED_NAME);
+    }
+
+    #[test]
+    fn numbered_names() {
+        assert_eq!(numbered("a.txt", 1), "a (1).txt");
+        assert_eq!(numbered("archive", 2), "archive (2)");
+        assert_eq!(numbered(".hidden", 1), ".hidden (1)");
+    }
+}

@@ -103,7 +103,7 @@ impl TestRelay {
 }
 
 async fn start_relay(pki: &std::path::Path, data: &std::path::Path, listen: SocketAddr) -> Relay {
-    let config = RelayConfig { pki_dir: pki.to_path_buf(), data_dir: data.to_path_buf(), listen };
+    let config = RelayConfig::new(pki.to_path_buf(), data.to_path_buf(), listen);
     // A port just released may take a moment to bind again.
     for _ in 0..50 {
         match Relay::start(config.clone()).await {

@@ -1,0 +1,210 @@
+//! File streams on the relay: uploads into the spool (hashed as written, checkpointed,
+//! verified before commit) and downloads out of it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qchat_shared::frame::{DownloadReply, DownloadStart, RelayControl, UploadEnd, UploadReply, UploadStart};
+use qchat_shared::io::{read_frame, write_frame};
+use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_FILE_NAME};
+use qchat_shared::transfer::{self, Sink, TransferError};
+use qchat_shared::transport::FILE_PRIORITY;
+use tracing::{debug, info, warn};
+
+use crate::relay::RelayState;
+use crate::store::UploadSlot;
+
+/// The spool file is fsynced and its length checkpointed after every this many bytes.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// How often a running upload's durable length is written to the store.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// How an upload or download ended early.
+enum Stop {
+    /// Tell the client why.
+    Refuse(String),
+    /// The stream or connection is gone; nobody to tell.
+    Gone,
+}
+
+const DISK_FULL: &str = "the relay's disk is full; nothing was kept. Ask the relay's owner to free space";
+
+/// Serves one upload stream.
+pub async fn upload(
+    state: Arc<RelayState>,
+    user: String,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    start: UploadStart,
+) {
+    let _ = send.set_priority(FILE_PRIORITY);
+    let reply = match receive_upload(&state, &user, &mut send, &mut recv, start).await {
+        Ok(reply) => reply,
+        Err(Stop::Refuse(reason)) => {
+            info!(%reason, "upload refused");
+            UploadReply::Refused { reason }
+        }
+        Err(Stop::Gone) => return,
+    };
+    if write_frame(&mut send, &reply).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+async fn receive_upload(
+    state: &Arc<RelayState>,
+    user: &str,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    start: UploadStart,
+) -> Result<UploadReply, Stop> {
+    if start.name.is_empty() || start.name.len() > MAX_FILE_NAME {
+        return Err(Stop::Refuse(format!("a file name must be 1 to {MAX_FILE_NAME} bytes long")));
+    }
+    let peer = state.peer_of(user).ok_or_else(|| Stop::Refuse("there is no one to send files to yet".into()))?;
+    let _permit = state.transfers.acquire().await.map_err(|_| Stop::Gone)?;
+    let slot = state
+        .store
+        .start_upload(user, &peer, &start.name, start.size, start.resume, state.limits.upload_limits())
+        .await
+        .map_err(|e| Stop::Refuse(e.to_string()))?;
+    let spool = state.spool.clone();
+    let opened = tokio::task::spawn_blocking(move || spool.open_for_append(slot.file_id, slot.held)).await;
+    let (file, hasher, held) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return Err(drop_upload(state, slot, TransferError::from(e)).await),
+        Err(e) => return Err(Stop::Refuse(format!("the relay failed: {e}"))),
+    };
+    info!(file = %slot.file_id, name = %start.name, size = start.size, held, "upload");
+    write_frame(send, &UploadReply::Ready { file_id: slot.file_id, offset: held }).await.map_err(|_| Stop::Gone)?;
+
+    let mut sink = Sink::start(file, hasher, held, Some(CHECKPOINT_BYTES));
+    let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone()));
+    let mut counted = 0;
+    let received = transfer::receive(recv, &mut sink, start.size - held, |done| {
+        state.stats.upload_bytes.fetch_add(done - counted, Ordering::Relaxed);
+        counted = done;
+    })
+    .await;
+    checkpoints.abort();
+    if let Err(e) = received {
+        // Keep what arrived: fsync it and checkpoint it, so a resume need not send it again.
+        let flushed = sink.finish().await;
+        return Err(match (e, flushed) {
+            (TransferError::DiskFull, _) | (_, Err(TransferError::DiskFull)) => {
+                drop_upload(state, slot, TransferError::DiskFull).await
+            }
+            (e, Ok((file, _))) => {
+                let durable = file.metadata().map(|m| m.len()).unwrap_or(held);
+                let _ = state.store.checkpoint(slot.file_id, durable).await;
+                debug!(error = %e, durable, "upload interrupted; kept for resume");
+                match e {
+                    TransferError::Short { got, expected } => {
+                        Stop::Refuse(format!("the upload ended after {got} of {expected} bytes; resume it"))
+                    }
+                    _ => Stop::Gone,
+                }
+            }
+            (_, Err(e)) => Stop::Refuse(format!("the relay could not write the file: {e}")),
+        });
+    }
+    let end = match tokio::time::timeout(FIRST_FRAME_DEADLINE, read_frame::<UploadEnd, _>(recv)).await {
+        Ok(Ok(Some(end))) => end,
+        _ => return Err(Stop::Refuse("the upload did not end with the file's hash".into())),
+    };
+    let (_, hasher) = match sink.finish().await {
+        Ok(done) => done,
+        Err(e) => return Err(drop_upload(state, slot, e).await),
+    };
+    let blake3 = *hasher.finalize().as_bytes();
+    if blake3 != end.blake3 {
+        warn!(file = %slot.file_id, "hash mismatch; upload dropped");
+        let _ = drop_upload(state, slot, TransferError::Disk(std::io::Error::other("hash mismatch"))).await;
+        return Err(Stop::Refuse(
+            "the file's BLAKE3 hash does not match what arrived (it changed while it was sent, or was damaged \
+             on the way); nothing was kept, send it again"
+                .into(),
+        ));
+    }
+    let (recipient, offer) =
+        state.store.commit_upload(slot.file_id, blake3).await.map_err(|e| Stop::Refuse(e.to_string()))?;
+    info!(file = %slot.file_id, "upload committed");
+    state.router.notify(&recipient, RelayControl::FileOffered(offer));
+    Ok(UploadReply::Committed { file_id: slot.file_id, blake3 })
+}
+
+/// Drops an upload that cannot go on (disk full, hash mismatch), body and row.
+async fn drop_upload(state: &RelayState, slot: UploadSlot, error: TransferError) -> Stop {
+    let spool = state.spool.clone();
+    let _ = tokio::task::spawn_blocking(move || spool.remove(slot.file_id)).await;
+    let _ = state.store.drop_upload(slot.file_id).await;
+    match error {
+        TransferError::DiskFull => {
+            warn!("disk full: upload dropped");
+            Stop::Refuse(DISK_FULL.into())
+        }
+        e => Stop::Refuse(format!("the relay could not write the file: {e}")),
+    }
+}
+
+/// Records the upload's durable length in the store as it grows.
+async fn keep_checkpoints(state: Arc<RelayState>, slot: UploadSlot, durable: Arc<std::sync::atomic::AtomicU64>) {
+    let mut last = slot.held;
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    loop {
+        tick.tick().await;
+        let now = durable.load(Ordering::Acquire);
+        if now > last && state.store.checkpoint(slot.file_id, now).await.is_ok() {
+            last = now;
+        }
+    }
+}
+
+/// Serves one download stream.
+pub async fn download(state: Arc<RelayState>, user: String, mut send: quinn::SendStream, start: DownloadStart) {
+    let _ = send.set_priority(FILE_PRIORITY);
+    if let Err(Stop::Refuse(reason)) = send_download(&state, &user, &mut send, start).await {
+        info!(%reason, "download refused");
+        if write_frame(&mut send, &DownloadReply::Refused { reason }).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+}
+
+async fn send_download(
+    state: &RelayState,
+    user: &str,
+    send: &mut quinn::SendStream,
+    start: DownloadStart,
+) -> Result<(), Stop> {
+    let info = match state.store.file_for(user, start.file_id).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(Stop::Refuse(format!("no file {} waits for you on this relay", start.file_id))),
+        Err(e) => return Err(Stop::Refuse(e.to_string())),
+    };
+    if start.offset > info.size {
+        return Err(Stop::Refuse(format!("the file has {} bytes, not {}", info.size, start.offset)));
+    }
+    let _permit = state.transfers.acquire().await.map_err(|_| Stop::Gone)?;
+    let spool = state.spool.clone();
+    let file = match tokio::task::spawn_blocking(move || spool.open_for_read(start.file_id, start.offset)).await {
+        Ok(Ok(file)) => file,
+        _ => return Err(Stop::Refuse("the relay cannot read that file any more".into())),
+    };
+    let len = info.size - start.offset;
+    info!(file = %info.file_id, offset = start.offset, len, "download");
+    write_frame(send, &DownloadReply::Ready(info)).await.map_err(|_| Stop::Gone)?;
+    let mut counted = 0;
+    transfer::send(send, file, len, None, |done| {
+        state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
+        counted = done;
+    })
+    .await
+    .map_err(|e| {
+        debug!(error = %e, "download interrupted");
+        Stop::Gone
+    })?;
+    let _ = send.finish();
+    Ok(())
+}

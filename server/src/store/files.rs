@@ -1,0 +1,334 @@
+//! Files in the store: uploads with their fsynced checkpoints, commits, offers, fetches,
+//! quota, and what is due to be swept.
+
+use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, FileState};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+
+use super::{now_ms, Store, StoreError};
+
+/// Where an upload starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadSlot {
+    pub file_id: FileId,
+    /// Bytes the relay already holds (at the last checkpoint).
+    pub held: u64,
+}
+
+/// A file removed from the relay by the sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptFile {
+    pub file_id: FileId,
+    pub sender: String,
+    pub name: String,
+    pub fetched: bool,
+}
+
+const COLUMNS: &str = "id, name, size, sender, blake3, created_ms, held, committed_ms, fetched_ms, swept_ms";
+
+fn file_id(bytes: Vec<u8>) -> FileId {
+    FileId(bytes.try_into().unwrap_or_default())
+}
+
+fn entry(row: &Row<'_>) -> rusqlite::Result<FileEntry> {
+    let blake3: Option<Vec<u8>> = row.get(4)?;
+    let info = FileInfo {
+        file_id: file_id(row.get(0)?),
+        name: row.get(1)?,
+        size: row.get::<_, i64>(2)? as u64,
+        from: row.get(3)?,
+        blake3: blake3.and_then(|b| Blake3::try_from(b).ok()),
+        time_ms: row.get(5)?,
+    };
+    let held = row.get::<_, i64>(6)? as u64;
+    let (committed, fetched, swept): (Option<i64>, Option<i64>, Option<i64>) = (row.get(7)?, row.get(8)?, row.get(9)?);
+    let state = match (committed, fetched, swept) {
+        (_, fetched, Some(_)) => FileState::Expired { fetched: fetched.is_some() },
+        (None, _, None) => FileState::Uploading { held },
+        (Some(_), None, None) => FileState::Offered,
+        (Some(_), Some(_), None) => FileState::Fetched,
+    };
+    Ok(FileEntry { info, state })
+}
+
+fn entries(txn: &Transaction<'_>, filter: &str, user: &str) -> Result<Vec<FileEntry>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM files WHERE {filter} ORDER BY created_ms");
+    let mut stmt = txn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![user], entry)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Limits an upload must fit.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_file_size: u64,
+    pub quota: u64,
+}
+
+impl Store {
+    /// Starts an upload, or resumes `resume` if it is an unfinished upload of `sender` of
+    /// the same size and name. Refuses what is over the size limit or the sender's quota.
+    pub async fn start_upload(
+        &self,
+        sender: &str,
+        recipient: &str,
+        name: &str,
+        size: u64,
+        resume: Option<FileId>,
+        limits: UploadLimits,
+    ) -> Result<UploadSlot, StoreError> {
+        let (sender, recipient, name) = (sender.to_string(), recipient.to_string(), name.to_string());
+        self.run(
+            move |txn| {
+                if let Some(id) = resume {
+                    let held: Option<i64> = txn
+                        .query_row(
+                            "SELECT held FROM files WHERE id = ?1 AND sender = ?2 AND size = ?3 AND name = ?4
+                             AND committed_ms IS NULL AND swept_ms IS NULL",
+                            params![&id.0[..], sender, size as i64, name],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(held) = held {
+                        return Ok(UploadSlot { file_id: id, held: held as u64 });
+                    }
+                }
+                if size > limits.max_file_size {
+                    return Err(StoreError::Refused(
+                        format!(
+                            "the file is {}; this relay takes files of at most {}",
+                            qchat_shared::units::human_bytes(size),
+                            qchat_shared::units::human_bytes(limits.max_file_size)
+                        )
+                        .into(),
+                    ));
+                }
+                let used: i64 = txn.query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM files WHERE sender = ?1 AND swept_ms IS NULL",
+                    params![sender],
+                    |r| r.get(0),
+                )?;
+                if used as u64 + size > limits.quota {
+                    return Err(StoreError::Refused(
+                        format!(
+                            "over your quota: you have {} on the relay, this file is {}, the quota is {}; \
+                             wait until the peer has fetched your earlier files and they expire",
+                            qchat_shared::units::human_bytes(used as u64),
+                            qchat_shared::units::human_bytes(size),
+                            qchat_shared::units::human_bytes(limits.quota)
+                        )
+                        .into(),
+                    ));
+                }
+                let file_id = FileId::random();
+                txn.execute(
+                    "INSERT INTO files (id, sender, recipient, name, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![&file_id.0[..], sender, recipient, name, size as i64, now_ms()],
+                )?;
+                Ok(UploadSlot { file_id, held: 0 })
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Records that the spool file holds `held` bytes on disk (after an fsync).
+    pub async fn checkpoint(&self, file_id: FileId, held: u64) -> Result<(), StoreError> {
+        self.run(
+            move |txn| {
+                txn.execute(
+                    "UPDATE files SET held = ?2 WHERE id = ?1 AND committed_ms IS NULL AND held < ?2",
+                    params![&file_id.0[..], held as i64],
+                )?;
+                Ok(())
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Commits a complete, verified upload; returns what to offer the recipient.
+    pub async fn commit_upload(&self, file_id: FileId, blake3: Blake3) -> Result<(String, FileInfo), StoreError> {
+        self.run(
+            move |txn| {
+                txn.execute(
+                    "UPDATE files SET blake3 = ?2, committed_ms = ?3, held = size WHERE id = ?1",
+                    params![&file_id.0[..], &blake3[..], now_ms()],
+                )?;
+                let sql = format!("SELECT {COLUMNS}, recipient FROM files WHERE id = ?1");
+                Ok(txn.query_row(&sql, params![&file_id.0[..]], |r| Ok((r.get(10)?, entry(r)?.info)))?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Forgets an upload (its hash did not match, or the disk filled).
+    pub async fn drop_upload(&self, file_id: FileId) -> Result<(), StoreError> {
+        self.run(
+            move |txn| {
+                txn.execute("DELETE FROM files WHERE id = ?1 AND committed_ms IS NULL", params![&file_id.0[..]])?;
+                Ok(())
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// A committed file that waits for (or was fetched by) `recipient` and is still held.
+    pub async fn file_for(&self, recipient: &str, file_id: FileId) -> Result<Option<FileInfo>, StoreError> {
+        let recipient = recipient.to_string();
+        self.run(
+            move |txn| {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM files WHERE id = ?1 AND recipient = ?2
+                     AND committed_ms IS NOT NULL AND swept_ms IS NULL"
+                );
+                Ok(txn.query_row(&sql, params![&file_id.0[..], recipient], |r| Ok(entry(r)?.info)).optional()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Records that `recipient` saved and verified a file; returns its sender the first time.
+    pub async fn mark_fetched(&self, recipient: &str, file_id: FileId) -> Result<Option<String>, StoreError> {
+        let recipient = recipient.to_string();
+        self.run(
+            move |txn| {
+                Ok(txn
+                    .query_row(
+                        "UPDATE files SET fetched_ms = ?3 WHERE id = ?1 AND recipient = ?2
+                         AND committed_ms IS NOT NULL AND fetched_ms IS NULL RETURNING sender",
+                        params![&file_id.0[..], recipient, now_ms()],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Files committed for `recipient` and not fetched yet, oldest first.
+    pub async fn offers_for(&self, recipient: &str) -> Result<Vec<FileInfo>, StoreError> {
+        let recipient = recipient.to_string();
+        self.run(
+            move |txn| {
+                let filter = "recipient = ?1 AND committed_ms IS NOT NULL AND fetched_ms IS NULL AND swept_ms IS NULL";
+                Ok(entries(txn, filter, &recipient)?.into_iter().map(|e| e.info).collect())
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Files for `user` (committed ones) and files from `user` (all of them).
+    pub async fn list_files(&self, user: &str) -> Result<(Vec<FileEntry>, Vec<FileEntry>), StoreError> {
+        let user = user.to_string();
+        self.run(
+            move |txn| {
+                let incoming = entries(txn, "recipient = ?1 AND committed_ms IS NOT NULL", &user)?;
+                let outgoing = entries(txn, "sender = ?1", &user)?;
+                Ok((incoming, outgoing))
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Marks as swept every file past its time: fetched ones after `retention_ms`, unfetched
+    /// or unfinished ones after `expiry_ms`. Returns them, so their spool files can go.
+    pub async fn sweep_due(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<SweptFile>, StoreError> {
+        self.run(
+            move |txn| {
+                let now = now_ms();
+                let mut stmt = txn.prepare_cached(
+                    "UPDATE files SET swept_ms = ?1 WHERE swept_ms IS NULL AND (
+                        (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1)
+                        OR (fetched_ms IS NULL AND COALESCE(committed_ms, created_ms) + ?3 <= ?1))
+                     RETURNING id, sender, name, fetched_ms IS NOT NULL",
+                )?;
+                let rows = stmt.query_map(params![now, retention_ms, expiry_ms], |r| {
+                    Ok(SweptFile {
+                        file_id: file_id(r.get(0)?),
+                        sender: r.get(1)?,
+                        name: r.get(2)?,
+                        fetched: r.get(3)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Ids of every file whose bytes the spool should still hold.
+    pub async fn held_files(&self) -> Result<Vec<FileId>, StoreError> {
+        self.run(
+            |txn| {
+                let mut stmt = txn.prepare_cached("SELECT id FROM files WHERE swept_ms IS NULL")?;
+                let rows = stmt.query_map([], |r| Ok(file_id(r.get(0)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// How many files wait for `user`.
+    pub async fn files_waiting(&self, user: &str) -> Result<u64, StoreError> {
+        Ok(self.offers_for(user).await?.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::open;
+
+    const LIMITS: UploadLimits = UploadLimits { max_file_size: 1000, quota: 1500 };
+
+    #[tokio::test]
+    async fn upload_resume_commit_fetch_and_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let slot = store.start_upload("alice", "bob", "a.bin", 800, None, LIMITS).await.unwrap();
+        assert_eq!(slot.held, 0);
+        store.checkpoint(slot.file_id, 300).await.unwrap();
+        let resumed = store.start_upload("alice", "bob", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
+        assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300 });
+        let other_size = store.start_upload("alice", "bob", "a.bin", 10, Some(slot.file_id), LIMITS).await.unwrap();
+        assert_ne!(other_size.file_id, slot.file_id, "a different file is a new upload");
+        let stolen = store.start_upload("bob", "alice", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
+        assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
+
+        assert!(store.offers_for("bob").await.unwrap().is_empty());
+        let (recipient, info) = store.commit_upload(slot.file_id, [7; 32]).await.unwrap();
+        assert_eq!((recipient.as_str(), info.size, info.blake3), ("bob", 800, Some([7; 32])));
+        assert_eq!(store.offers_for("bob").await.unwrap().len(), 1);
+        assert!(store.file_for("alice", slot.file_id).await.unwrap().is_none(), "only the recipient fetches");
+        assert_eq!(store.mark_fetched("bob", slot.file_id).await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(store.mark_fetched("bob", slot.file_id).await.unwrap(), None);
+
+        let swept = store.sweep_due(0, i64::MAX / 2).await.unwrap();
+        assert_eq!(swept.len(), 1);
+        assert!(swept[0].fetched);
+        let (_, outgoing) = store.list_files("alice").await.unwrap();
+        let states: Vec<_> = outgoing.iter().map(|e| e.state).collect();
+        assert!(states.contains(&FileState::Expired { fetched: true }));
+    }
+
+    #[tokio::test]
+    async fn size_limit_and_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let err = store.start_upload("alice", "bob", "big", 1001, None, LIMITS).await.unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        store.start_upload("alice", "bob", "one", 1000, None, LIMITS).await.unwrap();
+        let err = store.start_upload("alice", "bob", "two", 501, None, LIMITS).await.unwrap_err();
+        assert!(err.to_string().contains("quota"), "{err}");
+        store.start_upload("alice", "bob", "two", 500, None, LIMITS).await.unwrap();
+        store.start_upload("bob", "alice", "theirs", 1000, None, LIMITS).await.unwrap();
+    }
+}

@@ -1,0 +1,194 @@
+//! The relay's durable store: SQLite (WAL) on a thread of its own.
+//!
+//! Jobs from async code queue up; the thread takes every job waiting, runs them in one
+//! transaction (each in a savepoint, so one failing job undoes only itself), commits once
+//! (one fsync for many messages) and only then answers each job. Committed messages are
+//! published on the commit feed in sequence order, for live delivery.
+//!
+//! [`messages`] and [`files`] hold the queries of each kind of record.
+
+mod files;
+mod messages;
+
+pub use files::{SweptFile, UploadLimits, UploadSlot};
+pub use messages::{Receipt, Stored, StoredMessage};
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use rusqlite::{Connection, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+/// Jobs run in one transaction at most.
+const MAX_BATCH: usize = 512;
+
+/// Why the store could not do something.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("the relay's disk is full; ask its owner to free space")]
+    DiskFull,
+    #[error("the relay's database failed: {0}")]
+    Db(Arc<str>),
+    #[error("the relay is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Refused(Arc<str>),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Db(e.to_string().into()),
+        }
+    }
+}
+
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>) -> (bool, Finish) + Send>;
+
+/// A handle to the store thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: std_mpsc::Sender<Job>,
+    feed: mpsc::UnboundedSender<StoredMessage>,
+    closing: Arc<AtomicBool>,
+}
+
+/// Opens (or creates) the database and starts its thread. Committed messages appear on
+/// the returned receiver in sequence order.
+pub fn open(
+    path: &Path,
+) -> Result<(Store, mpsc::UnboundedReceiver<StoredMessage>, std::thread::JoinHandle<()>), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(SCHEMA)?;
+    let (jobs, rx) = std_mpsc::channel::<Job>();
+    let (feed, feed_rx) = mpsc::unbounded_channel();
+    let closing = Arc::new(AtomicBool::new(false));
+    let flag = closing.clone();
+    let thread = std::thread::Builder::new()
+        .name("qchat-store".into())
+        .spawn(move || run(conn, rx, &flag))
+        .map_err(|e| StoreError::Db(e.to_string().into()))?;
+    Ok((Store { jobs, feed, closing }, feed_rx, thread))
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           BLOB NOT NULL UNIQUE,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (recipient, seq) WHERE delivered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS messages_unreceived ON messages (sender, seq) WHERE delivered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender, seq);
+CREATE TABLE IF NOT EXISTS files (
+    id           BLOB PRIMARY KEY,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    held         INTEGER NOT NULL DEFAULT 0,
+    blake3       BLOB,
+    created_ms   INTEGER NOT NULL,
+    committed_ms INTEGER,
+    fetched_ms   INTEGER,
+    swept_ms     INTEGER
+);
+CREATE INDEX IF NOT EXISTS files_by_recipient ON files (recipient, created_ms);
+CREATE INDEX IF NOT EXISTS files_by_sender ON files (sender, created_ms);
+";
+
+fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch);
+        if closing.load(Ordering::Acquire) {
+            break;
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let txn = match conn.transaction() {
+        Ok(txn) => txn,
+        Err(e) => {
+            let err = StoreError::from(e);
+            // Each job must still answer: run none, tell all.
+            tracing::error!(error = %err, "store: cannot begin a transaction");
+            return;
+        }
+    };
+    let mut finishes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let savepoint_ok = txn.execute_batch("SAVEPOINT job").is_ok();
+        let (ok, finish) = job(&txn);
+        if savepoint_ok {
+            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = txn.execute_batch(end) {
+                tracing::error!(error = %e, "store: savepoint failed");
+            }
+        }
+        finishes.push(finish);
+    }
+    let committed = txn.commit().map_err(StoreError::from);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "store: commit failed; nothing in this batch was acknowledged");
+    }
+    for finish in finishes {
+        finish(committed.clone());
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+impl Store {
+    /// Finishes the jobs already queued, then stops the thread; later calls get `Closed`.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        let wake: Job = Box::new(|_| (true, Box::new(|_| {})));
+        let _ = self.jobs.send(wake);
+    }
+
+    /// Runs `work` inside the next group transaction and returns its result once the
+    /// transaction is durable. `after_commit` runs on the store thread, in commit order.
+    pub(super) async fn run<T, W, A>(&self, work: W, after_commit: A) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = work(txn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let answer = committed.and(result);
+                if let Ok(value) = &answer {
+                    after_commit(value);
+                }
+                let _ = tx.send(answer);
+            });
+            (ok, finish)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}

@@ -1,0 +1,56 @@
+//! Retention: files fetched are kept for a while (default 7 days), files never fetched
+//! expire later (default 30 days); then their bodies go and their senders are told.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use qchat_shared::frame::RelayControl;
+use tracing::{info, warn};
+
+use crate::relay::RelayState;
+
+/// Sweeps at the configured interval, forever.
+pub async fn run(state: Arc<RelayState>) {
+    let mut tick = tokio::time::interval(state.limits.sweep_every);
+    loop {
+        tick.tick().await;
+        sweep_once(&state).await;
+    }
+}
+
+/// Sweeps what is due now; returns how many files went.
+pub async fn sweep_once(state: &RelayState) -> usize {
+    let retention = state.limits.retention.as_millis() as i64;
+    let expiry = state.limits.expiry.as_millis() as i64;
+    let swept = match state.store.sweep_due(retention, expiry).await {
+        Ok(swept) => swept,
+        Err(e) => {
+            warn!(error = %e, "sweep failed");
+            return 0;
+        }
+    };
+    for file in &swept {
+        let spool = state.spool.clone();
+        let id = file.file_id;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.remove(id)).await {
+            warn!(file = %id, error = %e, "cannot remove a swept file's body");
+        }
+        info!(file = %id, name = %file.name, sender = %file.sender, fetched = file.fetched, "swept");
+        let frame = RelayControl::FileExpired { file_id: id, name: file.name.clone(), fetched: file.fetched };
+        state.router.notify(&file.sender, frame);
+    }
+    swept.len()
+}
+
+/// Removes spool files that no row holds (left by a crash mid-sweep).
+pub async fn remove_orphans(state: &RelayState) {
+    let Ok(held) = state.store.held_files().await else { return };
+    let keep: HashSet<_> = held.into_iter().collect();
+    let spool = state.spool.clone();
+    match tokio::task::spawn_blocking(move || spool.remove_orphans(&keep)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => info!(removed = n, "removed spool files that no record holds"),
+        Ok(Err(e)) => warn!(error = %e, "cannot clean the spool"),
+        Err(_) => {}
+    }
+}

@@ -1,0 +1,201 @@
+//! Moves file bytes between a file on disk and a QUIC stream in fixed-size chunks
+//! ([`CHUNK`]), hashing with BLAKE3 on the way. Disk I/O and hashing run on a blocking
+//! thread; a bounded queue between it and the stream gives backpressure both ways, so
+//! memory stays at a few chunks whatever the file's size.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::frame::Blake3;
+use crate::limits::CHUNK;
+
+/// Chunks queued between the stream and the disk thread.
+const DEPTH: usize = 4;
+
+/// Why moving file bytes failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("the disk is full")]
+    DiskFull,
+    #[error("disk error: {0}")]
+    Disk(io::Error),
+    #[error("the connection failed: {0}")]
+    Stream(String),
+    #[error("the stream ended after {got} of {expected} bytes")]
+    Short { got: u64, expected: u64 },
+}
+
+impl From<io::Error> for TransferError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+            TransferError::DiskFull
+        } else {
+            TransferError::Disk(e)
+        }
+    }
+}
+
+/// The receiving end: chunks go to a thread that appends them to a file and hashes them.
+pub struct Sink {
+    chunks: Option<mpsc::Sender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    writer: JoinHandle<io::Result<(File, blake3::Hasher)>>,
+    /// Bytes of the file (from its start) known to be on disk after an fsync.
+    pub durable: Arc<AtomicU64>,
+}
+
+impl Sink {
+    /// Starts appending to `file`, which already holds `offset` bytes that `hasher` has
+    /// seen. With `sync_every`, the file is fsynced each time that many bytes were added
+    /// and [`Sink::durable`] moves on.
+    pub fn start(file: File, hasher: blake3::Hasher, offset: u64, sync_every: Option<u64>) -> Sink {
+        let (chunks, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let (spare_tx, spare) = std::sync::mpsc::sync_channel(DEPTH);
+        let durable = Arc::new(AtomicU64::new(offset));
+        let durable_w = durable.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let (mut file, mut hasher) = (file, hasher);
+            let (mut written, mut synced) = (offset, offset);
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                let _ = spare_tx.try_send(chunk);
+                if sync_every.is_some_and(|every| written - synced >= every) {
+                    file.sync_data()?;
+                    synced = written;
+                    durable_w.store(synced, Ordering::Release);
+                }
+            }
+            file.sync_all()?;
+            durable_w.store(written, Ordering::Release);
+            Ok((file, hasher))
+        });
+        Sink { chunks: Some(chunks), spare, writer, durable }
+    }
+
+    /// An empty buffer of `len` bytes to fill, reusing one the writer has finished with.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Queues a chunk; if the writer failed, returns its error.
+    async fn push(&mut self, chunk: Vec<u8>) -> Result<(), TransferError> {
+        let sent = match &self.chunks {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            self.chunks = None;
+            Err(self.writer_error().await)
+        }
+    }
+
+    async fn writer_error(&mut self) -> TransferError {
+        match (&mut self.writer).await {
+            Ok(Err(e)) => e.into(),
+            Ok(Ok(_)) => TransferError::Disk(io::Error::other("the writer stopped")),
+            Err(e) => TransferError::Disk(io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Writes out what is queued, fsyncs, and returns the file and the hash state.
+    pub async fn finish(mut self) -> Result<(File, blake3::Hasher), TransferError> {
+        self.chunks = None;
+        match self.writer.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(TransferError::Disk(io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Reads exactly `len` bytes from `recv` into `sink`, calling `progress` with the bytes
+/// received so far after each chunk.
+pub async fn receive(
+    recv: &mut quinn::RecvStream,
+    sink: &mut Sink,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<(), TransferError> {
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(CHUNK as u64) as usize;
+        let mut buf = sink.buffer(want);
+        match recv.read_exact(&mut buf).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(got)) => {
+                buf.truncate(got);
+                let got_total = done + got as u64;
+                sink.push(buf).await?;
+                return Err(TransferError::Short { got: got_total, expected: len });
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(TransferError::Stream(e.to_string())),
+        }
+        done += want as u64;
+        sink.push(buf).await?;
+        progress(done);
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from its current position, chunk by chunk. If `hasher` is
+/// given it has seen the bytes before that position, and the hash of the whole file is
+/// returned.
+pub async fn send(
+    stream: &mut quinn::SendStream,
+    file: File,
+    len: u64,
+    hasher: Option<blake3::Hasher>,
+    mut progress: impl FnMut(u64),
+) -> Result<Option<Blake3>, TransferError> {
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut hasher = hasher;
+        let mut file = file;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(CHUNK as u64);
+            let mut buf = Vec::with_capacity(want as usize);
+            let read = (&mut file).take(want).read_to_end(&mut buf);
+            let chunk = match read {
+                Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while it was sent")),
+                Ok(n) => {
+                    left -= n as u64;
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&buf);
+                    }
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return None;
+            }
+        }
+        hasher.map(|h| *h.finalize().as_bytes())
+    });
+    let mut done = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk?;
+        done += chunk.len() as u64;
+        stream.write_chunk(chunk).await.map_err(|e| TransferError::Stream(e.to_string()))?;
+        progress(done);
+    }
+    let hash = reader.await.map_err(|e| TransferError::Disk(io::Error::other(e.to_string())))?;
+    if done < len {
+        return Err(TransferError::Short { got: done, expected: len });
+    }
+    Ok(hash)
+}
