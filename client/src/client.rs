@@ -1,19 +1,23 @@
 //! The [`Client`] handle and the loop behind it: connect, run a session, and when the
 //! link is lost, wait (with backoff) and connect again, resending what was not stored.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use qchat_shared::frame::{MessageId, Status};
+use qchat_shared::frame::{FileId, FileInfo, MessageId, Status};
 use qchat_shared::identity::Identity;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connect::{connect, endpoint_for, quic_config, resolve};
+use crate::event::TransferId;
 use crate::event::{ConnectionState, Event};
 use crate::refusal::Ending;
 use crate::session::{self, Outcome};
-use crate::state::{SavedState, StateDir};
+use crate::state::{SavedState, StateDir, UploadBook, FETCHED_KEPT};
+use crate::transfers::{Job, TransferContext, Transfers, MAX_TRANSFERS};
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -32,11 +36,18 @@ pub struct ClientOptions {
     /// to the relay, so they are not delivered again. A one-shot `send` or `status` does
     /// not, so messages keep waiting for the client that shows them.
     pub receive: bool,
+    /// Where received files go (default: the download folder's `qchat`).
+    pub download_dir: Option<PathBuf>,
 }
 
 impl ClientOptions {
     pub fn new(identity: Identity) -> Self {
-        ClientOptions { identity, server: None, data_dir: None, receive: true }
+        ClientOptions { identity, server: None, data_dir: None, receive: true, download_dir: None }
+    }
+
+    /// Where received files go.
+    pub fn download_dir(&self) -> PathBuf {
+        self.download_dir.clone().unwrap_or_else(default_download_dir)
     }
 
     /// The relay address in use.
@@ -67,7 +78,23 @@ pub(crate) type SendReplyTx = oneshot::Sender<Result<Sent, SendError>>;
 pub(crate) enum Command {
     Send { id: MessageId, text: String, reply: Option<SendReplyTx> },
     Status,
+    SendFile { transfer: TransferId, path: PathBuf },
+    ReceiveAll { out_dir: Option<PathBuf> },
+    ListFiles,
+    Cancel { transfer: TransferId },
     Shutdown,
+}
+
+/// The platform's download folder, then `qchat` inside it (`~/Downloads/qchat` when the
+/// platform names none).
+pub fn default_download_dir() -> PathBuf {
+    let dirs = directories::UserDirs::new();
+    let base = dirs
+        .as_ref()
+        .and_then(|d| d.download_dir().map(PathBuf::from))
+        .or_else(|| dirs.as_ref().map(|d| d.home_dir().join("Downloads")))
+        .unwrap_or_else(|| PathBuf::from("Downloads"));
+    base.join("qchat")
 }
 
 /// A message waiting for the relay's `Stored`.
@@ -82,6 +109,7 @@ pub(crate) struct Outgoing {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    next_transfer: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -94,6 +122,11 @@ impl Client {
             Some(base) => StateDir::under(base, &options.identity),
             None => StateDir::for_identity(&options.identity),
         };
+        let context = TransferContext {
+            events: events.clone(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)),
+            book: Arc::new(UploadBook::new(&state_dir)),
+        };
         let core = Core {
             saved: state_dir.load(),
             state_dir,
@@ -102,9 +135,36 @@ impl Client {
             commands: commands_rx,
             outbox: Vec::new(),
             seen: HashSet::new(),
+            transfers: Transfers::new(context),
+            offers: BTreeMap::new(),
+            receive_into: None,
+            next_download: 1 << 32,
         };
         tokio::spawn(core.run());
-        (Client { commands }, events_rx)
+        (Client { commands, next_transfer: Arc::new(AtomicU64::new(1)) }, events_rx)
+    }
+
+    /// Queues a file to upload; its events carry the returned id.
+    pub fn send_file(&self, path: impl Into<PathBuf>) -> TransferId {
+        let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        let _ = self.commands.send(Command::SendFile { transfer, path: path.into() });
+        transfer
+    }
+
+    /// Fetches every file waiting for this user into `out_dir` (default: the download
+    /// folder); `Event::Receiving` says how many.
+    pub fn receive_all(&self, out_dir: Option<PathBuf>) {
+        let _ = self.commands.send(Command::ReceiveAll { out_dir });
+    }
+
+    /// Asks for the files waiting for this user and this user's own; `Event::Files` follows.
+    pub fn list_files(&self) {
+        let _ = self.commands.send(Command::ListFiles);
+    }
+
+    /// Stops a transfer (a cancelled download keeps its partial file for later).
+    pub fn cancel(&self, transfer: TransferId) {
+        let _ = self.commands.send(Command::Cancel { transfer });
     }
 
     /// Queues a message; `Stored` or `SendFailed` follows as an event. Returns its id.
@@ -147,6 +207,13 @@ pub(crate) struct Core {
     pub seen: HashSet<MessageId>,
     pub saved: SavedState,
     pub state_dir: StateDir,
+    pub transfers: Transfers,
+    /// Files offered to us and not saved yet.
+    pub offers: BTreeMap<FileId, FileInfo>,
+    /// Where a pending `receive_all` saves files, until the relay's listing comes.
+    pub receive_into: Option<PathBuf>,
+    /// Numbers downloads that `receive_all` starts (uploads get theirs from the handle).
+    pub next_download: TransferId,
 }
 
 impl Core {
@@ -181,12 +248,78 @@ impl Core {
     /// Takes a command while no connection is up. Returns false on shutdown.
     fn queue_offline(&mut self, command: Option<Command>) -> bool {
         match command {
-            Some(Command::Send { id, text, reply }) => {
-                self.outbox.push(Outgoing { id, text, reply });
-                true
+            Some(Command::Send { id, text, reply }) => self.outbox.push(Outgoing { id, text, reply }),
+            Some(Command::SendFile { transfer, path }) => self.queue_upload(transfer, path),
+            Some(Command::ReceiveAll { out_dir }) => {
+                self.receive_into = Some(out_dir.unwrap_or_else(|| self.options.download_dir()))
             }
-            Some(Command::Status) => true,
-            Some(Command::Shutdown) | None => false,
+            Some(Command::Cancel { transfer }) => self.cancel(transfer),
+            Some(Command::Status | Command::ListFiles) => {}
+            Some(Command::Shutdown) | None => return false,
+        }
+        true
+    }
+
+    /// Queues an upload; it starts when connected.
+    pub fn queue_upload(&mut self, transfer: TransferId, path: PathBuf) {
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                self.emit(Event::UploadQueued { transfer, path: path.clone(), name, size: meta.len() });
+                self.transfers.add(transfer, Job::Upload { path });
+            }
+            Ok(_) => self.emit(Event::TransferFailed {
+                transfer,
+                file_id: None,
+                reason: format!("{} is not a file", path.display()),
+            }),
+            Err(e) => self.emit(Event::TransferFailed {
+                transfer,
+                file_id: None,
+                reason: format!("cannot read {}: {e}", path.display()),
+            }),
+        }
+    }
+
+    /// Queues a download of every offer not saved or queued yet; returns how many.
+    pub fn queue_downloads(&mut self, out_dir: PathBuf) -> usize {
+        let offers: Vec<FileInfo> =
+            self.offers.values().filter(|o| !self.transfers.has_download(o.file_id)).cloned().collect();
+        for offer in &offers {
+            let transfer = self.next_download;
+            self.next_download += 1;
+            let (file_id, name, size) = (offer.file_id, offer.name.clone(), offer.size);
+            self.emit(Event::DownloadQueued { transfer, file_id, name, size });
+            self.transfers.add(transfer, Job::Download { offer: offer.clone(), out_dir: out_dir.clone() });
+        }
+        offers.len()
+    }
+
+    /// Takes an offer from the relay, unless the file was already saved.
+    pub fn offered(&mut self, offer: FileInfo) -> bool {
+        if self.saved.fetched.contains(&offer.file_id) {
+            return false;
+        }
+        let fresh = !self.offers.contains_key(&offer.file_id);
+        self.offers.insert(offer.file_id, offer.clone());
+        if fresh {
+            self.emit(Event::FileOffered(offer));
+        }
+        true
+    }
+
+    /// Records a saved file, so that it is never fetched twice.
+    pub fn saved_file(&mut self, file_id: FileId) {
+        self.offers.remove(&file_id);
+        self.saved.fetched.push(file_id);
+        let excess = self.saved.fetched.len().saturating_sub(FETCHED_KEPT);
+        self.saved.fetched.drain(..excess);
+        self.save_state();
+    }
+
+    pub fn cancel(&mut self, transfer: TransferId) {
+        if self.transfers.cancel(transfer) {
+            self.emit(Event::TransferFailed { transfer, file_id: None, reason: "cancelled".into() });
         }
     }
 
@@ -222,6 +355,7 @@ impl Core {
                 },
                 Err(ending) => ending,
             };
+            self.transfers.connection_lost();
             if ending.fatal {
                 return self.stop_refused(ending.reason);
             }

@@ -1,6 +1,11 @@
 //! What the client core reports to its user interface.
 
-use qchat_shared::frame::{MessageId, Status};
+use std::path::PathBuf;
+
+use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, MessageId, Status};
+
+/// A file transfer of this client, numbered from 1 in each run.
+pub type TransferId = u64;
 
 /// A chat message from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,4 +73,75 @@ pub enum Event {
     },
     /// A fresh status, as asked for.
     Status(Status),
+
+    /// A file waits on the relay for us (once per run per file).
+    FileOffered(FileInfo),
+    /// An upload is queued.
+    UploadQueued {
+        transfer: TransferId,
+        path: PathBuf,
+        name: String,
+        size: u64,
+    },
+    /// A download is queued.
+    DownloadQueued {
+        transfer: TransferId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+    },
+    /// A transfer goes on from where it was cut: `offset` bytes were already there.
+    Resumed {
+        transfer: TransferId,
+        file_id: FileId,
+        offset: u64,
+    },
+    /// Bytes moved so far (a few times a second at most, and once at the end).
+    Progress {
+        transfer: TransferId,
+        file_id: FileId,
+        done: u64,
+        total: u64,
+    },
+    /// The relay holds our file, verified, and has offered it to the peer.
+    Uploaded {
+        transfer: TransferId,
+        file_id: FileId,
+        path: PathBuf,
+        name: String,
+        size: u64,
+        blake3: Blake3,
+    },
+    /// A file from the peer is saved and its hash checked.
+    FileSaved {
+        transfer: TransferId,
+        file_id: FileId,
+        path: PathBuf,
+        blake3: Blake3,
+    },
+    /// A transfer failed and will not be retried by itself.
+    TransferFailed {
+        transfer: TransferId,
+        file_id: Option<FileId>,
+        reason: String,
+    },
+    /// `receive_all` queued this many downloads.
+    Receiving {
+        count: usize,
+    },
+    /// The peer saved and verified a file we sent.
+    FileFetched {
+        file_id: FileId,
+    },
+    /// A file we sent was swept from the relay.
+    FileExpired {
+        file_id: FileId,
+        name: String,
+        fetched: bool,
+    },
+    /// The answer to `list_files`.
+    Files {
+        incoming: Vec<FileEntry>,
+        outgoing: Vec<FileEntry>,
+    },
 }

@@ -7,14 +7,18 @@
 //! - [`connect`]: the endpoint and the handshake;
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
 //! - [`event`]: what the core reports;
+//! - [`transfers`], [`upload`], [`download`]: files, one stream each, resumable;
 //! - [`state`]: what the client keeps on disk, per identity.
 
 pub mod client;
 pub mod connect;
+pub mod download;
 pub mod event;
 pub mod refusal;
 pub mod session;
 pub mod state;
+pub mod transfers;
+pub mod upload;
 
 pub use client::{Client, ClientOptions, SendError};
-pub use event::{ConnectionState, Event, IncomingMessage};
+pub use event::{ConnectionState, Event, IncomingMessage, TransferId};

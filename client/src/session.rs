@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use qchat_shared::frame::{ChatSend, ClientControl, Deliver, Hello, MessageId, Open, RelayControl, SendReply};
+use qchat_shared::frame::{
+    ChatSend, ClientControl, Deliver, FileId, FileState, Hello, MessageId, Open, RelayControl, SendReply,
+};
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
 use qchat_shared::transport::CHAT_PRIORITY;
@@ -15,6 +17,8 @@ use tokio::task::JoinSet;
 use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::refusal::{explain, Ending};
+use crate::transfers::Outcome as TransferOutcome;
+use qchat_shared::codes::CloseCode;
 
 /// How long the relay may take to answer a message with `Stored`.
 const STORED_DEADLINE: Duration = Duration::from_secs(30);
@@ -77,6 +81,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
         tasks.spawn(accept_deliveries(connection.clone(), deliver_tx));
     }
     let (result_tx, mut results) = mpsc::unbounded_channel();
+    let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
     for outgoing in &core.outbox {
         spawn_send(&mut tasks, &connection, outgoing.id, outgoing.text.clone(), &result_tx);
     }
@@ -102,8 +107,25 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         break ended(welcomed, &connection, &who).await;
                     }
                 }
+                Some(Command::SendFile { transfer, path }) => core.queue_upload(transfer, path),
+                Some(Command::ReceiveAll { out_dir }) => {
+                    core.receive_into = Some(out_dir.unwrap_or_else(|| core.options.download_dir()));
+                    if write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err() {
+                        break ended(welcomed, &connection, &who).await;
+                    }
+                }
+                Some(Command::ListFiles) => {
+                    if write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err() {
+                        break ended(welcomed, &connection, &who).await;
+                    }
+                }
+                Some(Command::Cancel { transfer }) => core.cancel(transfer),
                 Some(Command::Shutdown) | None => {
-                    connection.close(0u32.into(), b"bye");
+                    // Finish the control stream and let the relay read it all (the last
+                    // acknowledgements and fetches), then say goodbye.
+                    let _ = control_send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), control_send.stopped()).await;
+                    connection.close(CloseCode::Normal.to_varint(), b"bye");
                     break Outcome::Shutdown;
                 }
             },
@@ -111,8 +133,19 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 Some(frame) => {
                     if let RelayControl::Welcome(_) = &frame {
                         welcomed = true;
+                        if core.receive_into.is_some()
+                            && write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err()
+                        {
+                            break ended(welcomed, &connection, &who).await;
+                        }
                     }
-                    dirty |= on_control(core, frame);
+                    let mut tell_fetched = Vec::new();
+                    dirty |= on_control(core, frame, &mut tell_fetched);
+                    for file_id in tell_fetched {
+                        if write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await.is_err() {
+                            break;
+                        }
+                    }
                 }
                 None => break ended(welcomed, &connection, &who).await,
             },
@@ -124,12 +157,26 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 }
             }
             Some((id, result)) = results.recv() => on_send_result(core, &connection, id, result),
+            Some((transfer, outcome)) = outcomes.recv() => {
+                core.transfers.finished(transfer, &outcome);
+                if let TransferOutcome::Saved { file_id, path, blake3 } = outcome {
+                    core.saved_file(file_id);
+                    let told = write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await;
+                    core.emit(Event::FileSaved { transfer, file_id, path, blake3 });
+                    if told.is_err() {
+                        break ended(welcomed, &connection, &who).await;
+                    }
+                }
+            }
             _ = save_tick.tick() => {
                 if dirty {
                     core.save_state();
                     dirty = false;
                 }
             }
+        }
+        if welcomed {
+            core.transfers.start_waiting(&connection, &mut tasks, &outcome_tx);
         }
     };
     tasks.abort_all();
@@ -141,14 +188,21 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
 
 /// Waits for the connection's own error, which says why whatever failed first failed.
 async fn ended(welcomed: bool, connection: &quinn::Connection, (user, server): &(String, String)) -> Outcome {
-    let error = match tokio::time::timeout(Duration::from_secs(2), connection.closed()).await {
-        Ok(error) => error,
+    let ending = match tokio::time::timeout(Duration::from_secs(2), connection.closed()).await {
+        Ok(error) => explain(&error, user, server),
         Err(_) => {
-            connection.close(0u32.into(), b"protocol error");
-            connection.closed().await
+            // The connection is up but its control stream failed: the relay sent what this
+            // client cannot read.
+            connection.close(CloseCode::Protocol.to_varint(), b"unreadable control stream");
+            Ending {
+                reason: format!(
+                    "the relay at {server} sent something this client cannot read (another qchat version?)"
+                ),
+                fatal: false,
+            }
         }
     };
-    Outcome::Ended { ending: explain(&error, user, server), welcomed }
+    Outcome::Ended { ending, welcomed }
 }
 
 fn refuse_locally(text: &str) -> Option<String> {
@@ -162,8 +216,31 @@ fn refuse_locally(text: &str) -> Option<String> {
 }
 
 /// Handles a frame from the control stream; returns true when the saved state changed.
-fn on_control(core: &mut Core, frame: RelayControl) -> bool {
+/// Files the relay should hear were fetched go into `tell_fetched`.
+fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec<FileId>) -> bool {
     match frame {
+        RelayControl::FileOffered(offer) => {
+            let file_id = offer.file_id;
+            if !core.offered(offer) {
+                tell_fetched.push(file_id);
+            }
+        }
+        RelayControl::FileFetched { file_id } => core.emit(Event::FileFetched { file_id }),
+        RelayControl::FileExpired { file_id, name, fetched } => {
+            core.emit(Event::FileExpired { file_id, name, fetched })
+        }
+        RelayControl::Files { incoming, outgoing } => {
+            for entry in &incoming {
+                if entry.state == FileState::Offered && !core.offered(entry.info.clone()) {
+                    tell_fetched.push(entry.info.file_id);
+                }
+            }
+            if let Some(out_dir) = core.receive_into.take() {
+                let count = core.queue_downloads(out_dir);
+                core.emit(Event::Receiving { count });
+            }
+            core.emit(Event::Files { incoming, outgoing });
+        }
         RelayControl::Welcome(status) => core.emit(Event::Connection(ConnectionState::Connected(status))),
         RelayControl::Status(status) => core.emit_status(status),
         RelayControl::Presence { user, online } => core.emit(Event::Presence { user, online }),

@@ -1,7 +1,11 @@
 //! What the client keeps on disk, in a directory of its own per identity (so alice and
-//! bob can run under one home directory): for now the receipt cursor.
+//! bob can run under one home directory): the receipt cursor, and the unfinished uploads
+//! (so that sending the same file again resumes it).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use qchat_shared::frame::FileId;
 
 use qchat_shared::identity::Identity;
 use serde::{Deserialize, Serialize};
@@ -11,7 +15,14 @@ use serde::{Deserialize, Serialize};
 pub struct SavedState {
     /// Every message of ours up to this sequence number is known delivered.
     pub receipts_after: u64,
+    /// Files saved lately (newest last): the relay is told again after a reconnect, and an
+    /// offer of one of them is not fetched twice.
+    #[serde(default)]
+    pub fetched: Vec<FileId>,
 }
+
+/// How many fetched file ids [`SavedState::fetched`] keeps.
+pub const FETCHED_KEPT: usize = 200;
 
 /// The state directory of one identity.
 #[derive(Debug, Clone)]
@@ -53,5 +64,72 @@ impl StateDir {
         let tmp = self.dir.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, self.file())
+    }
+}
+
+/// An upload the relay has begun to hold: the same file (path, size, modification time)
+/// sent again resumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified_ms: i64,
+    pub file_id: FileId,
+}
+
+/// The unfinished uploads of one identity, kept in `uploads.json`.
+#[derive(Debug)]
+pub struct UploadBook {
+    file: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl UploadBook {
+    pub fn new(state: &StateDir) -> Self {
+        UploadBook { file: state.dir.join("uploads.json"), lock: Mutex::new(()) }
+    }
+
+    fn load(&self) -> Vec<UploadRecord> {
+        std::fs::read(&self.file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn store(&self, records: &[UploadRecord]) -> std::io::Result<()> {
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(records).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, &self.file)
+    }
+
+    /// The relay's id for an unfinished upload of this very file, if any.
+    pub fn find(&self, path: &Path, size: u64, modified_ms: i64) -> Option<FileId> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.load()
+            .into_iter()
+            .find(|r| r.path == path && r.size == size && r.modified_ms == modified_ms)
+            .map(|r| r.file_id)
+    }
+
+    /// Remembers an upload (replacing any record of the same path).
+    pub fn remember(&self, record: UploadRecord) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = self.load();
+        records.retain(|r| r.path != record.path);
+        records.push(record);
+        if let Err(e) = self.store(&records) {
+            tracing::warn!(error = %e, "cannot record an unfinished upload");
+        }
+    }
+
+    /// Forgets the upload of `path` (finished, or refused).
+    pub fn forget(&self, path: &Path) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = self.load();
+        let before = records.len();
+        records.retain(|r| r.path != path);
+        if records.len() != before {
+            let _ = self.store(&records);
+        }
     }
 }

@@ -18,8 +18,7 @@ async fn setup() -> Setup {
     for name in ["alice", "bob"] {
         qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").unwrap();
     }
-    let config =
-        RelayConfig { pki_dir: pki, data_dir: tmp.path().join("data"), listen: "127.0.0.1:0".parse().unwrap() };
+    let config = RelayConfig::new(pki, tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
     Setup { relay: Relay::start(config).await.unwrap(), tmp }
 }
 

@@ -7,7 +7,7 @@ pub fn encode(bytes: &[u8]) -> String {
 
 /// Bytes of hex text, if it is all pairs of hex digits.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len() / 2).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()

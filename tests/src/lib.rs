@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qchat_client::{Client, ClientOptions, ConnectionState, Event, IncomingMessage};
-use qchat_server::{Relay, RelayConfig};
+use qchat_server::{Relay, RelayConfig, RelayLimits};
 use qchat_shared::frame::{Hello, Open, Status};
 use qchat_shared::identity::Identity;
 use qchat_shared::io::write_frame;
@@ -27,6 +27,7 @@ pub fn init_logging() {
 /// A relay on 127.0.0.1 with its own PKI (alice and bob) and data directory.
 pub struct TestRelay {
     pub relay: Option<Relay>,
+    pub limits: RelayLimits,
     pub addr: SocketAddr,
     pub pki: PathBuf,
     pub data: PathBuf,
@@ -37,6 +38,11 @@ pub struct TestRelay {
 impl TestRelay {
     /// Mints a PKI (alice, bob) and starts a relay on a free port.
     pub async fn start() -> Self {
+        Self::start_with(RelayLimits::default()).await
+    }
+
+    /// Like [`TestRelay::start`] with chosen limits.
+    pub async fn start_with(limits: RelayLimits) -> Self {
         init_logging();
         let tmp = tempfile::tempdir().expect("temp dir");
         let pki = tmp.path().join("pki");
@@ -45,8 +51,9 @@ impl TestRelay {
             qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").expect("issue user");
         }
         let data = tmp.path().join("data");
-        let relay = start_relay(&pki, &data, "127.0.0.1:0".parse().unwrap()).await;
+        let relay = start_relay(&pki, &data, "127.0.0.1:0".parse().unwrap(), limits.clone()).await;
         TestRelay {
+            limits,
             addr: relay.local_addr(),
             relay: Some(relay),
             clients_dir: tmp.path().join("clients"),
@@ -66,7 +73,7 @@ impl TestRelay {
     /// Stops the relay and starts it again on the same data directory and port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.relay = Some(start_relay(&self.pki, &self.data, self.addr).await);
+        self.relay = Some(start_relay(&self.pki, &self.data, self.addr, self.limits.clone()).await);
     }
 
     /// Issues another identity in this PKI.
@@ -84,14 +91,22 @@ impl TestRelay {
         self.client_for(self.identity(name))
     }
 
+    /// The running relay.
+    pub fn relay(&self) -> &Relay {
+        self.relay.as_ref().expect("the relay is running")
+    }
+
+    /// Where a user's test client saves files.
+    pub fn downloads(&self, name: &str) -> PathBuf {
+        self.tmp.path().join("downloads").join(name)
+    }
+
     /// A client for any identity, pointed at this relay.
     pub fn client_for(&self, identity: Identity) -> TestClient {
-        let options = ClientOptions {
-            identity,
-            server: Some(self.addr.to_string()),
-            data_dir: Some(self.clients_dir.clone()),
-            receive: true,
-        };
+        let mut options = ClientOptions::new(identity);
+        options.download_dir = Some(self.downloads(&options.identity.user));
+        options.server = Some(self.addr.to_string());
+        options.data_dir = Some(self.clients_dir.clone());
         let (client, events) = Client::start(options);
         TestClient { client, events }
     }
@@ -102,8 +117,9 @@ impl TestRelay {
     }
 }
 
-async fn start_relay(pki: &std::path::Path, data: &std::path::Path, listen: SocketAddr) -> Relay {
-    let config = RelayConfig::new(pki.to_path_buf(), data.to_path_buf(), listen);
+async fn start_relay(pki: &std::path::Path, data: &std::path::Path, listen: SocketAddr, limits: RelayLimits) -> Relay {
+    let mut config = RelayConfig::new(pki.to_path_buf(), data.to_path_buf(), listen);
+    config.limits = limits;
     // A port just released may take a moment to bind again.
     for _ in 0..50 {
         match Relay::start(config.clone()).await {
@@ -175,6 +191,58 @@ impl TestClient {
         }
     }
 
+    /// Waits for an upload to be committed; panics if it fails.
+    pub async fn uploaded(&mut self, transfer: qchat_client::TransferId) -> qchat_shared::frame::FileId {
+        self.expect("an upload", |e| match e {
+            Event::Uploaded { transfer: t, file_id, .. } if t == transfer => Some(file_id),
+            Event::TransferFailed { transfer: t, reason, .. } if t == transfer => panic!("upload failed: {reason}"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for several uploads to be committed, in any order.
+    pub async fn uploaded_all(&mut self, transfers: &[qchat_client::TransferId]) {
+        let mut waiting: std::collections::HashSet<_> = transfers.iter().copied().collect();
+        while !waiting.is_empty() {
+            self.expect("uploads", |e| match e {
+                Event::Uploaded { transfer, .. } => Some(waiting.remove(&transfer)),
+                Event::TransferFailed { transfer, reason, .. } if waiting.contains(&transfer) => {
+                    panic!("upload failed: {reason}")
+                }
+                _ => None,
+            })
+            .await;
+        }
+    }
+
+    /// Runs `receive_all` and waits for every file to be saved or to fail; returns the saved
+    /// paths and the failure reasons.
+    pub async fn receive_all(&mut self) -> (Vec<PathBuf>, Vec<String>) {
+        self.client.receive_all(None);
+        let count = self
+            .expect("the receive count", |e| match e {
+                Event::Receiving { count } => Some(count),
+                _ => None,
+            })
+            .await;
+        let (mut saved, mut failed) = (Vec::new(), Vec::new());
+        while saved.len() + failed.len() < count {
+            let ended = self
+                .expect("a download to end", |e| match e {
+                    Event::FileSaved { path, .. } => Some(Ok(path)),
+                    Event::TransferFailed { reason, .. } => Some(Err(reason)),
+                    _ => None,
+                })
+                .await;
+            match ended {
+                Ok(path) => saved.push(path),
+                Err(reason) => failed.push(reason),
+            }
+        }
+        (saved, failed)
+    }
+
     /// Collects the next `n` messages.
     pub async fn messages(&mut self, n: usize) -> Vec<IncomingMessage> {
         let mut out = Vec::with_capacity(n);
@@ -189,6 +257,36 @@ impl TestClient {
         }
         out
     }
+}
+
+/// Writes a file of `size` bytes of varied content (not all zeros, not repeating).
+pub fn write_file(path: &std::path::Path, size: u64) -> PathBuf {
+    use std::io::Write;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ size;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create test file"));
+    let mut left = size;
+    while left > 0 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let bytes = state.to_le_bytes();
+        let n = left.min(8) as usize;
+        out.write_all(&bytes[..n]).unwrap();
+        left -= n as u64;
+    }
+    out.flush().unwrap();
+    path.to_path_buf()
+}
+
+/// Waits until `counter` passes `at`, checking every millisecond.
+pub async fn wait_for_bytes(counter: &std::sync::atomic::AtomicU64, at: u64) {
+    tokio::time::timeout(WAIT, async {
+        while counter.load(std::sync::atomic::Ordering::Relaxed) < at {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the transfer never got that far");
 }
 
 /// A QUIC connection that speaks the protocol by hand.

@@ -57,6 +57,23 @@ enum Command {
     Chat,
     /// Show the connection, the peer, and what waits.
     Status,
+    /// Upload a file to the relay; exit once the relay has it, verified.
+    SendFile {
+        path: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Fetch every file waiting for you, verify each, and save it.
+    Receive {
+        /// Where to save (default: your download folder's `qchat`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// List the files waiting for you and the files you sent.
+    Files,
 }
 
 /// Why a command failed, already said to the user.
@@ -69,7 +86,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let printer = Printer { json: cli.json };
+    let mut printer = Printer::new(cli.json);
     let identity = match Identity::load(&cli.identity) {
         Ok(identity) => identity,
         Err(e) => {
@@ -78,13 +95,17 @@ async fn main() -> ExitCode {
         }
     };
     let receive = matches!(cli.command, Command::Listen { .. } | Command::Chat);
-    let options = ClientOptions { identity, server: cli.server, data_dir: cli.data_dir, receive };
+    let mut options = ClientOptions::new(identity);
+    (options.server, options.data_dir, options.receive) = (cli.server, cli.data_dir, receive);
     let (client, mut events) = Client::start(options);
     let result = match cli.command {
-        Command::Send { text, timeout } => send(&client, &mut events, &printer, text.join(" "), timeout).await,
-        Command::Listen { count, timeout } => listen(&mut events, &printer, count, timeout).await,
-        Command::Chat => chat(&client, &mut events, &printer).await,
+        Command::Send { text, timeout } => send(&client, &mut events, &mut printer, text.join(" "), timeout).await,
+        Command::Listen { count, timeout } => listen(&mut events, &mut printer, count, timeout).await,
+        Command::Chat => chat(&client, &mut events, &mut printer).await,
         Command::Status => status(&client, &mut events, &printer).await,
+        Command::SendFile { path, timeout } => send_file(&client, &mut events, &mut printer, path, timeout).await,
+        Command::Receive { out, timeout } => receive_files(&client, &mut events, &mut printer, out, timeout).await,
+        Command::Files => files(&client, &mut events, &printer).await,
     };
     client.shutdown();
     let closed = async {
@@ -116,29 +137,33 @@ async fn connected(events: &mut UnboundedReceiver<Event>, printer: &Printer) -> 
     Err(Failed)
 }
 
+/// Runs `work`, giving up after `secs` seconds if given.
 async fn with_deadline<F: std::future::Future<Output = Result<(), Failed>>>(
     secs: Option<u64>,
-    printer: &Printer,
-    what: &str,
     work: F,
-) -> Result<(), Failed> {
+) -> Result<Result<(), Failed>, u64> {
     match secs {
-        None => work.await,
-        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work).await.unwrap_or_else(|_| {
-            printer.error(&format!("{what}: gave up after {secs} s"));
-            Err(Failed)
-        }),
+        None => Ok(work.await),
+        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work).await.map_err(|_| secs),
     }
+}
+
+/// Says so when a command ran out of time.
+fn or_gave_up(printer: &Printer, what: &str, result: Result<Result<(), Failed>, u64>) -> Result<(), Failed> {
+    result.unwrap_or_else(|secs| {
+        printer.error(&format!("{what}: gave up after {secs} s"));
+        Err(Failed)
+    })
 }
 
 async fn send(
     client: &Client,
     events: &mut UnboundedReceiver<Event>,
-    printer: &Printer,
+    printer: &mut Printer,
     text: String,
     secs: u64,
 ) -> Result<(), Failed> {
-    with_deadline(Some(secs), printer, "send", async {
+    let result = with_deadline(Some(secs), async {
         connected(events, printer).await?;
         let id = client.send(text);
         while let Some(event) = events.recv().await {
@@ -160,12 +185,13 @@ async fn send(
         }
         Err(Failed)
     })
-    .await
+    .await;
+    or_gave_up(printer, "send", result)
 }
 
 async fn listen(
     events: &mut UnboundedReceiver<Event>,
-    printer: &Printer,
+    printer: &mut Printer,
     count: Option<usize>,
     secs: Option<u64>,
 ) -> Result<(), Failed> {
@@ -173,7 +199,7 @@ async fn listen(
         Some(n) => format!("listen for {n} message(s)"),
         None => "listen".into(),
     };
-    with_deadline(secs, printer, &what, async {
+    let result = with_deadline(secs, async {
         connected(events, printer).await?;
         let mut printed = 0usize;
         let mut unconfirmed: HashSet<u64> = HashSet::new();
@@ -196,7 +222,7 @@ async fn listen(
                     printer.error(reason);
                     return Err(Failed);
                 }
-                Event::Connection(_) => printer.event(&event, false),
+                Event::Connection(_) | Event::FileOffered(_) => printer.event(&event, false),
                 _ => {}
             }
             if count.is_some_and(|n| printed >= n) && unconfirmed.is_empty() {
@@ -205,10 +231,11 @@ async fn listen(
         }
         Err(Failed)
     })
-    .await
+    .await;
+    or_gave_up(printer, &what, result)
 }
 
-async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {
     connected(events, printer).await?;
     client.request_status();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -238,7 +265,7 @@ async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &
 }
 
 async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
-    with_deadline(Some(30), printer, "status", async {
+    let result = with_deadline(Some(30), async {
         connected(events, printer).await?;
         client.request_status();
         while let Some(event) = events.recv().await {
@@ -249,5 +276,95 @@ async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer:
         }
         Err(Failed)
     })
-    .await
+    .await;
+    or_gave_up(printer, "status", result)
+}
+
+async fn send_file(
+    client: &Client,
+    events: &mut UnboundedReceiver<Event>,
+    printer: &mut Printer,
+    path: PathBuf,
+    secs: Option<u64>,
+) -> Result<(), Failed> {
+    let what = format!("send-file {}", path.display());
+    connected(events, printer).await?;
+    let transfer = client.send_file(path);
+    let work = async {
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::Uploaded { transfer: t, .. } if *t == transfer => {
+                    printer.event(&event, false);
+                    return Ok(());
+                }
+                Event::TransferFailed { transfer: t, .. } if *t == transfer => {
+                    printer.event(&event, false);
+                    return Err(Failed);
+                }
+                Event::Connection(ConnectionState::Refused { reason }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                _ => printer.event(&event, false),
+            }
+        }
+        Err(Failed)
+    };
+    let result = with_deadline(secs, work).await;
+    or_gave_up(printer, &what, result)
+}
+
+async fn receive_files(
+    client: &Client,
+    events: &mut UnboundedReceiver<Event>,
+    printer: &mut Printer,
+    out: Option<PathBuf>,
+    secs: Option<u64>,
+) -> Result<(), Failed> {
+    connected(events, printer).await?;
+    client.receive_all(out);
+    let work = async {
+        let mut expected = None;
+        let (mut saved, mut failed) = (0usize, 0usize);
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::Receiving { count } => expected = Some(*count),
+                Event::FileSaved { .. } => saved += 1,
+                Event::TransferFailed { .. } => failed += 1,
+                Event::Connection(ConnectionState::Refused { reason }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                Event::Files { .. } => continue,
+                _ => {}
+            }
+            printer.event(&event, false);
+            if expected.is_some_and(|n| saved + failed >= n) {
+                if failed > 0 {
+                    printer.error(&format!("{failed} of {} file(s) failed (see above)", saved + failed));
+                    return Err(Failed);
+                }
+                return Ok(());
+            }
+        }
+        Err(Failed)
+    };
+    let result = with_deadline(secs, work).await;
+    or_gave_up(printer, "receive", result)
+}
+
+async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+    let result = with_deadline(Some(30), async {
+        connected(events, printer).await?;
+        client.list_files();
+        while let Some(event) = events.recv().await {
+            if let Event::Files { incoming, outgoing } = event {
+                printer.files(&incoming, &outgoing);
+                return Ok(());
+            }
+        }
+        Err(Failed)
+    })
+    .await;
+    or_gave_up(printer, "files", result)
 }

@@ -1,7 +1,12 @@
 //! How qchat-cli prints events: readable lines, or one JSON object per line with `--json`.
 
-use qchat_client::{ConnectionState, Event};
-use qchat_shared::frame::Status;
+use std::collections::HashMap;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use qchat_client::{ConnectionState, Event, TransferId};
+use qchat_shared::frame::{FileEntry, FileState, Status};
+use qchat_shared::hex;
+use qchat_shared::units::human_bytes;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -9,6 +14,9 @@ use time::OffsetDateTime;
 /// Prints events in the chosen form.
 pub struct Printer {
     pub json: bool,
+    /// Progress bars of running transfers (on a terminal, without `--json`).
+    bars: HashMap<TransferId, ProgressBar>,
+    multi: MultiProgress,
 }
 
 /// RFC 3339 UTC text of a Unix-milliseconds time.
@@ -46,13 +54,77 @@ fn status_text(status: &Status) -> String {
     )
 }
 
+fn entry_json(entry: &FileEntry) -> Value {
+    let (state, held) = match entry.state {
+        FileState::Uploading { held } => ("uploading", Some(held)),
+        FileState::Offered => ("offered", None),
+        FileState::Fetched => ("fetched", None),
+        FileState::Expired { fetched: true } => ("expired_after_fetch", None),
+        FileState::Expired { fetched: false } => ("expired_unfetched", None),
+    };
+    json!({
+        "id": entry.info.file_id.to_string(), "name": entry.info.name, "size": entry.info.size,
+        "from": entry.info.from, "state": state, "held": held,
+        "blake3": entry.info.blake3.map(|h| hex::encode(&h)), "time": rfc3339(entry.info.time_ms),
+    })
+}
+
+fn entry_text(entry: &FileEntry) -> String {
+    let state = match entry.state {
+        FileState::Uploading { held } => format!("uploading, {} on the relay", human_bytes(held)),
+        FileState::Offered => "waiting to be fetched".into(),
+        FileState::Fetched => "fetched".into(),
+        FileState::Expired { fetched } => format!("expired{}", if fetched { " (was fetched)" } else { " unfetched" }),
+    };
+    format!("  {}  {:>10}  {}  [{}]", entry.info.file_id, human_bytes(entry.info.size), entry.info.name, state)
+}
+
 impl Printer {
+    pub fn new(json: bool) -> Self {
+        Printer { json, bars: HashMap::new(), multi: MultiProgress::new() }
+    }
+
     fn emit(&self, value: Value, text: String) {
         if self.json {
             println!("{value}");
-        } else {
+        } else if self.multi.is_hidden() {
             println!("{text}");
+        } else {
+            let _ = self.multi.println(text);
         }
+    }
+
+    fn bar(&mut self, transfer: TransferId, name: &str, total: u64) -> &ProgressBar {
+        self.bars.entry(transfer).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new(total));
+            let style =
+                ProgressStyle::with_template("{msg:20!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_message(name.to_string());
+            bar
+        })
+    }
+
+    fn end_bar(&mut self, transfer: TransferId) {
+        if let Some(bar) = self.bars.remove(&transfer) {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Prints a file listing.
+    pub fn files(&self, incoming: &[FileEntry], outgoing: &[FileEntry]) {
+        if self.json {
+            let value = json!({"event": "files", "incoming": incoming.iter().map(entry_json).collect::<Vec<_>>(),
+                               "outgoing": outgoing.iter().map(entry_json).collect::<Vec<_>>()});
+            println!("{value}");
+            return;
+        }
+        println!("files for you ({}):", incoming.len());
+        incoming.iter().for_each(|e| println!("{}", entry_text(e)));
+        println!("files you sent ({}):", outgoing.len());
+        outgoing.iter().for_each(|e| println!("{}", entry_text(e)));
     }
 
     /// Prints an error (to stdout as JSON, to stderr as text).
@@ -60,7 +132,7 @@ impl Printer {
         if self.json {
             println!("{}", json!({"event": "error", "message": message}));
         } else {
-            eprintln!("error: {message}");
+            self.multi.suspend(|| eprintln!("error: {message}"));
         }
     }
 
@@ -69,8 +141,86 @@ impl Printer {
     }
 
     /// Prints one event from the core; `verbose` adds connection changes.
-    pub fn event(&self, event: &Event, verbose: bool) {
+    pub fn event(&mut self, event: &Event, verbose: bool) {
         match event {
+            Event::FileOffered(offer) => self.emit(
+                json!({"event": "file_offered", "id": offer.file_id.to_string(), "name": offer.name,
+                       "size": offer.size, "from": offer.from}),
+                format!(
+                    "[Newfile] {} offers {} ({}): receive it with `receive`",
+                    offer.from,
+                    offer.name,
+                    human_bytes(offer.size)
+                ),
+            ),
+            Event::UploadQueued { transfer, name, size, .. } => {
+                if !self.json {
+                    self.bar(*transfer, name, *size);
+                }
+            }
+            Event::DownloadQueued { transfer, name, size, .. } => {
+                if !self.json {
+                    self.bar(*transfer, name, *size);
+                }
+            }
+            Event::Resumed { transfer, file_id, offset } => {
+                self.emit(
+                    json!({"event": "resumed", "id": file_id.to_string(), "offset": offset}),
+                    format!("resuming from {} already there", human_bytes(*offset)),
+                );
+                if let Some(bar) = self.bars.get(transfer) {
+                    bar.set_position(*offset);
+                    bar.reset_eta();
+                }
+            }
+            Event::Progress { transfer, file_id, done, total } => {
+                if self.json {
+                    println!(
+                        "{}",
+                        json!({"event": "progress", "id": file_id.to_string(), "done": done, "total": total})
+                    );
+                } else if let Some(bar) = self.bars.get(transfer) {
+                    bar.set_position(*done);
+                }
+            }
+            Event::Uploaded { transfer, file_id, name, size, blake3, .. } => {
+                self.end_bar(*transfer);
+                self.emit(
+                    json!({"event": "uploaded", "id": file_id.to_string(), "name": name, "size": size,
+                           "blake3": hex::encode(blake3)}),
+                    format!("uploaded {name} ({}), verified by the relay; the peer can fetch it", human_bytes(*size)),
+                );
+            }
+            Event::FileSaved { transfer, file_id, path, blake3 } => {
+                self.end_bar(*transfer);
+                self.emit(
+                    json!({"event": "file_saved", "id": file_id.to_string(), "path": path.display().to_string(),
+                           "blake3": hex::encode(blake3)}),
+                    format!("saved {} (BLAKE3 verified)", path.display()),
+                );
+            }
+            Event::TransferFailed { transfer, file_id, reason } => {
+                self.end_bar(*transfer);
+                match file_id {
+                    Some(id) => self.error(&format!("file {id}: {reason}")),
+                    None => self.error(reason),
+                }
+            }
+            Event::Receiving { count } => {
+                self.emit(json!({"event": "receiving", "count": count}), format!("receiving {count} file(s)"))
+            }
+            Event::FileFetched { file_id } => self.emit(
+                json!({"event": "file_fetched", "id": file_id.to_string()}),
+                format!("✓✓ the peer saved file {file_id}"),
+            ),
+            Event::FileExpired { file_id, name, fetched } => self.emit(
+                json!({"event": "file_expired", "id": file_id.to_string(), "name": name, "fetched": fetched}),
+                format!(
+                    "{name} was removed from the relay{}",
+                    if *fetched { "" } else { " before the peer fetched it" }
+                ),
+            ),
+            Event::Files { incoming, outgoing } => self.files(incoming, outgoing),
             Event::Message(m) => self.emit(
                 json!({"event": "message", "id": m.id.to_string(), "seq": m.seq, "from": m.from,
                        "text": m.text, "time": rfc3339(m.time_ms)}),
@@ -94,7 +244,7 @@ impl Printer {
         }
     }
 
-    fn connection(&self, state: &ConnectionState) {
+    fn connection(&mut self, state: &ConnectionState) {
         match state {
             ConnectionState::Connecting { server } => self.emit(
                 json!({"event": "connection", "state": "connecting", "server": server}),

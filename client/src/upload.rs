@@ -1,0 +1,124 @@
+//! Sending one file to the relay on a stream of its own: resume where the relay stopped,
+//! hash while sending, and let the relay check the hash before it commits.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use qchat_shared::frame::{FileId, Open, UploadEnd, UploadReply, UploadStart};
+use qchat_shared::hash::hash_prefix;
+use qchat_shared::io::{read_frame, write_frame};
+use qchat_shared::transfer::{self, TransferError};
+use qchat_shared::transport::FILE_PRIORITY;
+
+use crate::event::{Event, TransferId};
+use crate::state::UploadRecord;
+use crate::transfers::{Outcome, Throttle, TransferContext};
+
+/// The local file's identity, for resuming: size and modification time.
+struct Local {
+    size: u64,
+    modified_ms: i64,
+    name: String,
+}
+
+fn inspect(path: &Path) -> Result<Local, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    let modified_ms =
+        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} has no file name", path.display()))?;
+    Ok(Local { size: meta.len(), modified_ms, name })
+}
+
+/// Uploads `path`; reports progress and the result as events.
+pub async fn run(
+    ctx: &TransferContext,
+    connection: &quinn::Connection,
+    transfer: TransferId,
+    path: PathBuf,
+) -> Outcome {
+    let local = match inspect(&path) {
+        Ok(local) => local,
+        Err(reason) => return ctx.fail(transfer, None, reason),
+    };
+    let Ok(_permit) = ctx.permits.acquire().await else { return Outcome::Interrupted };
+    match send_file(ctx, connection, transfer, &path, &local).await {
+        Ok(outcome) => outcome,
+        Err((file_id, reason)) if connection.close_reason().is_none() => ctx.fail(transfer, file_id, reason),
+        Err(_) => Outcome::Interrupted,
+    }
+}
+
+type Failure = (Option<FileId>, String);
+
+async fn send_file(
+    ctx: &TransferContext,
+    connection: &quinn::Connection,
+    transfer: TransferId,
+    path: &Path,
+    local: &Local,
+) -> Result<Outcome, Failure> {
+    let fail = |file_id: Option<FileId>| move |e: String| (file_id, e);
+    let resume = ctx.book.find(path, local.size, local.modified_ms);
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| (None, e.to_string()))?;
+    let _ = send.set_priority(FILE_PRIORITY);
+    let start = UploadStart { name: local.name.clone(), size: local.size, resume };
+    write_frame(&mut send, &Open::Upload(start)).await.map_err(|e| (None, e.to_string()))?;
+    let (file_id, offset) = match read_frame::<UploadReply, _>(&mut recv).await {
+        Ok(Some(UploadReply::Ready { file_id, offset })) => (file_id, offset),
+        Ok(Some(UploadReply::Refused { reason })) => {
+            ctx.book.forget(path);
+            return Ok(ctx.fail(transfer, None, format!("the relay refused {}: {reason}", local.name)));
+        }
+        other => return Err((None, format!("unexpected answer from the relay: {other:?}"))),
+    };
+    let record = UploadRecord { path: path.to_path_buf(), size: local.size, modified_ms: local.modified_ms, file_id };
+    ctx.book.remember(record);
+    if offset > 0 {
+        ctx.emit(Event::Resumed { transfer, file_id, offset });
+    }
+
+    let owned = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(owned)?;
+        let hasher = hash_prefix(&mut file, offset)?;
+        Ok::<_, std::io::Error>((file, hasher))
+    })
+    .await
+    .map_err(|e| (Some(file_id), e.to_string()))?;
+    let (file, hasher) = opened.map_err(|e| (Some(file_id), format!("cannot read {}: {e}", path.display())))?;
+    let mut throttle = Throttle::new();
+    let total = local.size;
+    let progress = |done: u64| {
+        if throttle.ready(offset + done, total) {
+            ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
+        }
+    };
+    let sent = transfer::send(&mut send, file, total - offset, Some(hasher), progress).await;
+    let blake3 = match sent {
+        Ok(Some(hash)) => hash,
+        Ok(None) => return Err((Some(file_id), "no hash".into())),
+        Err(TransferError::Stream(e)) => return Err((Some(file_id), e)),
+        Err(e) => return Err((Some(file_id), format!("reading {}: {e}", path.display()))),
+    };
+    write_frame(&mut send, &UploadEnd { blake3 }).await.map_err(|e| e.to_string()).map_err(fail(Some(file_id)))?;
+    let _ = send.finish();
+    match read_frame::<UploadReply, _>(&mut recv).await {
+        Ok(Some(UploadReply::Committed { file_id, blake3 })) => {
+            ctx.book.forget(path);
+            let (path, name, size) = (path.to_path_buf(), local.name.clone(), local.size);
+            ctx.emit(Event::Uploaded { transfer, file_id, path, name, size, blake3 });
+            Ok(Outcome::Uploaded)
+        }
+        Ok(Some(UploadReply::Refused { reason })) => {
+            ctx.book.forget(path);
+            Ok(ctx.fail(transfer, Some(file_id), reason))
+        }
+        other => Err((Some(file_id), format!("the relay did not confirm the upload: {other:?}"))),
+    }
+}
