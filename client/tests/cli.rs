@@ -94,3 +94,37 @@ async fn failures_exit_non_zero_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("identity file is not valid"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_file_and_receive_print_the_documented_json_events() {
+    let setup = setup().await;
+    let source = setup.tmp.path().join("report.pdf");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&source, &bytes).unwrap();
+    let (ok, events) = setup.cli("alice", &["send-file", source.to_str().unwrap()]).await;
+    assert!(ok, "{events:?}");
+    let uploaded = events.iter().find(|e| e["event"] == "uploaded").expect("an uploaded event");
+    assert_eq!(uploaded["name"], "report.pdf");
+    assert_eq!(uploaded["size"], 3_000_000);
+    let blake3 = uploaded["blake3"].as_str().unwrap().to_string();
+    assert_eq!(blake3, blake3::hash(&bytes).to_hex().as_str());
+    let progress = events.iter().filter(|e| e["event"] == "progress").last().expect("progress events");
+    assert_eq!(progress["done"], progress["total"]);
+
+    let (ok, events) = setup.cli("bob", &["files"]).await;
+    assert!(ok);
+    assert_eq!(events[0]["incoming"][0]["name"], "report.pdf");
+    assert_eq!(events[0]["incoming"][0]["state"], "offered");
+
+    let out = setup.tmp.path().join("inbox");
+    let (ok, events) = setup.cli("bob", &["receive", "--out", out.to_str().unwrap()]).await;
+    assert!(ok, "{events:?}");
+    let saved = events.iter().find(|e| e["event"] == "file_saved").expect("a file_saved event");
+    assert_eq!(saved["blake3"], blake3.as_str());
+    assert_eq!(std::fs::read(out.join("report.pdf")).unwrap(), bytes);
+
+    // Nothing left to receive: success with nothing to do.
+    let (ok, events) = setup.cli("bob", &["receive", "--out", out.to_str().unwrap()]).await;
+    assert!(ok, "{events:?}");
+    assert!(events.iter().any(|e| e["event"] == "receiving" && e["count"] == 0));
+}
