@@ -1,0 +1,190 @@
+//! Two real qchat clients (alice and bob) through the relay child: file throughput,
+//! chat latency, durable messages per second.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use qchat_client::{Client, ClientOptions, ConnectionState, Event};
+use qchat_shared::identity::Identity;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::report::{mib_per_s, Latency};
+
+/// Writes `size` bytes of varied content.
+pub fn write_payload(path: &Path, size: u64) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut left = size;
+    while left > 0 {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One client and its events.
+struct Peer {
+    client: Client,
+    events: UnboundedReceiver<Event>,
+}
+
+impl Peer {
+    async fn start(identity: Identity, addr: SocketAddr, dir: &Path) -> Result<Peer> {
+        let mut options = ClientOptions::new(identity);
+        options.server = Some(addr.to_string());
+        options.data_dir = Some(dir.join("clients"));
+        options.download_dir = Some(dir.join(format!("downloads-{}", options.identity.user)));
+        let (client, events) = Client::start(options);
+        let mut peer = Peer { client, events };
+        peer.until(|e| match e {
+            Event::Connection(ConnectionState::Connected(_)) => Some(Ok(())),
+            Event::Connection(ConnectionState::Refused { reason }) => Some(Err(reason)),
+            _ => None,
+        })
+        .await?
+        .map_err(anyhow::Error::msg)?;
+        Ok(peer)
+    }
+
+    async fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> Result<T> {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if let Some(found) = pick(event) {
+                    return Ok(found);
+                }
+            }
+            bail!("the client stopped")
+        };
+        tokio::time::timeout(Duration::from_secs(600), wait).await.context("timed out")?
+    }
+}
+
+/// The two clients.
+pub struct E2e {
+    alice: Peer,
+    bob: Peer,
+    dir: PathBuf,
+}
+
+impl E2e {
+    pub async fn connect(pki: &Path, addr: SocketAddr, dir: &Path) -> Result<E2e> {
+        let alice = Peer::start(Identity::load(&pki.join("alice.qchat"))?, addr, dir).await?;
+        let bob = Peer::start(Identity::load(&pki.join("bob.qchat"))?, addr, dir).await?;
+        Ok(E2e { alice, bob, dir: dir.to_path_buf() })
+    }
+
+    /// MiB/s of an upload, from the first byte to the relay's verified commit.
+    pub async fn upload(&mut self, file: &Path) -> Result<f64> {
+        let size = std::fs::metadata(file)?.len();
+        let start = Instant::now();
+        let transfer = self.alice.client.send_file(file);
+        self.alice
+            .until(|e| match e {
+                Event::Uploaded { transfer: t, .. } if t == transfer => Some(Ok(())),
+                Event::TransferFailed { transfer: t, reason, .. } if t == transfer => Some(Err(reason)),
+                _ => None,
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        Ok(mib_per_s(size, start.elapsed()))
+    }
+
+    /// MiB/s of downloading everything offered, to verified and saved.
+    pub async fn download(&mut self, size: u64) -> Result<f64> {
+        let start = Instant::now();
+        self.bob.client.receive_all(None);
+        let saved = self
+            .bob
+            .until(|e| match e {
+                Event::FileSaved { path, .. } => Some(Ok(path)),
+                Event::TransferFailed { reason, .. } => Some(Err(reason)),
+                _ => None,
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        let speed = mib_per_s(size, start.elapsed());
+        std::fs::remove_file(saved)?;
+        Ok(speed)
+    }
+
+    /// One message from alice to bob, send to receipt at bob.
+    async fn one_message(&mut self, text: String) -> Result<Duration> {
+        let start = Instant::now();
+        let id = self.alice.client.send(text);
+        self.bob.until(|e| matches!(e, Event::Message(m) if m.id == id).then_some(())).await?;
+        Ok(start.elapsed())
+    }
+
+    /// Latency of `n` messages one after the other, idle.
+    pub async fn chat_latency(&mut self, n: usize) -> Result<Latency> {
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n {
+            samples.push(self.one_message(format!("idle {i}")).await?);
+        }
+        Ok(Latency::from(samples))
+    }
+
+    /// Latency of messages alice sends while she uploads `file`: only samples sent before
+    /// the upload ended count; at least `n` are taken (the upload is repeated if needed).
+    pub async fn chat_latency_during_upload(&mut self, file: &Path, n: usize) -> Result<Latency> {
+        let mut samples = Vec::with_capacity(n);
+        while samples.len() < n {
+            let transfer = self.alice.client.send_file(file);
+            // Wait until bytes move, then chat until the upload is committed.
+            self.alice
+                .until(|e| matches!(e, Event::Progress { transfer: t, .. } if t == transfer).then_some(()))
+                .await?;
+            let mut batch = Vec::new();
+            loop {
+                let sent_at = Instant::now();
+                let latency = self.one_message(format!("busy {}", samples.len() + batch.len())).await?;
+                batch.push((sent_at, latency));
+                if let Some(done_at) = self.upload_done(transfer)? {
+                    samples.extend(batch.iter().filter(|(at, _)| *at < done_at).map(|(_, l)| *l));
+                    break;
+                }
+            }
+        }
+        Ok(Latency::from(samples))
+    }
+
+    /// If the upload ended, when (as seen now: the events since the last look).
+    fn upload_done(&mut self, transfer: qchat_client::TransferId) -> Result<Option<Instant>> {
+        while let Ok(event) = self.alice.events.try_recv() {
+            match event {
+                Event::Uploaded { transfer: t, .. } if t == transfer => return Ok(Some(Instant::now())),
+                Event::TransferFailed { transfer: t, reason, .. } if t == transfer => bail!("upload failed: {reason}"),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Messages per second stored durably (until the last `Stored`), sent all at once.
+    pub async fn messages_per_second(&mut self, n: usize) -> Result<f64> {
+        let start = Instant::now();
+        for i in 0..n {
+            self.alice.client.send(format!("burst {i}"));
+        }
+        let mut stored = 0;
+        while stored < n {
+            self.alice.until(|e| matches!(e, Event::Stored { .. }).then_some(())).await?;
+            stored += 1;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let _ = &self.dir;
+        Ok(rate)
+    }
+}

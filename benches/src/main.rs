@@ -1,0 +1,93 @@
+//! `qchat-bench`: end-to-end figures for qchat on this machine, in one run, next to raw
+//! QUIC: file upload and download through a real relay (a child process with its SQLite
+//! store and spool), chat latency idle and during a transfer, durable chat messages per
+//! second, and the relay's peak memory.
+
+mod e2e;
+mod raw;
+mod relay_child;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "qchat-bench", about = "qchat end-to-end benchmark against raw QUIC")]
+struct Cli {
+    /// Bytes to move (e.g. 1G, 4G, 64M).
+    #[arg(long, default_value = "1G", value_parser = qchat_shared::units::parse_size)]
+    size: u64,
+    /// A small run for CI: 64 MiB, fewer messages.
+    #[arg(long)]
+    quick: bool,
+    /// One JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Where to put the test file, the relay's data and the downloads (default: a temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Internal: run as the relay child process.
+    #[arg(long, hide = true)]
+    relay_mode: bool,
+    #[arg(long, hide = true)]
+    pki: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    data: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if cli.relay_mode {
+        let (pki, data) = (cli.pki.context("--pki")?, cli.data.context("--data")?);
+        return runtime.block_on(relay_child::serve(pki, data));
+    }
+    let size = if cli.quick { 64 << 20 } else { cli.size };
+    let messages = if cli.quick { 1000 } else { 5000 };
+    let figures = runtime.block_on(run(size, messages, cli.dir))?;
+    if cli.json {
+        println!("{}", figures.to_json());
+    } else {
+        figures.print_table();
+    }
+    Ok(())
+}
+
+async fn run(size: u64, messages: usize, dir: Option<PathBuf>) -> Result<report::Figures> {
+    let tmp = tempfile::Builder::new().prefix("qchat-bench").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
+    let pki = tmp.path().join("pki");
+    qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()])?;
+    for user in ["alice", "bob"] {
+        qchat_certs::issue_user(&pki, user, "127.0.0.1:21567")?;
+    }
+    eprintln!("raw QUIC, {} …", qchat_shared::units::human_bytes(size));
+    let raw_tuned = raw::one_stream(&pki, size, true).await?;
+    let raw_default = raw::one_stream(&pki, size, false).await?;
+
+    eprintln!("writing a {} test file …", qchat_shared::units::human_bytes(size));
+    let file = tmp.path().join("payload.bin");
+    e2e::write_payload(&file, size)?;
+    let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data")).await?;
+    let mut run = e2e::E2e::connect(&pki, relay.addr, tmp.path()).await?;
+    eprintln!("through the relay …");
+    let upload = run.upload(&file).await?;
+    let download = run.download(size).await?;
+    let idle = run.chat_latency(200).await?;
+    let during = run.chat_latency_during_upload(&file, 200).await?;
+    let msgs_per_s = run.messages_per_second(messages).await?;
+    let peak_rss = relay.peak_rss_mib()?;
+    relay.stop();
+    Ok(report::Figures {
+        size,
+        raw_tuned,
+        raw_default,
+        upload,
+        download,
+        idle,
+        during,
+        msgs_per_s,
+        relay_peak_rss_mib: peak_rss,
+    })
+}

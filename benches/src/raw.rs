@@ -1,0 +1,62 @@
+//! The limit: one raw quinn stream moving N bytes between two endpoints on loopback, with
+//! qchat's TLS, and either qchat's transport settings or quinn's defaults.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use qchat_certs::RelayMaterial;
+use qchat_shared::identity::Identity;
+use qchat_shared::tls::{client_crypto, server_crypto, ServerTls};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+/// MiB/s of one stream moving `size` bytes, first byte to last byte received.
+pub async fn one_stream(pki: &Path, size: u64, qchat_transport: bool) -> Result<f64> {
+    let material = RelayMaterial::load(pki)?;
+    let tls = ServerTls {
+        cert_pem: &material.cert_pem,
+        key_pem: &material.key_pem,
+        ca_pem: &material.ca_pem,
+        crl_pem: &material.crl_pem,
+    };
+    let server_tls = server_crypto(&tls)?;
+    let identity = Identity::load(&pki.join("alice.qchat"))?;
+    let client_tls = client_crypto(&identity)?;
+    let (server_config, client_config) = if qchat_transport {
+        (qchat_shared::transport::server_config(server_tls)?, qchat_shared::transport::client_config(client_tls)?)
+    } else {
+        (
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?)),
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?)),
+        )
+    };
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+    let addr = server.local_addr()?;
+    let receiver = tokio::spawn(async move {
+        let connection = server.accept().await.context("no connection")?.await?;
+        let mut stream = connection.accept_uni().await?;
+        let mut total = 0u64;
+        while let Some(chunk) = stream.read_chunk(usize::MAX, true).await? {
+            total += chunk.bytes.len() as u64;
+        }
+        Ok::<_, anyhow::Error>((total, Instant::now(), connection))
+    });
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let connection = client.connect_with(client_config, addr, "localhost")?.await?;
+    let block = Bytes::from(vec![0x5au8; 1 << 20]);
+    let start = Instant::now();
+    let mut stream = connection.open_uni().await?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        stream.write_chunk(block.slice(..n)).await?;
+        left -= n as u64;
+    }
+    stream.finish()?;
+    let (total, end, _keep) = receiver.await??;
+    anyhow::ensure!(total == size, "raw stream moved {total} of {size} bytes");
+    connection.close(0u32.into(), b"done");
+    Ok(crate::report::mib_per_s(size, end - start))
+}

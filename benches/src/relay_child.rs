@@ -1,0 +1,64 @@
+//! The relay as a child process (this same executable in relay mode), so that its memory
+//! can be measured on its own.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+use qchat_server::{Relay, RelayConfig};
+use tokio::io::AsyncBufReadExt;
+
+/// Runs a relay until stdin closes; prints `listening on ADDR` first.
+pub async fn serve(pki: PathBuf, data: PathBuf) -> Result<()> {
+    let relay = Relay::start(RelayConfig::new(pki, data, "127.0.0.1:0".parse()?)).await?;
+    println!("listening on {}", relay.local_addr());
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = stdin.next_line().await {}
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// A relay running in a child process.
+pub struct RelayChild {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl RelayChild {
+    pub async fn spawn(pki: &Path, data: &Path) -> Result<RelayChild> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--relay-mode")
+            .arg("--pki")
+            .arg(pki)
+            .arg("--data")
+            .arg(data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("relay stdout")?;
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+        })
+        .await??;
+        let addr = line.trim().strip_prefix("listening on ").context("relay did not start")?.parse()?;
+        Ok(RelayChild { child, addr })
+    }
+
+    /// The relay's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM")?;
+        Ok(kib / 1024.0)
+    }
+
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
