@@ -13,9 +13,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// Streams a peer may have open towards us at once, per direction.
 pub const MAX_STREAMS: u32 = 256;
 /// Bytes one stream may have in flight towards us.
-pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// Bytes all streams of a connection together may have in flight towards us.
-pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// The transport settings both ends use.
 pub fn transport_config() -> TransportConfig {
