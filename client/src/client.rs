@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::connect::{connect, endpoint_for, quic_config, resolve};
 use crate::event::TransferId;
+use crate::history::{ChatLine, History};
 use crate::event::{ConnectionState, Event};
 use crate::refusal::Ending;
 use crate::session::{self, Outcome};
@@ -128,6 +129,7 @@ impl Client {
             book: Arc::new(UploadBook::new(&state_dir)),
         };
         let core = Core {
+            history: History::new(&state_dir),
             saved: state_dir.load(),
             state_dir,
             options,
@@ -207,6 +209,7 @@ pub(crate) struct Core {
     pub seen: HashSet<MessageId>,
     pub saved: SavedState,
     pub state_dir: StateDir,
+    pub history: History,
     pub transfers: Transfers,
     /// Files offered to us and not saved yet.
     pub offers: BTreeMap<FileId, FileInfo>,
@@ -236,7 +239,18 @@ impl Core {
         if let Some(pos) = self.outbox.iter().position(|o| o.id == id) {
             let outgoing = self.outbox.remove(pos);
             match &result {
-                Ok(sent) => self.emit(Event::Stored { id, seq: sent.seq, time_ms: sent.time_ms }),
+                Ok(sent) => {
+                    self.history.record(ChatLine {
+                        id,
+                        seq: Some(sent.seq),
+                        from: self.options.identity.user.clone(),
+                        text: outgoing.text.clone(),
+                        time_ms: sent.time_ms,
+                        mine: true,
+                        delivered: false,
+                    });
+                    self.emit(Event::Stored { id, seq: sent.seq, time_ms: sent.time_ms })
+                }
                 Err(e) => self.emit(Event::SendFailed { id, reason: e.to_string() }),
             }
             if let Some(reply) = outgoing.reply {
@@ -324,6 +338,7 @@ impl Core {
     }
 
     async fn run(mut self) {
+        self.emit(Event::History(self.history.load()));
         let server = self.options.server().to_string();
         let identity = self.options.identity.clone();
         let config = match quic_config(&identity) {

@@ -8,12 +8,13 @@
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
 //! - [`event`]: what the core reports;
 //! - [`transfers`], [`upload`], [`download`]: files, one stream each, resumable;
-//! - [`state`]: what the client keeps on disk, per identity.
+//! - [`state`], [`history`]: what the client keeps on disk, per identity.
 
 pub mod client;
 pub mod connect;
 pub mod download;
 pub mod event;
+pub mod history;
 pub mod refusal;
 pub mod session;
 pub mod state;

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
+use crate::history::ChatLine;
 use crate::refusal::{explain, Ending};
 use crate::transfers::Outcome as TransferOutcome;
 use qchat_shared::codes::CloseCode;
@@ -246,6 +247,7 @@ fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec<FileI
         RelayControl::Presence { user, online } => core.emit(Event::Presence { user, online }),
         RelayControl::AckConfirmed { seqs } => core.emit(Event::AckConfirmed { seqs }),
         RelayControl::Delivered { id, seq, all_delivered_upto } => {
+            core.history.delivered(id);
             core.emit(Event::Delivered { id, seq });
             if all_delivered_upto > core.saved.receipts_after {
                 core.saved.receipts_after = all_delivered_upto;
@@ -262,6 +264,16 @@ fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
     for d in ready {
         acks.push(d.seq);
         if core.seen.insert(d.id) {
+            // Kept on disk before it is acknowledged, so a restart loses nothing.
+            core.history.record(ChatLine {
+                id: d.id,
+                seq: Some(d.seq),
+                from: d.from.clone(),
+                text: d.text.clone(),
+                time_ms: d.time_ms,
+                mine: false,
+                delivered: true,
+            });
             core.emit(Event::Message(IncomingMessage {
                 id: d.id,
                 seq: d.seq,

@@ -1,0 +1,224 @@
+//! The iced application: the core's events come in through a subscription (its first item
+//! is the command handle), the user's actions go out through that handle. `update` never
+//! touches the disk or the network; it only applies events to the [`Model`].
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use iced::futures::SinkExt;
+use iced::widget::{operation, text_editor};
+use iced::{event, window, Subscription, Task};
+use qchat_client::{Client, ClientOptions, Event, TransferId};
+
+use crate::model::Model;
+
+/// The chat log's widget id (to keep it scrolled to the newest line).
+pub const LOG: &str = "chat-log";
+/// The message input's widget id (focused at start).
+pub const INPUT: &str = "chat-input";
+
+/// Everything the window can be told.
+#[derive(Clone)]
+pub enum Message {
+    /// The core started; this is how to talk to it.
+    Ready(Client),
+    /// An event from the core.
+    Core(Event),
+    /// The message being typed changed.
+    Edit(text_editor::Action),
+    /// Enter in the input: send what is typed.
+    Send,
+    /// The file path field changed.
+    PathChanged(String),
+    /// "Select File…": open the native dialog.
+    SelectFile,
+    /// The dialog closed, with a file or without.
+    FileChosen(Option<PathBuf>),
+    /// "Send File": upload the file in the path field.
+    SendFile,
+    /// A file was dropped onto the window.
+    FileDropped(PathBuf),
+    /// "Receive": fetch every file offered.
+    Receive,
+    OpenDownloads,
+    Cancel(TransferId),
+    DismissNotice,
+}
+
+/// The window's state.
+pub struct App {
+    pub model: Model,
+    pub client: Option<Client>,
+    pub options: ClientOptions,
+    pub input: text_editor::Content,
+    pub path: String,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Ready(_) => f.write_str("Ready"),
+            Message::Core(event) => write!(f, "Core({event:?})"),
+            Message::Edit(action) => write!(f, "Edit({action:?})"),
+            Message::Send => f.write_str("Send"),
+            Message::PathChanged(path) => write!(f, "PathChanged({path:?})"),
+            Message::SelectFile => f.write_str("SelectFile"),
+            Message::FileChosen(path) => write!(f, "FileChosen({path:?})"),
+            Message::SendFile => f.write_str("SendFile"),
+            Message::FileDropped(path) => write!(f, "FileDropped({path:?})"),
+            Message::Receive => f.write_str("Receive"),
+            Message::OpenDownloads => f.write_str("OpenDownloads"),
+            Message::Cancel(id) => write!(f, "Cancel({id})"),
+            Message::DismissNotice => f.write_str("DismissNotice"),
+        }
+    }
+}
+
+/// Identifies the core subscription (one per identity and relay).
+struct CoreKey(ClientOptions);
+
+impl Hash for CoreKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.identity.user.hash(state);
+        self.0.server().hash(state);
+        self.0.data_dir.hash(state);
+    }
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+impl App {
+    /// A window for `options`' identity; the core starts with the subscription.
+    pub fn new(options: ClientOptions) -> (App, Task<Message>) {
+        let app = App {
+            model: Model::new(&options.identity.user),
+            client: None,
+            options,
+            input: text_editor::Content::new(),
+            path: String::new(),
+        };
+        (app, operation::focus(INPUT))
+    }
+
+    pub fn title(&self) -> String {
+        match &self.model.peer {
+            Some(peer) => format!("qchat — {} ↔ {peer}", self.model.me),
+            None => format!("qchat — {}", self.model.me),
+        }
+    }
+
+    pub fn update(&mut self, message: Message) -> Task<Message> {
+        match message {
+            Message::Ready(client) => self.client = Some(client),
+            Message::Core(event) => {
+                let scroll = matches!(event, Event::Message(_) | Event::History(_));
+                self.model.apply(event, Instant::now());
+                if scroll {
+                    return operation::snap_to_end(LOG);
+                }
+            }
+            Message::Edit(action) => self.input.perform(action),
+            Message::Send => return self.send(),
+            Message::PathChanged(path) => self.path = path,
+            Message::SelectFile => {
+                return Task::perform(rfd::AsyncFileDialog::new().set_title("Select a file to send").pick_file(), |f| {
+                    Message::FileChosen(f.map(|f| f.path().to_path_buf()))
+                })
+            }
+            Message::FileChosen(Some(path)) => self.path = path.display().to_string(),
+            Message::FileChosen(None) => {}
+            Message::SendFile => {
+                let path = self.path.trim().to_string();
+                if !path.is_empty() {
+                    self.send_file(PathBuf::from(path));
+                    self.path.clear();
+                }
+            }
+            Message::FileDropped(path) => self.send_file(path),
+            Message::Receive => {
+                if let Some(client) = &self.client {
+                    client.receive_all(None);
+                }
+            }
+            Message::OpenDownloads => {
+                let dir = self.options.download_dir();
+                return Task::perform(
+                    async move {
+                        tokio::fs::create_dir_all(&dir).await.and_then(|()| open::that_detached(&dir)).err()
+                    },
+                    |error| match error {
+                        Some(e) => Message::Core(Event::TransferFailed {
+                            transfer: 0,
+                            file_id: None,
+                            reason: format!("cannot open the download folder: {e}"),
+                        }),
+                        None => Message::DismissNotice,
+                    },
+                );
+            }
+            Message::Cancel(transfer) => {
+                if let Some(client) = &self.client {
+                    client.cancel(transfer);
+                }
+            }
+            Message::DismissNotice => self.model.notice = None,
+        }
+        Task::none()
+    }
+
+    fn send(&mut self) -> Task<Message> {
+        let text = self.input.text().trim_end_matches('\n').to_string();
+        let Some(client) = &self.client else {
+            self.model.notice = Some("not connected yet; the message stays in the box".into());
+            return Task::none();
+        };
+        if text.trim().is_empty() {
+            return Task::none();
+        }
+        let id = client.send(text.clone());
+        self.model.sending(id, text, now_ms());
+        self.input = text_editor::Content::new();
+        operation::snap_to_end(LOG)
+    }
+
+    fn send_file(&mut self, path: PathBuf) {
+        match &self.client {
+            Some(client) => {
+                client.send_file(path);
+            }
+            None => self.model.notice = Some("not connected yet; try again in a moment".into()),
+        }
+    }
+
+    pub fn view(&self) -> iced::Element<'_, Message> {
+        crate::view::window(self)
+    }
+
+    pub fn subscription(&self) -> Subscription<Message> {
+        let core = Subscription::run_with(CoreKey(self.options.clone()), run_core);
+        let drops = event::listen_with(|event, _status, _window| match event {
+            iced::Event::Window(window::Event::FileDropped(path)) => Some(Message::FileDropped(path)),
+            _ => None,
+        });
+        Subscription::batch([core, drops])
+    }
+}
+
+/// Starts the client core and forwards its events; the first item is the command handle.
+fn run_core(key: &CoreKey) -> impl iced::futures::Stream<Item = Message> + use<> {
+    let options = key.0.clone();
+    iced::stream::channel(256, async move |mut output| {
+        let (client, mut events) = Client::start(options);
+        if output.send(Message::Ready(client)).await.is_err() {
+            return;
+        }
+        while let Some(event) = events.recv().await {
+            if output.send(Message::Core(event)).await.is_err() {
+                return;
+            }
+        }
+    })
+}

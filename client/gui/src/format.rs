@@ -1,0 +1,52 @@
+//! Sizes, speeds, durations and clock times as a person reads them.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use time::{OffsetDateTime, UtcOffset};
+
+pub use qchat_shared::units::human_bytes;
+
+static LOCAL_OFFSET: OnceLock<UtcOffset> = OnceLock::new();
+
+/// Reads the local time zone's offset; call it before any thread starts.
+pub fn init_local_offset() {
+    let _ = LOCAL_OFFSET.set(UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
+}
+
+/// `HH:MM` in local time (UTC if the offset was never read).
+pub fn clock(time_ms: i64) -> String {
+    let offset = LOCAL_OFFSET.get().copied().unwrap_or(UtcOffset::UTC);
+    OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000)
+        .map(|t| t.to_offset(offset))
+        .map(|t| format!("{:02}:{:02}", t.hour(), t.minute()))
+        .unwrap_or_default()
+}
+
+/// `12.3 MiB/s`.
+pub fn speed(bytes_per_s: f64) -> String {
+    format!("{}/s", human_bytes(bytes_per_s.max(0.0) as u64))
+}
+
+/// `1:05:09`, `4:02`, `0:07`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readable() {
+        assert_eq!(duration(Duration::from_secs(7)), "0:07");
+        assert_eq!(duration(Duration::from_secs(3909)), "1:05:09");
+        assert_eq!(speed(1536.0), "1.5 KiB/s");
+        assert_eq!(clock(0), "00:00");
+    }
+}

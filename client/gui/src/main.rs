@@ -1,0 +1,47 @@
+//! `qchat`: the desktop client. Two panels as in the original program (files on the
+//! left, chat on the right) over the same client core as `qchat-cli`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+use qchat_client::ClientOptions;
+use qchat_gui::app::App;
+use qchat_shared::identity::Identity;
+
+#[derive(Parser)]
+#[command(name = "qchat", version, about = "qchat, the desktop client")]
+struct Cli {
+    /// Your identity file (NAME.qchat), made by `qchat-certs user`.
+    #[arg(long)]
+    identity: PathBuf,
+    /// HOST:PORT of the relay, instead of the one in the identity file.
+    #[arg(long)]
+    server: Option<String>,
+    /// Where the client keeps its state and history (default: the platform's data dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where received files go (default: your download folder's `qchat`).
+    #[arg(long)]
+    download_dir: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    // Read while the process has one thread: the only moment the local offset is safe to ask.
+    qchat_gui::format::init_local_offset();
+    let cli = Cli::parse();
+    let identity = Identity::load(&cli.identity)?;
+    let mut options = ClientOptions::new(identity);
+    options.server = cli.server;
+    options.data_dir = cli.data_dir;
+    options.download_dir = cli.download_dir;
+    iced::application(move || App::new(options.clone()), App::update, App::view)
+        .title(App::title)
+        .subscription(App::subscription)
+        .window_size((1040.0, 660.0))
+        .run()?;
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! What the window shows, as plain data: the chat log, the transfers, the link to the
+//! relay. It changes only by applying the core's events (and the user's own sends), so it
+//! is tested without any window.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use qchat_client::history::ChatLine;
+use qchat_client::{ConnectionState, Event, TransferId};
+use qchat_shared::frame::{FileId, MessageId};
+
+/// The link to the relay, as the status line tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Connecting,
+    Connected,
+    Reconnecting { reason: String },
+    Refused { reason: String },
+    Closed,
+}
+
+/// Which way a file moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// Where a transfer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    Queued,
+    Uploading,
+    /// Uploaded and verified; waiting for the peer.
+    OnRelay,
+    /// The peer saved it.
+    PeerHasIt,
+    /// Offered to us; press Receive.
+    Offered,
+    Downloading,
+    Saved(PathBuf),
+    Failed(String),
+    Expired,
+}
+
+impl Stage {
+    pub fn is_running(&self) -> bool {
+        matches!(self, Stage::Queued | Stage::Uploading | Stage::Downloading)
+    }
+}
+
+/// Bytes per second, smoothed over the last few progress reports.
+#[derive(Debug, Clone, Default)]
+pub struct Speed {
+    last: Option<(Instant, u64)>,
+    pub bytes_per_s: f64,
+}
+
+impl Speed {
+    fn sample(&mut self, now: Instant, done: u64) {
+        if let Some((at, before)) = self.last {
+            let dt = now.duration_since(at).as_secs_f64();
+            if dt > 0.0 && done >= before {
+                let rate = (done - before) as f64 / dt;
+                self.bytes_per_s = if self.bytes_per_s == 0.0 { rate } else { 0.7 * self.bytes_per_s + 0.3 * rate };
+            }
+        }
+        self.last = Some((now, done));
+    }
+}
+
+/// One file in the left panel.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub transfer: Option<TransferId>,
+    pub file_id: Option<FileId>,
+    pub name: String,
+    pub size: u64,
+    pub done: u64,
+    pub direction: Direction,
+    pub stage: Stage,
+    pub speed: Speed,
+}
+
+impl Transfer {
+    /// Time left at the current speed.
+    pub fn time_left(&self) -> Option<Duration> {
+        (self.stage.is_running() && self.speed.bytes_per_s > 1.0)
+            .then(|| Duration::from_secs_f64(self.size.saturating_sub(self.done) as f64 / self.speed.bytes_per_s))
+    }
+}
+
+/// Everything the window shows.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub me: String,
+    pub peer: Option<String>,
+    pub peer_online: bool,
+    pub link: Link,
+    pub lines: Vec<ChatLine>,
+    pub transfers: Vec<Transfer>,
+    /// The last error worth a person's attention.
+    pub notice: Option<String>,
+}
+
+impl Model {
+    pub fn new(me: &str) -> Self {
+        Model {
+            me: me.to_string(),
+            peer: None,
+            peer_online: false,
+            link: Link::Connecting,
+            lines: Vec::new(),
+            transfers: Vec::new(),
+            notice: None,
+        }
+    }
+
+    /// Files offered to us and not being fetched yet.
+    pub fn offers(&self) -> usize {
+        self.transfers.iter().filter(|t| t.stage == Stage::Offered).count()
+    }
+
+    /// Shows a message of ours at once, before the relay has it (no tick yet).
+    pub fn sending(&mut self, id: MessageId, text: String, now_ms: i64) {
+        let line = ChatLine { id, seq: None, from: self.me.clone(), text, time_ms: now_ms, mine: true, delivered: false };
+        self.lines.push(line);
+    }
+
+    fn line(&mut self, id: MessageId) -> Option<&mut ChatLine> {
+        self.lines.iter_mut().find(|l| l.id == id)
+    }
+
+    fn sort_lines(&mut self) {
+        self.lines.sort_by_key(|l| (l.seq.is_none(), l.seq, l.time_ms));
+    }
+
+    fn by_transfer(&mut self, transfer: TransferId) -> Option<&mut Transfer> {
+        self.transfers.iter_mut().find(|t| t.transfer == Some(transfer))
+    }
+
+    fn by_file(&mut self, file_id: FileId) -> Option<&mut Transfer> {
+        self.transfers.iter_mut().find(|t| t.file_id == Some(file_id))
+    }
+
+    /// Applies one event from the core.
+    pub fn apply(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::History(lines) => {
+                let pending: Vec<ChatLine> = self.lines.drain(..).collect();
+                self.lines = lines;
+                self.lines.extend(pending);
+                self.sort_lines();
+            }
+            Event::Connection(state) => self.connection(state),
+            Event::Message(m) => {
+                if self.line(m.id).is_none() {
+                    self.lines.push(ChatLine {
+                        id: m.id,
+                        seq: Some(m.seq),
+                        from: m.from,
+                        text: m.text,
+                        time_ms: m.time_ms,
+                        mine: false,
+                        delivered: true,
+                    });
+                    self.sort_lines();
+                }
+            }
+            Event::Stored { id, seq, time_ms } => {
+                if let Some(line) = self.line(id) {
+                    line.seq = Some(seq);
+                    line.time_ms = time_ms;
+                    self.sort_lines();
+                }
+            }
+            Event::SendFailed { id, reason } => {
+                self.lines.retain(|l| l.id != id || l.seq.is_some());
+                self.notice = Some(format!("message not sent: {reason}"));
+            }
+            Event::Delivered { id, .. } => {
+                if let Some(line) = self.line(id) {
+                    line.delivered = true;
+                }
+            }
+            Event::Presence { user, online } => {
+                if self.peer.as_deref() == Some(user.as_str()) || self.peer.is_none() {
+                    self.peer = Some(user);
+                    self.peer_online = online;
+                }
+            }
+            Event::Status(status) => {
+                self.peer = status.peer;
+                self.peer_online = status.peer_online;
+            }
+            Event::AckConfirmed { .. } | Event::Files { .. } => {}
+            event => self.file_event(event, now),
+        }
+    }
+
+    fn connection(&mut self, state: ConnectionState) {
+        self.link = match state {
+            ConnectionState::Connecting { .. } => Link::Connecting,
+            ConnectionState::Connected(status) => {
+                self.peer = status.peer;
+                self.peer_online = status.peer_online;
+                Link::Connected
+            }
+            ConnectionState::Reconnecting { reason, .. } => {
+                self.peer_online = false;
+                Link::Reconnecting { reason }
+            }
+            ConnectionState::Refused { reason } => {
+                self.peer_online = false;
+                Link::Refused { reason }
+            }
+            ConnectionState::Closed => Link::Closed,
+        }
+    }
+
+    fn file_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::FileOffered(offer) => {
+                if self.by_file(offer.file_id).is_none() {
+                    self.transfers.push(Transfer {
+                        transfer: None,
+                        file_id: Some(offer.file_id),
+                        name: offer.name,
+                        size: offer.size,
+                        done: 0,
+                        direction: Direction::Down,
+                        stage: Stage::Offered,
+                        speed: Speed::default(),
+                    });
+                }
+            }
+            Event::UploadQueued { transfer, name, size, .. } => self.transfers.push(Transfer {
+                transfer: Some(transfer),
+                file_id: None,
+                name,
+                size,
+                done: 0,
+                direction: Direction::Up,
+                stage: Stage::Queued,
+                speed: Speed::default(),
+            }),
+            Event::DownloadQueued { transfer, file_id, .. } => {
+                if let Some(t) = self.by_file(file_id) {
+                    t.transfer = Some(transfer);
+                    t.stage = Stage::Queued;
+                }
+            }
+            Event::Resumed { transfer, file_id, offset } | Event::Progress { transfer, file_id, done: offset, .. } => {
+                if let Some(t) = self.by_transfer(transfer) {
+                    t.file_id = Some(file_id);
+                    t.done = offset;
+                    t.speed.sample(now, offset);
+                    t.stage = match t.direction {
+                        Direction::Up => Stage::Uploading,
+                        Direction::Down => Stage::Downloading,
+                    };
+                }
+            }
+            Event::Uploaded { transfer, file_id, size, .. } => {
+                if let Some(t) = self.by_transfer(transfer) {
+                    (t.file_id, t.done, t.stage) = (Some(file_id), size, Stage::OnRelay);
+                }
+            }
+            Event::FileSaved { transfer, path, .. } => {
+                if let Some(t) = self.by_transfer(transfer) {
+                    t.done = t.size;
+                    t.stage = Stage::Saved(path);
+                }
+            }
+            Event::TransferFailed { transfer, reason, .. } => {
+                self.notice = Some(reason.clone());
+                if let Some(t) = self.by_transfer(transfer) {
+                    t.stage = Stage::Failed(reason);
+                }
+            }
+            Event::FileFetched { file_id } => {
+                if let Some(t) = self.by_file(file_id) {
+                    t.stage = Stage::PeerHasIt;
+                }
+            }
+            Event::FileExpired { file_id, .. } => {
+                if let Some(t) = self.by_file(file_id) {
+                    if t.stage == Stage::OnRelay {
+                        t.stage = Stage::Expired;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qchat_client::IncomingMessage;
+
+    #[test]
+    fn my_message_gets_its_ticks_and_the_log_stays_in_relay_order() {
+        let mut model = Model::new("alice");
+        let now = Instant::now();
+        let id = MessageId([1; 16]);
+        model.sending(id, "hi".into(), 5);
+        assert_eq!(model.lines[0].seq, None);
+        let incoming = IncomingMessage { id: MessageId([2; 16]), seq: 7, from: "bob".into(), text: "yo".into(), time_ms: 9 };
+        model.apply(Event::Message(incoming), now);
+        model.apply(Event::Stored { id, seq: 6, time_ms: 8 }, now);
+        assert_eq!(model.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(6), Some(7)]);
+        model.apply(Event::Delivered { id, seq: 6 }, now);
+        assert!(model.lines[0].delivered);
+    }
+
+    #[test]
+    fn a_download_goes_from_offered_to_saved_with_speed() {
+        let mut model = Model::new("bob");
+        let file_id = FileId([3; 16]);
+        let t0 = Instant::now();
+        let offer = qchat_shared::frame::FileInfo {
+            file_id,
+            name: "a.bin".into(),
+            size: 1000,
+            from: "alice".into(),
+            blake3: None,
+            time_ms: 0,
+        };
+        model.apply(Event::FileOffered(offer), t0);
+        assert_eq!(model.offers(), 1);
+        model.apply(Event::DownloadQueued { transfer: 9, file_id, name: "a.bin".into(), size: 1000 }, t0);
+        model.apply(Event::Progress { transfer: 9, file_id, done: 100, total: 1000 }, t0);
+        model.apply(Event::Progress { transfer: 9, file_id, done: 600, total: 1000 }, t0 + Duration::from_secs(1));
+        let t = &model.transfers[0];
+        assert_eq!((t.done, &t.stage), (600, &Stage::Downloading));
+        assert!((t.speed.bytes_per_s - 500.0).abs() < 1.0);
+        assert_eq!(t.time_left(), Some(Duration::from_secs_f64(0.8)));
+        model.apply(Event::FileSaved { transfer: 9, file_id, path: "/x/a.bin".into(), blake3: [0; 32] }, t0);
+        assert_eq!(model.transfers[0].stage, Stage::Saved("/x/a.bin".into()));
+        assert_eq!(model.offers(), 0);
+    }
+}
