@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::connect::{connect, endpoint_for, quic_config, resolve};
 use crate::event::TransferId;
-use crate::history::{ChatLine, History};
 use crate::event::{ConnectionState, Event};
+use crate::history::{ChatLine, History};
 use crate::refusal::Ending;
 use crate::session::{self, Outcome};
 use crate::state::{SavedState, StateDir, UploadBook, FETCHED_KEPT};

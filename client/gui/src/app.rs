@@ -146,9 +146,7 @@ impl App {
             Message::OpenDownloads => {
                 let dir = self.options.download_dir();
                 return Task::perform(
-                    async move {
-                        tokio::fs::create_dir_all(&dir).await.and_then(|()| open::that_detached(&dir)).err()
-                    },
+                    async move { tokio::fs::create_dir_all(&dir).await.and_then(|()| open::that_detached(&dir)).err() },
                     |error| match error {
                         Some(e) => Message::Core(Event::TransferFailed {
                             transfer: 0,

@@ -123,7 +123,8 @@ impl Model {
 
     /// Shows a message of ours at once, before the relay has it (no tick yet).
     pub fn sending(&mut self, id: MessageId, text: String, now_ms: i64) {
-        let line = ChatLine { id, seq: None, from: self.me.clone(), text, time_ms: now_ms, mine: true, delivered: false };
+        let line =
+            ChatLine { id, seq: None, from: self.me.clone(), text, time_ms: now_ms, mine: true, delivered: false };
         self.lines.push(line);
     }
 
@@ -307,7 +308,8 @@ mod tests {
         let id = MessageId([1; 16]);
         model.sending(id, "hi".into(), 5);
         assert_eq!(model.lines[0].seq, None);
-        let incoming = IncomingMessage { id: MessageId([2; 16]), seq: 7, from: "bob".into(), text: "yo".into(), time_ms: 9 };
+        let incoming =
+            IncomingMessage { id: MessageId([2; 16]), seq: 7, from: "bob".into(), text: "yo".into(), time_ms: 9 };
         model.apply(Event::Message(incoming), now);
         model.apply(Event::Stored { id, seq: 6, time_ms: 8 }, now);
         assert_eq!(model.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(6), Some(7)]);

@@ -18,7 +18,11 @@ use crate::style;
 /// The whole window.
 pub fn window(app: &App) -> Element<'_, Message> {
     let panels = row![
-        container(files(app)).width(Length::FillPortion(2)).height(Fill).padding(10).style(style::panel(style::FILES_BG)),
+        container(files(app))
+            .width(Length::FillPortion(2))
+            .height(Fill)
+            .padding(10)
+            .style(style::panel(style::FILES_BG)),
         container(chat(app)).width(Length::FillPortion(3)).height(Fill).padding(10).style(style::panel(style::CHAT_BG)),
     ];
     column![panels, status(app)].into()
@@ -41,14 +45,9 @@ fn chat(app: &App) -> Element<'_, Message> {
     ]
     .spacing(6)
     .align_y(Alignment::Center);
-    column![
-        text("Chat").size(18),
-        scrollable(log).id(LOG).anchor_bottom().height(Fill).width(Fill),
-        input,
-        file_row,
-    ]
-    .spacing(8)
-    .into()
+    column![text("Chat").size(18), scrollable(log).id(LOG).anchor_bottom().height(Fill).width(Fill), input, file_row,]
+        .spacing(8)
+        .into()
 }
 
 /// Enter sends; Shift+Enter (and everything else) does what an editor does.

@@ -1,0 +1,213 @@
+//! The real view and update, driven headless with iced_test, against a real relay on
+//! 127.0.0.1 and the real client core.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iced::keyboard::key::Named;
+use iced::widget::Id;
+use iced_test::simulator;
+use qchat_client::{Client, ClientOptions, ConnectionState, Event};
+use qchat_gui::app::{App, Message, INPUT};
+use qchat_gui::model::{Link, Stage};
+use qchat_server::{Relay, RelayConfig};
+use qchat_shared::identity::Identity;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+struct Setup {
+    relay: Relay,
+    tmp: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
+    for name in ["alice", "bob"] {
+        qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").unwrap();
+    }
+    let config = RelayConfig::new(pki, tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    Setup { relay: Relay::start(config).await.unwrap(), tmp }
+}
+
+impl Setup {
+    fn options(&self, identity: Identity) -> ClientOptions {
+        let mut options = ClientOptions::new(identity.clone());
+        options.server = Some(self.relay.local_addr().to_string());
+        options.data_dir = Some(self.tmp.path().join("clients"));
+        options.download_dir = Some(self.downloads(&identity.user));
+        options
+    }
+
+    fn identity(&self, name: &str) -> Identity {
+        Identity::load(&self.tmp.path().join("pki").join(format!("{name}.qchat"))).unwrap()
+    }
+
+    fn downloads(&self, name: &str) -> PathBuf {
+        self.tmp.path().join("downloads").join(name)
+    }
+
+    /// The window of `name`, with its core running (as the subscription would start it).
+    fn window(&self, identity: Identity) -> (App, UnboundedReceiver<Event>) {
+        let (mut app, _focus) = App::new(self.options(identity));
+        let (client, events) = Client::start(app.options.clone());
+        let _ = app.update(Message::Ready(client));
+        (app, events)
+    }
+
+    /// A peer without a window.
+    async fn peer(&self, name: &str) -> (Client, UnboundedReceiver<Event>) {
+        let (client, mut events) = Client::start(self.options(self.identity(name)));
+        loop {
+            if let Some(Event::Connection(ConnectionState::Connected(_))) = events.recv().await {
+                return (client, events);
+            }
+        }
+    }
+}
+
+/// Feeds core events to the window until `done` holds.
+async fn pump(app: &mut App, events: &mut UnboundedReceiver<Event>, what: &str, done: impl Fn(&App) -> bool) {
+    let wait = async {
+        while !done(app) {
+            let event = events.recv().await.expect("the core stopped");
+            let _ = app.update(Message::Core(event));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait).await.unwrap_or_else(|_| panic!("timed out: {what}"));
+}
+
+fn connected(app: &App) -> bool {
+    app.model.link == Link::Connected
+}
+
+/// Runs the user's messages from a simulator through update.
+fn apply(app: &mut App, messages: impl IntoIterator<Item = Message>) {
+    for message in messages {
+        let _ = app.update(message);
+    }
+}
+
+#[tokio::test]
+async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
+    let setup = setup().await;
+    let (_bob, _bob_events) = setup.peer("bob").await;
+    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    assert!(app.title().contains("alice") && app.title().contains("bob"), "{}", app.title());
+
+    let mut ui = simulator(app.view());
+    ui.click(Id::new(INPUT)).expect("the input");
+    ui.typewrite("hello bob");
+    ui.tap_key(Named::Enter);
+    let messages: Vec<Message> = ui.into_messages().collect();
+    assert!(messages.iter().any(|m| matches!(m, Message::Send)), "Enter sends: {messages:?}");
+    apply(&mut app, messages);
+    assert_eq!(app.model.lines.last().map(|l| l.text.as_str()), Some("hello bob"));
+    assert!(app.input.text().trim().is_empty(), "the input is cleared");
+
+    pump(&mut app, &mut events, "delivered", |app| app.model.lines.iter().any(|l| l.delivered)).await;
+    let mut ui = simulator(app.view());
+    assert!(ui.find("hello bob").is_ok());
+    assert!(ui.find("✓✓").is_ok(), "two ticks once bob has it");
+}
+
+#[tokio::test]
+async fn shift_enter_makes_a_new_line_instead_of_sending() {
+    let setup = setup().await;
+    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let mut ui = simulator(app.view());
+    ui.click(Id::new(INPUT)).expect("the input");
+    ui.typewrite("first");
+    let mut shift_enter = iced_test::simulator::press_key(Named::Enter, None);
+    if let iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { modifiers, .. }) = &mut shift_enter {
+        *modifiers = iced::keyboard::Modifiers::SHIFT;
+    }
+    ui.simulate([shift_enter, iced_test::simulator::release_key(Named::Enter)]);
+    ui.typewrite("second");
+    let messages: Vec<Message> = ui.into_messages().collect();
+    assert!(!messages.iter().any(|m| matches!(m, Message::Send)), "{messages:?}");
+    apply(&mut app, messages);
+    assert_eq!(app.input.text().trim_end(), "first\nsecond");
+}
+
+#[tokio::test]
+async fn a_message_from_the_peer_appears() {
+    let setup = setup().await;
+    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let (bob, _bob_events) = setup.peer("bob").await;
+    pump(&mut app, &mut events, "bob online", |app| app.model.peer_online).await;
+    bob.send_and_wait("hi from bob").await.unwrap();
+    pump(&mut app, &mut events, "the message", |app| app.model.lines.iter().any(|l| l.text == "hi from bob")).await;
+    let mut ui = simulator(app.view());
+    assert!(ui.find("hi from bob").is_ok());
+    assert!(ui.find("bob:").is_ok());
+    assert!(ui.find("bob is online").is_ok());
+}
+
+fn write(path: &Path, size: usize) -> PathBuf {
+    std::fs::write(path, (0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+    path.to_path_buf()
+}
+
+#[tokio::test]
+async fn an_offered_file_shows_up_and_receive_fetches_it() {
+    let setup = setup().await;
+    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let (bob, mut bob_events) = setup.peer("bob").await;
+    let source = write(&setup.tmp.path().join("photo.jpg"), 300_000);
+    bob.send_file(&source);
+    while !matches!(bob_events.recv().await, Some(Event::Uploaded { .. })) {}
+
+    pump(&mut app, &mut events, "the offer", |app| app.model.offers() == 1).await;
+    let mut ui = simulator(app.view());
+    assert!(ui.find("offered to you: press Receive").is_ok());
+    ui.click("Receive (1)").expect("the Receive button with its count");
+    let messages: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, messages);
+    pump(&mut app, &mut events, "saved", |app| matches!(app.model.transfers[0].stage, Stage::Saved(_))).await;
+
+    let saved = setup.downloads("alice").join("photo.jpg");
+    assert_eq!(std::fs::read(&saved).unwrap(), std::fs::read(&source).unwrap());
+    let mut ui = simulator(app.view());
+    assert!(ui.find(format!("saved, verified: {}", saved.display())).is_ok());
+    assert!(ui.find("Receive (0)").is_ok());
+}
+
+#[tokio::test]
+async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay() {
+    let setup = setup().await;
+    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let source = write(&setup.tmp.path().join("video.mp4"), 8 << 20);
+    let _ = app.update(Message::PathChanged(source.display().to_string()));
+    let mut ui = simulator(app.view());
+    ui.click("Send File").expect("the Send File button");
+    let messages: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, messages);
+    pump(&mut app, &mut events, "on the relay", |app| {
+        app.model.transfers.first().is_some_and(|t| t.stage == Stage::OnRelay)
+    })
+    .await;
+    let mut ui = simulator(app.view());
+    assert!(ui.find("8.0 MiB of 8.0 MiB").is_ok());
+    assert!(ui.find("on the relay, waiting for the peer").is_ok());
+}
+
+#[tokio::test]
+async fn a_refused_identity_shows_the_reason_in_the_window() {
+    let setup = setup().await;
+    let other = tempfile::tempdir().unwrap();
+    qchat_certs::init(other.path(), &["127.0.0.1".into()]).unwrap();
+    let foreign = Identity::load(&qchat_certs::issue_user(other.path(), "alice", "127.0.0.1:1").unwrap()).unwrap();
+    let identity = Identity { ca_pem: setup.identity("alice").ca_pem, ..foreign };
+    let (mut app, mut events) = setup.window(identity);
+    pump(&mut app, &mut events, "refused", |app| matches!(app.model.link, Link::Refused { .. })).await;
+    let Link::Refused { reason } = app.model.link.clone() else { unreachable!() };
+    assert!(reason.contains("another CA"), "{reason}");
+    let mut ui = simulator(app.view());
+    assert!(ui.find(format!("refused: {reason}")).is_ok());
+}
