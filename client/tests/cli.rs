@@ -108,7 +108,7 @@ async fn send_file_and_receive_print_the_documented_json_events() {
     assert_eq!(uploaded["size"], 3_000_000);
     let blake3 = uploaded["blake3"].as_str().unwrap().to_string();
     assert_eq!(blake3, blake3::hash(&bytes).to_hex().as_str());
-    let progress = events.iter().filter(|e| e["event"] == "progress").last().expect("progress events");
+    let progress = events.iter().rfind(|e| e["event"] == "progress").expect("progress events");
     assert_eq!(progress["done"], progress["total"]);
 
     let (ok, events) = setup.cli("bob", &["files"]).await;

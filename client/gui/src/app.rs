@@ -9,7 +9,7 @@ use std::time::Instant;
 use iced::futures::SinkExt;
 use iced::widget::{operation, text_editor};
 use iced::{event, window, Subscription, Task};
-use qchat_client::{Client, ClientOptions, Event, TransferId};
+use qchat_client::{Client, ClientOptions, ConnectionState, Event, TransferId};
 
 use crate::model::Model;
 
@@ -115,6 +115,10 @@ impl App {
             Message::Ready(client) => self.client = Some(client),
             Message::Core(event) => {
                 let scroll = matches!(event, Event::Message(_) | Event::History(_));
+                if let (Event::Connection(ConnectionState::Connected(_)), Some(client)) = (&event, &self.client) {
+                    // Show what we sent earlier and where it is now.
+                    client.list_files();
+                }
                 self.model.apply(event, Instant::now());
                 if scroll {
                     return operation::snap_to_end(LOG);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use qchat_client::history::ChatLine;
 use qchat_client::{ConnectionState, Event, TransferId};
-use qchat_shared::frame::{FileId, MessageId};
+use qchat_shared::frame::{FileEntry, FileId, FileState, MessageId};
 
 /// The link to the relay, as the status line tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,10 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    fn new(direction: Direction, name: String, size: u64, stage: Stage) -> Self {
+        Transfer { transfer: None, file_id: None, name, size, done: 0, direction, stage, speed: Speed::default() }
+    }
+
     /// Time left at the current speed.
     pub fn time_left(&self) -> Option<Duration> {
         (self.stage.is_running() && self.speed.bytes_per_s > 1.0)
@@ -194,8 +198,29 @@ impl Model {
                 self.peer = status.peer;
                 self.peer_online = status.peer_online;
             }
-            Event::AckConfirmed { .. } | Event::Files { .. } => {}
+            Event::Files { outgoing, .. } => self.outgoing_files(outgoing),
+            Event::AckConfirmed { .. } => {}
             event => self.file_event(event, now),
+        }
+    }
+
+    /// Shows the files we sent that the relay knows of (after a restart of the window).
+    fn outgoing_files(&mut self, entries: Vec<FileEntry>) {
+        for entry in entries {
+            if self.by_file(entry.info.file_id).is_some() {
+                continue;
+            }
+            let (stage, done) = match entry.state {
+                FileState::Uploading { held } => {
+                    (Stage::Failed("interrupted: send the file again to resume".into()), held)
+                }
+                FileState::Offered => (Stage::OnRelay, entry.info.size),
+                FileState::Fetched => (Stage::PeerHasIt, entry.info.size),
+                FileState::Expired { .. } => (Stage::Expired, entry.info.size),
+            };
+            let mut row = Transfer::new(Direction::Up, entry.info.name, entry.info.size, stage);
+            (row.file_id, row.done) = (Some(entry.info.file_id), done);
+            self.transfers.push(row);
         }
     }
 
@@ -221,30 +246,16 @@ impl Model {
 
     fn file_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::FileOffered(offer) => {
-                if self.by_file(offer.file_id).is_none() {
-                    self.transfers.push(Transfer {
-                        transfer: None,
-                        file_id: Some(offer.file_id),
-                        name: offer.name,
-                        size: offer.size,
-                        done: 0,
-                        direction: Direction::Down,
-                        stage: Stage::Offered,
-                        speed: Speed::default(),
-                    });
-                }
+            Event::FileOffered(offer) if self.transfers.iter().all(|t| t.file_id != Some(offer.file_id)) => {
+                let mut row = Transfer::new(Direction::Down, offer.name, offer.size, Stage::Offered);
+                row.file_id = Some(offer.file_id);
+                self.transfers.push(row);
             }
-            Event::UploadQueued { transfer, name, size, .. } => self.transfers.push(Transfer {
-                transfer: Some(transfer),
-                file_id: None,
-                name,
-                size,
-                done: 0,
-                direction: Direction::Up,
-                stage: Stage::Queued,
-                speed: Speed::default(),
-            }),
+            Event::UploadQueued { transfer, name, size, .. } => {
+                let mut row = Transfer::new(Direction::Up, name, size, Stage::Queued);
+                row.transfer = Some(transfer);
+                self.transfers.push(row);
+            }
             Event::DownloadQueued { transfer, file_id, .. } => {
                 if let Some(t) = self.by_file(file_id) {
                     t.transfer = Some(transfer);
@@ -285,10 +296,8 @@ impl Model {
                 }
             }
             Event::FileExpired { file_id, .. } => {
-                if let Some(t) = self.by_file(file_id) {
-                    if t.stage == Stage::OnRelay {
-                        t.stage = Stage::Expired;
-                    }
+                if let Some(t) = self.by_file(file_id).filter(|t| t.stage == Stage::OnRelay) {
+                    t.stage = Stage::Expired;
                 }
             }
             _ => {}
