@@ -106,7 +106,7 @@ async fn fetch(
         ctx.emit(Event::Resumed { transfer, file_id, offset });
     }
 
-    let mut sink = Sink::start(file, hasher, offset, None);
+    let mut sink = Sink::start(file, hasher, offset, None, Some(&partial));
     let mut throttle = Throttle::new();
     let total = info.size;
     let progress = |done: u64| {

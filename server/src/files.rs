@@ -79,7 +79,8 @@ async fn receive_upload(
     info!(file = %slot.file_id, name = %start.name, size = start.size, held, "upload");
     write_frame(send, &UploadReply::Ready { file_id: slot.file_id, offset: held }).await.map_err(|_| Stop::Gone)?;
 
-    let mut sink = Sink::start(file, hasher, held, Some(CHECKPOINT_BYTES));
+    let spool_path = state.spool.path(slot.file_id);
+    let mut sink = Sink::start(file, hasher, held, Some(CHECKPOINT_BYTES), Some(&spool_path));
     let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone()));
     let mut counted = 0;
     let received = transfer::receive(recv, &mut sink, start.size - held, |done| {

@@ -4,7 +4,8 @@
 //! memory stays at a few chunks whatever the file's size.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::append::Appender;
 use crate::frame::Blake3;
 use crate::limits::CHUNK;
 
@@ -53,27 +55,34 @@ pub struct Sink {
 impl Sink {
     /// Starts appending to `file`, which already holds `offset` bytes that `hasher` has
     /// seen. With `sync_every`, the file is fsynced each time that many bytes were added
-    /// and [`Sink::durable`] moves on.
-    pub fn start(file: File, hasher: blake3::Hasher, offset: u64, sync_every: Option<u64>) -> Sink {
+    /// and [`Sink::durable`] moves on. With `path` (the file's), the bulk may bypass the
+    /// page cache (see [`crate::append`]).
+    pub fn start(
+        file: File,
+        hasher: blake3::Hasher,
+        offset: u64,
+        sync_every: Option<u64>,
+        path: Option<&Path>,
+    ) -> Sink {
+        let mut appender = Appender::new(file, offset, path);
         let (chunks, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
         let (spare_tx, spare) = std::sync::mpsc::sync_channel(DEPTH);
         let durable = Arc::new(AtomicU64::new(offset));
         let durable_w = durable.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            let (mut file, mut hasher) = (file, hasher);
+            let mut hasher = hasher;
             let (mut written, mut synced) = (offset, offset);
             while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
+                appender.write(&chunk)?;
                 hasher.update(&chunk);
                 written += chunk.len() as u64;
                 let _ = spare_tx.try_send(chunk);
                 if sync_every.is_some_and(|every| written - synced >= every) {
-                    file.sync_data()?;
-                    synced = written;
+                    synced = appender.sync()?;
                     durable_w.store(synced, Ordering::Release);
                 }
             }
-            file.sync_all()?;
+            let file = appender.finish()?;
             durable_w.store(written, Ordering::Release);
             Ok((file, hasher))
         });
