@@ -104,7 +104,7 @@ mod linux {
         pub fn write(&mut self, file: &File, pos: u64, mut data: &[u8]) -> io::Result<()> {
             let mut pos = pos;
             // An unaligned end goes through the page cache until it is aligned.
-            if self.filled == 0 && pos % ALIGN as u64 != 0 {
+            if self.filled == 0 && !pos.is_multiple_of(ALIGN as u64) {
                 let n = (ALIGN - (pos % ALIGN as u64) as usize).min(data.len());
                 file.write_all_at(&data[..n], pos)?;
                 pos += n as u64;
