@@ -56,10 +56,14 @@ pub fn sanitize_file_name(name: &str) -> String {
             c => c,
         })
         .collect();
-    clean = clean.trim_matches(|c: char| c == '.' || c == ' ').to_string();
+    let trim = |s: &str| s.trim_matches(|c: char| c == '.' || c == ' ').to_string();
+    clean = trim(&clean);
     while clean.contains("..") {
         clean = clean.replace("..", "_");
     }
+    // Trim again after shortening: a cut may leave a trailing dot or space. (A device name
+    // is short, so its `_` never makes a name too long.)
+    clean = trim(&shorten(&clean, MAX_SAVED_NAME));
     let stem = clean.split('.').next().unwrap_or("").trim_end();
     if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
         clean = format!("_{clean}");
@@ -67,7 +71,7 @@ pub fn sanitize_file_name(name: &str) -> String {
     if clean.is_empty() {
         clean = "file".into();
     }
-    shorten(&clean, MAX_SAVED_NAME)
+    clean
 }
 
 /// Cuts `name` to at most `max` bytes on a character boundary, keeping a short extension.

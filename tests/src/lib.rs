@@ -1,6 +1,8 @@
 //! Test harness: a real relay on 127.0.0.1 with a throwaway PKI in a temp directory, and
 //! real clients (the client core, or raw quinn connections that speak the protocol by
-//! hand to misbehave).
+//! hand to misbehave), and a lossy link ([`proxy`]).
+
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,14 +103,24 @@ impl TestRelay {
         self.tmp.path().join("downloads").join(name)
     }
 
-    /// A client for any identity, pointed at this relay.
-    pub fn client_for(&self, identity: Identity) -> TestClient {
+    /// A client for `name` that reaches the relay through `addr` (a proxy).
+    pub fn client_via(&self, name: &str, addr: SocketAddr) -> TestClient {
+        let mut client = self.client_options(self.identity(name));
+        client.server = Some(addr.to_string());
+        TestClient::start(client)
+    }
+
+    fn client_options(&self, identity: Identity) -> ClientOptions {
         let mut options = ClientOptions::new(identity);
         options.download_dir = Some(self.downloads(&options.identity.user));
         options.server = Some(self.addr.to_string());
         options.data_dir = Some(self.clients_dir.clone());
-        let (client, events) = Client::start(options);
-        TestClient { client, events }
+        options
+    }
+
+    /// A client for any identity, pointed at this relay.
+    pub fn client_for(&self, identity: Identity) -> TestClient {
+        TestClient::start(self.client_options(identity))
     }
 
     /// A raw QUIC connection for `name` with the control stream open (Hello sent).
@@ -138,6 +150,11 @@ pub struct TestClient {
 }
 
 impl TestClient {
+    pub fn start(options: ClientOptions) -> Self {
+        let (client, events) = Client::start(options);
+        TestClient { client, events }
+    }
+
     /// Waits for the next event that `pick` accepts.
     pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
         let found = tokio::time::timeout(WAIT, async {

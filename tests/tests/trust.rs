@@ -106,3 +106,48 @@ async fn an_unreachable_relay_is_named_in_the_error() {
         .await;
     assert!(reason.contains(&addr.to_string()), "{reason}");
 }
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = qchat_certs::UserOptions { not_before: now - time::Duration::days(30), not_after: now - time::Duration::days(1) };
+    qchat_certs::issue_user_with(&pki, "alice", "127.0.0.1:1", &expired).unwrap();
+    qchat_certs::issue_user(&pki, "bob", "127.0.0.1:1").unwrap();
+    let config = qchat_server::RelayConfig::new(pki.clone(), tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    let relay = qchat_server::Relay::start(config).await.unwrap();
+    let mut options = qchat_client::ClientOptions::new(Identity::load(&pki.join("alice.qchat")).unwrap());
+    options.server = Some(relay.local_addr().to_string());
+    options.data_dir = Some(tmp.path().join("clients"));
+    let mut alice = qchat_tests::TestClient::start(options);
+    let reason = alice.refused().await;
+    assert!(reason.contains("expired"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused_at_the_handshake() {
+    let relay = TestRelay::start().await;
+    let identity = relay.identity("alice");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in qchat_shared::tls::parse_certs(&identity.ca_pem, "CA").unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let mut crypto = rustls::ClientConfig::builder_with_provider(qchat_shared::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![qchat_shared::ALPN.to_vec()];
+    let config = qchat_shared::transport::client_config(crypto).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint.connect_with(config, relay.addr, "localhost").unwrap().await;
+    let error = match connection {
+        Err(e) => e,
+        Ok(connection) => connection.closed().await,
+    };
+    let ending = qchat_client::refusal::explain(&error, "alice", &relay.addr.to_string());
+    assert!(ending.fatal);
+    assert!(ending.reason.contains("certificate"), "{}", ending.reason);
+}
