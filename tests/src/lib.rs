@@ -147,17 +147,19 @@ async fn start_relay(pki: &std::path::Path, data: &std::path::Path, listen: Sock
 pub struct TestClient {
     pub client: Client,
     pub events: UnboundedReceiver<Event>,
+    /// How long to wait for any one thing (longer over a lossy link).
+    pub patience: Duration,
 }
 
 impl TestClient {
     pub fn start(options: ClientOptions) -> Self {
         let (client, events) = Client::start(options);
-        TestClient { client, events }
+        TestClient { client, events, patience: WAIT }
     }
 
     /// Waits for the next event that `pick` accepts.
     pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
-        let found = tokio::time::timeout(WAIT, async {
+        let found = tokio::time::timeout(self.patience, async {
             while let Some(event) = self.events.recv().await {
                 if let Some(found) = pick(event) {
                     return Some(found);

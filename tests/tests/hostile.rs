@@ -2,7 +2,6 @@
 //! code, and everyone else goes on chatting.
 
 use qchat_shared::codes::StreamCode;
-use tokio::io::AsyncWriteExt;
 use qchat_shared::frame::{ChatSend, MessageId, Open, SendReply};
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_tests::TestRelay;
