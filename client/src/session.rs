@@ -37,6 +37,8 @@ enum SendResult {
     Reply(SendReply),
     /// The stream failed; whether to retry depends on the connection.
     Failed(String),
+    /// No answer in time: the link may be dead without knowing it yet.
+    NoAnswer,
 }
 
 /// Puts deliveries back in the order the relay sent them.
@@ -157,7 +159,11 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     break ended(welcomed, &connection, &who).await;
                 }
             }
-            Some((id, result)) = results.recv() => on_send_result(core, &connection, id, result),
+            Some((id, result)) = results.recv() => {
+                if let Some((id, text)) = on_send_result(core, &connection, id, result) {
+                    spawn_send(&mut tasks, &connection, id, text, &result_tx);
+                }
+            }
             Some((transfer, outcome)) = outcomes.recv() => {
                 core.transfers.finished(transfer, &outcome);
                 if let TransferOutcome::Saved { file_id, path, blake3 } = outcome {
@@ -293,8 +299,16 @@ async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<()
     Ok(())
 }
 
-fn on_send_result(core: &mut Core, connection: &quinn::Connection, id: MessageId, result: SendResult) {
+fn on_send_result(
+    core: &mut Core,
+    connection: &quinn::Connection,
+    id: MessageId,
+    result: SendResult,
+) -> Option<(MessageId, String)> {
     match result {
+        // Keep it and send it again (same id: the relay stores it once); if the link is
+        // dead, the reconnect resends it.
+        SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).map(|o| (id, o.text.clone())),
         SendResult::Reply(SendReply::Stored { seq, time_ms, .. }) => core.settle(id, Ok(Sent { id, seq, time_ms })),
         SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason))),
         // The connection is going: the message stays queued and is sent again (same id, so
@@ -302,6 +316,7 @@ fn on_send_result(core: &mut Core, connection: &quinn::Connection, id: MessageId
         SendResult::Failed(_) if connection.close_reason().is_some() => {}
         SendResult::Failed(reason) => core.settle(id, Err(SendError::Refused(reason))),
     }
+    None
 }
 
 fn spawn_send(
@@ -315,23 +330,25 @@ fn spawn_send(
     let results = results.clone();
     tasks.spawn(async move {
         let result = match send_one(&connection, id, text).await {
-            Ok(reply) => SendResult::Reply(reply),
+            Ok(Some(reply)) => SendResult::Reply(reply),
+            Ok(None) => SendResult::NoAnswer,
             Err(reason) => SendResult::Failed(reason),
         };
         let _ = results.send((id, result));
     });
 }
 
-async fn send_one(connection: &quinn::Connection, id: MessageId, text: String) -> Result<SendReply, String> {
+/// Sends one message; `Ok(None)` when the relay did not answer in time.
+async fn send_one(connection: &quinn::Connection, id: MessageId, text: String) -> Result<Option<SendReply>, String> {
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let _ = send.set_priority(CHAT_PRIORITY);
     write_frame(&mut send, &Open::Send(ChatSend { id, text })).await.map_err(|e| e.to_string())?;
     let _ = send.finish();
     match tokio::time::timeout(STORED_DEADLINE, read_frame::<SendReply, _>(&mut recv)).await {
-        Ok(Ok(Some(reply))) => Ok(reply),
+        Ok(Ok(Some(reply))) => Ok(Some(reply)),
         Ok(Ok(None)) => Err("the relay closed the message stream without an answer".into()),
         Ok(Err(e)) => Err(format!("the relay's answer was unreadable: {e}")),
-        Err(_) => Err(format!("no answer from the relay within {} s", STORED_DEADLINE.as_secs())),
+        Err(_) => Ok(None),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::relay::RelayState;
 use crate::store::UploadSlot;
 
 /// The spool file is fsynced and its length checkpointed after every this many bytes.
-const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 /// How often a running upload's durable length is written to the store.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 

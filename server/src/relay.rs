@@ -167,6 +167,27 @@ fn quic_config(material: &RelayMaterial) -> Result<quinn::ServerConfig, RelayErr
     qchat_shared::transport::server_config(crypto).map_err(|e| RelayError::Tls(e.to_string()))
 }
 
+/// Binds the endpoint. Its stateless-reset key and connection-id key are derived from the
+/// relay's private key, so a relay restarted after a crash recognises its old connection
+/// ids and answers them with a reset their clients accept: they reconnect at once instead
+/// of waiting out the idle timeout.
+fn bind(
+    server_config: quinn::ServerConfig,
+    addr: SocketAddr,
+    material: &RelayMaterial,
+) -> Result<quinn::Endpoint, RelayError> {
+    let secret = blake3::derive_key("qchat relay stateless reset key v1", material.key_pem.as_bytes());
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let cid_key =
+        u64::from_le_bytes(blake3::derive_key("qchat relay cid key v1", &secret)[..8].try_into().expect("8 bytes"));
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let bind_error = |source| RelayError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| bind_error(std::io::Error::other("no async runtime")))?;
+    quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime).map_err(bind_error)
+}
+
 impl Relay {
     /// Opens the store, binds the endpoint and starts serving.
     pub async fn start(config: RelayConfig) -> Result<Relay, RelayError> {
@@ -177,8 +198,7 @@ impl Relay {
         let spool_dir = config.data_dir.join("spool");
         let spool = Spool::open(spool_dir.clone()).map_err(|source| RelayError::DataDir { path: spool_dir, source })?;
         let (store, mut feed, store_thread) = store::open(&config.data_dir.join("relay.db"))?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
-            .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let endpoint = bind(server_config, config.listen, &material)?;
         let state = Arc::new(RelayState {
             store,
             router: Router::default(),

@@ -110,7 +110,10 @@ async fn two_thousand_streams_at_once_are_bounded_and_all_answered() {
     assert_eq!(bob.connected().await.waiting_for_you, 2000);
 }
 
-async fn raw_upload(raw: &qchat_tests::RawConnection, start: UploadStart) -> (quinn::SendStream, quinn::RecvStream, FileId) {
+async fn raw_upload(
+    raw: &qchat_tests::RawConnection,
+    start: UploadStart,
+) -> (quinn::SendStream, quinn::RecvStream, FileId) {
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
     write_frame(&mut send, &Open::Upload(start)).await.unwrap();
     match read_frame::<UploadReply, _>(&mut recv).await.unwrap() {
@@ -164,7 +167,10 @@ async fn nobody_downloads_a_file_that_is_not_for_them() {
         write_frame(&mut send, &Open::Download(DownloadStart { file_id: id, offset: 0 })).await.unwrap();
         send.finish().unwrap();
         let reply = read_frame::<DownloadReply, _>(&mut recv).await.unwrap();
-        assert!(matches!(&reply, Some(DownloadReply::Refused { reason }) if reason.contains("no file")), "{who}: {reply:?}");
+        assert!(
+            matches!(&reply, Some(DownloadReply::Refused { reason }) if reason.contains("no file")),
+            "{who}: {reply:?}"
+        );
     }
 }
 

@@ -113,7 +113,10 @@ async fn an_expired_certificate_is_refused_with_a_reason() {
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
     let now = time::OffsetDateTime::now_utc();
-    let expired = qchat_certs::UserOptions { not_before: now - time::Duration::days(30), not_after: now - time::Duration::days(1) };
+    let expired = qchat_certs::UserOptions {
+        not_before: now - time::Duration::days(30),
+        not_after: now - time::Duration::days(1),
+    };
     qchat_certs::issue_user_with(&pki, "alice", "127.0.0.1:1", &expired).unwrap();
     qchat_certs::issue_user(&pki, "bob", "127.0.0.1:1").unwrap();
     let config = qchat_server::RelayConfig::new(pki.clone(), tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
