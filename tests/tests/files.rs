@@ -302,3 +302,33 @@ async fn fetched_files_are_swept_after_the_retention_and_the_sender_is_told() {
         .await;
     assert_eq!((id, fetched), (file_id, true));
 }
+
+#[tokio::test]
+async fn an_altered_partial_download_is_caught_by_the_hash_and_fetched_again() {
+    let size: u64 = 32 << 20;
+    let relay = TestRelay::start().await;
+    let (mut alice, bob) = pair(&relay).await;
+    let path = write_file(&relay.tmp.path().join("tamper.bin"), size);
+    let transfer = alice.client.send_file(&path);
+    let file_id = alice.uploaded(transfer).await;
+
+    bob.client.receive_all(None);
+    wait_for_bytes(&relay.relay().stats().download_bytes, size / 2).await;
+    bob.client.shutdown();
+    drop(bob);
+    let partial = qchat_client::download::partial_path(&relay.downloads("bob"), file_id);
+    let mut bytes = std::fs::read(&partial).expect("a partial file is left");
+    assert!(!bytes.is_empty());
+    bytes[0] ^= 0xff;
+    std::fs::write(&partial, bytes).unwrap();
+
+    let mut bob = relay.client("bob");
+    bob.connected().await;
+    let (saved, failed) = bob.receive_all().await;
+    assert!(saved.is_empty());
+    assert!(failed[0].contains("does not match"), "{failed:?}");
+    assert!(!partial.exists(), "the bad partial file is gone");
+    let (saved, failed) = bob.receive_all().await;
+    assert!(failed.is_empty(), "{failed:?}");
+    same_content(&path, &saved[0]);
+}
