@@ -128,3 +128,39 @@ async fn send_file_and_receive_print_the_documented_json_events() {
     assert!(ok, "{events:?}");
     assert!(events.iter().any(|e| e["event"] == "receiving" && e["count"] == 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receive_killed_with_sigkill_resumes_from_its_partial_file() {
+    let setup = setup().await;
+    let size = 96usize << 20;
+    let source = setup.tmp.path().join("big.bin");
+    std::fs::write(&source, (0..size).map(|i| (i % 253) as u8).collect::<Vec<_>>()).unwrap();
+    let (ok, events) = setup.cli("alice", &["send-file", source.to_str().unwrap()]).await;
+    assert!(ok, "{events:?}");
+
+    let out = setup.tmp.path().join("inbox");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
+        .arg("--identity")
+        .arg(setup.tmp.path().join("pki").join("bob.qchat"))
+        .args(["--server", &setup.relay.local_addr().to_string(), "--json", "--data-dir"])
+        .arg(setup.tmp.path().join("clients"))
+        .args(["receive", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stats = setup.relay.stats();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stats.download_bytes.load(std::sync::atomic::Ordering::Relaxed) < size as u64 / 3 {
+        assert!(std::time::Instant::now() < deadline, "the download never got going");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!out.join("big.bin").exists(), "nothing under the final name yet");
+
+    let (ok, events) = setup.cli("bob", &["receive", "--out", out.to_str().unwrap()]).await;
+    assert!(ok, "{events:?}");
+    let resumed = events.iter().find(|e| e["event"] == "resumed").expect("a resumed event");
+    assert!(resumed["offset"].as_u64().unwrap() > 0);
+    assert!(std::fs::read(out.join("big.bin")).unwrap() == std::fs::read(&source).unwrap());
+}
