@@ -8,8 +8,10 @@
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
 //! - [`event`]: what the core reports;
 //! - [`transfers`], [`upload`], [`download`]: files, one stream each, resumable;
-//! - [`state`], [`history`]: what the client keeps on disk, per identity.
+//! - [`state`], [`history`]: what the client keeps on disk, per identity;
+//! - [`args`]: the command-line options the client programs share.
 
+pub mod args;
 pub mod client;
 pub mod connect;
 pub mod download;

@@ -110,7 +110,8 @@ impl TestRelay {
         TestClient::start(client)
     }
 
-    fn client_options(&self, identity: Identity) -> ClientOptions {
+    /// Options for a client of `identity` on this relay (downloads and state in the temp dir).
+    pub fn client_options(&self, identity: Identity) -> ClientOptions {
         let mut options = ClientOptions::new(identity);
         options.download_dir = Some(self.downloads(&options.identity.user));
         options.server = Some(self.addr.to_string());

@@ -5,22 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use qchat_client::ClientOptions;
+use qchat_client::args::ConnectArgs;
 use qchat_gui::app::App;
-use qchat_shared::identity::Identity;
 
 #[derive(Parser)]
 #[command(name = "qchat", version, about = "qchat, the desktop client")]
 struct Cli {
-    /// Your identity file (NAME.qchat), made by `qchat-certs user`.
-    #[arg(long)]
-    identity: PathBuf,
-    /// HOST:PORT of the relay, instead of the one in the identity file.
-    #[arg(long)]
-    server: Option<String>,
-    /// Where the client keeps its state and history (default: the platform's data dir).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Where received files go (default: your download folder's `qchat`).
     #[arg(long)]
     download_dir: Option<PathBuf>,
@@ -33,10 +25,7 @@ fn main() -> Result<()> {
     // Read while the process has one thread: the only moment the local offset is safe to ask.
     qchat_gui::format::init_local_offset();
     let cli = Cli::parse();
-    let identity = Identity::load(&cli.identity)?;
-    let mut options = ClientOptions::new(identity);
-    options.server = cli.server;
-    options.data_dir = cli.data_dir;
+    let mut options = cli.connect.options()?;
     options.download_dir = cli.download_dir;
     iced::application(move || App::new(options.clone()), App::update, App::view)
         .title(App::title)

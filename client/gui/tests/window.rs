@@ -1,67 +1,36 @@
 //! The real view and update, driven headless with iced_test, against a real relay on
 //! 127.0.0.1 and the real client core.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use iced::keyboard::key::Named;
 use iced::widget::Id;
 use iced_test::simulator;
-use qchat_client::{Client, ClientOptions, ConnectionState, Event};
+use qchat_client::{Client, ConnectionState, Event};
 use qchat_gui::app::{App, Message, INPUT};
 use qchat_gui::model::{Link, Stage};
-use qchat_server::{Relay, RelayConfig};
 use qchat_shared::identity::Identity;
+use qchat_tests::{write_file, TestRelay};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-struct Setup {
-    relay: Relay,
-    tmp: tempfile::TempDir,
+async fn setup() -> TestRelay {
+    TestRelay::start().await
 }
 
-async fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = tmp.path().join("pki");
-    qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
-    for name in ["alice", "bob"] {
-        qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").unwrap();
-    }
-    let config = RelayConfig::new(pki, tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    Setup { relay: Relay::start(config).await.unwrap(), tmp }
+/// The window of `identity`, with its core running (as the subscription would start it).
+fn window(relay: &TestRelay, identity: Identity) -> (App, UnboundedReceiver<Event>) {
+    let (mut app, _focus) = App::new(relay.client_options(identity));
+    let (client, events) = Client::start(app.options.clone());
+    let _ = app.update(Message::Ready(client));
+    (app, events)
 }
 
-impl Setup {
-    fn options(&self, identity: Identity) -> ClientOptions {
-        let mut options = ClientOptions::new(identity.clone());
-        options.server = Some(self.relay.local_addr().to_string());
-        options.data_dir = Some(self.tmp.path().join("clients"));
-        options.download_dir = Some(self.downloads(&identity.user));
-        options
-    }
-
-    fn identity(&self, name: &str) -> Identity {
-        Identity::load(&self.tmp.path().join("pki").join(format!("{name}.qchat"))).unwrap()
-    }
-
-    fn downloads(&self, name: &str) -> PathBuf {
-        self.tmp.path().join("downloads").join(name)
-    }
-
-    /// The window of `name`, with its core running (as the subscription would start it).
-    fn window(&self, identity: Identity) -> (App, UnboundedReceiver<Event>) {
-        let (mut app, _focus) = App::new(self.options(identity));
-        let (client, events) = Client::start(app.options.clone());
-        let _ = app.update(Message::Ready(client));
-        (app, events)
-    }
-
-    /// A peer without a window.
-    async fn peer(&self, name: &str) -> (Client, UnboundedReceiver<Event>) {
-        let (client, mut events) = Client::start(self.options(self.identity(name)));
-        loop {
-            if let Some(Event::Connection(ConnectionState::Connected(_))) = events.recv().await {
-                return (client, events);
-            }
+/// A peer without a window.
+async fn peer(relay: &TestRelay, name: &str) -> (Client, UnboundedReceiver<Event>) {
+    let (client, mut events) = Client::start(relay.client_options(relay.identity(name)));
+    loop {
+        if let Some(Event::Connection(ConnectionState::Connected(_))) = events.recv().await {
+            return (client, events);
         }
     }
 }
@@ -91,8 +60,8 @@ fn apply(app: &mut App, messages: impl IntoIterator<Item = Message>) {
 #[tokio::test]
 async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
     let setup = setup().await;
-    let (_bob, _bob_events) = setup.peer("bob").await;
-    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    let (_bob, _bob_events) = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
     assert!(app.title().contains("alice") && app.title().contains("bob"), "{}", app.title());
 
@@ -115,7 +84,7 @@ async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
 #[tokio::test]
 async fn shift_enter_makes_a_new_line_instead_of_sending() {
     let setup = setup().await;
-    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
     let mut ui = simulator(app.view());
     ui.click(Id::new(INPUT)).expect("the input");
@@ -135,9 +104,9 @@ async fn shift_enter_makes_a_new_line_instead_of_sending() {
 #[tokio::test]
 async fn a_message_from_the_peer_appears() {
     let setup = setup().await;
-    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
-    let (bob, _bob_events) = setup.peer("bob").await;
+    let (bob, _bob_events) = peer(&setup, "bob").await;
     pump(&mut app, &mut events, "bob online", |app| app.model.peer_online).await;
     bob.send_and_wait("hi from bob").await.unwrap();
     pump(&mut app, &mut events, "the message", |app| app.model.lines.iter().any(|l| l.text == "hi from bob")).await;
@@ -147,18 +116,13 @@ async fn a_message_from_the_peer_appears() {
     assert!(ui.find("bob is online").is_ok());
 }
 
-fn write(path: &Path, size: usize) -> PathBuf {
-    std::fs::write(path, (0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
-    path.to_path_buf()
-}
-
 #[tokio::test]
 async fn an_offered_file_shows_up_and_receive_fetches_it() {
     let setup = setup().await;
-    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
-    let (bob, mut bob_events) = setup.peer("bob").await;
-    let source = write(&setup.tmp.path().join("photo.jpg"), 300_000);
+    let (bob, mut bob_events) = peer(&setup, "bob").await;
+    let source = write_file(&setup.tmp.path().join("photo.jpg"), 300_000);
     bob.send_file(&source);
     while !matches!(bob_events.recv().await, Some(Event::Uploaded { .. })) {}
 
@@ -180,9 +144,9 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
 #[tokio::test]
 async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay() {
     let setup = setup().await;
-    let (mut app, mut events) = setup.window(setup.identity("alice"));
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
-    let source = write(&setup.tmp.path().join("video.mp4"), 8 << 20);
+    let source = write_file(&setup.tmp.path().join("video.mp4"), 8 << 20);
     let _ = app.update(Message::PathChanged(source.display().to_string()));
     let mut ui = simulator(app.view());
     ui.click("Send File").expect("the Send File button");
@@ -204,7 +168,7 @@ async fn a_refused_identity_shows_the_reason_in_the_window() {
     qchat_certs::init(other.path(), &["127.0.0.1".into()]).unwrap();
     let foreign = Identity::load(&qchat_certs::issue_user(other.path(), "alice", "127.0.0.1:1").unwrap()).unwrap();
     let identity = Identity { ca_pem: setup.identity("alice").ca_pem, ..foreign };
-    let (mut app, mut events) = setup.window(identity);
+    let (mut app, mut events) = window(&setup, identity);
     pump(&mut app, &mut events, "refused", |app| matches!(app.model.link, Link::Refused { .. })).await;
     let Link::Refused { reason } = app.model.link.clone() else { unreachable!() };
     assert!(reason.contains("another CA"), "{reason}");

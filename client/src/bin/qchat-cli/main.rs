@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use qchat_client::{Client, ClientOptions, ConnectionState, Event};
-use qchat_shared::identity::Identity;
+use qchat_client::args::ConnectArgs;
+use qchat_client::{Client, ConnectionState, Event};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -18,18 +18,11 @@ use output::Printer;
 #[derive(Parser)]
 #[command(name = "qchat-cli", version, about = "qchat without a window")]
 struct Cli {
-    /// Your identity file (NAME.qchat), made by `qchat-certs user`.
-    #[arg(long)]
-    identity: PathBuf,
-    /// HOST:PORT of the relay, instead of the one in the identity file.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// One JSON object per line for every event.
     #[arg(long)]
     json: bool,
-    /// Where the client keeps its state (default: the platform's data directory).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,16 +80,14 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let mut printer = Printer::new(cli.json);
-    let identity = match Identity::load(&cli.identity) {
-        Ok(identity) => identity,
+    let mut options = match cli.connect.options() {
+        Ok(options) => options,
         Err(e) => {
             printer.error(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
-    let receive = matches!(cli.command, Command::Listen { .. } | Command::Chat);
-    let mut options = ClientOptions::new(identity);
-    (options.server, options.data_dir, options.receive) = (cli.server, cli.data_dir, receive);
+    options.receive = matches!(cli.command, Command::Listen { .. } | Command::Chat);
     let (client, mut events) = Client::start(options);
     let result = match cli.command {
         Command::Send { text, timeout } => send(&client, &mut events, &mut printer, text.join(" "), timeout).await,
