@@ -81,12 +81,14 @@ async fn main() -> Result<()> {
 
 fn print_client_commands(pki: &std::path::Path) {
     let pki = PkiDir::new(pki);
-    println!("start the clients, one per person:");
+    println!("start the clients, one per person (desktop window, or terminal):");
     for user in pki.users().unwrap_or_default() {
         let id = pki.identity(&user);
-        println!("  qchat-cli --identity {} chat", id.display());
-        println!("  cargo run --release -p qchat-client --bin qchat-cli -- --identity {} chat", id.display());
+        println!("  {user}: qchat --identity {}", id.display());
+        println!("  {user}: qchat-cli --identity {} chat", id.display());
     }
+    println!("from a source checkout, run them as `cargo run --release -p qchat-gui --bin qchat -- ARGS`");
+    println!("and `cargo run --release -p qchat-client --bin qchat-cli -- ARGS`");
 }
 
 async fn wait_for_stop_signal() {
