@@ -85,8 +85,10 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     }
     let (result_tx, mut results) = mpsc::unbounded_channel();
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
+    let (send_queue, queue_rx) = mpsc::unbounded_channel();
+    tasks.spawn(send_in_order(connection.clone(), queue_rx, result_tx));
     for outgoing in &core.outbox {
-        spawn_send(&mut tasks, &connection, outgoing.id, outgoing.text.clone(), &result_tx);
+        let _ = send_queue.send((outgoing.id, outgoing.text.clone()));
     }
 
     let mut welcomed = false;
@@ -101,7 +103,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         core.outbox.push(Outgoing { id, text, reply });
                         core.settle(id, Err(SendError::Refused(reason)));
                     } else {
-                        spawn_send(&mut tasks, &connection, id, text.clone(), &result_tx);
+                        let _ = send_queue.send((id, text.clone()));
                         core.outbox.push(Outgoing { id, text, reply });
                     }
                 }
@@ -161,7 +163,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             }
             Some((id, result)) = results.recv() => {
                 if let Some((id, text)) = on_send_result(core, &connection, id, result) {
-                    spawn_send(&mut tasks, &connection, id, text, &result_tx);
+                    let _ = send_queue.send((id, text));
                 }
             }
             Some((transfer, outcome)) = outcomes.recv() => {
@@ -319,36 +321,47 @@ fn on_send_result(
     None
 }
 
-fn spawn_send(
-    tasks: &mut JoinSet<()>,
+/// Opens one stream per message, one after another in the order they were sent (the relay
+/// stores a connection's messages in stream order), and awaits the answers side by side.
+async fn send_in_order(
+    connection: quinn::Connection,
+    mut queue: mpsc::UnboundedReceiver<(MessageId, String)>,
+    results: mpsc::UnboundedSender<(MessageId, SendResult)>,
+) {
+    let mut answers = JoinSet::new();
+    while let Some((id, text)) = queue.recv().await {
+        match open_and_write(&connection, id, text).await {
+            Ok(recv) => {
+                let results = results.clone();
+                answers.spawn(async move {
+                    let _ = results.send((id, await_answer(recv).await));
+                });
+            }
+            Err(reason) => {
+                let _ = results.send((id, SendResult::Failed(reason)));
+            }
+        }
+    }
+}
+
+async fn open_and_write(
     connection: &quinn::Connection,
     id: MessageId,
     text: String,
-    results: &mpsc::UnboundedSender<(MessageId, SendResult)>,
-) {
-    let connection = connection.clone();
-    let results = results.clone();
-    tasks.spawn(async move {
-        let result = match send_one(&connection, id, text).await {
-            Ok(Some(reply)) => SendResult::Reply(reply),
-            Ok(None) => SendResult::NoAnswer,
-            Err(reason) => SendResult::Failed(reason),
-        };
-        let _ = results.send((id, result));
-    });
-}
-
-/// Sends one message; `Ok(None)` when the relay did not answer in time.
-async fn send_one(connection: &quinn::Connection, id: MessageId, text: String) -> Result<Option<SendReply>, String> {
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+) -> Result<quinn::RecvStream, String> {
+    let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let _ = send.set_priority(CHAT_PRIORITY);
     write_frame(&mut send, &Open::Send(ChatSend { id, text })).await.map_err(|e| e.to_string())?;
     let _ = send.finish();
+    Ok(recv)
+}
+
+async fn await_answer(mut recv: quinn::RecvStream) -> SendResult {
     match tokio::time::timeout(STORED_DEADLINE, read_frame::<SendReply, _>(&mut recv)).await {
-        Ok(Ok(Some(reply))) => Ok(Some(reply)),
-        Ok(Ok(None)) => Err("the relay closed the message stream without an answer".into()),
-        Ok(Err(e)) => Err(format!("the relay's answer was unreadable: {e}")),
-        Err(_) => Ok(None),
+        Ok(Ok(Some(reply))) => SendResult::Reply(reply),
+        Ok(Ok(None)) => SendResult::Failed("the relay closed the message stream without an answer".into()),
+        Ok(Err(e)) => SendResult::Failed(format!("the relay's answer was unreadable: {e}")),
+        Err(_) => SendResult::NoAnswer,
     }
 }
 

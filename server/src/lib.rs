@@ -7,6 +7,7 @@
 //! - [`files`]: upload and download streams;
 //! - [`spool`]: file bodies on disk, named by file id;
 //! - [`sweep`]: retention and expiry of files;
+//! - [`turnstile`]: one connection's messages stored in the order they were sent;
 //! - [`store`]: the SQLite store on its own thread, with group commit;
 //! - [`bootstrap`]: the default data directory and the demo PKI made on first start.
 
@@ -18,5 +19,6 @@ pub mod session;
 pub mod spool;
 pub mod store;
 pub mod sweep;
+pub mod turnstile;
 
 pub use relay::{Relay, RelayConfig, RelayError, RelayLimits};

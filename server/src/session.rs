@@ -17,6 +17,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::relay::RelayState;
 use crate::router::LiveConnection;
 use crate::store::StoredMessage;
+use crate::turnstile::{Ticket, Turnstile};
 
 /// Messages read from the store per query while catching a connection up.
 const PENDING_PAGE: usize = 500;
@@ -228,14 +229,21 @@ async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, control: &m
 
 /// Accepts the chat streams a client opens, one task each.
 async fn accept_streams(state: &Arc<RelayState>, connection: &quinn::Connection, user: &str) {
+    let mut turnstile = Turnstile::default();
     while let Ok((send, recv)) = connection.accept_bi().await {
         let state = state.clone();
         let user = user.to_string();
-        tokio::spawn(handle_stream(state, user, send, recv).in_current_span());
+        tokio::spawn(handle_stream(state, user, send, recv, turnstile.ticket()).in_current_span());
     }
 }
 
-async fn handle_stream(state: Arc<RelayState>, user: String, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn handle_stream(
+    state: Arc<RelayState>,
+    user: String,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ticket: Ticket,
+) {
     let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: StreamCode| {
         let _ = send.reset(code.to_varint());
         let _ = recv.stop(code.to_varint());
@@ -247,13 +255,22 @@ async fn handle_stream(state: Arc<RelayState>, user: String, mut send: quinn::Se
         }
         Ok(Ok(Some(Open::Send(message)))) => {
             let _ = send.set_priority(CHAT_PRIORITY);
-            let reply = store_message(&state, &user, message).await;
+            ticket.wait().await;
+            let stored = queue_message(&state, &user, message);
+            ticket.pass();
+            let reply = stored.await;
             if write_frame(&mut send, &reply).await.is_ok() {
                 let _ = send.finish();
             }
         }
-        Ok(Ok(Some(Open::Upload(start)))) => crate::files::upload(state, user, send, recv, start).await,
-        Ok(Ok(Some(Open::Download(start)))) => crate::files::download(state, user, send, start).await,
+        Ok(Ok(Some(Open::Upload(start)))) => {
+            drop(ticket);
+            crate::files::upload(state, user, send, recv, start).await
+        }
+        Ok(Ok(Some(Open::Download(start)))) => {
+            drop(ticket);
+            crate::files::download(state, user, send, start).await
+        }
         Ok(Ok(Some(Open::Hello(_)))) => {
             warn!("a second control stream");
             refuse(&mut send, &mut recv, StreamCode::Malformed);
@@ -270,25 +287,36 @@ async fn handle_stream(state: Arc<RelayState>, user: String, mut send: quinn::Se
     }
 }
 
-async fn store_message(state: &RelayState, user: &str, message: ChatSend) -> SendReply {
-    let refused = |reason: String| SendReply::Refused { reason };
-    if message.text.is_empty() {
-        return refused("an empty message is not sent".into());
-    }
-    if message.text.len() > MAX_TEXT {
-        return refused(format!("the message is {} bytes; the limit is {MAX_TEXT}", message.text.len()));
-    }
-    let Some(peer) = state.peer_of(user) else {
-        return refused("there is no one to talk to yet: the relay's PKI has issued only one identity".into());
+/// Checks a message and queues it in the store at once; the answer comes once it is durable.
+fn queue_message(
+    state: &RelayState,
+    user: &str,
+    message: ChatSend,
+) -> impl std::future::Future<Output = SendReply> + use<> {
+    let checked = if message.text.is_empty() {
+        Err("an empty message is not sent".to_string())
+    } else if message.text.len() > MAX_TEXT {
+        Err(format!("the message is {} bytes; the limit is {MAX_TEXT}", message.text.len()))
+    } else {
+        state
+            .peer_of(user)
+            .ok_or_else(|| "there is no one to talk to yet: the relay's PKI has issued only one identity".to_string())
     };
-    match state.store.store_message(message.id, user, &peer, &message.text).await {
-        Ok(stored) => {
-            debug!(seq = stored.seq, fresh = stored.fresh, "stored");
-            SendReply::Stored { id: message.id, seq: stored.seq, time_ms: stored.time_ms }
-        }
-        Err(e) => {
-            warn!(error = %e, "message not stored");
-            refused(e.to_string())
+    let queued = checked.map(|peer| state.store.store_message(message.id, user, &peer, &message.text));
+    let id = message.id;
+    async move {
+        match queued {
+            Err(reason) => SendReply::Refused { reason },
+            Ok(stored) => match stored.await {
+                Ok(stored) => {
+                    debug!(seq = stored.seq, fresh = stored.fresh, "stored");
+                    SendReply::Stored { id, seq: stored.seq, time_ms: stored.time_ms }
+                }
+                Err(e) => {
+                    warn!(error = %e, "message not stored");
+                    SendReply::Refused { reason: e.to_string() }
+                }
+            },
         }
     }
 }

@@ -57,17 +57,20 @@ pub fn sanitize_file_name(name: &str) -> String {
         })
         .collect();
     let trim = |s: &str| s.trim_matches(|c: char| c == '.' || c == ' ').to_string();
-    clean = trim(&clean);
-    while clean.contains("..") {
-        clean = clean.replace("..", "_");
-    }
-    // Trim again after shortening: a cut may leave a trailing dot or space. (A device name
-    // is short, so its `_` never makes a name too long.)
-    clean = trim(&shorten(&clean, MAX_SAVED_NAME));
+    let no_double_dots = |mut s: String| {
+        while s.contains("..") {
+            s = s.replace("..", "_");
+        }
+        s
+    };
+    clean = no_double_dots(trim(&clean));
     let stem = clean.split('.').next().unwrap_or("").trim_end();
     if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
         clean = format!("_{clean}");
     }
+    // Shortening keeps the extension, which may meet a dot and make "..", and a cut may
+    // leave a trailing dot or space: clean again.
+    clean = trim(&no_double_dots(shorten(&clean, MAX_SAVED_NAME)));
     if clean.is_empty() {
         clean = "file".into();
     }

@@ -38,6 +38,14 @@ proptest! {
     }
 
     #[test]
+    fn device_names_with_long_extensions_stay_short(ext in "[a-z]{150,400}(\\.[a-z]{1,5})?") {
+        let clean = sanitize_file_name(&format!("CON.{ext}"));
+        prop_assert!(clean.len() <= MAX_SAVED_NAME);
+        prop_assert!(!clean.contains(".."));
+        prop_assert!(clean.starts_with("_CON"));
+    }
+
+    #[test]
     fn sanitized_names_stay_in_their_folder(name in "\\PC{0,300}|[./\\\\ a-zA-Z:\\n\\x00]{0,40}") {
         let clean = sanitize_file_name(&name);
         prop_assert!(!clean.is_empty());

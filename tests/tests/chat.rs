@@ -44,10 +44,10 @@ async fn a_thousand_messages_at_once_arrive_complete_once_and_in_order() {
     let mut bob = relay.client("bob");
     alice.connected().await;
     bob.connected().await;
-    let ids: HashSet<MessageId> = (0..1000).map(|i| alice.client.send(format!("message {i}"))).collect();
+    let sent: Vec<MessageId> = (0..1000).map(|i| alice.client.send(format!("message {i}"))).collect();
+    let ids: HashSet<MessageId> = sent.iter().copied().collect();
     let got = bob.messages(1000).await;
-    let got_ids: HashSet<MessageId> = got.iter().map(|m| m.id).collect();
-    assert_eq!(got_ids, ids, "every message, once");
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), sent, "every message, once, in the order sent");
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "shown in the relay's order");
     let stored = {
         let mut seen = HashSet::new();

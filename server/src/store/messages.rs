@@ -39,18 +39,20 @@ pub struct Receipt {
 
 impl Store {
     /// Stores a message once: a resend of a known id returns the original answer.
-    pub async fn store_message(
+    /// Queues the message at once (so messages queued one after another get increasing
+    /// sequence numbers) and resolves once it is durable.
+    pub fn store_message(
         &self,
         id: MessageId,
         sender: &str,
         recipient: &str,
         text: &str,
-    ) -> Result<Stored, StoreError> {
+    ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + use<> {
         let (sender, recipient, text) = (sender.to_string(), recipient.to_string(), text.to_string());
         let feed = self.feed.clone();
         let message = Arc::new(std::sync::Mutex::new(None::<StoredMessage>));
         let published = message.clone();
-        self.run(
+        self.submit(
             move |txn| {
                 let time_ms = now_ms();
                 let inserted = txn.execute(
@@ -80,7 +82,6 @@ impl Store {
                 }
             },
         )
-        .await
     }
 
     /// Messages waiting for `recipient` with a sequence number above `after`, oldest first.

@@ -167,9 +167,14 @@ impl Store {
         let _ = self.jobs.send(wake);
     }
 
-    /// Runs `work` inside the next group transaction and returns its result once the
-    /// transaction is durable. `after_commit` runs on the store thread, in commit order.
-    pub(super) async fn run<T, W, A>(&self, work: W, after_commit: A) -> Result<T, StoreError>
+    /// Queues `work` for the next group transaction now, and returns its result once the
+    /// transaction is durable. Jobs run in the order they were queued; `after_commit` runs
+    /// on the store thread, in commit order.
+    pub(super) fn submit<T, W, A>(
+        &self,
+        work: W,
+        after_commit: A,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + use<T, W, A>
     where
         T: Send + 'static,
         W: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -188,7 +193,20 @@ impl Store {
             });
             (ok, finish)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let queued = self.jobs.send(job).map_err(|_| StoreError::Closed);
+        async move {
+            queued?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    /// [`Store::submit`], awaited.
+    pub(super) async fn run<T, W, A>(&self, work: W, after_commit: A) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.submit(work, after_commit).await
     }
 }
