@@ -221,6 +221,15 @@ impl TestClient {
         .await
     }
 
+    /// Waits for a transfer to fail and returns why.
+    pub async fn refused_transfer(&mut self, transfer: qchat_client::TransferId) -> String {
+        self.expect("a failed transfer", |e| match e {
+            Event::TransferFailed { transfer: t, reason, .. } if t == transfer => Some(reason),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits for several uploads to be committed, in any order.
     pub async fn uploaded_all(&mut self, transfers: &[qchat_client::TransferId]) {
         let mut waiting: std::collections::HashSet<_> = transfers.iter().copied().collect();

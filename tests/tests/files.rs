@@ -260,22 +260,12 @@ async fn size_limit_and_quota_are_refused_clearly() {
     let (mut alice, _bob) = pair(&relay).await;
     let dir = relay.tmp.path();
     let too_big = alice.client.send_file(write_file(&dir.join("big.bin"), (4 << 20) + 1));
-    let reason = alice
-        .expect("a refusal", |e| match e {
-            Event::TransferFailed { transfer, reason, .. } if transfer == too_big => Some(reason),
-            _ => None,
-        })
-        .await;
+    let reason = alice.refused_transfer(too_big).await;
     assert!(reason.contains("at most 4.0 MiB"), "{reason}");
     let first = alice.client.send_file(write_file(&dir.join("four.bin"), 4 << 20));
     alice.uploaded(first).await;
     let over = alice.client.send_file(write_file(&dir.join("three.bin"), 3 << 20));
-    let reason = alice
-        .expect("a quota refusal", |e| match e {
-            Event::TransferFailed { transfer, reason, .. } if transfer == over => Some(reason),
-            _ => None,
-        })
-        .await;
+    let reason = alice.refused_transfer(over).await;
     assert!(reason.contains("quota"), "{reason}");
     let fits = alice.client.send_file(write_file(&dir.join("two.bin"), 2 << 20));
     alice.uploaded(fits).await;
