@@ -38,6 +38,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    qchat_shared::memory::keep_freed_chunks();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if cli.relay_mode {
@@ -72,8 +73,16 @@ async fn run(size: u64, messages: usize, dir: Option<PathBuf>) -> Result<report:
     let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data")).await?;
     let mut run = e2e::E2e::connect(&pki, relay.addr, tmp.path()).await?;
     eprintln!("through the relay …");
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let cpu = || -> Result<(f64, f64)> { Ok((relay.cpu_seconds()?, relay_child::cpu_seconds("/proc/self/stat")?)) };
+    let before = cpu()?;
     let upload = run.upload(&file).await?;
+    let after_upload = cpu()?;
     let download = run.download(size).await?;
+    let after_download = cpu()?;
+    let per_gib =
+        |a: (f64, f64), b: (f64, f64)| report::CpuPerGib { relay: (b.0 - a.0) / gib, clients: (b.1 - a.1) / gib };
+    let (upload_cpu, download_cpu) = (per_gib(before, after_upload), per_gib(after_upload, after_download));
     let idle = run.chat_latency(200).await?;
     let during = run.chat_latency_during_upload(&file, 200).await?;
     let msgs_per_s = run.messages_per_second(messages).await?;
@@ -85,6 +94,8 @@ async fn run(size: u64, messages: usize, dir: Option<PathBuf>) -> Result<report:
         raw_default,
         upload,
         download,
+        upload_cpu,
+        download_cpu,
         idle,
         during,
         msgs_per_s,

@@ -57,8 +57,24 @@ impl RelayChild {
         Ok(kib / 1024.0)
     }
 
+    /// CPU seconds the relay has used so far (user + system).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     pub fn stop(mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user + system) of the process whose `/proc/.../stat` is at `path`.
+pub fn cpu_seconds(path: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').context("odd stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    Ok(ticks / 100.0)
 }

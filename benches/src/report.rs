@@ -33,6 +33,13 @@ impl From<Vec<Duration>> for Latency {
     }
 }
 
+/// CPU seconds spent per GiB moved: by the relay, and by the two clients together.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuPerGib {
+    pub relay: f64,
+    pub clients: f64,
+}
+
 /// Everything one run measured.
 pub struct Figures {
     pub size: u64,
@@ -40,6 +47,8 @@ pub struct Figures {
     pub raw_default: f64,
     pub upload: f64,
     pub download: f64,
+    pub upload_cpu: CpuPerGib,
+    pub download_cpu: CpuPerGib,
     pub idle: Latency,
     pub during: Latency,
     pub msgs_per_s: f64,
@@ -60,6 +69,10 @@ impl Figures {
             "chat_p99_ms_during_transfer": round(self.during.p99),
             "chat_msgs_per_s": round(self.msgs_per_s),
             "relay_peak_rss_mib": round(self.relay_peak_rss_mib),
+            "relay_cpu_s_per_gib_upload": round(self.upload_cpu.relay),
+            "relay_cpu_s_per_gib_download": round(self.download_cpu.relay),
+            "clients_cpu_s_per_gib_upload": round(self.upload_cpu.clients),
+            "clients_cpu_s_per_gib_download": round(self.download_cpu.clients),
         })
     }
 
@@ -99,6 +112,9 @@ impl Figures {
         }
         println!("{:<44} {:>8.0} /s", "durable chat messages", self.msgs_per_s);
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
+        for (name, cpu) in [("upload", self.upload_cpu), ("download", self.download_cpu)] {
+            println!("{:<44} relay {:.2} s, clients {:.2} s", format!("CPU per GiB, {name}"), cpu.relay, cpu.clients);
+        }
     }
 }
 

@@ -197,7 +197,8 @@ async fn send_download(
     info!(file = %info.file_id, offset = start.offset, len, "download");
     write_frame(send, &DownloadReply::Ready(info)).await.map_err(|_| Stop::Gone)?;
     let mut counted = 0;
-    transfer::send(send, file, len, None, |done| {
+    let spool_path = state.spool.path(start.file_id);
+    transfer::send(send, file, len, None, Some(&spool_path), |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;
     })

@@ -4,7 +4,7 @@
 //! memory stays at a few chunks whatever the file's size.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::append::Appender;
+use crate::append::{Appender, ChunkReader};
 use crate::frame::Blake3;
 use crate::limits::CHUNK;
 
@@ -166,25 +166,34 @@ pub async fn send(
     file: File,
     len: u64,
     hasher: Option<blake3::Hasher>,
+    path: Option<&Path>,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Blake3>, TransferError> {
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
+    let path = path.map(Path::to_path_buf);
     let reader = tokio::task::spawn_blocking(move || {
         let mut hasher = hasher;
         let mut file = file;
+        let pos = match io::Seek::stream_position(&mut file) {
+            Ok(pos) => pos,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return None;
+            }
+        };
+        let mut reader = ChunkReader::new(file, pos, path.as_deref());
         let mut left = len;
         while left > 0 {
-            let want = left.min(CHUNK as u64);
-            let mut buf = Vec::with_capacity(want as usize);
-            let read = (&mut file).take(want).read_to_end(&mut buf);
-            let chunk = match read {
-                Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while it was sent")),
-                Ok(n) => {
-                    left -= n as u64;
+            let chunk = match reader.read(left.min(CHUNK as u64) as usize) {
+                Ok(chunk) if chunk.is_empty() => {
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while it was sent"))
+                }
+                Ok(chunk) => {
+                    left -= chunk.len() as u64;
                     if let Some(h) = hasher.as_mut() {
-                        h.update(&buf);
+                        h.update(&chunk);
                     }
-                    Ok(Bytes::from(buf))
+                    Ok(chunk)
                 }
                 Err(e) => Err(e),
             };
