@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::{
     ChatSend, ClientControl, Deliver, FileId, FileState, Hello, MessageId, Open, RelayControl, SendReply,
 };
@@ -19,7 +20,6 @@ use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::ChatLine;
 use crate::refusal::{explain, Ending};
 use crate::transfers::Outcome as TransferOutcome;
-use qchat_shared::codes::CloseCode;
 
 /// How long the relay may take to answer a message with `Stored`.
 const STORED_DEADLINE: Duration = Duration::from_secs(30);

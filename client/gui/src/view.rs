@@ -4,9 +4,7 @@
 use iced::keyboard::key::Named;
 use iced::keyboard::Key;
 use iced::widget::text_editor::{Binding, KeyPress};
-use iced::widget::{
-    button, column, container, progress_bar, row, scrollable, space, text, text_editor, text_input, Column,
-};
+use iced::widget::{button, column, container, progress_bar, row, scrollable, text, text_editor, text_input, Column};
 use iced::{Alignment, Element, Fill, Length};
 use qchat_client::history::ChatLine;
 
@@ -149,6 +147,5 @@ fn status(app: &App) -> Element<'_, Message> {
     if let Some(notice) = &model.notice {
         line = line.push(text(notice).color(style::ERROR)).push(button(text("×")).on_press(Message::DismissNotice));
     }
-    let _ = space::horizontal;
     container(line).padding(6).width(Fill).style(style::panel(style::STATUS_BG)).into()
 }
