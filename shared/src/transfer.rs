@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::append::{Appender, ChunkReader};
+use crate::append::{Appender, ChunkBuf, ChunkReader};
 use crate::frame::Blake3;
 use crate::limits::CHUNK;
 
@@ -45,8 +45,8 @@ impl From<io::Error> for TransferError {
 
 /// The receiving end: chunks go to a thread that appends them to a file and hashes them.
 pub struct Sink {
-    chunks: Option<mpsc::Sender<Vec<u8>>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunks: Option<mpsc::Sender<ChunkBuf>>,
+    spare: std::sync::mpsc::Receiver<ChunkBuf>,
     writer: JoinHandle<io::Result<(File, blake3::Hasher)>>,
     /// Bytes of the file (from its start) known to be on disk after an fsync.
     pub durable: Arc<AtomicU64>,
@@ -65,7 +65,7 @@ impl Sink {
         path: Option<&Path>,
     ) -> Sink {
         let mut appender = Appender::new(file, offset, path);
-        let (chunks, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let (chunks, mut rx) = mpsc::channel::<ChunkBuf>(DEPTH);
         let (spare_tx, spare) = std::sync::mpsc::sync_channel(DEPTH);
         let durable = Arc::new(AtomicU64::new(offset));
         let durable_w = durable.clone();
@@ -73,8 +73,8 @@ impl Sink {
             let mut hasher = hasher;
             let (mut written, mut synced) = (offset, offset);
             while let Some(chunk) = rx.blocking_recv() {
-                appender.write(&chunk)?;
-                hasher.update(&chunk);
+                appender.write_chunk(&chunk)?;
+                hasher.update(chunk.as_slice());
                 written += chunk.len() as u64;
                 let _ = spare_tx.try_send(chunk);
                 if sync_every.is_some_and(|every| written - synced >= every) {
@@ -89,15 +89,15 @@ impl Sink {
         Sink { chunks: Some(chunks), spare, writer, durable }
     }
 
-    /// An empty buffer of `len` bytes to fill, reusing one the writer has finished with.
-    fn buffer(&self, len: usize) -> Vec<u8> {
+    /// A buffer of `len` bytes to fill, reusing one the writer has finished with.
+    fn buffer(&self, len: usize) -> ChunkBuf {
         let mut buf = self.spare.try_recv().unwrap_or_default();
-        buf.resize(len, 0);
+        buf.set_len(len);
         buf
     }
 
     /// Queues a chunk; if the writer failed, returns its error.
-    async fn push(&mut self, chunk: Vec<u8>) -> Result<(), TransferError> {
+    async fn push(&mut self, chunk: ChunkBuf) -> Result<(), TransferError> {
         let sent = match &self.chunks {
             Some(tx) => tx.send(chunk).await.is_ok(),
             None => false,
@@ -141,10 +141,10 @@ pub async fn receive(
     while done < len {
         let want = (len - done).min(CHUNK as u64) as usize;
         let mut buf = sink.buffer(want);
-        match recv.read_exact(&mut buf).await {
+        match recv.read_exact(buf.as_mut_slice()).await {
             Ok(()) => {}
             Err(quinn::ReadExactError::FinishedEarly(got)) => {
-                buf.truncate(got);
+                buf.set_len(got);
                 let got_total = done + got as u64;
                 sink.push(buf).await?;
                 return Err(TransferError::Short { got: got_total, expected: len });
