@@ -58,11 +58,13 @@ fn enter_sends(press: KeyPress) -> Option<Binding<Message>> {
 
 fn chat_line(line: &ChatLine) -> Element<'_, Message> {
     let color = if line.mine { style::MINE } else { style::THEIRS };
+    // A receipt may overtake the relay's `Stored` (they travel on different streams):
+    // delivered implies stored.
     let ticks = match (line.mine, line.seq.is_some(), line.delivered) {
         (false, _, _) => "",
-        (true, false, _) => "…",
+        (true, _, true) => "✓✓",
         (true, true, false) => "✓",
-        (true, true, true) => "✓✓",
+        (true, false, false) => "…",
     };
     row![
         text(clock(line.time_ms)).size(12).color(style::MUTED),
