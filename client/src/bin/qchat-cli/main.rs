@@ -140,6 +140,31 @@ async fn with_deadline<F: std::future::Future<Output = Result<(), Failed>>>(
     }
 }
 
+/// Prints events until `outcome` says the command succeeded (`Some(true)`) or failed
+/// (`Some(false)`), or the relay refuses us; with `echo`, the events on the way too.
+async fn until_outcome(
+    events: &mut UnboundedReceiver<Event>,
+    printer: &mut Printer,
+    outcome: impl Fn(&Event) -> Option<bool>,
+    echo: bool,
+) -> Result<(), Failed> {
+    while let Some(event) = events.recv().await {
+        if let Event::Connection(ConnectionState::Refused { reason }) = &event {
+            printer.error(reason);
+            return Err(Failed);
+        }
+        match outcome(&event) {
+            Some(ok) => {
+                printer.event(&event, false);
+                return if ok { Ok(()) } else { Err(Failed) };
+            }
+            None if echo => printer.event(&event, false),
+            None => {}
+        }
+    }
+    Err(Failed)
+}
+
 /// Says so when a command ran out of time.
 fn or_gave_up(printer: &Printer, what: &str, result: Result<Result<(), Failed>, u64>) -> Result<(), Failed> {
     result.unwrap_or_else(|secs| {
@@ -158,24 +183,12 @@ async fn send(
     let result = with_deadline(Some(secs), async {
         connected(events, printer).await?;
         let id = client.send(text);
-        while let Some(event) = events.recv().await {
-            match &event {
-                Event::Stored { id: stored, .. } if *stored == id => {
-                    printer.event(&event, false);
-                    return Ok(());
-                }
-                Event::SendFailed { id: failed, .. } if *failed == id => {
-                    printer.event(&event, false);
-                    return Err(Failed);
-                }
-                Event::Connection(ConnectionState::Refused { reason }) => {
-                    printer.error(reason);
-                    return Err(Failed);
-                }
-                _ => {}
-            }
-        }
-        Err(Failed)
+        let outcome = |event: &Event| match event {
+            Event::Stored { id: stored, .. } if *stored == id => Some(true),
+            Event::SendFailed { id: failed, .. } if *failed == id => Some(false),
+            _ => None,
+        };
+        until_outcome(events, printer, outcome, false).await
     })
     .await;
     or_gave_up(printer, "send", result)
@@ -282,26 +295,12 @@ async fn send_file(
     let what = format!("send-file {}", path.display());
     connected(events, printer).await?;
     let transfer = client.send_file(path);
-    let work = async {
-        while let Some(event) = events.recv().await {
-            match &event {
-                Event::Uploaded { transfer: t, .. } if *t == transfer => {
-                    printer.event(&event, false);
-                    return Ok(());
-                }
-                Event::TransferFailed { transfer: t, .. } if *t == transfer => {
-                    printer.event(&event, false);
-                    return Err(Failed);
-                }
-                Event::Connection(ConnectionState::Refused { reason }) => {
-                    printer.error(reason);
-                    return Err(Failed);
-                }
-                _ => printer.event(&event, false),
-            }
-        }
-        Err(Failed)
+    let outcome = |event: &Event| match event {
+        Event::Uploaded { transfer: t, .. } if *t == transfer => Some(true),
+        Event::TransferFailed { transfer: t, .. } if *t == transfer => Some(false),
+        _ => None,
     };
+    let work = until_outcome(events, printer, outcome, true);
     let result = with_deadline(secs, work).await;
     or_gave_up(printer, &what, result)
 }
