@@ -8,6 +8,7 @@ mod raw;
 mod relay_child;
 mod report;
 
+use raw::Raw;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -19,9 +20,14 @@ struct Cli {
     /// Bytes to move (e.g. 1G, 4G, 64M).
     #[arg(long, default_value = "1G", value_parser = qchat_shared::units::parse_size)]
     size: u64,
-    /// A small run for CI: 64 MiB, fewer messages.
+    /// A small run for CI: 64 MiB, fewer messages, one round.
     #[arg(long)]
     quick: bool,
+    /// Rounds of raw QUIC, upload and download, interleaved; the best of each counts.
+    /// This VM's speed drifts over tens of seconds, so one round can catch raw QUIC in a
+    /// fast phase and qchat in a slow one (or the other way round).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// One JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -47,7 +53,8 @@ fn main() -> Result<()> {
     }
     let size = if cli.quick { 64 << 20 } else { cli.size };
     let messages = if cli.quick { 1000 } else { 5000 };
-    let figures = runtime.block_on(run(size, messages, cli.dir))?;
+    let rounds = if cli.quick { 1 } else { cli.rounds.max(1) };
+    let figures = runtime.block_on(run(size, messages, rounds, cli.dir))?;
     if cli.json {
         println!("{}", figures.to_json());
     } else {
@@ -56,49 +63,51 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run(size: u64, messages: usize, dir: Option<PathBuf>) -> Result<report::Figures> {
+async fn run(size: u64, messages: usize, rounds: usize, dir: Option<PathBuf>) -> Result<report::Figures> {
     let tmp = tempfile::Builder::new().prefix("qchat-bench").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()])?;
     for user in ["alice", "bob"] {
         qchat_certs::issue_user(&pki, user, "127.0.0.1:21567")?;
     }
-    eprintln!("raw QUIC, {} …", qchat_shared::units::human_bytes(size));
-    let raw_tuned = raw::one_stream(&pki, size, true).await?;
-    let raw_default = raw::one_stream(&pki, size, false).await?;
-
     eprintln!("writing a {} test file …", qchat_shared::units::human_bytes(size));
     let file = tmp.path().join("payload.bin");
     e2e::write_payload(&file, size)?;
     let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data")).await?;
     let mut run = e2e::E2e::connect(&pki, relay.addr, tmp.path()).await?;
-    eprintln!("through the relay …");
+
     let gib = size as f64 / (1u64 << 30) as f64;
-    let cpu = || -> Result<(f64, f64)> { Ok((relay.cpu_seconds()?, relay_child::cpu_seconds("/proc/self/stat")?)) };
-    let before = cpu()?;
-    let upload = run.upload(&file).await?;
-    let after_upload = cpu()?;
-    let download = run.download(size).await?;
-    let after_download = cpu()?;
-    let per_gib =
-        |a: (f64, f64), b: (f64, f64)| report::CpuPerGib { relay: (b.0 - a.0) / gib, clients: (b.1 - a.1) / gib };
-    let (upload_cpu, download_cpu) = (per_gib(before, after_upload), per_gib(after_upload, after_download));
+    let cpu = || -> Result<report::Cpu> {
+        Ok(report::Cpu { relay: relay.cpu_seconds()?, bench: relay_child::cpu_seconds("/proc/self/stat")? })
+    };
+    let mut throughput = report::Throughput::default();
+    for round in 1..=rounds {
+        eprintln!(
+            "round {round} of {rounds}: raw QUIC, upload, download of {} …",
+            qchat_shared::units::human_bytes(size)
+        );
+        let before = cpu()?;
+        throughput.raw_tuned.push(raw::one_stream(&pki, size, Raw::QchatSettings).await?);
+        let after_raw = cpu()?;
+        throughput.raw_default.push(raw::one_stream(&pki, size, Raw::QuinnDefaults).await?);
+        let before_hashed = cpu()?;
+        throughput.raw_hashed.push(raw::one_stream(&pki, size, Raw::Hashed).await?);
+        let before_upload = cpu()?;
+        throughput.upload.push(run.upload(&file).await?);
+        let after_upload = cpu()?;
+        throughput.download.push(run.download(size).await?);
+        let after_download = cpu()?;
+        eprintln!("  {}", throughput.last_round());
+        throughput.raw_cpu.add(before, after_raw, gib);
+        throughput.raw_hashed_cpu.add(before_hashed, before_upload, gib);
+        throughput.upload_cpu.add(before_upload, after_upload, gib);
+        throughput.download_cpu.add(after_upload, after_download, gib);
+    }
+    eprintln!("chat …");
     let idle = run.chat_latency(200).await?;
     let during = run.chat_latency_during_upload(&file, 200).await?;
     let msgs_per_s = run.messages_per_second(messages).await?;
     let peak_rss = relay.peak_rss_mib()?;
     relay.stop();
-    Ok(report::Figures {
-        size,
-        raw_tuned,
-        raw_default,
-        upload,
-        download,
-        upload_cpu,
-        download_cpu,
-        idle,
-        during,
-        msgs_per_s,
-        relay_peak_rss_mib: peak_rss,
-    })
+    Ok(report::Figures { size, throughput, idle, during, msgs_per_s, relay_peak_rss_mib: peak_rss })
 }

@@ -1,5 +1,6 @@
 //! The limit: one raw quinn stream moving N bytes between two endpoints on loopback, with
-//! qchat's TLS, and either qchat's transport settings or quinn's defaults.
+//! qchat's TLS, and either qchat's transport settings or quinn's defaults; and, to show
+//! what verifying costs, the same stream with each end hashing what it moves.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +13,20 @@ use qchat_shared::identity::Identity;
 use qchat_shared::tls::{client_crypto, server_crypto, ServerTls};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
+/// What a raw run does besides moving bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raw {
+    /// quinn's default transport settings.
+    QuinnDefaults,
+    /// qchat's transport settings.
+    QchatSettings,
+    /// qchat's settings, and both ends BLAKE3 every byte in 1 MiB chunks (the receiver
+    /// gathers them into a buffer first), as any verified transfer must.
+    Hashed,
+}
+
 /// MiB/s of one stream moving `size` bytes, first byte to last byte received.
-pub async fn one_stream(pki: &Path, size: u64, qchat_transport: bool) -> Result<f64> {
+pub async fn one_stream(pki: &Path, size: u64, mode: Raw) -> Result<f64> {
     let material = RelayMaterial::load(pki)?;
     let tls = ServerTls {
         cert_pem: &material.cert_pem,
@@ -24,7 +37,7 @@ pub async fn one_stream(pki: &Path, size: u64, qchat_transport: bool) -> Result<
     let server_tls = server_crypto(&tls)?;
     let identity = Identity::load(&pki.join("alice.qchat"))?;
     let client_tls = client_crypto(&identity)?;
-    let (server_config, client_config) = if qchat_transport {
+    let (server_config, client_config) = if mode != Raw::QuinnDefaults {
         (qchat_shared::transport::server_config(server_tls)?, qchat_shared::transport::client_config(client_tls)?)
     } else {
         (
@@ -34,13 +47,11 @@ pub async fn one_stream(pki: &Path, size: u64, qchat_transport: bool) -> Result<
     };
     let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
     let addr = server.local_addr()?;
+    let hashed = mode == Raw::Hashed;
     let receiver = tokio::spawn(async move {
         let connection = server.accept().await.context("no connection")?.await?;
         let mut stream = connection.accept_uni().await?;
-        let mut total = 0u64;
-        while let Some(chunk) = stream.read_chunk(usize::MAX, true).await? {
-            total += chunk.bytes.len() as u64;
-        }
+        let total = if hashed { receive_hashed(&mut stream).await? } else { receive(&mut stream).await? };
         Ok::<_, anyhow::Error>((total, Instant::now(), connection))
     });
     let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
@@ -51,6 +62,9 @@ pub async fn one_stream(pki: &Path, size: u64, qchat_transport: bool) -> Result<
     let mut left = size;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
+        if hashed {
+            std::hint::black_box(blake3::hash(&block[..n]));
+        }
         stream.write_chunk(block.slice(..n)).await?;
         left -= n as u64;
     }
@@ -59,4 +73,35 @@ pub async fn one_stream(pki: &Path, size: u64, qchat_transport: bool) -> Result<
     anyhow::ensure!(total == size, "raw stream moved {total} of {size} bytes");
     connection.close(0u32.into(), b"done");
     Ok(crate::report::mib_per_s(size, end - start))
+}
+
+/// Reads the stream to its end as quinn hands it over; returns the bytes read.
+async fn receive(stream: &mut quinn::RecvStream) -> Result<u64> {
+    let mut total = 0u64;
+    while let Some(chunk) = stream.read_chunk(usize::MAX, true).await? {
+        total += chunk.bytes.len() as u64;
+    }
+    Ok(total)
+}
+
+/// Reads the stream to its end in 1 MiB buffers, hashing each; returns the bytes read.
+async fn receive_hashed(stream: &mut quinn::RecvStream) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match stream.read(&mut buf[filled..]).await? {
+                Some(n) => filled += n,
+                None => break,
+            }
+        }
+        hasher.update(&buf[..filled]);
+        total += filled as u64;
+        if filled < buf.len() {
+            std::hint::black_box(hasher.finalize());
+            return Ok(total);
+        }
+    }
 }

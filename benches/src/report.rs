@@ -33,22 +33,81 @@ impl From<Vec<Duration>> for Latency {
     }
 }
 
-/// CPU seconds spent per GiB moved: by the relay, and by the two clients together.
+/// CPU seconds used so far by the relay child and by this process (the clients, or both
+/// ends of raw QUIC).
 #[derive(Debug, Clone, Copy)]
-pub struct CpuPerGib {
+pub struct Cpu {
     pub relay: f64,
-    pub clients: f64,
+    pub bench: f64,
+}
+
+/// CPU seconds spent per GiB moved, summed over rounds: by the relay, and by this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuPerGib {
+    relay: f64,
+    bench: f64,
+    gib: f64,
+}
+
+impl CpuPerGib {
+    /// Adds one round that moved `gib` between the snapshots `before` and `after`.
+    pub fn add(&mut self, before: Cpu, after: Cpu, gib: f64) {
+        self.relay += after.relay - before.relay;
+        self.bench += after.bench - before.bench;
+        self.gib += gib;
+    }
+
+    pub fn relay(&self) -> f64 {
+        self.relay / self.gib.max(f64::MIN_POSITIVE)
+    }
+
+    pub fn bench(&self) -> f64 {
+        self.bench / self.gib.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// MiB/s of each round, and the CPU they took.
+#[derive(Debug, Default)]
+pub struct Throughput {
+    pub raw_tuned: Vec<f64>,
+    pub raw_default: Vec<f64>,
+    pub raw_hashed: Vec<f64>,
+    pub upload: Vec<f64>,
+    pub download: Vec<f64>,
+    pub raw_cpu: CpuPerGib,
+    pub raw_hashed_cpu: CpuPerGib,
+    pub upload_cpu: CpuPerGib,
+    pub download_cpu: CpuPerGib,
+}
+
+impl Throughput {
+    /// The latest round's figures, in a line.
+    pub fn last_round(&self) -> String {
+        let last = |rounds: &[f64]| rounds.last().copied().unwrap_or_default();
+        format!(
+            "raw {:.0} / {:.0} MiB/s, raw hashed {:.0} MiB/s, upload {:.0} MiB/s, download {:.0} MiB/s",
+            last(&self.raw_tuned),
+            last(&self.raw_default),
+            last(&self.raw_hashed),
+            last(&self.upload),
+            last(&self.download)
+        )
+    }
+}
+
+/// The best of a figure's rounds.
+fn best(rounds: &[f64]) -> f64 {
+    rounds.iter().copied().fold(0.0, f64::max)
+}
+
+fn list(rounds: &[f64]) -> String {
+    rounds.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Everything one run measured.
 pub struct Figures {
     pub size: u64,
-    pub raw_tuned: f64,
-    pub raw_default: f64,
-    pub upload: f64,
-    pub download: f64,
-    pub upload_cpu: CpuPerGib,
-    pub download_cpu: CpuPerGib,
+    pub throughput: Throughput,
     pub idle: Latency,
     pub during: Latency,
     pub msgs_per_s: f64,
@@ -57,53 +116,53 @@ pub struct Figures {
 
 impl Figures {
     pub fn to_json(&self) -> serde_json::Value {
+        let t = &self.throughput;
         json!({
             "size_bytes": self.size,
-            "raw_quic_mib_s": round(self.raw_tuned),
-            "raw_quic_default_mib_s": round(self.raw_default),
-            "upload_mib_s": round(self.upload),
-            "download_mib_s": round(self.download),
+            "rounds": t.upload.len(),
+            "raw_quic_mib_s": round(best(&t.raw_tuned)),
+            "raw_quic_default_mib_s": round(best(&t.raw_default)),
+            "raw_quic_hashed_mib_s": round(best(&t.raw_hashed)),
+            "upload_mib_s": round(best(&t.upload)),
+            "download_mib_s": round(best(&t.download)),
             "chat_p50_ms_idle": round(self.idle.p50),
             "chat_p99_ms_idle": round(self.idle.p99),
             "chat_p50_ms_during_transfer": round(self.during.p50),
             "chat_p99_ms_during_transfer": round(self.during.p99),
             "chat_msgs_per_s": round(self.msgs_per_s),
             "relay_peak_rss_mib": round(self.relay_peak_rss_mib),
-            "relay_cpu_s_per_gib_upload": round(self.upload_cpu.relay),
-            "relay_cpu_s_per_gib_download": round(self.download_cpu.relay),
-            "clients_cpu_s_per_gib_upload": round(self.upload_cpu.clients),
-            "clients_cpu_s_per_gib_download": round(self.download_cpu.clients),
+            "raw_quic_cpu_s_per_gib": round(t.raw_cpu.bench()),
+            "raw_quic_hashed_cpu_s_per_gib": round(t.raw_hashed_cpu.bench()),
+            "relay_cpu_s_per_gib_upload": round(t.upload_cpu.relay()),
+            "relay_cpu_s_per_gib_download": round(t.download_cpu.relay()),
+            "clients_cpu_s_per_gib_upload": round(t.upload_cpu.bench()),
+            "clients_cpu_s_per_gib_download": round(t.download_cpu.bench()),
+            "rounds_mib_s": {
+                "raw_quic": t.raw_tuned, "raw_quic_default": t.raw_default, "raw_quic_hashed": t.raw_hashed,
+                "upload": t.upload, "download": t.download,
+            },
         })
     }
 
     pub fn print_table(&self) {
-        let best = self.raw_tuned.max(self.raw_default);
-        println!("qchat-bench: {} through the relay on 127.0.0.1", qchat_shared::units::human_bytes(self.size));
-        println!("{:<44} {:>12} {:>10}", "", "figure", "vs raw");
+        let t = &self.throughput;
+        let limit = best(&t.raw_tuned).max(best(&t.raw_default));
         println!(
-            "{:<44} {:>8.1} MiB/s {:>9.2}x",
-            "raw QUIC, one stream, qchat settings",
-            self.raw_tuned,
-            self.raw_tuned / best
+            "qchat-bench: {} through the relay on 127.0.0.1, best of {} rounds",
+            qchat_shared::units::human_bytes(self.size),
+            t.upload.len()
         );
-        println!(
-            "{:<44} {:>8.1} MiB/s {:>9.2}x",
-            "raw QUIC, one stream, quinn defaults",
-            self.raw_default,
-            self.raw_default / best
-        );
-        println!(
-            "{:<44} {:>8.1} MiB/s {:>9.2}x",
-            "upload to the relay (verified, committed)",
-            self.upload,
-            self.upload / best
-        );
-        println!(
-            "{:<44} {:>8.1} MiB/s {:>9.2}x",
-            "download from the relay (verified, saved)",
-            self.download,
-            self.download / best
-        );
+        println!("{:<44} {:>12} {:>10}   each round, MiB/s", "", "best", "vs raw");
+        for (name, rounds) in [
+            ("raw QUIC, one stream, qchat settings", &t.raw_tuned),
+            ("raw QUIC, one stream, quinn defaults", &t.raw_default),
+            ("raw QUIC, qchat settings, BLAKE3 both ends", &t.raw_hashed),
+            ("upload to the relay (verified, committed)", &t.upload),
+            ("download from the relay (verified, saved)", &t.download),
+        ] {
+            let figure = best(rounds);
+            println!("{name:<44} {figure:>8.1} MiB/s {:>9.2}x   {}", figure / limit, list(rounds));
+        }
         for (name, l) in [("chat latency idle", self.idle), ("chat latency during transfer", self.during)] {
             println!(
                 "{:<44} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} messages)",
@@ -112,8 +171,15 @@ impl Figures {
         }
         println!("{:<44} {:>8.0} /s", "durable chat messages", self.msgs_per_s);
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
-        for (name, cpu) in [("upload", self.upload_cpu), ("download", self.download_cpu)] {
-            println!("{:<44} relay {:.2} s, clients {:.2} s", format!("CPU per GiB, {name}"), cpu.relay, cpu.clients);
+        println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC", t.raw_cpu.bench());
+        println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC with BLAKE3", t.raw_hashed_cpu.bench());
+        for (name, cpu) in [("upload", t.upload_cpu), ("download", t.download_cpu)] {
+            let (relay, clients) = (cpu.relay(), cpu.bench());
+            println!(
+                "{:<44} {:.2} s (relay {relay:.2} s, clients {clients:.2} s)",
+                format!("CPU per GiB, {name}"),
+                relay + clients
+            );
         }
     }
 }

@@ -8,49 +8,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::chunk::{ChunkBuf, ChunkPool, ALIGN};
 use crate::limits::CHUNK;
-
-/// Alignment O_DIRECT asks for (offsets, lengths and memory).
-const ALIGN: usize = 4096;
-
-/// A chunk buffer whose bytes start at an aligned address, so that a whole chunk can go to
-/// disk with O_DIRECT without being copied first.
-pub struct ChunkBuf {
-    memory: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl Default for ChunkBuf {
-    fn default() -> Self {
-        let memory = vec![0u8; CHUNK + ALIGN];
-        let start = memory.as_ptr().align_offset(ALIGN);
-        ChunkBuf { memory, start, len: 0 }
-    }
-}
-
-impl ChunkBuf {
-    /// Sets how many bytes the chunk holds (at most [`CHUNK`]).
-    pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(CHUNK);
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        &self.memory[self.start..self.start + self.len]
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.memory[self.start..self.start + self.len]
-    }
-}
 
 /// Appends to a file that already holds `pos` bytes.
 pub struct Appender {
@@ -126,6 +85,8 @@ impl Appender {
 pub struct ChunkReader {
     file: File,
     pos: u64,
+    /// Chunks come back here once QUIC has sent them.
+    pool: ChunkPool,
     #[cfg(target_os = "linux")]
     direct: Option<File>,
 }
@@ -141,6 +102,7 @@ impl ChunkReader {
         ChunkReader {
             file,
             pos,
+            pool: ChunkPool::new(READ_POOL),
             #[cfg(target_os = "linux")]
             direct,
         }
@@ -152,10 +114,12 @@ impl ChunkReader {
         #[cfg(target_os = "linux")]
         if let Some(direct) = &self.direct {
             if self.pos.is_multiple_of(ALIGN as u64) {
-                match linux::read_direct(direct, self.pos, want) {
-                    Ok(chunk) => {
-                        self.pos += chunk.len() as u64;
-                        return Ok(chunk);
+                let mut buf = self.pool.take(want.div_ceil(ALIGN) * ALIGN);
+                match linux::read_direct(direct, self.pos, &mut buf) {
+                    Ok(got) => {
+                        buf.set_len(got.min(want));
+                        self.pos += buf.len() as u64;
+                        return Ok(self.pool.share(buf));
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
                     Err(e) => return Err(e),
@@ -165,15 +129,39 @@ impl ChunkReader {
         // Up to the next aligned offset (or all of it, without O_DIRECT).
         #[cfg(target_os = "linux")]
         let want = if self.direct.is_some() { want.min(ALIGN - (self.pos % ALIGN as u64) as usize) } else { want };
-        let mut buf = Vec::with_capacity(want);
-        {
-            use std::io::{Read, Seek, SeekFrom};
-            self.file.seek(SeekFrom::Start(self.pos))?;
-            (&mut self.file).take(want as u64).read_to_end(&mut buf)?;
-        }
-        self.pos += buf.len() as u64;
-        Ok(bytes::Bytes::from(buf))
+        let mut buf = self.pool.take(want);
+        let got = read_at_most(&self.file, self.pos, buf.as_mut_slice())?;
+        buf.set_len(got);
+        self.pos += got as u64;
+        Ok(self.pool.share(buf))
     }
+}
+
+/// Spare buffers a reader keeps: enough for the chunks QUIC holds until they are acked.
+const READ_POOL: usize = 32;
+
+/// Fills `buf` from `pos` unless the file ends first; returns the bytes read.
+fn read_at_most(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match read_at(file, pos + got as u64, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, pos)
 }
 
 #[cfg(target_os = "linux")]
@@ -183,28 +171,26 @@ mod linux {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     use std::path::Path;
 
-    use super::{ALIGN, CHUNK};
+    use super::{ChunkBuf, ALIGN, CHUNK};
 
     pub fn open_direct_read(path: &Path) -> Option<File> {
         OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).ok()
     }
 
-    /// Reads up to `want` bytes at an aligned `pos` straight into the buffer that will be
-    /// sent.
-    pub fn read_direct(fd: &File, pos: u64, want: usize) -> io::Result<bytes::Bytes> {
-        let aligned_len = want.div_ceil(ALIGN) * ALIGN;
-        let mut memory = vec![0u8; aligned_len + ALIGN];
-        let start = memory.as_ptr().align_offset(ALIGN);
+    /// Fills `buf` (of an aligned length) from an aligned `pos` straight from the disk;
+    /// returns the bytes read, fewer at the end of the file.
+    pub fn read_direct(fd: &File, pos: u64, buf: &mut ChunkBuf) -> io::Result<usize> {
+        let memory = buf.as_mut_slice();
         let mut got = 0;
-        while got < want {
-            let n = fd.read_at(&mut memory[start + got..start + aligned_len], pos + got as u64)?;
-            if n == 0 {
+        while got < memory.len() {
+            let n = fd.read_at(&mut memory[got..], pos + got as u64)?;
+            got += n;
+            // A short read is the end of the file (and would leave the offset unaligned).
+            if n == 0 || !n.is_multiple_of(ALIGN) {
                 break;
             }
-            got += n;
         }
-        let got = got.min(want);
-        Ok(bytes::Bytes::from(memory).slice(start..start + got))
+        Ok(got)
     }
 
     /// The O_DIRECT side: an aligned stage of one chunk.

@@ -3,6 +3,7 @@
 //! transport settings.
 
 pub mod append;
+pub mod chunk;
 pub mod codec;
 pub mod codes;
 pub mod frame;

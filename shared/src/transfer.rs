@@ -13,7 +13,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::append::{Appender, ChunkBuf, ChunkReader};
+use crate::append::{Appender, ChunkReader};
+use crate::chunk::{ChunkBuf, ChunkPool};
 use crate::frame::Blake3;
 use crate::limits::CHUNK;
 
@@ -43,11 +44,14 @@ impl From<io::Error> for TransferError {
     }
 }
 
-/// The receiving end: chunks go to a thread that appends them to a file and hashes them.
+/// The receiving end: chunks are hashed as they arrive (while their bytes are still in the
+/// CPU's cache) and go to a thread that appends them to a file, so disk waits and hashing
+/// overlap.
 pub struct Sink {
     chunks: Option<mpsc::Sender<ChunkBuf>>,
-    spare: std::sync::mpsc::Receiver<ChunkBuf>,
-    writer: JoinHandle<io::Result<(File, blake3::Hasher)>>,
+    spare: ChunkPool,
+    writer: JoinHandle<io::Result<File>>,
+    hasher: blake3::Hasher,
     /// Bytes of the file (from its start) known to be on disk after an fsync.
     pub durable: Arc<AtomicU64>,
 }
@@ -66,17 +70,16 @@ impl Sink {
     ) -> Sink {
         let mut appender = Appender::new(file, offset, path);
         let (chunks, mut rx) = mpsc::channel::<ChunkBuf>(DEPTH);
-        let (spare_tx, spare) = std::sync::mpsc::sync_channel(DEPTH);
+        let spare = ChunkPool::new(DEPTH);
+        let recycler = spare.recycler();
         let durable = Arc::new(AtomicU64::new(offset));
         let durable_w = durable.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
             let (mut written, mut synced) = (offset, offset);
             while let Some(chunk) = rx.blocking_recv() {
                 appender.write_chunk(&chunk)?;
-                hasher.update(chunk.as_slice());
                 written += chunk.len() as u64;
-                let _ = spare_tx.try_send(chunk);
+                recycler.give_back(chunk);
                 if sync_every.is_some_and(|every| written - synced >= every) {
                     synced = appender.sync()?;
                     durable_w.store(synced, Ordering::Release);
@@ -84,20 +87,19 @@ impl Sink {
             }
             let file = appender.finish()?;
             durable_w.store(written, Ordering::Release);
-            Ok((file, hasher))
+            Ok(file)
         });
-        Sink { chunks: Some(chunks), spare, writer, durable }
+        Sink { chunks: Some(chunks), spare, writer, hasher, durable }
     }
 
     /// A buffer of `len` bytes to fill, reusing one the writer has finished with.
     fn buffer(&self, len: usize) -> ChunkBuf {
-        let mut buf = self.spare.try_recv().unwrap_or_default();
-        buf.set_len(len);
-        buf
+        self.spare.take(len)
     }
 
     /// Queues a chunk; if the writer failed, returns its error.
     async fn push(&mut self, chunk: ChunkBuf) -> Result<(), TransferError> {
+        self.hasher.update(chunk.as_slice());
         let sent = match &self.chunks {
             Some(tx) => tx.send(chunk).await.is_ok(),
             None => false,
@@ -122,7 +124,7 @@ impl Sink {
     pub async fn finish(mut self) -> Result<(File, blake3::Hasher), TransferError> {
         self.chunks = None;
         match self.writer.await {
-            Ok(Ok(done)) => Ok(done),
+            Ok(Ok(file)) => Ok((file, self.hasher)),
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(TransferError::Disk(io::Error::other(e.to_string()))),
         }

@@ -1,0 +1,143 @@
+//! Chunk buffers: aligned 1 MiB blocks ([`ChunkBuf`]) that O_DIRECT can use as they are,
+//! and a [`ChunkPool`] that takes them back when the disk, or QUIC, is done with them, so
+//! moving a file allocates (and the kernel zeroes) a handful of buffers, not one per chunk.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use bytes::Bytes;
+
+use crate::limits::CHUNK;
+
+/// Alignment O_DIRECT asks for (offsets, lengths and memory).
+pub const ALIGN: usize = 4096;
+
+/// A chunk buffer whose bytes start at an aligned address, so that a whole chunk can go to
+/// disk with O_DIRECT without being copied first.
+pub struct ChunkBuf {
+    memory: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Default for ChunkBuf {
+    fn default() -> Self {
+        let memory = vec![0u8; CHUNK + ALIGN];
+        let start = memory.as_ptr().align_offset(ALIGN);
+        ChunkBuf { memory, start, len: 0 }
+    }
+}
+
+impl ChunkBuf {
+    /// Sets how many bytes the chunk holds (at most [`CHUNK`]).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(CHUNK);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.memory[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.memory[self.start..self.start + self.len]
+    }
+}
+
+/// Spare chunk buffers. Buffers come back through a [`Recycler`] (from another thread) or
+/// when the last [`Bytes`] made by [`ChunkPool::share`] is dropped; beyond the pool's
+/// capacity they are freed.
+pub struct ChunkPool {
+    spare: Receiver<ChunkBuf>,
+    recycler: Recycler,
+}
+
+/// Gives buffers back to their [`ChunkPool`].
+#[derive(Clone)]
+pub struct Recycler(SyncSender<ChunkBuf>);
+
+impl Recycler {
+    pub fn give_back(&self, buf: ChunkBuf) {
+        let _ = self.0.try_send(buf);
+    }
+}
+
+impl ChunkPool {
+    /// A pool that keeps at most `capacity` spare buffers.
+    pub fn new(capacity: usize) -> ChunkPool {
+        let (tx, spare) = sync_channel(capacity);
+        ChunkPool { spare, recycler: Recycler(tx) }
+    }
+
+    /// A buffer holding `len` bytes of whatever it held before.
+    pub fn take(&self, len: usize) -> ChunkBuf {
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.set_len(len);
+        buf
+    }
+
+    pub fn recycler(&self) -> Recycler {
+        self.recycler.clone()
+    }
+
+    /// The buffer's bytes as [`Bytes`] (no copy); the buffer comes back to this pool once
+    /// every clone and slice of them is dropped.
+    pub fn share(&self, buf: ChunkBuf) -> Bytes {
+        Bytes::from_owner(Shared { buf: Some(buf), home: self.recycler() })
+    }
+}
+
+/// The owner behind [`ChunkPool::share`]'s `Bytes`.
+struct Shared {
+    buf: Option<ChunkBuf>,
+    home: Recycler,
+}
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], ChunkBuf::as_slice)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.home.give_back(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_bytes_come_back_to_the_pool_when_the_last_slice_goes() {
+        let pool = ChunkPool::new(4);
+        let mut buf = pool.take(3);
+        buf.as_mut_slice().copy_from_slice(b"abc");
+        let address = buf.as_slice().as_ptr();
+        let bytes = pool.share(buf);
+        let tail = bytes.slice(1..);
+        drop(bytes);
+        assert!(pool.spare.try_recv().is_err(), "a slice is still alive");
+        assert_eq!(&tail[..], b"bc");
+        drop(tail);
+        let again = pool.take(CHUNK);
+        assert_eq!(again.as_slice().as_ptr(), address, "the same buffer is handed out again");
+        assert_eq!(again.len(), CHUNK);
+    }
+
+    #[test]
+    fn buffers_are_aligned_for_o_direct() {
+        let pool = ChunkPool::new(1);
+        let buf = pool.take(CHUNK);
+        assert_eq!(buf.as_slice().as_ptr() as usize % ALIGN, 0);
+    }
+}
