@@ -1,7 +1,7 @@
 //! Moves file bytes between a file on disk and a QUIC stream in fixed-size chunks
-//! ([`CHUNK`]), hashing with BLAKE3 on the way. Disk I/O and hashing run on a blocking
-//! thread; a bounded queue between it and the stream gives backpressure both ways, so
-//! memory stays at a few chunks whatever the file's size.
+//! ([`CHUNK`]), hashing with BLAKE3 on the way. Disk I/O runs on a blocking thread (which
+//! also hashes when sending); a bounded queue between it and the stream gives backpressure
+//! both ways, so memory stays at a few chunks whatever the file's size.
 
 use std::fs::File;
 use std::io;
