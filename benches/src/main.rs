@@ -77,8 +77,12 @@ async fn run(size: u64, messages: usize, rounds: usize, dir: Option<PathBuf>) ->
     let mut run = e2e::E2e::connect(&pki, relay.addr, tmp.path()).await?;
 
     let gib = size as f64 / (1u64 << 30) as f64;
-    let cpu = || -> Result<report::Cpu> {
-        Ok(report::Cpu { relay: relay.cpu_seconds()?, bench: relay_child::cpu_seconds("/proc/self/stat")? })
+    let cpu = || -> Result<report::Snapshot> {
+        Ok(report::Snapshot {
+            relay: relay.cpu_seconds()?,
+            bench: relay_child::cpu_seconds("/proc/self/stat")?,
+            udp_drops: relay_child::udp_receive_buffer_drops(),
+        })
     };
     let mut throughput = report::Throughput::default();
     for round in 1..=rounds {
@@ -87,11 +91,11 @@ async fn run(size: u64, messages: usize, rounds: usize, dir: Option<PathBuf>) ->
             qchat_shared::units::human_bytes(size)
         );
         let before = cpu()?;
-        throughput.raw_tuned.push(raw::one_stream(&pki, size, Raw::QchatSettings).await?);
+        throughput.raw_tuned.push(raw::measure(&pki, size, Raw::QchatSettings).await?);
         let after_raw = cpu()?;
-        throughput.raw_default.push(raw::one_stream(&pki, size, Raw::QuinnDefaults).await?);
+        throughput.raw_default.push(raw::measure(&pki, size, Raw::QuinnDefaults).await?);
         let before_hashed = cpu()?;
-        throughput.raw_hashed.push(raw::one_stream(&pki, size, Raw::Hashed).await?);
+        throughput.raw_hashed.push(raw::measure(&pki, size, Raw::Hashed).await?);
         let before_upload = cpu()?;
         throughput.upload.push(run.upload(&file).await?);
         let after_upload = cpu()?;

@@ -78,3 +78,13 @@ pub fn cpu_seconds(path: &str) -> Result<f64> {
         fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
     Ok(ticks / 100.0)
 }
+
+/// UDP datagrams this machine dropped so far because a socket's receive buffer was full
+/// (`RcvbufErrors` in `/proc/net/snmp`; 0 where that file does not exist).
+pub fn udp_receive_buffer_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    column.and_then(|c| values.split_whitespace().nth(c)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}

@@ -33,28 +33,37 @@ impl From<Vec<Duration>> for Latency {
     }
 }
 
-/// CPU seconds used so far by the relay child and by this process (the clients, or both
-/// ends of raw QUIC).
+/// Counters at one moment: CPU seconds used so far by the relay child and by this process
+/// (the clients, or both ends of raw QUIC), and UDP datagrams the kernel dropped because a
+/// socket's receive buffer was full.
 #[derive(Debug, Clone, Copy)]
-pub struct Cpu {
+pub struct Snapshot {
     pub relay: f64,
     pub bench: f64,
+    pub udp_drops: u64,
 }
 
-/// CPU seconds spent per GiB moved, summed over rounds: by the relay, and by this process.
+/// What moving the bytes cost, summed over rounds: CPU seconds of the relay and of this
+/// process, and datagrams dropped, per GiB moved.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CpuPerGib {
+pub struct CostPerGib {
     relay: f64,
     bench: f64,
+    udp_drops: u64,
     gib: f64,
 }
 
-impl CpuPerGib {
+impl CostPerGib {
     /// Adds one round that moved `gib` between the snapshots `before` and `after`.
-    pub fn add(&mut self, before: Cpu, after: Cpu, gib: f64) {
+    pub fn add(&mut self, before: Snapshot, after: Snapshot, gib: f64) {
         self.relay += after.relay - before.relay;
         self.bench += after.bench - before.bench;
+        self.udp_drops += after.udp_drops.saturating_sub(before.udp_drops);
         self.gib += gib;
+    }
+
+    pub fn udp_drops(&self) -> f64 {
+        self.udp_drops as f64 / self.gib.max(f64::MIN_POSITIVE)
     }
 
     pub fn relay(&self) -> f64 {
@@ -74,10 +83,10 @@ pub struct Throughput {
     pub raw_hashed: Vec<f64>,
     pub upload: Vec<f64>,
     pub download: Vec<f64>,
-    pub raw_cpu: CpuPerGib,
-    pub raw_hashed_cpu: CpuPerGib,
-    pub upload_cpu: CpuPerGib,
-    pub download_cpu: CpuPerGib,
+    pub raw_cpu: CostPerGib,
+    pub raw_hashed_cpu: CostPerGib,
+    pub upload_cpu: CostPerGib,
+    pub download_cpu: CostPerGib,
 }
 
 impl Throughput {
@@ -133,6 +142,10 @@ impl Figures {
             "relay_peak_rss_mib": round(self.relay_peak_rss_mib),
             "raw_quic_cpu_s_per_gib": round(t.raw_cpu.bench()),
             "raw_quic_hashed_cpu_s_per_gib": round(t.raw_hashed_cpu.bench()),
+            "udp_drops_per_gib": {
+                "raw_quic": round(t.raw_cpu.udp_drops()), "raw_quic_hashed": round(t.raw_hashed_cpu.udp_drops()),
+                "upload": round(t.upload_cpu.udp_drops()), "download": round(t.download_cpu.udp_drops()),
+            },
             "relay_cpu_s_per_gib_upload": round(t.upload_cpu.relay()),
             "relay_cpu_s_per_gib_download": round(t.download_cpu.relay()),
             "clients_cpu_s_per_gib_upload": round(t.upload_cpu.bench()),
@@ -173,6 +186,14 @@ impl Figures {
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC", t.raw_cpu.bench());
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC with BLAKE3", t.raw_hashed_cpu.bench());
+        println!(
+            "{:<44} raw {:.0}, raw with BLAKE3 {:.0}, upload {:.0}, download {:.0}",
+            "UDP datagrams dropped per GiB (buffer full)",
+            t.raw_cpu.udp_drops(),
+            t.raw_hashed_cpu.udp_drops(),
+            t.upload_cpu.udp_drops(),
+            t.download_cpu.udp_drops()
+        );
         for (name, cpu) in [("upload", t.upload_cpu), ("download", t.download_cpu)] {
             let (relay, clients) = (cpu.relay(), cpu.bench());
             println!(
