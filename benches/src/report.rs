@@ -161,9 +161,10 @@ impl Figures {
         let t = &self.throughput;
         let limit = best(&t.raw_tuned).max(best(&t.raw_default));
         println!(
-            "qchat-bench: {} through the relay on 127.0.0.1, best of {} rounds",
+            "qchat-bench: {} through the relay on 127.0.0.1, best of {} round{}",
             qchat_shared::units::human_bytes(self.size),
-            t.upload.len()
+            t.upload.len(),
+            if t.upload.len() == 1 { "" } else { "s" }
         );
         println!("{:<44} {:>12} {:>10}   each round, MiB/s", "", "best", "vs raw");
         for (name, rounds) in [
