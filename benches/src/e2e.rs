@@ -2,7 +2,7 @@
 //! chat latency, durable messages per second.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -100,8 +100,9 @@ impl E2e {
         Ok(mib_per_s(size, start.elapsed()))
     }
 
-    /// MiB/s of downloading everything offered, to verified and saved.
-    pub async fn download(&mut self, size: u64) -> Result<f64> {
+    /// MiB/s of downloading everything offered, to verified and saved; and where it was
+    /// saved.
+    pub async fn download(&mut self, size: u64) -> Result<(f64, PathBuf)> {
         let start = Instant::now();
         self.bob.client.receive_all(None);
         let saved = self
@@ -113,9 +114,7 @@ impl E2e {
             })
             .await?
             .map_err(anyhow::Error::msg)?;
-        let speed = mib_per_s(size, start.elapsed());
-        std::fs::remove_file(saved)?;
-        Ok(speed)
+        Ok((mib_per_s(size, start.elapsed()), saved))
     }
 
     /// One message from alice to bob, send to receipt at bob.

@@ -44,7 +44,6 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    qchat_shared::memory::keep_freed_chunks();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if cli.relay_mode {
@@ -91,16 +90,18 @@ async fn run(size: u64, messages: usize, rounds: usize, dir: Option<PathBuf>) ->
             qchat_shared::units::human_bytes(size)
         );
         let before = cpu()?;
-        throughput.raw_tuned.push(raw::measure(&pki, size, Raw::QchatSettings).await?);
+        throughput.raw_tuned.push(raw::one_stream(&pki, size, Raw::QchatSettings).await?);
         let after_raw = cpu()?;
-        throughput.raw_default.push(raw::measure(&pki, size, Raw::QuinnDefaults).await?);
+        throughput.raw_default.push(raw::one_stream(&pki, size, Raw::QuinnDefaults).await?);
         let before_hashed = cpu()?;
-        throughput.raw_hashed.push(raw::measure(&pki, size, Raw::Hashed).await?);
+        throughput.raw_hashed.push(raw::one_stream(&pki, size, Raw::Hashed).await?);
         let before_upload = cpu()?;
         throughput.upload.push(run.upload(&file).await?);
         let after_upload = cpu()?;
-        throughput.download.push(run.download(size).await?);
+        let (download, saved) = run.download(size).await?;
+        throughput.download.push(download);
         let after_download = cpu()?;
+        std::fs::remove_file(saved)?;
         eprintln!("  {}", throughput.last_round());
         throughput.raw_cpu.add(before, after_raw, gib);
         throughput.raw_hashed_cpu.add(before_hashed, before_upload, gib);

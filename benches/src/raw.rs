@@ -25,18 +25,8 @@ pub enum Raw {
     Hashed,
 }
 
-/// MiB/s of one stream moving `size` bytes, first byte to last byte received, on a
-/// runtime of its own with tokio's defaults (a worker per core), whatever the clients use.
-pub async fn measure(pki: &Path, size: u64, mode: Raw) -> Result<f64> {
-    let pki = pki.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(one_stream(&pki, size, mode))
-    })
-    .await?
-}
-
-async fn one_stream(pki: &Path, size: u64, mode: Raw) -> Result<f64> {
+/// MiB/s of one stream moving `size` bytes, first byte to last byte received.
+pub async fn one_stream(pki: &Path, size: u64, mode: Raw) -> Result<f64> {
     let material = RelayMaterial::load(pki)?;
     let tls = ServerTls {
         cert_pem: &material.cert_pem,

@@ -107,7 +107,7 @@ pub(crate) struct Outgoing {
 
 /// A handle to a running client; cheap to clone. The client stops when `shutdown` is
 /// called or every handle is dropped.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     next_transfer: Arc<AtomicU64>,

@@ -27,6 +27,14 @@ pub struct ChatLine {
     pub delivered: bool,
 }
 
+impl ChatLine {
+    /// Where the line goes in the log: stored lines in the relay's order, then ours not yet
+    /// stored, in the order they were written.
+    pub fn order(&self) -> (bool, Option<u64>, i64) {
+        (self.seq.is_none(), self.seq, self.time_ms)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 enum Record {
     Line(ChatLine),
@@ -65,7 +73,7 @@ impl History {
                 }
             }
         }
-        lines.sort_by_key(|l| (l.seq.is_none(), l.seq, l.time_ms));
+        lines.sort_by_key(ChatLine::order);
         lines
     }
 

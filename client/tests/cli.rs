@@ -23,9 +23,8 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    /// Runs qchat-cli as `user` with `--json` on a blocking thread; returns exit success and
-    /// the JSON events.
-    async fn cli(&self, user: &str, args: &[&str]) -> (bool, Vec<Value>) {
+    /// qchat-cli as `user` on this relay, with `--json`.
+    fn command(&self, user: &str, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_qchat-cli"));
         command
             .arg("--identity")
@@ -33,6 +32,13 @@ impl Setup {
             .args(["--server", &self.relay.local_addr().to_string(), "--json", "--data-dir"])
             .arg(self.tmp.path().join("clients"))
             .args(args);
+        command
+    }
+
+    /// Runs qchat-cli as `user` with `--json` on a blocking thread; returns exit success and
+    /// the JSON events.
+    async fn cli(&self, user: &str, args: &[&str]) -> (bool, Vec<Value>) {
+        let mut command = self.command(user, args);
         let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
         let events = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -139,12 +145,8 @@ async fn receive_killed_with_sigkill_resumes_from_its_partial_file() {
     assert!(ok, "{events:?}");
 
     let out = setup.tmp.path().join("inbox");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
-        .arg("--identity")
-        .arg(setup.tmp.path().join("pki").join("bob.qchat"))
-        .args(["--server", &setup.relay.local_addr().to_string(), "--json", "--data-dir"])
-        .arg(setup.tmp.path().join("clients"))
-        .args(["receive", "--out", out.to_str().unwrap()])
+    let mut child = setup
+        .command("bob", &["receive", "--out", out.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

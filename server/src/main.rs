@@ -41,7 +41,6 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    qchat_shared::memory::keep_freed_chunks();
     let cli = Cli::parse();
     let data_dir = cli.data.unwrap_or_else(default_data_dir);
     println!("qchat relay data directory: {}", data_dir.display());

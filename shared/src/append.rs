@@ -24,7 +24,7 @@ impl Appender {
     /// aligned bulk goes through a second, O_DIRECT descriptor of the same file.
     pub fn new(file: File, pos: u64, path: Option<&Path>) -> Appender {
         #[cfg(target_os = "linux")]
-        let direct = path.and_then(|p| linux::Direct::open(p, pos));
+        let direct = path.and_then(linux::Direct::open);
         #[cfg(not(target_os = "linux"))]
         let _ = path;
         Appender {
@@ -193,31 +193,26 @@ mod linux {
         Ok(got)
     }
 
-    /// The O_DIRECT side: an aligned stage of one chunk.
+    /// The O_DIRECT side: an aligned stage of one chunk; its length is what waits in it.
     pub struct Direct {
         fd: File,
-        /// Over-allocated so that an aligned window of CHUNK bytes fits inside.
-        memory: Vec<u8>,
-        start: usize,
-        filled: usize,
+        stage: ChunkBuf,
     }
 
     impl Direct {
-        pub fn open(path: &Path, _pos: u64) -> Option<Direct> {
+        pub fn open(path: &Path) -> Option<Direct> {
             let fd = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()?;
-            let memory = vec![0u8; CHUNK + ALIGN];
-            let start = memory.as_ptr().align_offset(ALIGN);
-            Some(Direct { fd, memory, start, filled: 0 })
+            Some(Direct { fd, stage: ChunkBuf::default() })
         }
 
         pub fn staged(&self) -> usize {
-            self.filled
+            self.stage.len()
         }
 
         /// Writes a whole aligned chunk at `pos` when nothing waits in the stage and `pos` is
         /// aligned; false when it cannot (the caller then uses [`Direct::write`]).
         pub fn write_whole(&mut self, chunk: &[u8], pos: u64) -> io::Result<bool> {
-            if self.filled != 0 || !pos.is_multiple_of(ALIGN as u64) {
+            if !self.stage.is_empty() || !pos.is_multiple_of(ALIGN as u64) {
                 return Ok(false);
             }
             match self.fd.write_all_at(chunk, pos) {
@@ -231,22 +226,22 @@ mod linux {
         pub fn write(&mut self, file: &File, pos: u64, mut data: &[u8]) -> io::Result<()> {
             let mut pos = pos;
             // An unaligned end goes through the page cache until it is aligned.
-            if self.filled == 0 && !pos.is_multiple_of(ALIGN as u64) {
+            if self.stage.is_empty() && !pos.is_multiple_of(ALIGN as u64) {
                 let n = (ALIGN - (pos % ALIGN as u64) as usize).min(data.len());
                 file.write_all_at(&data[..n], pos)?;
                 pos += n as u64;
                 data = &data[n..];
             }
             while !data.is_empty() {
-                let n = (CHUNK - self.filled).min(data.len());
-                let at = self.start + self.filled;
-                self.memory[at..at + n].copy_from_slice(&data[..n]);
-                self.filled += n;
+                let filled = self.stage.len();
+                let n = (CHUNK - filled).min(data.len());
+                self.stage.set_len(filled + n);
+                self.stage.as_mut_slice()[filled..].copy_from_slice(&data[..n]);
                 pos += n as u64;
                 data = &data[n..];
-                if self.filled == CHUNK {
+                if self.stage.len() == CHUNK {
                     let stage_pos = pos - CHUNK as u64;
-                    let stage = &self.memory[self.start..self.start + CHUNK];
+                    let stage = self.stage.as_slice();
                     if let Err(e) = self.fd.write_all_at(stage, stage_pos) {
                         // A file system without O_DIRECT: the page cache will do.
                         if e.raw_os_error() != Some(libc::EINVAL) {
@@ -254,7 +249,7 @@ mod linux {
                         }
                         file.write_all_at(stage, stage_pos)?;
                     }
-                    self.filled = 0;
+                    self.stage.set_len(0);
                 }
             }
             Ok(())
@@ -262,8 +257,8 @@ mod linux {
 
         /// Writes the last, partial stage through the page cache; `pos` is the length.
         pub fn flush_tail(self, file: &File, pos: u64) -> io::Result<()> {
-            if self.filled > 0 {
-                file.write_all_at(&self.memory[self.start..self.start + self.filled], pos - self.filled as u64)?;
+            if !self.stage.is_empty() {
+                file.write_all_at(self.stage.as_slice(), pos - self.stage.len() as u64)?;
             }
             Ok(())
         }

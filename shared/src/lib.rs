@@ -12,7 +12,6 @@ pub mod hex;
 pub mod identity;
 pub mod io;
 pub mod limits;
-pub mod memory;
 pub mod names;
 pub mod tls;
 pub mod transfer;

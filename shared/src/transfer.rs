@@ -70,7 +70,9 @@ impl Sink {
     ) -> Sink {
         let mut appender = Appender::new(file, offset, path);
         let (chunks, mut rx) = mpsc::channel::<ChunkBuf>(DEPTH);
-        let spare = ChunkPool::new(DEPTH);
+        // Every buffer that can be alive at once: one being filled, the queue, one being
+        // written; so after the first few chunks none is allocated again.
+        let spare = ChunkPool::new(DEPTH + 2);
         let recycler = spare.recycler();
         let durable = Arc::new(AtomicU64::new(offset));
         let durable_w = durable.clone();

@@ -175,6 +175,14 @@ impl TestClient {
         }
     }
 
+    /// Shuts the client down and waits until it has stopped (its events end), so that its
+    /// files are no longer being written.
+    pub async fn stop(mut self) {
+        self.client.shutdown();
+        let stopped = tokio::time::timeout(self.patience, async { while self.events.recv().await.is_some() {} });
+        stopped.await.expect("the client stops after shutdown");
+    }
+
     /// Waits until connected; panics if refused.
     pub async fn connected(&mut self) -> Status {
         self.expect("a connection", |e| match e {
@@ -308,6 +316,12 @@ pub fn write_file(path: &std::path::Path, size: u64) -> PathBuf {
 }
 
 /// Waits until `counter` passes `at`, checking every millisecond.
+/// Asserts that two files hold the same bytes (without printing them when they differ).
+pub fn same_content(a: &std::path::Path, b: &std::path::Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(x == y, "{} and {} differ ({} vs {} bytes)", a.display(), b.display(), x.len(), y.len());
+}
+
 pub async fn wait_for_bytes(counter: &std::sync::atomic::AtomicU64, at: u64) {
     tokio::time::timeout(WAIT, async {
         while counter.load(std::sync::atomic::Ordering::Relaxed) < at {

@@ -56,31 +56,43 @@ impl LossyLink {
     }
 }
 
-/// Sends `datagram` through the impairment: maybe not at all, maybe late, maybe twice.
-fn forward(socket: Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>, impairment: &Mutex<Impairment>) {
+/// What the impairment does to one datagram: `None` drops it, else (delay, copies).
+fn fate(impairment: &Mutex<Impairment>) -> Option<(Duration, usize)> {
     let link = impairment.lock().unwrap().clone();
     let mut rng = rand::thread_rng();
     if link.blackout || rng.gen_bool(link.drop.clamp(0.0, 1.0)) {
-        return;
+        return None;
     }
     let mut delay = link.delay;
     if rng.gen_bool(link.reorder.clamp(0.0, 1.0)) {
         delay += link.reorder_by;
     }
     let copies = if rng.gen_bool(link.duplicate.clamp(0.0, 1.0)) { 2 } else { 1 };
+    Some((delay, copies))
+}
+
+/// Sends `datagram` through the impairment: maybe not at all, maybe late, maybe twice.
+/// Without a delay it goes at once, in the order it came.
+async fn forward(socket: &Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>, impairment: &Mutex<Impairment>) {
+    let Some((delay, copies)) = fate(impairment) else { return };
+    let socket = socket.clone();
     let send = async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        tokio::time::sleep(delay).await;
         for _ in 0..copies {
             let _ = socket.send_to(&datagram, to).await;
         }
     };
-    tokio::spawn(send);
+    if delay.is_zero() {
+        send.await;
+    } else {
+        tokio::spawn(send);
+    }
 }
 
 async fn run(front: Arc<UdpSocket>, relay: SocketAddr, impairment: Arc<Mutex<Impairment>>) {
     let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    // The way back for each client; aborted with this task.
+    let mut backs = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, client)) = front.recv_from(&mut buf).await else { return };
@@ -89,11 +101,11 @@ async fn run(front: Arc<UdpSocket>, relay: SocketAddr, impairment: Arc<Mutex<Imp
             None => {
                 let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream"));
                 upstreams.insert(client, socket.clone());
-                tokio::spawn(back(socket.clone(), front.clone(), client, impairment.clone()));
+                backs.spawn(back(socket.clone(), front.clone(), client, impairment.clone()));
                 socket
             }
         };
-        forward(upstream, relay, buf[..n].to_vec(), &impairment);
+        forward(&upstream, relay, buf[..n].to_vec(), &impairment).await;
     }
 }
 
@@ -101,6 +113,6 @@ async fn run(front: Arc<UdpSocket>, relay: SocketAddr, impairment: Arc<Mutex<Imp
 async fn back(upstream: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr, impairment: Arc<Mutex<Impairment>>) {
     let mut buf = vec![0u8; 65536];
     while let Ok((n, _)) = upstream.recv_from(&mut buf).await {
-        forward(front.clone(), client, buf[..n].to_vec(), &impairment);
+        forward(&front, client, buf[..n].to_vec(), &impairment).await;
     }
 }

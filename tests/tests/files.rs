@@ -1,14 +1,13 @@
 //! Files through a real relay: boundary sizes, a large file, chat during a transfer,
 //! resumes that send nothing twice, a damaged spool, hostile names, limits, retention.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use qchat_client::Event;
 use qchat_server::RelayLimits;
 use qchat_shared::limits::CHUNK;
-use qchat_tests::{wait_for_bytes, write_file, TestClient, TestRelay};
+use qchat_tests::{same_content, wait_for_bytes, write_file, TestClient, TestRelay};
 
 async fn pair(relay: &TestRelay) -> (TestClient, TestClient) {
     let mut alice = relay.client("alice");
@@ -16,11 +15,6 @@ async fn pair(relay: &TestRelay) -> (TestClient, TestClient) {
     alice.connected().await;
     bob.connected().await;
     (alice, bob)
-}
-
-fn same_content(a: &Path, b: &Path) {
-    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    assert!(x == y, "{} and {} differ ({} vs {} bytes)", a.display(), b.display(), x.len(), y.len());
 }
 
 #[tokio::test]
@@ -135,7 +129,7 @@ async fn sending_the_same_file_again_resumes_it_after_a_relay_restart() {
     let path = write_file(&relay.tmp.path().join("restart.bin"), size);
     alice.client.send_file(&path);
     wait_for_bytes(&relay.relay().stats().upload_bytes, size / 2).await;
-    alice.client.shutdown();
+    alice.stop().await;
     relay.restart().await;
 
     // A new run of the client (as `qchat-cli send-file` again) finds its record.
@@ -186,8 +180,7 @@ async fn a_download_cut_mid_way_resumes_and_one_killed_resumes_from_its_partial(
     let before = relay.relay().stats().download_bytes.load(Ordering::Relaxed);
     bob.client.receive_all(None);
     wait_for_bytes(&relay.relay().stats().download_bytes, before + size / 3).await;
-    bob.client.shutdown();
-    drop(bob);
+    bob.stop().await;
     let mut bob = relay.client("bob");
     bob.connected().await;
     bob.client.receive_all(None);
@@ -304,8 +297,7 @@ async fn an_altered_partial_download_is_caught_by_the_hash_and_fetched_again() {
 
     bob.client.receive_all(None);
     wait_for_bytes(&relay.relay().stats().download_bytes, size / 2).await;
-    bob.client.shutdown();
-    drop(bob);
+    bob.stop().await;
     let partial = qchat_client::download::partial_path(&relay.downloads("bob"), file_id);
     let mut bytes = std::fs::read(&partial).expect("a partial file is left");
     assert!(!bytes.is_empty());

@@ -35,7 +35,7 @@ async fn no_message_text_or_key_is_logged_at_the_default_level() {
     let transfer = alice.client.send_file(write_file(&relay.tmp.path().join("notes.txt"), 100));
     alice.uploaded(transfer).await;
     qchat_certs::revoke(&relay.pki, "bob").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    bob.refused().await;
 
     let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert!(log.contains("relay listening"), "the log was captured: {log}");

@@ -39,7 +39,7 @@ async fn under_loss_delay_and_reordering_a_file_arrives_verified_and_chat_flows(
     alice.uploaded(transfer).await;
     let (saved, failed) = bob.receive_all().await;
     assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(std::fs::read(&saved[0]).unwrap(), std::fs::read(&path).unwrap());
+    qchat_tests::same_content(&saved[0], &path);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -109,23 +109,15 @@ async fn an_unreachable_relay_is_named_in_the_error() {
 
 #[tokio::test]
 async fn an_expired_certificate_is_refused_with_a_reason() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = tmp.path().join("pki");
-    qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
+    let relay = TestRelay::start().await;
     let now = time::OffsetDateTime::now_utc();
     let expired = qchat_certs::UserOptions {
         not_before: now - time::Duration::days(30),
         not_after: now - time::Duration::days(1),
     };
-    qchat_certs::issue_user_with(&pki, "alice", "127.0.0.1:1", &expired).unwrap();
-    qchat_certs::issue_user(&pki, "bob", "127.0.0.1:1").unwrap();
-    let config = qchat_server::RelayConfig::new(pki.clone(), tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    let relay = qchat_server::Relay::start(config).await.unwrap();
-    let mut options = qchat_client::ClientOptions::new(Identity::load(&pki.join("alice.qchat")).unwrap());
-    options.server = Some(relay.local_addr().to_string());
-    options.data_dir = Some(tmp.path().join("clients"));
-    let mut alice = qchat_tests::TestClient::start(options);
-    let reason = alice.refused().await;
+    let carol = qchat_certs::issue_user_with(&relay.pki, "carol", &relay.addr.to_string(), &expired).unwrap();
+    let mut carol = relay.client_for(Identity::load(&carol).unwrap());
+    let reason = carol.refused().await;
     assert!(reason.contains("expired"), "{reason}");
 }
 

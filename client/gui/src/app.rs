@@ -4,6 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use iced::futures::SinkExt;
@@ -19,7 +20,7 @@ pub const LOG: &str = "chat-log";
 pub const INPUT: &str = "chat-input";
 
 /// Everything the window can be told.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Message {
     /// The core started; this is how to talk to it.
     Ready(Client),
@@ -42,6 +43,8 @@ pub enum Message {
     /// "Receive": fetch every file offered.
     Receive,
     OpenDownloads,
+    /// The download folder was opened, or could not be.
+    DownloadsOpened(Result<(), String>),
     Cancel(TransferId),
     DismissNotice,
 }
@@ -50,33 +53,14 @@ pub enum Message {
 pub struct App {
     pub model: Model,
     pub client: Option<Client>,
-    pub options: ClientOptions,
+    /// Shared with the subscription's key, which iced asks for after every update.
+    pub options: Arc<ClientOptions>,
     pub input: text_editor::Content,
     pub path: String,
 }
 
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Message::Ready(_) => f.write_str("Ready"),
-            Message::Core(event) => write!(f, "Core({event:?})"),
-            Message::Edit(action) => write!(f, "Edit({action:?})"),
-            Message::Send => f.write_str("Send"),
-            Message::PathChanged(path) => write!(f, "PathChanged({path:?})"),
-            Message::SelectFile => f.write_str("SelectFile"),
-            Message::FileChosen(path) => write!(f, "FileChosen({path:?})"),
-            Message::SendFile => f.write_str("SendFile"),
-            Message::FileDropped(path) => write!(f, "FileDropped({path:?})"),
-            Message::Receive => f.write_str("Receive"),
-            Message::OpenDownloads => f.write_str("OpenDownloads"),
-            Message::Cancel(id) => write!(f, "Cancel({id})"),
-            Message::DismissNotice => f.write_str("DismissNotice"),
-        }
-    }
-}
-
 /// Identifies the core subscription (one per identity and relay).
-struct CoreKey(ClientOptions);
+struct CoreKey(Arc<ClientOptions>);
 
 impl Hash for CoreKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -96,7 +80,7 @@ impl App {
         let app = App {
             model: Model::new(&options.identity.user),
             client: None,
-            options,
+            options: Arc::new(options),
             input: text_editor::Content::new(),
             path: String::new(),
         };
@@ -149,17 +133,18 @@ impl App {
             }
             Message::OpenDownloads => {
                 let dir = self.options.download_dir();
-                return Task::perform(
-                    async move { tokio::fs::create_dir_all(&dir).await.and_then(|()| open::that_detached(&dir)).err() },
-                    |error| match error {
-                        Some(e) => Message::Core(Event::TransferFailed {
-                            transfer: 0,
-                            file_id: None,
-                            reason: format!("cannot open the download folder: {e}"),
-                        }),
-                        None => Message::DismissNotice,
-                    },
-                );
+                let open = async move {
+                    tokio::fs::create_dir_all(&dir)
+                        .await
+                        .and_then(|()| open::that_detached(&dir))
+                        .map_err(|e| format!("cannot open the download folder: {e}"))
+                };
+                return Task::perform(open, Message::DownloadsOpened);
+            }
+            Message::DownloadsOpened(opened) => {
+                if let Err(reason) = opened {
+                    self.model.notice = Some(reason);
+                }
             }
             Message::Cancel(transfer) => {
                 if let Some(client) = &self.client {
@@ -211,7 +196,7 @@ impl App {
 
 /// Starts the client core and forwards its events; the first item is the command handle.
 fn run_core(key: &CoreKey) -> impl iced::futures::Stream<Item = Message> + use<> {
-    let options = key.0.clone();
+    let options = ClientOptions::clone(&key.0);
     iced::stream::channel(256, async move |mut output| {
         let (client, mut events) = Client::start(options);
         if output.send(Message::Ready(client)).await.is_err() {

@@ -24,7 +24,6 @@ fn main() -> Result<()> {
         .init();
     // Read while the process has one thread: the only moment the local offset is safe to ask.
     qchat_gui::format::init_local_offset();
-    qchat_shared::memory::keep_freed_chunks();
     let cli = Cli::parse();
     let mut options = cli.connect.options()?;
     options.download_dir = cli.download_dir;

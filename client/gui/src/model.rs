@@ -136,8 +136,11 @@ impl Model {
         self.lines.iter_mut().find(|l| l.id == id)
     }
 
-    fn sort_lines(&mut self) {
-        self.lines.sort_by_key(|l| (l.seq.is_none(), l.seq, l.time_ms));
+    /// Puts `line` in its place in the (ordered) log, after any line of the same order.
+    fn place(&mut self, line: ChatLine) {
+        let order = line.order();
+        let at = self.lines.partition_point(|l| l.order() <= order);
+        self.lines.insert(at, line);
     }
 
     fn by_transfer(&mut self, transfer: TransferId) -> Option<&mut Transfer> {
@@ -152,15 +155,14 @@ impl Model {
     pub fn apply(&mut self, event: Event, now: Instant) {
         match event {
             Event::History(lines) => {
-                let pending: Vec<ChatLine> = self.lines.drain(..).collect();
-                self.lines = lines;
+                let pending = std::mem::replace(&mut self.lines, lines);
                 self.lines.extend(pending);
-                self.sort_lines();
+                self.lines.sort_by_key(ChatLine::order);
             }
             Event::Connection(state) => self.connection(state),
             Event::Message(m) => {
                 if self.line(m.id).is_none() {
-                    self.lines.push(ChatLine {
+                    self.place(ChatLine {
                         id: m.id,
                         seq: Some(m.seq),
                         from: m.from,
@@ -169,14 +171,12 @@ impl Model {
                         mine: false,
                         delivered: true,
                     });
-                    self.sort_lines();
                 }
             }
             Event::Stored { id, seq, time_ms } => {
-                if let Some(line) = self.line(id) {
-                    line.seq = Some(seq);
-                    line.time_ms = time_ms;
-                    self.sort_lines();
+                if let Some(at) = self.lines.iter().position(|l| l.id == id) {
+                    let line = self.lines.remove(at);
+                    self.place(ChatLine { seq: Some(seq), time_ms, ..line });
                 }
             }
             Event::SendFailed { id, reason } => {
@@ -246,7 +246,7 @@ impl Model {
 
     fn file_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::FileOffered(offer) if self.transfers.iter().all(|t| t.file_id != Some(offer.file_id)) => {
+            Event::FileOffered(offer) if self.by_file(offer.file_id).is_none() => {
                 let mut row = Transfer::new(Direction::Down, offer.name, offer.size, Stage::Offered);
                 row.file_id = Some(offer.file_id);
                 self.transfers.push(row);

@@ -6,33 +6,26 @@ use std::time::Duration;
 use iced::keyboard::key::Named;
 use iced::widget::Id;
 use iced_test::simulator;
-use qchat_client::{Client, ConnectionState, Event};
+use qchat_client::{Client, Event};
 use qchat_gui::app::{App, Message, INPUT};
 use qchat_gui::model::{Link, Stage};
 use qchat_shared::identity::Identity;
-use qchat_tests::{write_file, TestRelay};
+use qchat_tests::{write_file, TestClient, TestRelay};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-async fn setup() -> TestRelay {
-    TestRelay::start().await
-}
 
 /// The window of `identity`, with its core running (as the subscription would start it).
 fn window(relay: &TestRelay, identity: Identity) -> (App, UnboundedReceiver<Event>) {
     let (mut app, _focus) = App::new(relay.client_options(identity));
-    let (client, events) = Client::start(app.options.clone());
+    let (client, events) = Client::start((*app.options).clone());
     let _ = app.update(Message::Ready(client));
     (app, events)
 }
 
 /// A peer without a window.
-async fn peer(relay: &TestRelay, name: &str) -> (Client, UnboundedReceiver<Event>) {
-    let (client, mut events) = Client::start(relay.client_options(relay.identity(name)));
-    loop {
-        if let Some(Event::Connection(ConnectionState::Connected(_))) = events.recv().await {
-            return (client, events);
-        }
-    }
+async fn peer(relay: &TestRelay, name: &str) -> TestClient {
+    let mut peer = relay.client(name);
+    peer.connected().await;
+    peer
 }
 
 /// Feeds core events to the window until `done` holds.
@@ -59,8 +52,8 @@ fn apply(app: &mut App, messages: impl IntoIterator<Item = Message>) {
 
 #[tokio::test]
 async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
-    let setup = setup().await;
-    let (_bob, _bob_events) = peer(&setup, "bob").await;
+    let setup = TestRelay::start().await;
+    let _bob = peer(&setup, "bob").await;
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
     assert!(app.title().contains("alice") && app.title().contains("bob"), "{}", app.title());
@@ -83,7 +76,7 @@ async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
 
 #[tokio::test]
 async fn shift_enter_makes_a_new_line_instead_of_sending() {
-    let setup = setup().await;
+    let setup = TestRelay::start().await;
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
     let mut ui = simulator(app.view());
@@ -103,12 +96,12 @@ async fn shift_enter_makes_a_new_line_instead_of_sending() {
 
 #[tokio::test]
 async fn a_message_from_the_peer_appears() {
-    let setup = setup().await;
+    let setup = TestRelay::start().await;
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
-    let (bob, _bob_events) = peer(&setup, "bob").await;
+    let bob = peer(&setup, "bob").await;
     pump(&mut app, &mut events, "bob online", |app| app.model.peer_online).await;
-    bob.send_and_wait("hi from bob").await.unwrap();
+    bob.client.send_and_wait("hi from bob").await.unwrap();
     pump(&mut app, &mut events, "the message", |app| app.model.lines.iter().any(|l| l.text == "hi from bob")).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("hi from bob").is_ok());
@@ -118,13 +111,13 @@ async fn a_message_from_the_peer_appears() {
 
 #[tokio::test]
 async fn an_offered_file_shows_up_and_receive_fetches_it() {
-    let setup = setup().await;
+    let setup = TestRelay::start().await;
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
-    let (bob, mut bob_events) = peer(&setup, "bob").await;
+    let mut bob = peer(&setup, "bob").await;
     let source = write_file(&setup.tmp.path().join("photo.jpg"), 300_000);
-    bob.send_file(&source);
-    while !matches!(bob_events.recv().await, Some(Event::Uploaded { .. })) {}
+    let transfer = bob.client.send_file(&source);
+    bob.uploaded(transfer).await;
 
     pump(&mut app, &mut events, "the offer", |app| app.model.offers() == 1).await;
     let mut ui = simulator(app.view());
@@ -143,7 +136,7 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
 
 #[tokio::test]
 async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay() {
-    let setup = setup().await;
+    let setup = TestRelay::start().await;
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
     let source = write_file(&setup.tmp.path().join("video.mp4"), 8 << 20);
@@ -163,7 +156,7 @@ async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay()
 
 #[tokio::test]
 async fn a_refused_identity_shows_the_reason_in_the_window() {
-    let setup = setup().await;
+    let setup = TestRelay::start().await;
     let other = tempfile::tempdir().unwrap();
     qchat_certs::init(other.path(), &["127.0.0.1".into()]).unwrap();
     let foreign = Identity::load(&qchat_certs::issue_user(other.path(), "alice", "127.0.0.1:1").unwrap()).unwrap();

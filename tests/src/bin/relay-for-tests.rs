@@ -5,7 +5,6 @@ use std::io::Write;
 
 #[tokio::main]
 async fn main() {
-    qchat_shared::memory::keep_freed_chunks();
     let args: Vec<String> = std::env::args().collect();
     let [_, pki, data, listen] = args.as_slice() else {
         eprintln!("usage: relay-for-tests PKI DATA ADDR");

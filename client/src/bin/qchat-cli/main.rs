@@ -78,7 +78,6 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    qchat_shared::memory::keep_freed_chunks();
     let cli = Cli::parse();
     let mut printer = Printer::new(cli.json);
     let mut options = match cli.connect.options() {
