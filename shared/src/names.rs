@@ -56,28 +56,27 @@ pub fn sanitize_file_name(name: &str) -> String {
             c => c,
         })
         .collect();
-    let trim = |s: &str| s.trim_matches(|c: char| c == '.' || c == ' ').to_string();
-    let no_double_dots = |mut s: String| {
-        while s.contains("..") {
-            s = s.replace("..", "_");
-        }
-        s
-    };
-    clean = no_double_dots(trim(&clean));
+    clean = clean.trim_matches(TRIMMED).to_string();
+    while clean.contains("..") {
+        clean = clean.replace("..", "_");
+    }
+    clean = shorten(&clean, MAX_SAVED_NAME);
+    // After shortening, which may have cut the name down to a device name.
     let stem = clean.split('.').next().unwrap_or("").trim_end();
     if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
-        clean = format!("_{clean}");
+        clean = shorten(&format!("_{clean}"), MAX_SAVED_NAME);
     }
-    // Shortening keeps the extension, which may meet a dot and make "..", and a cut may
-    // leave a trailing dot or space: clean again.
-    clean = trim(&no_double_dots(shorten(&clean, MAX_SAVED_NAME)));
     if clean.is_empty() {
         clean = "file".into();
     }
     clean
 }
 
-/// Cuts `name` to at most `max` bytes on a character boundary, keeping a short extension.
+/// What a saved name may not start or end with.
+const TRIMMED: [char; 2] = ['.', ' '];
+
+/// Cuts a clean `name` to at most `max` bytes on a character boundary, keeping a short
+/// extension; the cut part loses trailing dots and spaces, so the result is clean too.
 fn shorten(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_string();
@@ -87,7 +86,7 @@ fn shorten(name: &str, max: usize) -> String {
     while !name.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}{ext}", &name[..cut])
+    format!("{}{ext}", name[..cut].trim_end_matches(TRIMMED))
 }
 
 /// The `n`-th alternative of a name when it is taken: `name (n).ext`.
@@ -126,6 +125,9 @@ mod file_name_tests {
             assert!(!clean.is_empty());
         }
         assert_eq!(sanitize_file_name("CON"), "_CON");
+        // Shortening can cut a long name down to a device name: that is caught too.
+        let cut_to_device = sanitize_file_name(&format!("CON{}y.txt", " ".repeat(300)));
+        assert!(cut_to_device.starts_with("_CON") && cut_to_device.len() <= MAX_SAVED_NAME, "{cut_to_device:?}");
         assert_eq!(sanitize_file_name("holiday photo.jpg"), "holiday photo.jpg");
         assert_eq!(sanitize_file_name("a\nb"), "a_b");
         assert_eq!(sanitize_file_name(".."), "file");
