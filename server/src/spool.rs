@@ -38,18 +38,9 @@ impl Spool {
         Ok((file, hasher, held))
     }
 
-    /// Opens a committed file for reading from `offset`, telling the kernel it will be
-    /// read front to back (the body went around the page cache, so it comes from the disk:
-    /// a larger readahead keeps the download fed).
+    /// Opens a committed file for reading from `offset`.
     pub fn open_for_read(&self, id: FileId, offset: u64) -> io::Result<File> {
         let mut file = File::open(self.path(id))?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // Advice only: a failure changes nothing but speed.
-            // SAFETY: the descriptor is open for as long as `file` lives.
-            let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
-        }
         file.seek(SeekFrom::Start(offset))?;
         Ok(file)
     }

@@ -77,7 +77,7 @@ impl Store {
         limits: UploadLimits,
     ) -> Result<UploadSlot, StoreError> {
         let (sender, recipient, name) = (sender.to_string(), recipient.to_string(), name.to_string());
-        self.run(
+        self.submit(
             move |txn| {
                 if let Some(id) = resume {
                     let held: Option<i64> = txn
@@ -133,7 +133,7 @@ impl Store {
 
     /// Records that the spool file holds `held` bytes on disk (after an fsync).
     pub async fn checkpoint(&self, file_id: FileId, held: u64) -> Result<(), StoreError> {
-        self.run(
+        self.submit(
             move |txn| {
                 txn.execute(
                     "UPDATE files SET held = ?2 WHERE id = ?1 AND committed_ms IS NULL AND held < ?2",
@@ -148,7 +148,7 @@ impl Store {
 
     /// Commits a complete, verified upload; returns what to offer the recipient.
     pub async fn commit_upload(&self, file_id: FileId, blake3: Blake3) -> Result<(String, FileInfo), StoreError> {
-        self.run(
+        self.submit(
             move |txn| {
                 txn.execute(
                     "UPDATE files SET blake3 = ?2, committed_ms = ?3, held = size WHERE id = ?1",
@@ -164,7 +164,7 @@ impl Store {
 
     /// Forgets an upload (its hash did not match, or the disk filled).
     pub async fn drop_upload(&self, file_id: FileId) -> Result<(), StoreError> {
-        self.run(
+        self.submit(
             move |txn| {
                 txn.execute("DELETE FROM files WHERE id = ?1 AND committed_ms IS NULL", params![&file_id.0[..]])?;
                 Ok(())
@@ -177,7 +177,7 @@ impl Store {
     /// A committed file that waits for (or was fetched by) `recipient` and is still held.
     pub async fn file_for(&self, recipient: &str, file_id: FileId) -> Result<Option<FileInfo>, StoreError> {
         let recipient = recipient.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM files WHERE id = ?1 AND recipient = ?2
@@ -193,7 +193,7 @@ impl Store {
     /// Records that `recipient` saved and verified a file; returns its sender the first time.
     pub async fn mark_fetched(&self, recipient: &str, file_id: FileId) -> Result<Option<String>, StoreError> {
         let recipient = recipient.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 Ok(txn
                     .query_row(
@@ -212,7 +212,7 @@ impl Store {
     /// Files committed for `recipient` and not fetched yet, oldest first.
     pub async fn offers_for(&self, recipient: &str) -> Result<Vec<FileInfo>, StoreError> {
         let recipient = recipient.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let filter = "recipient = ?1 AND committed_ms IS NOT NULL AND fetched_ms IS NULL AND swept_ms IS NULL";
                 Ok(entries(txn, filter, &recipient)?.into_iter().map(|e| e.info).collect())
@@ -225,7 +225,7 @@ impl Store {
     /// Files for `user` (committed ones) and files from `user` (all of them).
     pub async fn list_files(&self, user: &str) -> Result<(Vec<FileEntry>, Vec<FileEntry>), StoreError> {
         let user = user.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let incoming = entries(txn, "recipient = ?1 AND committed_ms IS NOT NULL", &user)?;
                 let outgoing = entries(txn, "sender = ?1", &user)?;
@@ -239,7 +239,7 @@ impl Store {
     /// Marks as swept every file past its time: fetched ones after `retention_ms`, unfetched
     /// or unfinished ones after `expiry_ms`. Returns them, so their spool files can go.
     pub async fn sweep_due(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<SweptFile>, StoreError> {
-        self.run(
+        self.submit(
             move |txn| {
                 let now = now_ms();
                 let mut stmt = txn.prepare_cached(
@@ -265,7 +265,7 @@ impl Store {
 
     /// Ids of every file whose bytes the spool should still hold.
     pub async fn held_files(&self) -> Result<Vec<FileId>, StoreError> {
-        self.run(
+        self.submit(
             |txn| {
                 let mut stmt = txn.prepare_cached("SELECT id FROM files WHERE swept_ms IS NULL")?;
                 let rows = stmt.query_map([], |r| Ok(file_id(r.get(0)?)))?;

@@ -87,7 +87,7 @@ impl Store {
     /// Messages waiting for `recipient` with a sequence number above `after`, oldest first.
     pub async fn pending(&self, recipient: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         let recipient = recipient.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let mut stmt = txn.prepare_cached(
                     "SELECT seq, id, sender, recipient, body, created_ms FROM messages
@@ -115,7 +115,7 @@ impl Store {
     /// senders (only for messages not marked before).
     pub async fn mark_delivered(&self, recipient: &str, seqs: Vec<u64>) -> Result<Vec<Receipt>, StoreError> {
         let recipient = recipient.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let now = now_ms();
                 let mut receipts = Vec::new();
@@ -147,7 +147,7 @@ impl Store {
     /// Receipts for `sender`'s delivered messages above `after`, to replay on reconnect.
     pub async fn receipts(&self, sender: &str, after: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
         let sender = sender.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let upto = delivered_watermark(txn, &sender)?;
                 let mut stmt = txn.prepare_cached(
@@ -177,7 +177,7 @@ impl Store {
     /// How many messages wait for `user`, and how many of `user`'s wait for the peer.
     pub async fn waiting(&self, user: &str) -> Result<(u64, u64), StoreError> {
         let user = user.to_string();
-        self.run(
+        self.submit(
             move |txn| {
                 let count = |sql: &str| -> Result<u64, StoreError> {
                     Ok(txn.query_row(sql, params![user], |r| r.get::<_, i64>(0))? as u64)

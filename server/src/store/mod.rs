@@ -199,14 +199,4 @@ impl Store {
             rx.await.map_err(|_| StoreError::Closed)?
         }
     }
-
-    /// [`Store::submit`], awaited.
-    pub(super) async fn run<T, W, A>(&self, work: W, after_commit: A) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        W: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
-        A: FnOnce(&T) + Send + 'static,
-    {
-        self.submit(work, after_commit).await
-    }
 }

@@ -93,10 +93,10 @@ async fn main() -> ExitCode {
         Command::Send { text, timeout } => send(&client, &mut events, &mut printer, text.join(" "), timeout).await,
         Command::Listen { count, timeout } => listen(&mut events, &mut printer, count, timeout).await,
         Command::Chat => chat(&client, &mut events, &mut printer).await,
-        Command::Status => status(&client, &mut events, &printer).await,
+        Command::Status => status(&client, &mut events, &mut printer).await,
         Command::SendFile { path, timeout } => send_file(&client, &mut events, &mut printer, path, timeout).await,
         Command::Receive { out, timeout } => receive_files(&client, &mut events, &mut printer, out, timeout).await,
-        Command::Files => files(&client, &mut events, &printer).await,
+        Command::Files => files(&client, &mut events, &mut printer).await,
     };
     client.shutdown();
     let closed = async {
@@ -268,17 +268,11 @@ async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &
     }
 }
 
-async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {
     let result = with_deadline(Some(30), async {
         connected(events, printer).await?;
         client.request_status();
-        while let Some(event) = events.recv().await {
-            if let Event::Status(status) = event {
-                printer.status(&status);
-                return Ok(());
-            }
-        }
-        Err(Failed)
+        until_outcome(events, printer, |e| matches!(e, Event::Status(_)).then_some(true), false).await
     })
     .await;
     or_gave_up(printer, "status", result)
@@ -343,17 +337,11 @@ async fn receive_files(
     or_gave_up(printer, "receive", result)
 }
 
-async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {
     let result = with_deadline(Some(30), async {
         connected(events, printer).await?;
         client.list_files();
-        while let Some(event) = events.recv().await {
-            if let Event::Files { incoming, outgoing } = event {
-                printer.files(&incoming, &outgoing);
-                return Ok(());
-            }
-        }
-        Err(Failed)
+        until_outcome(events, printer, |e| matches!(e, Event::Files { .. }).then_some(true), false).await
     })
     .await;
     or_gave_up(printer, "files", result)
