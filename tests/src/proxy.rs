@@ -72,21 +72,17 @@ fn fate(impairment: &Mutex<Impairment>) -> Option<(Duration, usize)> {
 }
 
 /// Sends `datagram` through the impairment: maybe not at all, maybe late, maybe twice.
-/// Without a delay it goes at once, in the order it came.
-async fn forward(socket: &Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>, impairment: &Mutex<Impairment>) {
+fn forward(socket: &Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>, impairment: &Mutex<Impairment>) {
     let Some((delay, copies)) = fate(impairment) else { return };
     let socket = socket.clone();
-    let send = async move {
-        tokio::time::sleep(delay).await;
+    tokio::spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         for _ in 0..copies {
             let _ = socket.send_to(&datagram, to).await;
         }
-    };
-    if delay.is_zero() {
-        send.await;
-    } else {
-        tokio::spawn(send);
-    }
+    });
 }
 
 async fn run(front: Arc<UdpSocket>, relay: SocketAddr, impairment: Arc<Mutex<Impairment>>) {
@@ -105,7 +101,7 @@ async fn run(front: Arc<UdpSocket>, relay: SocketAddr, impairment: Arc<Mutex<Imp
                 socket
             }
         };
-        forward(&upstream, relay, buf[..n].to_vec(), &impairment).await;
+        forward(&upstream, relay, buf[..n].to_vec(), &impairment);
     }
 }
 
@@ -113,6 +109,6 @@ async fn run(front: Arc<UdpSocket>, relay: SocketAddr, impairment: Arc<Mutex<Imp
 async fn back(upstream: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr, impairment: Arc<Mutex<Impairment>>) {
     let mut buf = vec![0u8; 65536];
     while let Ok((n, _)) = upstream.recv_from(&mut buf).await {
-        forward(&front, client, buf[..n].to_vec(), &impairment).await;
+        forward(&front, client, buf[..n].to_vec(), &impairment);
     }
 }
