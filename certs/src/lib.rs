@@ -61,8 +61,20 @@ fn read(path: &Path) -> Result<String, CertsError> {
     fs::read_to_string(path).map_err(io_err(path))
 }
 
+/// Writes a file others may read, atomically: a reader (the running relay reading
+/// `users`) sees the old content or the new, never a half-written file.
 fn write_public(path: &Path, text: &str) -> Result<(), CertsError> {
-    fs::write(path, text).map_err(io_err(path))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(io_err(path))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), CertsError> {
@@ -184,6 +196,12 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<PkiDir, CertsError> {
         return Err(CertsError::NoHosts);
     }
     fs::create_dir_all(dir.join("issued")).map_err(io_err(dir))?;
+    // The CA's key lives here: nobody else needs to look inside.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+    }
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -267,6 +285,12 @@ pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptio
     let path = pki.identity(name);
     identity.save(&path).map_err(io_err(&path))?;
     fs::create_dir_all(dir.join("issued")).map_err(io_err(dir))?;
+    // The CA's key lives here: nobody else needs to look inside.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+    }
     write_public(&pki.issued_cert(name), &cert.pem())?;
     users.push(name.to_string());
     write_public(&pki.users_file(), &(users.join("\n") + "\n"))?;
@@ -386,6 +410,32 @@ mod tests {
         assert!(matches!(issue_user(tmp.path(), "ok", "h:1"), Err(CertsError::UserExists(_))));
     }
 
+    #[test]
+    fn a_reader_never_sees_a_half_written_users_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        init(&dir, &["localhost".into()]).unwrap();
+        issue_user(&dir, "alice", "h:1").unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (dir, done) = (dir.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let users = PkiDir::new(&dir).users().unwrap();
+                    assert_eq!(users.first().map(String::as_str), Some("alice"), "read {users:?}");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..150 {
+            issue_user(&dir, &format!("user{i}"), "h:1").unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+    }
+
     #[cfg(unix)]
     #[test]
     fn keys_and_identities_are_private() {
@@ -396,5 +446,6 @@ mod tests {
         for path in [pki.ca_key(), pki.relay_key(), id] {
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{path:?}");
         }
+        assert_eq!(fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777, 0o700, "the PKI directory");
     }
 }

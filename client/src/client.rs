@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::connect::{connect, endpoint_for, quic_config, resolve};
 use crate::event::TransferId;
 use crate::event::{ConnectionState, Event};
-use crate::history::{ChatLine, History};
+use crate::history::{ChatLine, History, Record};
 use crate::refusal::Ending;
 use crate::session::{self, Outcome};
 use crate::state::{SavedState, StateDir, UploadBook, FETCHED_KEPT};
@@ -234,13 +234,25 @@ impl Core {
         }
     }
 
+    /// Appends to the history (off the workers), reporting a failure.
+    pub async fn remember(&self, records: Vec<Record>, durable: bool) -> bool {
+        match self.history.append(records, durable).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the chat history");
+                self.emit(Event::LocalError { reason: format!("cannot write the chat history: {e}") });
+                false
+            }
+        }
+    }
+
     /// Answers a queued message and drops it from the outbox.
-    pub fn settle(&mut self, id: MessageId, result: Result<Sent, SendError>) {
+    pub async fn settle(&mut self, id: MessageId, result: Result<Sent, SendError>) {
         if let Some(pos) = self.outbox.iter().position(|o| o.id == id) {
             let outgoing = self.outbox.remove(pos);
             match &result {
                 Ok(sent) => {
-                    self.history.record(ChatLine {
+                    let line = ChatLine {
                         id,
                         seq: Some(sent.seq),
                         from: self.options.identity.user.clone(),
@@ -248,7 +260,8 @@ impl Core {
                         time_ms: sent.time_ms,
                         mine: true,
                         delivered: false,
-                    });
+                    };
+                    self.remember(vec![Record::Line(line)], false).await;
                     self.emit(Event::Stored { id, seq: sent.seq, time_ms: sent.time_ms })
                 }
                 Err(e) => self.emit(Event::SendFailed { id, reason: e.to_string() }),
@@ -338,7 +351,9 @@ impl Core {
     }
 
     async fn run(mut self) {
-        self.emit(Event::History(self.history.load()));
+        let history = self.history.clone();
+        let lines = tokio::task::spawn_blocking(move || history.load()).await.unwrap_or_default();
+        self.emit(Event::History(lines));
         let server = self.options.server().to_string();
         let identity = self.options.identity.clone();
         let config = match quic_config(&identity) {

@@ -1,6 +1,10 @@
-//! Fetching one file from the relay on a stream of its own: into `<file id>.part`, resumed
-//! from what that holds, hashed as written, renamed to its (sanitized, unique) name only
-//! when the hash matches the sender's.
+//! Fetching one file from the relay on a stream of its own: into `<file id>.part` in the
+//! folder [`PARTIAL_DIR`] (where no offered name can reach, whatever its case), resumed from
+//! what that holds, hashed as written, and renamed to its (sanitized, unique) name only
+//! when the hash matches the sender's and every handle on it is closed (Windows refuses
+//! to rename an open file on FAT and some network shares). Nothing the relay says is
+//! trusted further than the offer: the size, the file and the hash must be the offered
+//! ones, and no byte past the offered size is written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -16,9 +20,13 @@ use qchat_shared::transport::FILE_PRIORITY;
 use crate::event::{Event, TransferId};
 use crate::transfers::{Outcome, Throttle, TransferContext};
 
+/// The folder inside the download folder that holds partial files. A saved name never
+/// starts with a dot, so no offered file can be saved over it or into it.
+pub const PARTIAL_DIR: &str = ".qchat-partial";
+
 /// The partial file of a download, named by the file's id.
 pub fn partial_path(out_dir: &Path, file_id: FileId) -> PathBuf {
-    out_dir.join(format!("{file_id}.part"))
+    out_dir.join(PARTIAL_DIR).join(format!("{file_id}.part"))
 }
 
 /// Opens (or creates) the partial file and hashes what it already holds.
@@ -40,9 +48,11 @@ fn place(out_dir: &Path, name: &str, partial: &Path) -> std::io::Result<PathBuf>
     let name = sanitize_file_name(name);
     for n in 0..10_000 {
         let candidate = out_dir.join(if n == 0 { name.clone() } else { numbered(&name, n) });
-        // Claim the name first, so two downloads never pick the same one.
+        // Claim the name first, so two downloads never pick the same one; close the claim
+        // before the rename.
         match OpenOptions::new().write(true).create_new(true).open(&candidate) {
-            Ok(_) => {
+            Ok(claim) => {
+                drop(claim);
                 std::fs::rename(partial, &candidate)?;
                 return Ok(candidate);
             }
@@ -78,7 +88,7 @@ async fn fetch(
 ) -> Result<Outcome, String> {
     let file_id = offer.file_id;
     let partial = partial_path(out_dir, file_id);
-    let (dir, part, size) = (out_dir.to_path_buf(), partial.clone(), offer.size);
+    let (dir, part, size) = (out_dir.join(PARTIAL_DIR), partial.clone(), offer.size);
     let opened = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
         open_partial(&part, size)
@@ -99,6 +109,9 @@ async fn fetch(
         Ok(Some(DownloadReply::Refused { reason })) => return Ok(ctx.fail(transfer, Some(file_id), reason)),
         other => return Err(format!("unexpected answer from the relay: {other:?}")),
     };
+    if let Err(reason) = matches_offer(&info, offer, offset) {
+        return Ok(ctx.fail(transfer, Some(file_id), reason));
+    }
     let Some(expected) = info.blake3 else {
         return Ok(ctx.fail(transfer, Some(file_id), "the relay offered a file without its hash".into()));
     };
@@ -114,7 +127,7 @@ async fn fetch(
             ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
         }
     };
-    let received = transfer::receive(&mut recv, &mut sink, total - offset, progress).await;
+    let received = transfer::receive(&mut recv, &mut sink, total - offset, None, progress).await;
     let finished = sink.finish().await;
     let disk_full = format!(
         "the disk is full where files are saved ({}); free some space and receive again: it resumes",
@@ -126,7 +139,8 @@ async fn fetch(
         }
         (Err(TransferError::Stream(e)), _) => Err(e),
         (Err(e), _) | (Ok(()), Err(e)) => Ok(ctx.fail(transfer, Some(file_id), e.to_string())),
-        (Ok(()), Ok((_, hasher))) => {
+        (Ok(()), Ok((file, hasher))) => {
+            drop(file);
             if *hasher.finalize().as_bytes() != expected {
                 let _ = tokio::fs::remove_file(&partial).await;
                 let reason = format!(
@@ -147,9 +161,75 @@ async fn fetch(
     }
 }
 
+/// Checks the relay's `Ready` against the offer it made and the partial file: another
+/// file, another size or hash, or a size below what is already held is refused.
+fn matches_offer(info: &FileInfo, offer: &FileInfo, offset: u64) -> Result<(), String> {
+    if info.file_id != offer.file_id {
+        return Err(format!("the relay answered with file {} for file {}", info.file_id, offer.file_id));
+    }
+    if info.size != offer.size {
+        return Err(format!("the relay now says {} has {} bytes; it offered {}", offer.name, info.size, offer.size));
+    }
+    if offer.blake3.is_some() && info.blake3 != offer.blake3 {
+        return Err(format!("the relay now gives {} another hash than it offered", offer.name));
+    }
+    if offset > info.size {
+        return Err(format!("{} bytes are already here, more than the file's {}", offset, info.size));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offer(size: u64) -> FileInfo {
+        FileInfo {
+            file_id: FileId([1; 16]),
+            name: "a.bin".into(),
+            size,
+            from: "alice".into(),
+            blake3: Some([2; 32]),
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_relay_cannot_change_what_it_offered() {
+        let offered = offer(100);
+        assert_eq!(matches_offer(&offered, &offered, 0), Ok(()));
+        assert_eq!(matches_offer(&offered, &offered, 100), Ok(()));
+        let bigger = FileInfo { size: 1 << 40, ..offered.clone() };
+        assert!(matches_offer(&bigger, &offered, 0).unwrap_err().contains("offered 100"));
+        let other = FileInfo { file_id: FileId([3; 16]), ..offered.clone() };
+        assert!(matches_offer(&other, &offered, 0).is_err());
+        let rehashed = FileInfo { blake3: Some([4; 32]), ..offered.clone() };
+        assert!(matches_offer(&rehashed, &offered, 0).is_err());
+        // A size below the resume offset would make the bytes left wrap around.
+        let small = offer(10);
+        assert!(matches_offer(&small, &small, 11).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn an_offered_name_cannot_reach_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = partial_path(dir.path(), FileId([7; 16]));
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        std::fs::write(&other, b"another download, half done").unwrap();
+        let mine = partial_path(dir.path(), FileId([8; 16]));
+        std::fs::write(&mine, b"hostile").unwrap();
+        for name in [
+            format!("{}.part", FileId([7; 16])),
+            format!("{}.PART", FileId([7; 16])).to_uppercase(),
+            PARTIAL_DIR.into(),
+        ] {
+            std::fs::write(&mine, b"hostile").unwrap();
+            let placed = place(dir.path(), &name, &mine).unwrap();
+            assert_eq!(placed.parent().unwrap(), dir.path(), "{name}");
+            assert_ne!(placed, other);
+        }
+        assert_eq!(std::fs::read(&other).unwrap(), b"another download, half done");
+    }
 
     #[test]
     fn a_taken_name_gets_a_number_and_nothing_is_overwritten() {

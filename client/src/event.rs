@@ -141,9 +141,20 @@ pub enum Event {
         name: String,
         fetched: bool,
     },
-    /// The answer to `list_files`.
+    /// One page of the answer to `list_files`; `last` marks the listing's final page.
     Files {
         incoming: Vec<FileEntry>,
         outgoing: Vec<FileEntry>,
+        last: bool,
+    },
+    /// A message of ours expired on the relay before anyone received it.
+    MessageExpired {
+        id: MessageId,
+        seq: u64,
+    },
+    /// Something on this PC failed (the history could not be written, say); the client
+    /// goes on.
+    LocalError {
+        reason: String,
     },
 }

@@ -1,5 +1,7 @@
 //! The conversation as this client has seen it, kept on disk per identity, so that it is
-//! still there after a restart: an append-only `history.jsonl` of messages and receipts.
+//! still there after a restart: an append-only `history.jsonl` (0600) of messages and
+//! receipts. Writes run on a blocking thread, never on tokio's workers; messages from the
+//! peer are fsynced before the client acknowledges them to the relay.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,14 +37,15 @@ impl ChatLine {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-enum Record {
+/// One line of the history file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Record {
     Line(ChatLine),
     Delivered(MessageId),
 }
 
 /// The history file of one identity.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct History {
     file: PathBuf,
 }
@@ -77,30 +80,41 @@ impl History {
         lines
     }
 
-    fn append(&self, record: &Record) {
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.file.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
-            let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            file.write_all(&line)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(error = %e, file = %self.file.display(), "cannot write the chat history");
+    /// Appends `records` on a blocking thread; with `durable`, they are on disk (fsynced)
+    /// when this returns.
+    pub async fn append(&self, records: Vec<Record>, durable: bool) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
         }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || append_now(&file, &records, durable))
+            .await
+            .map_err(std::io::Error::other)?
     }
+}
 
-    /// Records a message (ours once stored, or the peer's as it arrives).
-    pub fn record(&self, line: ChatLine) {
-        self.append(&Record::Line(line));
+fn append_now(path: &std::path::Path, records: &[Record], durable: bool) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-
-    /// Records that the peer received a message of ours.
-    pub fn delivered(&self, id: MessageId) {
-        self.append(&Record::Delivered(id));
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let mut file = options.open(path)?;
+    let mut bytes = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut bytes, record).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+    }
+    file.write_all(&bytes)?;
+    if durable {
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -119,17 +133,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn survives_a_reload_in_order_with_receipts() {
+    #[tokio::test]
+    async fn survives_a_reload_in_order_with_receipts() {
         let dir = tempfile::tempdir().unwrap();
         let history = History::new(&StateDir { dir: dir.path().to_path_buf() });
-        history.record(line(3, false));
-        history.record(line(1, true));
-        history.delivered(MessageId([1; 16]));
-        history.record(line(2, false));
-        history.record(line(2, false));
+        history.append(vec![Record::Line(line(3, false)), Record::Line(line(1, true))], true).await.unwrap();
+        history.append(vec![Record::Delivered(MessageId([1; 16]))], false).await.unwrap();
+        history.append(vec![Record::Line(line(2, false)), Record::Line(line(2, false))], true).await.unwrap();
         let lines = history.load();
         assert_eq!(lines.iter().map(|l| l.seq.unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(lines[0].delivered && !lines[1].delivered);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("history.jsonl")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the conversation is private");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        // The history's folder is a file: nothing can be written there.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"").unwrap();
+        let history = History::new(&StateDir { dir: blocked });
+        assert!(history.append(vec![Record::Line(line(1, false))], true).await.is_err());
     }
 }

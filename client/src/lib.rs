@@ -6,6 +6,7 @@
 //! - [`session`]: one live connection (control stream, chat streams, deliveries);
 //! - [`connect`]: the endpoint and the handshake;
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
+//! - [`reorder`]: deliveries put back in the relay's order, with a bound;
 //! - [`event`]: what the core reports;
 //! - [`transfers`], [`upload`], [`download`]: files, one stream each, resumable;
 //! - [`state`], [`history`]: what the client keeps on disk, per identity;
@@ -18,6 +19,7 @@ pub mod download;
 pub mod event;
 pub mod history;
 pub mod refusal;
+pub mod reorder;
 pub mod session;
 pub mod state;
 pub mod transfers;

@@ -50,6 +50,7 @@ pub fn explain(error: &ConnectionError, user: &str, server: &str) -> Ending {
                 CloseCode::Revoked => Ending::fatal(format!("the relay refused {user}: {reason}")),
                 CloseCode::Protocol => Ending::fatal(format!("the relay closed the connection: {reason}")),
                 CloseCode::Shutdown => Ending::transient(format!("the relay at {server} is shutting down")),
+                CloseCode::Reconnect => Ending::transient(format!("the relay asked for a new connection: {reason}")),
                 CloseCode::Normal | CloseCode::Unknown(_) => {
                     Ending::transient(format!("the relay closed the connection: {reason}"))
                 }

@@ -2,8 +2,7 @@
 //! receipts, presence), one stream per message sent, and the delivery streams the relay
 //! opens, put back in order.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::{
@@ -17,8 +16,9 @@ use tokio::task::JoinSet;
 
 use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
-use crate::history::ChatLine;
+use crate::history::{ChatLine, Record};
 use crate::refusal::{explain, Ending};
+use crate::reorder::Reorder;
 use crate::transfers::Outcome as TransferOutcome;
 
 /// How long the relay may take to answer a message with `Stored`.
@@ -41,26 +41,14 @@ enum SendResult {
     NoAnswer,
 }
 
-/// Puts deliveries back in the order the relay sent them.
-#[derive(Default)]
-struct Reorder {
-    next: u64,
-    held: BTreeMap<u64, Deliver>,
-}
+/// Frames from the relay's control stream queued for the session loop; a full queue stops
+/// the reading of the stream, and QUIC's flow control then holds the relay back.
+const CONTROL_QUEUE: usize = 64;
+/// Deliveries read and queued for the session loop (the same backpressure).
+const DELIVERY_QUEUE: usize = 256;
 
-impl Reorder {
-    fn push(&mut self, deliver: Deliver) -> Vec<Deliver> {
-        if deliver.index >= self.next {
-            self.held.insert(deliver.index, deliver);
-        }
-        let mut ready = Vec::new();
-        while let Some(d) = self.held.remove(&self.next) {
-            ready.push(d);
-            self.next += 1;
-        }
-        ready
-    }
-}
+/// What the delivery reader found on one stream.
+type DeliveryRead = Result<Deliver, String>;
 
 /// Serves one connection until it ends or the client shuts down.
 pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outcome {
@@ -77,12 +65,14 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     }
 
     let mut tasks = JoinSet::new();
-    let (relay_tx, mut from_relay) = mpsc::unbounded_channel();
+    let (relay_tx, mut from_relay) = mpsc::channel(CONTROL_QUEUE);
     tasks.spawn(read_control(control_recv, relay_tx));
-    let (deliver_tx, mut deliveries) = mpsc::unbounded_channel();
+    let (deliver_tx, mut deliveries) = mpsc::channel(DELIVERY_QUEUE);
     if core.options.receive {
         tasks.spawn(accept_deliveries(connection.clone(), deliver_tx));
     }
+    // These carry one item per message or transfer of this user's own: the outbox and the
+    // transfer list bound them.
     let (result_tx, mut results) = mpsc::unbounded_channel();
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
     let (send_queue, queue_rx) = mpsc::unbounded_channel();
@@ -96,12 +86,13 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     let mut dirty = false;
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let outcome = loop {
+        let gap = reorder.gap_deadline();
         tokio::select! {
             command = core.commands.recv() => match command {
                 Some(Command::Send { id, text, reply }) => {
                     if let Some(reason) = refuse_locally(&text) {
                         core.outbox.push(Outgoing { id, text, reply });
-                        core.settle(id, Err(SendError::Refused(reason)));
+                        core.settle(id, Err(SendError::Refused(reason))).await;
                     } else {
                         let _ = send_queue.send((id, text.clone()));
                         core.outbox.push(Outgoing { id, text, reply });
@@ -145,7 +136,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         }
                     }
                     let mut tell_fetched = Vec::new();
-                    dirty |= on_control(core, frame, &mut tell_fetched);
+                    dirty |= on_control(core, frame, &mut tell_fetched).await;
                     for file_id in tell_fetched {
                         if write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await.is_err() {
                             break;
@@ -155,14 +146,22 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 None => break ended(welcomed, &connection, &who).await,
             },
             // Deliveries wait for the welcome, so that `Connected` is reported first.
-            Some(deliver) = deliveries.recv(), if welcomed => {
-                let acks = take_in_order(core, reorder.push(deliver));
+            Some(read) = deliveries.recv(), if welcomed => {
+                let ready = read.and_then(|d| reorder.push(d, Instant::now()).map_err(|e| e.to_string()));
+                let ready = match ready {
+                    Ok(ready) => ready,
+                    Err(reason) => break lost_delivery(&connection, welcomed, &reason),
+                };
+                let acks = take_in_order(core, ready).await;
                 if !acks.is_empty() && send_acks(&mut control_send, acks).await.is_err() {
                     break ended(welcomed, &connection, &who).await;
                 }
             }
+            _ = sleep_until(gap), if gap.is_some() => {
+                break lost_delivery(&connection, welcomed, "a message from the relay did not arrive in time");
+            }
             Some((id, result)) = results.recv() => {
-                if let Some((id, text)) = on_send_result(core, &connection, id, result) {
+                if let Some((id, text)) = on_send_result(core, &connection, id, result).await {
                     let _ = send_queue.send((id, text));
                 }
             }
@@ -193,6 +192,23 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
         core.save_state();
     }
     outcome
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends a connection on which a delivery was lost: the next one gets every message not
+/// acknowledged, in order, so nothing is skipped and nothing stalls.
+fn lost_delivery(connection: &quinn::Connection, welcomed: bool, reason: &str) -> Outcome {
+    tracing::info!(%reason, "a delivery was lost; reconnecting");
+    connection.close(CloseCode::Reconnect.to_varint(), b"a delivery was lost; reconnecting");
+    let reason = format!("a message from the relay was lost on the way ({reason}); reconnecting to get it again");
+    Outcome::Ended { ending: Ending { reason, fatal: false }, welcomed }
 }
 
 /// Waits for the connection's own error, which says why whatever failed first failed.
@@ -226,7 +242,7 @@ fn refuse_locally(text: &str) -> Option<String> {
 
 /// Handles a frame from the control stream; returns true when the saved state changed.
 /// Files the relay should hear were fetched go into `tell_fetched`.
-fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec<FileId>) -> bool {
+async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec<FileId>) -> bool {
     match frame {
         RelayControl::FileOffered(offer) => {
             let file_id = offer.file_id;
@@ -238,42 +254,45 @@ fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec<FileI
         RelayControl::FileExpired { file_id, name, fetched } => {
             core.emit(Event::FileExpired { file_id, name, fetched })
         }
-        RelayControl::Files { incoming, outgoing } => {
+        RelayControl::Files { incoming, outgoing, last } => {
             for entry in &incoming {
                 if entry.state == FileState::Offered && !core.offered(entry.info.clone()) {
                     tell_fetched.push(entry.info.file_id);
                 }
             }
-            if let Some(out_dir) = core.receive_into.take() {
-                let count = core.queue_downloads(out_dir);
-                core.emit(Event::Receiving { count });
+            core.emit(Event::Files { incoming, outgoing, last });
+            if last {
+                if let Some(out_dir) = core.receive_into.take() {
+                    let count = core.queue_downloads(out_dir);
+                    core.emit(Event::Receiving { count });
+                }
             }
-            core.emit(Event::Files { incoming, outgoing });
         }
         RelayControl::Welcome(status) => core.emit(Event::Connection(ConnectionState::Connected(status))),
         RelayControl::Status(status) => core.emit_status(status),
         RelayControl::Presence { user, online } => core.emit(Event::Presence { user, online }),
         RelayControl::AckConfirmed { seqs } => core.emit(Event::AckConfirmed { seqs }),
         RelayControl::Delivered { id, seq, all_delivered_upto } => {
-            core.history.delivered(id);
+            core.remember(vec![Record::Delivered(id)], false).await;
             core.emit(Event::Delivered { id, seq });
             if all_delivered_upto > core.saved.receipts_after {
                 core.saved.receipts_after = all_delivered_upto;
                 return true;
             }
         }
+        RelayControl::MessageExpired { id, seq } => core.emit(Event::MessageExpired { id, seq }),
     }
     false
 }
 
-/// Reports deliveries that are next in order (once each) and returns what to acknowledge.
-fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
-    let mut acks = Vec::with_capacity(ready.len());
-    for d in ready {
-        acks.push(d.seq);
-        if core.seen.insert(d.id) {
-            // Kept on disk before it is acknowledged, so a restart loses nothing.
-            core.history.record(ChatLine {
+/// Reports deliveries that are next in order (once each) and returns what to acknowledge:
+/// only what is on disk, so a crash or a full disk loses nothing the relay has let go of.
+async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
+    let fresh: Vec<&Deliver> = ready.iter().filter(|d| !core.seen.contains(&d.id)).collect();
+    let records = fresh
+        .iter()
+        .map(|d| {
+            Record::Line(ChatLine {
                 id: d.id,
                 seq: Some(d.seq),
                 from: d.from.clone(),
@@ -281,17 +300,21 @@ fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
                 time_ms: d.time_ms,
                 mine: false,
                 delivered: true,
-            });
-            core.emit(Event::Message(IncomingMessage {
-                id: d.id,
-                seq: d.seq,
-                from: d.from,
-                text: d.text,
-                time_ms: d.time_ms,
-            }));
+            })
+        })
+        .collect();
+    let kept = core.remember(records, true).await;
+    for d in &ready {
+        if core.seen.insert(d.id) {
+            let (id, seq, from, text, time_ms) = (d.id, d.seq, d.from.clone(), d.text.clone(), d.time_ms);
+            core.emit(Event::Message(IncomingMessage { id, seq, from, text, time_ms }));
         }
     }
-    acks
+    if kept {
+        ready.iter().map(|d| d.seq).collect()
+    } else {
+        Vec::new()
+    }
 }
 
 async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<(), ()> {
@@ -301,7 +324,7 @@ async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<()
     Ok(())
 }
 
-fn on_send_result(
+async fn on_send_result(
     core: &mut Core,
     connection: &quinn::Connection,
     id: MessageId,
@@ -311,12 +334,14 @@ fn on_send_result(
         // Keep it and send it again (same id: the relay stores it once); if the link is
         // dead, the reconnect resends it.
         SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).map(|o| (id, o.text.clone())),
-        SendResult::Reply(SendReply::Stored { seq, time_ms, .. }) => core.settle(id, Ok(Sent { id, seq, time_ms })),
-        SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason))),
+        SendResult::Reply(SendReply::Stored { seq, time_ms, .. }) => {
+            core.settle(id, Ok(Sent { id, seq, time_ms })).await
+        }
+        SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason))).await,
         // The connection is going: the message stays queued and is sent again (same id, so
         // the relay stores it once) after the reconnect.
         SendResult::Failed(_) if connection.close_reason().is_some() => {}
-        SendResult::Failed(reason) => core.settle(id, Err(SendError::Refused(reason))),
+        SendResult::Failed(reason) => core.settle(id, Err(SendError::Refused(reason))).await,
     }
     None
 }
@@ -365,52 +390,30 @@ async fn await_answer(mut recv: quinn::RecvStream) -> SendResult {
     }
 }
 
-async fn read_control(mut recv: quinn::RecvStream, frames: mpsc::UnboundedSender<RelayControl>) {
+async fn read_control(mut recv: quinn::RecvStream, frames: mpsc::Sender<RelayControl>) {
     while let Ok(Some(frame)) = read_frame::<RelayControl, _>(&mut recv).await {
-        if frames.send(frame).is_err() {
+        if frames.send(frame).await.is_err() {
             return;
         }
     }
 }
 
-async fn accept_deliveries(connection: quinn::Connection, deliveries: mpsc::UnboundedSender<Deliver>) {
+/// Reads each delivery stream the relay opens. A stream that cannot be read is reported,
+/// so the session reconnects instead of waiting for it forever.
+async fn accept_deliveries(connection: quinn::Connection, deliveries: mpsc::Sender<DeliveryRead>) {
     while let Ok(mut recv) = connection.accept_uni().await {
         let deliveries = deliveries.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(FIRST_FRAME_DEADLINE, read_frame::<Deliver, _>(&mut recv)).await {
+            let read = match tokio::time::timeout(FIRST_FRAME_DEADLINE, read_frame::<Deliver, _>(&mut recv)).await {
                 Ok(Ok(Some(deliver))) => {
                     tracing::debug!(index = deliver.index, seq = deliver.seq, "delivery received");
-                    let _ = deliveries.send(deliver);
+                    Ok(deliver)
                 }
-                other => tracing::debug!(?other, "unreadable delivery stream"),
-            }
+                Ok(Ok(None)) => Err("an empty delivery stream".to_string()),
+                Ok(Err(e)) => Err(format!("an unreadable delivery: {e}")),
+                Err(_) => Err(format!("a delivery not finished within {} s", FIRST_FRAME_DEADLINE.as_secs())),
+            };
+            let _ = deliveries.send(read).await;
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn deliver(index: u64) -> Deliver {
-        Deliver {
-            index,
-            id: MessageId([index as u8; 16]),
-            seq: index * 2,
-            from: "a".into(),
-            text: String::new(),
-            time_ms: 0,
-        }
-    }
-
-    #[test]
-    fn deliveries_come_out_in_the_relays_order_whatever_order_they_arrive_in() {
-        let mut reorder = Reorder::default();
-        assert!(reorder.push(deliver(2)).is_empty());
-        assert!(reorder.push(deliver(1)).is_empty());
-        let ready: Vec<u64> = reorder.push(deliver(0)).iter().map(|d| d.index).collect();
-        assert_eq!(ready, [0, 1, 2]);
-        assert!(reorder.push(deliver(1)).is_empty(), "an old index is dropped");
-        assert_eq!(reorder.push(deliver(3)).len(), 1);
     }
 }

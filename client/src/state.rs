@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use qchat_shared::frame::FileId;
 
-use qchat_shared::identity::Identity;
+use qchat_shared::identity::{write_secret, Identity};
 use serde::{Deserialize, Serialize};
 
 /// The persisted client state.
@@ -58,11 +58,11 @@ impl StateDir {
         std::fs::read(self.file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
-    /// Writes the state atomically.
+    /// Writes the state atomically, readable by this user only.
     pub fn save(&self, state: &SavedState) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let tmp = self.dir.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
+        write_secret(&tmp, &serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, self.file())
     }
 }
@@ -98,7 +98,7 @@ impl UploadBook {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.file.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(records).map_err(std::io::Error::other)?)?;
+        write_secret(&tmp, &serde_json::to_vec(records).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, &self.file)
     }
 

@@ -99,7 +99,7 @@ async fn send_file(
             ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
         }
     };
-    let sent = transfer::send(&mut send, file, total - offset, Some(hasher), None, progress).await;
+    let sent = transfer::send(&mut send, file, total - offset, Some(hasher), None, None, progress).await;
     let blake3 = match sent {
         Ok(Some(hash)) => hash,
         Ok(None) => return Err((Some(file_id), "no hash".into())),

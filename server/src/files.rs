@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use qchat_shared::codes::StreamCode;
+use qchat_shared::display::Escaped;
 use qchat_shared::frame::{DownloadReply, DownloadStart, RelayControl, UploadEnd, UploadReply, UploadStart};
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_FILE_NAME};
@@ -63,7 +65,7 @@ async fn receive_upload(
         return Err(Stop::Refuse(format!("a file name must be 1 to {MAX_FILE_NAME} bytes long")));
     }
     let peer = state.peer_of(user).ok_or_else(|| Stop::Refuse("there is no one to send files to yet".into()))?;
-    let _permit = state.transfers.acquire().await.map_err(|_| Stop::Gone)?;
+    let _slot = state.transfers.acquire(user).await.ok_or(Stop::Gone)?;
     let slot = state
         .store
         .start_upload(user, &peer, &start.name, start.size, start.resume, state.limits.upload_limits())
@@ -76,14 +78,15 @@ async fn receive_upload(
         Ok(Err(e)) => return Err(drop_upload(state, slot, TransferError::from(e)).await),
         Err(e) => return Err(Stop::Refuse(format!("the relay failed: {e}"))),
     };
-    info!(file = %slot.file_id, name = %start.name, size = start.size, held, "upload");
+    info!(file = %slot.file_id, name = %Escaped(&start.name), size = start.size, held, "upload");
     write_frame(send, &UploadReply::Ready { file_id: slot.file_id, offset: held }).await.map_err(|_| Stop::Gone)?;
 
     let spool_path = state.spool.path(slot.file_id);
     let mut sink = Sink::start(file, hasher, held, Some(CHECKPOINT_BYTES), Some(&spool_path));
     let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone()));
     let mut counted = 0;
-    let received = transfer::receive(recv, &mut sink, start.size - held, |done| {
+    let stall = Some(state.limits.stall_timeout);
+    let received = transfer::receive(recv, &mut sink, start.size - held, stall, |done| {
         state.stats.upload_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;
     })
@@ -103,6 +106,14 @@ async fn receive_upload(
                 match e {
                     TransferError::Short { got, expected } => {
                         Stop::Refuse(format!("the upload ended after {got} of {expected} bytes; resume it"))
+                    }
+                    TransferError::Stalled(limit) => {
+                        info!(file = %slot.file_id, durable, "upload stalled; its slot is given back");
+                        Stop::Refuse(format!(
+                            "no bytes arrived for {} s, so the relay gave this upload's slot to others; what \
+                             arrived is kept: send the file again to resume",
+                            limit.as_secs()
+                        ))
                     }
                     _ => Stop::Gone,
                 }
@@ -187,7 +198,7 @@ async fn send_download(
     if start.offset > info.size {
         return Err(Stop::Refuse(format!("the file has {} bytes, not {}", info.size, start.offset)));
     }
-    let _permit = state.transfers.acquire().await.map_err(|_| Stop::Gone)?;
+    let _slot = state.transfers.acquire(user).await.ok_or(Stop::Gone)?;
     let spool = state.spool.clone();
     let file = match tokio::task::spawn_blocking(move || spool.open_for_read(start.file_id, start.offset)).await {
         Ok(Ok(file)) => file,
@@ -198,12 +209,17 @@ async fn send_download(
     write_frame(send, &DownloadReply::Ready(info)).await.map_err(|_| Stop::Gone)?;
     let mut counted = 0;
     let spool_path = state.spool.path(start.file_id);
-    transfer::send(send, file, len, None, Some(&spool_path), |done| {
+    let stall = Some(state.limits.stall_timeout);
+    transfer::send(send, file, len, None, Some(&spool_path), stall, |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;
     })
     .await
     .map_err(|e| {
+        if let TransferError::Stalled(_) = e {
+            info!(file = %start.file_id, "download stalled; its slot is given back");
+            let _ = send.reset(StreamCode::Timeout.to_varint());
+        }
         debug!(error = %e, "download interrupted");
         Stop::Gone
     })?;

@@ -5,17 +5,21 @@
 //! - [`session`]: one client connection (control stream, chat streams, deliveries);
 //! - [`router`]: live connections per user and presence;
 //! - [`files`]: upload and download streams;
+//! - [`listing`]: file listings and offer replays, in pages that fit a frame;
+//! - [`slots`]: fair shares of transfer slots, and connections not past `Hello` yet;
 //! - [`spool`]: file bodies on disk, named by file id;
-//! - [`sweep`]: retention and expiry of files;
+//! - [`sweep`]: retention and expiry of files and messages;
 //! - [`turnstile`]: one connection's messages stored in the order they were sent;
 //! - [`store`]: the SQLite store on its own thread, with group commit;
 //! - [`bootstrap`]: the default data directory and the demo PKI made on first start.
 
 pub mod bootstrap;
 pub mod files;
+pub mod listing;
 pub mod relay;
 pub mod router;
 pub mod session;
+pub mod slots;
 pub mod spool;
 pub mod store;
 pub mod sweep;

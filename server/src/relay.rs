@@ -1,6 +1,7 @@
 //! The relay: its QUIC endpoint, the accept loop, reloading the PKI (CRL and members)
 //! while running, and a clean shutdown.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use qchat_certs::RelayMaterial;
 use qchat_shared::codes::CloseCode;
+use qchat_shared::display::Escaped;
 use qchat_shared::frame::Status;
 use qchat_shared::tls::{server_crypto, ServerTls};
 use tokio::sync::Semaphore;
@@ -16,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
 use crate::router::Router;
+use crate::slots::{PendingConnections, TransferSlots};
 use crate::spool::Spool;
 use crate::store::{self, Store, StoreError, UploadLimits};
 use crate::{session, sweep};
@@ -56,6 +59,23 @@ pub struct RelayLimits {
     pub sweep_every: Duration,
     /// File transfers served at once (more wait their turn).
     pub max_transfers: usize,
+    /// File transfers one user may have served at once: their share of `max_transfers`.
+    pub max_transfers_per_user: usize,
+    /// A transfer that moves no bytes for this long gives its slot back (an upload keeps
+    /// what arrived, for a resume).
+    pub stall_timeout: Duration,
+    /// Files of one sender on the relay not fetched yet (zero-byte ones count).
+    pub max_waiting_files: u64,
+    /// Bytes of one sender's messages waiting for someone offline.
+    pub max_waiting_message_bytes: u64,
+    /// How long a delivered message is kept.
+    pub message_retention: Duration,
+    /// How long an undelivered message is kept (its sender is told when it goes).
+    pub message_expiry: Duration,
+    /// Connections of one user past the handshake that have not said `Hello` yet.
+    pub max_pending_per_user: usize,
+    /// Connections in the handshake or before `Hello`, of everyone.
+    pub max_pending: usize,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -69,13 +89,21 @@ impl Default for RelayLimits {
             expiry: 30 * DAY,
             sweep_every: Duration::from_secs(600),
             max_transfers: 16,
+            max_transfers_per_user: 4,
+            stall_timeout: Duration::from_secs(60),
+            max_waiting_files: 10_000,
+            max_waiting_message_bytes: 64 << 20,
+            message_retention: 7 * DAY,
+            message_expiry: 30 * DAY,
+            max_pending_per_user: 8,
+            max_pending: 256,
         }
     }
 }
 
 impl RelayLimits {
     pub fn upload_limits(&self) -> UploadLimits {
-        UploadLimits { max_file_size: self.max_file_size, quota: self.quota }
+        UploadLimits { max_file_size: self.max_file_size, quota: self.quota, max_waiting_files: self.max_waiting_files }
     }
 }
 
@@ -111,9 +139,15 @@ pub struct RelayState {
     pub spool: Spool,
     pub limits: RelayLimits,
     pub stats: RelayStats,
-    /// Bounds the file transfers served at once.
-    pub transfers: Semaphore,
+    /// Bounds the file transfers served at once, in fair shares.
+    pub transfers: TransferSlots,
+    /// Connections that have not said `Hello` yet.
+    pub pending: PendingConnections,
+    /// Bounds the handshakes in progress together with `pending`.
+    pub handshakes: Arc<Semaphore>,
     members: RwLock<Vec<String>>,
+    /// Serial numbers of revoked certificates, as the latest CRL says.
+    revoked: RwLock<HashSet<Vec<u8>>>,
     next_id: AtomicU64,
 }
 
@@ -126,6 +160,19 @@ impl RelayState {
     /// The other member, if there is one.
     pub fn peer_of(&self, user: &str) -> Option<String> {
         self.members().into_iter().find(|m| m != user)
+    }
+
+    /// Whether a connection with this certificate may still be served: its user is a
+    /// member and the certificate is not revoked. Asked after a connection is registered,
+    /// so that a reload of the PKI either sees the connection or is seen by this.
+    pub fn still_admitted(&self, user: &str, serial: &[u8]) -> Result<(), (CloseCode, String)> {
+        if self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(serial) {
+            return Err((CloseCode::Revoked, revoked_reason(user)));
+        }
+        if !self.members().iter().any(|m| m == user) {
+            return Err((CloseCode::NotAMember, "no longer one of this relay's people".into()));
+        }
+        Ok(())
     }
 
     pub fn next_connection_id(&self) -> u64 {
@@ -193,7 +240,7 @@ impl Relay {
     pub async fn start(config: RelayConfig) -> Result<Relay, RelayError> {
         let material = RelayMaterial::load(&config.pki_dir)?;
         let server_config = quic_config(&material)?;
-        std::fs::create_dir_all(&config.data_dir)
+        make_private_dir(&config.data_dir)
             .map_err(|source| RelayError::DataDir { path: config.data_dir.clone(), source })?;
         let spool_dir = config.data_dir.join("spool");
         let spool = Spool::open(spool_dir.clone()).map_err(|source| RelayError::DataDir { path: spool_dir, source })?;
@@ -203,7 +250,10 @@ impl Relay {
             store,
             router: Router::default(),
             spool,
-            transfers: Semaphore::new(config.limits.max_transfers),
+            transfers: TransferSlots::new(config.limits.max_transfers, config.limits.max_transfers_per_user),
+            pending: PendingConnections::new(config.limits.max_pending_per_user, config.limits.max_pending),
+            handshakes: Arc::new(Semaphore::new(config.limits.max_pending)),
+            revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),
             stats: RelayStats::default(),
             members: RwLock::new(material.members.clone()),
@@ -266,13 +316,34 @@ impl Relay {
     }
 }
 
+/// Accepts connections; beyond `max_pending` handshakes at once, new ones are refused
+/// (their clients retry), so a flood of handshakes cannot take the relay's memory.
+/// Creates `dir` (and its parents) and makes it the owner's alone: the database and
+/// every file body are inside.
+fn make_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
     while let Some(incoming) = endpoint.accept().await {
         let state = state.clone();
         let remote = incoming.remote_address();
+        let Ok(handshake) = state.handshakes.clone().try_acquire_owned() else {
+            warn!(%remote, "too many handshakes at once; refusing one");
+            incoming.refuse();
+            continue;
+        };
         tokio::spawn(
             async move {
-                match incoming.await {
+                let connected = incoming.await;
+                drop(handshake);
+                match connected {
                     Ok(connection) => session::run(state, connection).await,
                     Err(e) => info!(error = %e, "handshake failed"),
                 }
@@ -282,18 +353,22 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
     }
 }
 
+fn revoked_serials(material: &RelayMaterial) -> HashSet<Vec<u8>> {
+    qchat_shared::tls::revoked_serials(&material.crl_pem).unwrap_or_default().into_iter().collect()
+}
+
+fn revoked_reason(user: &str) -> String {
+    format!("the certificate of {user} has been revoked; ask the relay's owner for a new identity")
+}
+
 /// Closes live connections whose certificate is now revoked, or whose user is no longer
-/// one of the relay's two people.
-fn close_revoked(state: &RelayState, material: &RelayMaterial) {
-    let revoked = qchat_shared::tls::revoked_serials(&material.crl_pem).unwrap_or_default();
+/// one of the relay's two people. Connections not registered yet check for themselves
+/// ([`RelayState::still_admitted`]).
+fn close_revoked(state: &RelayState) {
     for (user, live) in state.router.all() {
-        if revoked.contains(&live.serial) {
-            info!(%user, "closing a connection whose certificate was revoked");
-            let reason =
-                format!("the certificate of {user} has been revoked; ask the relay's owner for a new identity");
-            live.connection.close(CloseCode::Revoked.to_varint(), reason.as_bytes());
-        } else if !material.members.contains(&user) {
-            live.connection.close(CloseCode::NotAMember.to_varint(), b"no longer one of this relay's people");
+        if let Err((code, reason)) = state.still_admitted(&user, &live.serial) {
+            info!(user = %Escaped(&user), ?code, "closing a connection that is no longer admitted");
+            live.connection.close(code.to_varint(), reason.as_bytes());
         }
     }
 }
@@ -315,8 +390,9 @@ async fn watch_pki(endpoint: quinn::Endpoint, state: Arc<RelayState>, dir: PathB
             Ok(config) => {
                 endpoint.set_server_config(Some(config));
                 *state.members.write().unwrap_or_else(|p| p.into_inner()) = fresh.members.clone();
+                *state.revoked.write().unwrap_or_else(|p| p.into_inner()) = revoked_serials(&fresh);
                 info!(members = ?fresh.members, "PKI reloaded (CRL and members)");
-                close_revoked(&state, &fresh);
+                close_revoked(&state);
                 current = fresh;
             }
             Err(e) => warn!(error = %e, "new PKI files are unusable; keeping the old ones"),

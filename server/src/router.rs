@@ -2,11 +2,14 @@
 //! and control frames to every connection of a user.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::RelayControl;
 use qchat_shared::limits::MAX_CONNECTIONS_PER_USER;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::store::StoredMessage;
 
@@ -17,10 +20,15 @@ pub struct LiveConnection {
     pub connection: quinn::Connection,
     /// The serial number of the client's certificate, to find it when it is revoked.
     pub serial: Vec<u8>,
-    /// Messages to deliver on this connection, in sequence order.
-    pub deliveries: mpsc::UnboundedSender<Arc<StoredMessage>>,
-    /// Frames for this connection's control stream.
-    pub control: mpsc::UnboundedSender<RelayControl>,
+    /// Messages to deliver on this connection, in sequence order. When the queue is full
+    /// the message is dropped here and `lagged` set: the delivery task then reads what it
+    /// missed from the store, where every message is anyway.
+    pub deliveries: mpsc::Sender<Arc<StoredMessage>>,
+    pub lagged: Arc<AtomicBool>,
+    /// Notices from elsewhere (presence, receipts, offers) for this connection's control
+    /// stream. A connection that lets this queue fill is closed: it reconnects and gets
+    /// the state again (receipts and offers are replayed, presence is in the welcome).
+    pub notices: mpsc::Sender<RelayControl>,
 }
 
 /// What registering a connection changed.
@@ -74,7 +82,9 @@ impl Router {
         let message = Arc::new(message);
         if let Some(list) = self.users().get(&message.recipient) {
             for live in list {
-                let _ = live.deliveries.send(message.clone());
+                if let Err(TrySendError::Full(_)) = live.deliveries.try_send(message.clone()) {
+                    live.lagged.store(true, Ordering::Release);
+                }
             }
         }
     }
@@ -83,7 +93,11 @@ impl Router {
     pub fn notify(&self, user: &str, frame: RelayControl) {
         if let Some(list) = self.users().get(user) {
             for live in list {
-                let _ = live.control.send(frame.clone());
+                if let Err(TrySendError::Full(_)) = live.notices.try_send(frame.clone()) {
+                    tracing::info!(connection = live.id, "a connection does not read its notices; closing it");
+                    let reason = "this connection fell behind reading the relay's notices; reconnect";
+                    live.connection.close(CloseCode::Reconnect.to_varint(), reason.as_bytes());
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! One client connection: who it is, its control stream, the chat streams it opens, and
 //! the delivery streams the relay opens to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use qchat_shared::codec::FrameError;
@@ -14,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::router::LiveConnection;
 use crate::store::StoredMessage;
@@ -21,6 +23,13 @@ use crate::turnstile::{Ticket, Turnstile};
 
 /// Messages read from the store per query while catching a connection up.
 const PENDING_PAGE: usize = 500;
+/// Live messages queued per connection before it counts as lagging (see [`deliver`]).
+const DELIVERY_QUEUE: usize = 256;
+/// This connection's own replies queued for its control stream; a full queue stops the
+/// reading of its requests.
+const REPLY_QUEUE: usize = 16;
+/// Notices from elsewhere queued per connection before it is closed as not reading.
+const NOTICE_QUEUE: usize = 1024;
 /// Receipts replayed to a reconnecting sender, at most.
 const RECEIPT_REPLAY: usize = 10_000;
 
@@ -59,17 +68,33 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         close(&connection, CloseCode::NotAMember, &reason);
         return;
     }
+    let pending = match state.pending.enter(&user) {
+        Ok(pending) => pending,
+        Err(reason) => {
+            info!(%reason, "refused: too many connections before Hello");
+            close(&connection, CloseCode::Reconnect, &reason);
+            return;
+        }
+    };
     let Some((control_send, mut control_recv, receipts_after)) = open_control(&connection).await else {
         return;
     };
+    drop(pending);
 
-    let (deliveries, deliveries_rx) = mpsc::unbounded_channel();
-    let (control, control_rx) = mpsc::unbounded_channel();
+    let (deliveries, deliveries_rx) = mpsc::channel(DELIVERY_QUEUE);
+    let (replies, replies_rx) = mpsc::channel(REPLY_QUEUE);
+    let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+    let lagged = Arc::new(AtomicBool::new(false));
     let id = state.next_connection_id();
-    let registered = state.router.register(
-        &user,
-        LiveConnection { id, connection: connection.clone(), serial, deliveries, control: control.clone() },
-    );
+    let live = LiveConnection {
+        id,
+        connection: connection.clone(),
+        serial: serial.clone(),
+        deliveries,
+        lagged: lagged.clone(),
+        notices,
+    };
+    let registered = state.router.register(&user, live);
     if let Some(old) = registered.evicted {
         info!(evicted = old.id, "a fifth connection takes the place of the oldest");
         let reason = format!(
@@ -78,45 +103,72 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         );
         close(&old.connection, CloseCode::Evicted, &reason);
     }
-    info!(connection = id, "connected");
     let peer = state.peer_of(&user);
-    if registered.came_online {
-        if let Some(peer) = &peer {
-            state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: true });
+    match state.still_admitted(&user, &serial) {
+        Ok(()) => {
+            info!(connection = id, "connected");
+            if registered.came_online {
+                if let Some(peer) = &peer {
+                    state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: true });
+                }
+            }
+            let mut tasks = JoinSet::new();
+            tasks.spawn(write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span());
+            let delivery = deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx, lagged);
+            tasks.spawn(delivery.in_current_span());
+            if greet(&state, &connection, &user, receipts_after, &replies).await {
+                tokio::select! {
+                    _ = accept_streams(&state, &connection, &user) => {}
+                    _ = read_control(&state, &connection, &user, &mut control_recv, &replies) => {}
+                }
+            }
+            tasks.abort_all();
+        }
+        Err((code, reason)) => {
+            info!(?code, "refused: no longer admitted");
+            close(&connection, code, &reason);
         }
     }
-
-    let mut tasks = JoinSet::new();
-    match state.status(&user).await {
-        Ok(status) => {
-            let _ = control.send(RelayControl::Welcome(status));
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot read status");
-            close(&connection, CloseCode::Shutdown, &e.to_string());
-        }
-    }
-    replay_receipts(&state, &user, receipts_after, &control).await;
-    match state.store.offers_for(&user).await {
-        Ok(offers) => offers.into_iter().for_each(|offer| {
-            let _ = control.send(RelayControl::FileOffered(offer));
-        }),
-        Err(e) => warn!(error = %e, "cannot replay file offers"),
-    }
-    tasks.spawn(write_control(control_send, control_rx).in_current_span());
-    tasks.spawn(deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx).in_current_span());
-
-    tokio::select! {
-        _ = accept_streams(&state, &connection, &user) => {}
-        _ = read_control(&state, &connection, &user, &mut control_recv, &control) => {}
-    }
-    tasks.abort_all();
     if state.router.unregister(&user, id) {
         if let Some(peer) = &peer {
             state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: false });
         }
     }
     info!(connection = id, reason = %connection.close_reason().map(|r| r.to_string()).unwrap_or_default(), "disconnected");
+}
+
+/// Sends the welcome, then replays the receipts and offers a connection missed. Returns
+/// false when the connection went meanwhile.
+async fn greet(
+    state: &RelayState,
+    connection: &quinn::Connection,
+    user: &str,
+    receipts_after: u64,
+    replies: &mpsc::Sender<RelayControl>,
+) -> bool {
+    match state.status(user).await {
+        Ok(status) => {
+            if replies.send(RelayControl::Welcome(status)).await.is_err() {
+                return false;
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read status");
+            close(connection, CloseCode::Shutdown, &e.to_string());
+            return false;
+        }
+    }
+    if !replay_receipts(state, user, receipts_after, replies).await {
+        return false;
+    }
+    match listing::replay_offers(state, user, replies).await {
+        Ok(()) => true,
+        Err(ListingError::Gone) => false,
+        Err(e) => {
+            warn!(error = %e, "cannot replay file offers");
+            true
+        }
+    }
 }
 
 /// Waits for the control stream and its `Hello`, within the first-frame deadline.
@@ -139,67 +191,57 @@ async fn open_control(connection: &quinn::Connection) -> Option<(quinn::SendStre
     }
 }
 
-async fn replay_receipts(state: &RelayState, user: &str, after: u64, control: &mpsc::UnboundedSender<RelayControl>) {
+/// Replays receipts above the client's cursor; false when the connection went.
+async fn replay_receipts(state: &RelayState, user: &str, after: u64, replies: &mpsc::Sender<RelayControl>) -> bool {
     match state.store.receipts(user, after, RECEIPT_REPLAY).await {
         Ok(receipts) => {
             for r in receipts {
-                let _ = control.send(RelayControl::Delivered {
-                    id: r.id,
-                    seq: r.seq,
-                    all_delivered_upto: r.all_delivered_upto,
-                });
+                let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
+                if replies.send(frame).await.is_err() {
+                    return false;
+                }
             }
         }
         Err(e) => warn!(error = %e, "cannot replay receipts"),
     }
+    true
 }
 
-async fn write_control(mut send: quinn::SendStream, mut frames: mpsc::UnboundedReceiver<RelayControl>) {
-    while let Some(frame) = frames.recv().await {
+/// Writes this connection's replies and the notices for it on its control stream. A write
+/// that fails ends the connection with the reason, so it is never left half alive.
+async fn write_control(
+    connection: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut replies: mpsc::Receiver<RelayControl>,
+    mut notices: mpsc::Receiver<RelayControl>,
+) {
+    loop {
+        let frame = tokio::select! {
+            Some(frame) = replies.recv() => frame,
+            Some(frame) = notices.recv() => frame,
+            else => return,
+        };
         if let Err(e) = write_frame(&mut send, &frame).await {
-            debug!(error = %e, "control stream closed");
+            debug!(error = %e, "cannot write on the control stream; closing the connection");
+            let reason = format!("the relay could not write on the control stream: {e}");
+            close(&connection, CloseCode::Reconnect, &reason);
             return;
         }
     }
 }
 
+/// Reads the client's requests on the control stream. Each reply waits for room in the
+/// connection's reply queue, so a client that does not read its replies stops being read.
 async fn read_control(
     state: &RelayState,
     connection: &quinn::Connection,
     user: &str,
     recv: &mut quinn::RecvStream,
-    control: &mpsc::UnboundedSender<RelayControl>,
+    replies: &mpsc::Sender<RelayControl>,
 ) {
     loop {
-        match read_frame::<ClientControl, _>(recv).await {
-            Ok(Some(ClientControl::Ack { seqs })) if seqs.len() <= MAX_ACKS_PER_FRAME => {
-                acknowledge(state, user, seqs, control).await;
-            }
-            Ok(Some(ClientControl::Ack { seqs })) => {
-                warn!(count = seqs.len(), "too many acknowledgements in one frame");
-                close(connection, CloseCode::Protocol, "too many acknowledgements in one frame");
-                return;
-            }
-            Ok(Some(ClientControl::Status)) => match state.status(user).await {
-                Ok(status) => {
-                    let _ = control.send(RelayControl::Status(status));
-                }
-                Err(e) => warn!(error = %e, "cannot read status"),
-            },
-            Ok(Some(ClientControl::ListFiles)) => match state.store.list_files(user).await {
-                Ok((incoming, outgoing)) => {
-                    let _ = control.send(RelayControl::Files { incoming, outgoing });
-                }
-                Err(e) => warn!(error = %e, "cannot list files"),
-            },
-            Ok(Some(ClientControl::Fetched { file_id })) => match state.store.mark_fetched(user, file_id).await {
-                Ok(Some(sender)) => {
-                    info!(file = %file_id, "fetched");
-                    state.router.notify(&sender, RelayControl::FileFetched { file_id });
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "cannot record a fetch"),
-            },
+        let request = match read_frame::<ClientControl, _>(recv).await {
+            Ok(Some(request)) => request,
             Ok(None) => return,
             Err(ReadFrameError::Io(e)) => {
                 debug!(error = %e, "control stream ended");
@@ -210,20 +252,75 @@ async fn read_control(
                 close(connection, CloseCode::Protocol, &format!("bad frame on the control stream: {e}"));
                 return;
             }
+        };
+        if !answer(state, connection, user, request, replies).await {
+            return;
         }
     }
 }
 
-async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, control: &mpsc::UnboundedSender<RelayControl>) {
+/// Answers one request from the control stream; false when the connection is done.
+async fn answer(
+    state: &RelayState,
+    connection: &quinn::Connection,
+    user: &str,
+    request: ClientControl,
+    replies: &mpsc::Sender<RelayControl>,
+) -> bool {
+    match request {
+        ClientControl::Ack { seqs } if seqs.len() <= MAX_ACKS_PER_FRAME => {
+            acknowledge(state, user, seqs, replies).await
+        }
+        ClientControl::Ack { seqs } => {
+            warn!(count = seqs.len(), "too many acknowledgements in one frame");
+            close(connection, CloseCode::Protocol, "too many acknowledgements in one frame");
+            false
+        }
+        ClientControl::Status => match state.status(user).await {
+            Ok(status) => replies.send(RelayControl::Status(status)).await.is_ok(),
+            Err(e) => {
+                warn!(error = %e, "cannot read status");
+                true
+            }
+        },
+        ClientControl::ListFiles => match listing::send_files(state, user, replies).await {
+            Ok(()) => true,
+            Err(ListingError::Gone) => false,
+            Err(e) => {
+                warn!(error = %e, "cannot list files");
+                close(connection, CloseCode::Reconnect, &format!("the relay could not list the files: {e}"));
+                false
+            }
+        },
+        ClientControl::Fetched { file_id } => {
+            match state.store.mark_fetched(user, file_id).await {
+                Ok(Some(sender)) => {
+                    info!(file = %file_id, "fetched");
+                    state.router.notify(&sender, RelayControl::FileFetched { file_id });
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot record a fetch"),
+            }
+            true
+        }
+    }
+}
+
+/// Records acknowledgements, confirms them and tells the senders; false when the
+/// connection went.
+async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, replies: &mpsc::Sender<RelayControl>) -> bool {
     match state.store.mark_delivered(user, seqs.clone()).await {
         Ok(receipts) => {
-            let _ = control.send(RelayControl::AckConfirmed { seqs });
             for r in receipts {
                 let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
                 state.router.notify(&r.sender, frame);
             }
+            replies.send(RelayControl::AckConfirmed { seqs }).await.is_ok()
         }
-        Err(e) => warn!(error = %e, "cannot record deliveries"),
+        Err(e) => {
+            warn!(error = %e, "cannot record deliveries");
+            true
+        }
     }
 }
 
@@ -302,7 +399,9 @@ fn queue_message(
             .peer_of(user)
             .ok_or_else(|| "there is no one to talk to yet: the relay's PKI has issued only one identity".to_string())
     };
-    let queued = checked.map(|peer| state.store.store_message(message.id, user, &peer, &message.text));
+    let queued = checked.map(|peer| {
+        state.store.store_message(message.id, user, &peer, &message.text, state.limits.max_waiting_message_bytes)
+    });
     let id = message.id;
     async move {
         match queued {
@@ -322,46 +421,80 @@ fn queue_message(
 }
 
 /// Delivers what waited for this user, then live messages, one stream each, in order.
+/// When the live queue overflowed (`lagged`), what was dropped is read from the store
+/// again. A delivery that fails while the connection is up closes it: the client
+/// reconnects and gets everything it has not acknowledged, in order.
 async fn deliver(
     state: Arc<RelayState>,
     connection: quinn::Connection,
     user: String,
-    mut live: mpsc::UnboundedReceiver<Arc<StoredMessage>>,
+    mut live: mpsc::Receiver<Arc<StoredMessage>>,
+    lagged: Arc<AtomicBool>,
 ) {
-    let mut index = 0;
-    let mut last_seq = 0;
-    loop {
-        let page = match state.store.pending(&user, last_seq, PENDING_PAGE).await {
-            Ok(page) => page,
-            Err(e) => {
-                warn!(error = %e, "cannot read waiting messages");
-                return;
+    let mut cursor = Cursor { index: 0, last_seq: 0 };
+    let delivered = async {
+        cursor.catch_up(&state, &connection, &user).await?;
+        while let Some(message) = live.recv().await {
+            if lagged.swap(false, Ordering::AcqRel) {
+                cursor.catch_up(&state, &connection, &user).await?;
             }
-        };
-        if page.is_empty() {
-            break;
+            cursor.send(&connection, &message).await?;
         }
-        for message in page {
-            if send_delivery(&connection, index, &message).await.is_err() {
-                return;
-            }
-            index += 1;
-            last_seq = message.seq;
+        Ok::<(), DeliveryFailed>(())
+    };
+    if let Err(DeliveryFailed(reason)) = delivered.await {
+        if connection.close_reason().is_none() {
+            warn!(%reason, "a delivery failed; closing the connection so that it is sent again");
+            close(&connection, CloseCode::Reconnect, &format!("a delivery failed ({reason}); reconnect"));
         }
-    }
-    while let Some(message) = live.recv().await {
-        if message.seq <= last_seq {
-            continue;
-        }
-        if send_delivery(&connection, index, &message).await.is_err() {
-            return;
-        }
-        index += 1;
-        last_seq = message.seq;
     }
 }
 
-async fn send_delivery(connection: &quinn::Connection, index: u64, message: &StoredMessage) -> Result<(), ()> {
+/// Why a delivery could not be made.
+struct DeliveryFailed(String);
+
+/// Where a connection's deliveries are: the next stream index and the last message sent.
+struct Cursor {
+    index: u64,
+    last_seq: u64,
+}
+
+impl Cursor {
+    /// Sends every stored message after the last one sent, a page at a time.
+    async fn catch_up(
+        &mut self,
+        state: &RelayState,
+        connection: &quinn::Connection,
+        user: &str,
+    ) -> Result<(), DeliveryFailed> {
+        loop {
+            let page = state
+                .store
+                .pending(user, self.last_seq, PENDING_PAGE)
+                .await
+                .map_err(|e| DeliveryFailed(format!("cannot read waiting messages: {e}")))?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for message in page {
+                self.send(connection, &message).await?;
+            }
+        }
+    }
+
+    /// Sends one message, unless it was sent already.
+    async fn send(&mut self, connection: &quinn::Connection, message: &StoredMessage) -> Result<(), DeliveryFailed> {
+        if message.seq <= self.last_seq {
+            return Ok(());
+        }
+        send_delivery(connection, self.index, message).await.map_err(DeliveryFailed)?;
+        self.index += 1;
+        self.last_seq = message.seq;
+        Ok(())
+    }
+}
+
+async fn send_delivery(connection: &quinn::Connection, index: u64, message: &StoredMessage) -> Result<(), String> {
     let frame = Deliver {
         index,
         id: message.id,
@@ -371,8 +504,8 @@ async fn send_delivery(connection: &quinn::Connection, index: u64, message: &Sto
         time_ms: message.time_ms,
     };
     tracing::debug!(index, seq = message.seq, "delivering");
-    let mut stream = connection.open_uni().await.map_err(|_| ())?;
+    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
     let _ = stream.set_priority(CHAT_PRIORITY);
-    write_frame(&mut stream, &frame).await.map_err(|_| ())?;
-    stream.finish().map_err(|_| ())
+    write_frame(&mut stream, &frame).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())
 }

@@ -30,7 +30,14 @@ impl Spool {
     /// by a crash or a cut connection) is cut off, and the prefix is hashed again. Returns the
     /// bytes really held, which is less than `held` only if the file lost bytes it had.
     pub fn open_for_append(&self, id: FileId, held: u64) -> io::Result<(File, blake3::Hasher, u64)> {
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(self.path(id))?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(self.path(id))?;
         let held = held.min(file.metadata()?.len());
         file.set_len(held)?;
         let hasher = hash_prefix(&mut file, held)?;

@@ -1,9 +1,13 @@
 //! Retention: files fetched are kept for a while (default 7 days), files never fetched
 //! expire later (default 30 days); then their bodies go and their senders are told.
+//! Messages likewise: delivered ones go after their retention, undelivered ones after
+//! their expiry (their senders are told). SQLite reuses the freed pages, so the database
+//! stops growing once retention has come round.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use qchat_shared::display::Escaped;
 use qchat_shared::frame::RelayControl;
 use tracing::{info, warn};
 
@@ -20,6 +24,25 @@ pub async fn run(state: Arc<RelayState>) {
 
 /// Sweeps what is due now; returns how many files went.
 pub async fn sweep_once(state: &RelayState) -> usize {
+    sweep_messages(state).await;
+    sweep_files(state).await
+}
+
+async fn sweep_messages(state: &RelayState) {
+    let retention = state.limits.message_retention.as_millis() as i64;
+    let expiry = state.limits.message_expiry.as_millis() as i64;
+    match state.store.sweep_messages(retention, expiry).await {
+        Ok(expired) => {
+            for message in expired {
+                info!(seq = message.seq, sender = %Escaped(&message.sender), "an undelivered message expired");
+                state.router.notify(&message.sender, RelayControl::MessageExpired { id: message.id, seq: message.seq });
+            }
+        }
+        Err(e) => warn!(error = %e, "message sweep failed"),
+    }
+}
+
+async fn sweep_files(state: &RelayState) -> usize {
     let retention = state.limits.retention.as_millis() as i64;
     let expiry = state.limits.expiry.as_millis() as i64;
     let swept = match state.store.sweep_due(retention, expiry).await {
@@ -35,7 +58,7 @@ pub async fn sweep_once(state: &RelayState) -> usize {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.remove(id)).await {
             warn!(file = %id, error = %e, "cannot remove a swept file's body");
         }
-        info!(file = %id, name = %file.name, sender = %file.sender, fetched = file.fetched, "swept");
+        info!(file = %id, name = %Escaped(&file.name), sender = %file.sender, fetched = file.fetched, "swept");
         let frame = RelayControl::FileExpired { file_id: id, name: file.name.clone(), fetched: file.fetched };
         state.router.notify(&file.sender, frame);
     }

@@ -37,6 +37,13 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// How many bytes `value` takes encoded, after the prefix (to pack pages that fit a frame).
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, FrameError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    Ok(size.bytes_written)
+}
+
 /// Reads a length prefix and checks it against the limit.
 pub fn payload_len(prefix: [u8; PREFIX]) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(prefix) as usize;
@@ -149,6 +156,11 @@ mod tests {
             let _ = decode::<Open>(&bytes);
             let _ = decode::<RelayControl>(&bytes);
         }
+    }
+
+    #[test]
+    fn encoded_len_is_what_encode_writes() {
+        assert_eq!(encoded_len(&sample()).unwrap() + PREFIX, encode(&sample()).unwrap().len());
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum CloseCode {
     Shutdown,
     /// The certificate was revoked after the connection was made.
     Revoked,
+    /// The connection fell behind or lost a stream; a new one picks up where it stopped.
+    Reconnect,
     /// A code this version does not know.
     Unknown(u64),
 }
@@ -31,6 +33,7 @@ impl CloseCode {
             CloseCode::Protocol => 3,
             CloseCode::Shutdown => 4,
             CloseCode::Revoked => 5,
+            CloseCode::Reconnect => 6,
             CloseCode::Unknown(_) => 99,
         })
     }
@@ -43,6 +46,7 @@ impl CloseCode {
             3 => CloseCode::Protocol,
             4 => CloseCode::Shutdown,
             5 => CloseCode::Revoked,
+            6 => CloseCode::Reconnect,
             other => CloseCode::Unknown(other),
         }
     }

@@ -1,4 +1,4 @@
-//! The frames of protocol `qchat/1`: what each kind of stream carries.
+//! The frames of protocol `qchat/2`: what each kind of stream carries.
 //!
 //! Streams:
 //! - the control stream: the first bidirectional stream a client opens. It starts with
@@ -204,8 +204,11 @@ pub enum RelayControl {
     FileFetched { file_id: FileId },
     /// A file this user sent was swept from the relay.
     FileExpired { file_id: FileId, name: String, fetched: bool },
-    /// The answer to [`ClientControl::ListFiles`]: files for this user, and this user's own.
-    Files { incoming: Vec<FileEntry>, outgoing: Vec<FileEntry> },
+    /// One page of the answer to [`ClientControl::ListFiles`]: files for this user, and
+    /// this user's own. A listing is one or more pages; `last` marks its final one.
+    Files { incoming: Vec<FileEntry>, outgoing: Vec<FileEntry>, last: bool },
+    /// A message of this user was never delivered and has been removed from the relay.
+    MessageExpired { id: MessageId, seq: u64 },
 }
 
 /// Who this connection is, who the peer is, and what waits.

@@ -6,6 +6,7 @@ pub mod append;
 pub mod chunk;
 pub mod codec;
 pub mod codes;
+pub mod display;
 pub mod frame;
 pub mod hash;
 pub mod hex;
@@ -19,7 +20,9 @@ pub mod transport;
 pub mod units;
 
 /// The ALPN protocol id; it versions every frame type.
-pub const ALPN: &[u8] = b"qchat/1";
+/// `qchat/2` pages file listings, bounds every queue and tells senders of expired messages;
+/// a `qchat/1` peer is refused at the handshake with "another version".
+pub const ALPN: &[u8] = b"qchat/2";
 
 /// The relay's default UDP port (the original program's).
 pub const DEFAULT_PORT: u16 = 21567;

@@ -37,14 +37,17 @@ mod tests {
 /// File names longer than this (in bytes) are shortened, keeping the extension.
 pub const MAX_SAVED_NAME: usize = 200;
 
-/// Names Windows reserves for devices, with or without an extension.
+/// Names Windows reserves for devices, with or without an extension (the superscript
+/// digits ¹²³ count as digits there, and so does 0).
 const WINDOWS_DEVICES: &[&str] = &[
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "LPT1", "LPT2",
-    "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "COM0", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7",
+    "COM8", "COM9", "COM¹", "COM²", "COM³", "LPT0", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8",
+    "LPT9", "LPT¹", "LPT²", "LPT³",
 ];
 
 /// Makes a file name from the network safe to create inside a folder on any OS: no path
-/// separators (`/`, `\`), no `..`, no control characters or NUL, none of the characters
+/// separators (`/`, `\`), no `..`, no control characters, NUL or bidirectional controls (which can make
+/// `txt.exe` look like `exe.txt`), none of the characters
 /// Windows forbids, no Windows device names, no leading or trailing dots and spaces, at
 /// most [`MAX_SAVED_NAME`] bytes. Never empty.
 pub fn sanitize_file_name(name: &str) -> String {
@@ -52,7 +55,7 @@ pub fn sanitize_file_name(name: &str) -> String {
         .chars()
         .map(|c| match c {
             '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
-            c if c.is_control() => '_',
+            c if crate::display::is_unsafe(c) => '_',
             c => c,
         })
         .collect();
@@ -63,7 +66,7 @@ pub fn sanitize_file_name(name: &str) -> String {
     clean = shorten(&clean, MAX_SAVED_NAME);
     // After shortening, which may have cut the name down to a device name.
     let stem = clean.split('.').next().unwrap_or("").trim_end();
-    if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
+    if WINDOWS_DEVICES.iter().any(|d| d.to_uppercase() == stem.to_uppercase()) {
         clean = shorten(&format!("_{clean}"), MAX_SAVED_NAME);
     }
     if clean.is_empty() {
@@ -131,6 +134,26 @@ mod file_name_tests {
         assert_eq!(sanitize_file_name("holiday photo.jpg"), "holiday photo.jpg");
         assert_eq!(sanitize_file_name("a\nb"), "a_b");
         assert_eq!(sanitize_file_name(".."), "file");
+    }
+
+    #[test]
+    fn every_windows_device_name_is_prefixed() {
+        for device in ["COM0", "com¹", "COM².txt", "LPT³.log", "lpt0", "CONIN$", "conout$.txt", "Aux", "nul.tar.gz"]
+        {
+            let clean = sanitize_file_name(device);
+            assert_eq!(clean, format!("_{device}"), "{device:?}");
+        }
+        assert_eq!(sanitize_file_name("COM10"), "COM10", "only the reserved digits");
+    }
+
+    #[test]
+    fn bidirectional_overrides_cannot_disguise_an_extension() {
+        let disguised = "invoice\u{202E}fdp.exe";
+        let clean = sanitize_file_name(disguised);
+        assert_eq!(clean, "invoice_fdp.exe");
+        for c in ['\u{202A}', '\u{202D}', '\u{2066}', '\u{2069}', '\u{200F}'] {
+            assert!(!sanitize_file_name(&format!("a{c}b")).contains(c), "{c:?}");
+        }
     }
 
     #[test]

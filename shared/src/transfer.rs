@@ -8,6 +8,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -32,6 +33,16 @@ pub enum TransferError {
     Stream(String),
     #[error("the stream ended after {got} of {expected} bytes")]
     Short { got: u64, expected: u64 },
+    #[error("no bytes moved for {} s", .0.as_secs())]
+    Stalled(Duration),
+}
+
+/// Awaits `step`, or fails as stalled when `stall` passes first.
+async fn within<T>(stall: Option<Duration>, step: impl std::future::Future<Output = T>) -> Result<T, TransferError> {
+    match stall {
+        None => Ok(step.await),
+        Some(limit) => tokio::time::timeout(limit, step).await.map_err(|_| TransferError::Stalled(limit)),
+    }
 }
 
 impl From<io::Error> for TransferError {
@@ -134,26 +145,42 @@ impl Sink {
 }
 
 /// Reads exactly `len` bytes from `recv` into `sink`, calling `progress` with the bytes
-/// received so far after each chunk.
+/// received so far after each chunk. With `stall`, fails when no byte arrives for that
+/// long (what did arrive is in the sink).
 pub async fn receive(
     recv: &mut quinn::RecvStream,
     sink: &mut Sink,
     len: u64,
+    stall: Option<Duration>,
     mut progress: impl FnMut(u64),
 ) -> Result<(), TransferError> {
     let mut done = 0u64;
     while done < len {
         let want = (len - done).min(CHUNK as u64) as usize;
         let mut buf = sink.buffer(want);
-        match recv.read_exact(buf.as_mut_slice()).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(got)) => {
-                buf.set_len(got);
-                let got_total = done + got as u64;
-                sink.push(buf).await?;
-                return Err(TransferError::Short { got: got_total, expected: len });
+        let mut filled = 0;
+        let mut ended = None;
+        while filled < want {
+            match within(stall, recv.read(&mut buf.as_mut_slice()[filled..])).await {
+                Ok(Ok(Some(n))) => filled += n,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    ended = Some(TransferError::Stream(e.to_string()));
+                    break;
+                }
+                Err(stalled) => {
+                    ended = Some(stalled);
+                    break;
+                }
             }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(TransferError::Stream(e.to_string())),
+        }
+        if filled < want {
+            // Keep what did arrive: a resume need not send it again.
+            buf.set_len(filled);
+            sink.push(buf).await?;
+            let got = done + filled as u64;
+            progress(got);
+            return Err(ended.unwrap_or(TransferError::Short { got, expected: len }));
         }
         done += want as u64;
         sink.push(buf).await?;
@@ -164,13 +191,14 @@ pub async fn receive(
 
 /// Sends `len` bytes of `file` from its current position, chunk by chunk. If `hasher` is
 /// given it has seen the bytes before that position, and the hash of the whole file is
-/// returned.
+/// returned. With `stall`, fails when the peer takes no byte for that long.
 pub async fn send(
     stream: &mut quinn::SendStream,
     file: File,
     len: u64,
     hasher: Option<blake3::Hasher>,
     path: Option<&Path>,
+    stall: Option<Duration>,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Blake3>, TransferError> {
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
@@ -210,9 +238,13 @@ pub async fn send(
     });
     let mut done = 0u64;
     while let Some(chunk) = rx.recv().await {
-        let chunk = chunk?;
+        let mut chunk = chunk?;
         done += chunk.len() as u64;
-        stream.write_chunk(chunk).await.map_err(|e| TransferError::Stream(e.to_string()))?;
+        while !chunk.is_empty() {
+            within(stall, stream.write_chunks(std::slice::from_mut(&mut chunk)))
+                .await?
+                .map_err(|e| TransferError::Stream(e.to_string()))?;
+        }
         progress(done);
     }
     let hash = reader.await.map_err(|e| TransferError::Disk(io::Error::other(e.to_string())))?;

@@ -211,8 +211,10 @@ async fn a_damaged_spool_file_is_caught_by_the_receiver() {
     let (saved, failed) = bob.receive_all().await;
     assert!(saved.is_empty());
     assert!(failed[0].contains("does not match its BLAKE3 hash"), "{failed:?}");
-    let left: Vec<_> = std::fs::read_dir(relay.downloads("bob")).unwrap().collect();
-    assert!(left.is_empty(), "nothing under the final name, no partial: {left:?}");
+    let left: Vec<_> = std::fs::read_dir(relay.downloads("bob")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [qchat_client::download::PARTIAL_DIR], "nothing under the final name");
+    let partials = std::fs::read_dir(relay.downloads("bob").join(qchat_client::download::PARTIAL_DIR)).unwrap();
+    assert_eq!(partials.count(), 0, "no partial either");
 }
 
 #[tokio::test]

@@ -200,6 +200,10 @@ impl Model {
             }
             Event::Files { outgoing, .. } => self.outgoing_files(outgoing),
             Event::AckConfirmed { .. } => {}
+            Event::MessageExpired { .. } => {
+                self.notice = Some("a message of yours expired on the relay before it was delivered".into())
+            }
+            Event::LocalError { reason } => self.notice = Some(reason),
             event => self.file_event(event, now),
         }
     }

@@ -50,11 +50,42 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<FileEntry> {
     Ok(FileEntry { info, state })
 }
 
-fn entries(txn: &Transaction<'_>, filter: &str, user: &str) -> Result<Vec<FileEntry>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM files WHERE {filter} ORDER BY created_ms");
+/// One page of the files matching `filter` (with `?1` the user), after row `after`, in the
+/// order they were created; each with its row, to ask for the next page.
+fn entries_page(
+    txn: &Transaction<'_>,
+    filter: &str,
+    user: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, FileEntry)>, StoreError> {
+    let sql = format!("SELECT {COLUMNS}, rowid FROM files WHERE {filter} AND rowid > ?2 ORDER BY rowid LIMIT ?3");
     let mut stmt = txn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![user], entry)?;
+    let rows = stmt.query_map(params![user, after, limit as i64], |r| Ok((r.get(10)?, entry(r)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Which of a user's files a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Committed files for the user, fetched or not, until their row is dropped.
+    Incoming,
+    /// Every file the user sent, in any state, until its row is dropped.
+    Outgoing,
+    /// Committed files for the user not fetched yet: the offers.
+    Offers,
+}
+
+impl Listing {
+    fn filter(self) -> &'static str {
+        match self {
+            Listing::Incoming => "recipient = ?1 AND committed_ms IS NOT NULL",
+            Listing::Outgoing => "sender = ?1",
+            Listing::Offers => {
+                "recipient = ?1 AND committed_ms IS NOT NULL AND fetched_ms IS NULL AND swept_ms IS NULL"
+            }
+        }
+    }
 }
 
 /// Limits an upload must fit.
@@ -62,6 +93,8 @@ fn entries(txn: &Transaction<'_>, filter: &str, user: &str) -> Result<Vec<FileEn
 pub struct UploadLimits {
     pub max_file_size: u64,
     pub quota: u64,
+    /// Files of one sender on the relay not fetched yet (a zero-byte file counts too).
+    pub max_waiting_files: u64,
 }
 
 impl Store {
@@ -98,6 +131,21 @@ impl Store {
                             "the file is {}; this relay takes files of at most {}",
                             qchat_shared::units::human_bytes(size),
                             qchat_shared::units::human_bytes(limits.max_file_size)
+                        )
+                        .into(),
+                    ));
+                }
+                let waiting: i64 = txn.query_row(
+                    "SELECT COUNT(*) FROM files WHERE sender = ?1 AND fetched_ms IS NULL AND swept_ms IS NULL",
+                    params![sender],
+                    |r| r.get(0),
+                )?;
+                if waiting as u64 >= limits.max_waiting_files {
+                    return Err(StoreError::Refused(
+                        format!(
+                            "you have {waiting} files on the relay that nobody has fetched yet, and {} is the \
+                             limit; wait until they are fetched (or expire)",
+                            limits.max_waiting_files
                         )
                         .into(),
                     ));
@@ -209,39 +257,31 @@ impl Store {
         .await
     }
 
-    /// Files committed for `recipient` and not fetched yet, oldest first.
-    pub async fn offers_for(&self, recipient: &str) -> Result<Vec<FileInfo>, StoreError> {
-        let recipient = recipient.to_string();
-        self.submit(
-            move |txn| {
-                let filter = "recipient = ?1 AND committed_ms IS NOT NULL AND fetched_ms IS NULL AND swept_ms IS NULL";
-                Ok(entries(txn, filter, &recipient)?.into_iter().map(|e| e.info).collect())
-            },
-            |_| {},
-        )
-        .await
-    }
-
-    /// Files for `user` (committed ones) and files from `user` (all of them).
-    pub async fn list_files(&self, user: &str) -> Result<(Vec<FileEntry>, Vec<FileEntry>), StoreError> {
+    /// One page of a user's files after row `after` (0 for the first), oldest first, each
+    /// with the row to continue from.
+    pub async fn list_page(
+        &self,
+        user: &str,
+        listing: Listing,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, FileEntry)>, StoreError> {
         let user = user.to_string();
-        self.submit(
-            move |txn| {
-                let incoming = entries(txn, "recipient = ?1 AND committed_ms IS NOT NULL", &user)?;
-                let outgoing = entries(txn, "sender = ?1", &user)?;
-                Ok((incoming, outgoing))
-            },
-            |_| {},
-        )
-        .await
+        self.submit(move |txn| entries_page(txn, listing.filter(), &user, after, limit), |_| {}).await
     }
 
     /// Marks as swept every file past its time: fetched ones after `retention_ms`, unfetched
-    /// or unfinished ones after `expiry_ms`. Returns them, so their spool files can go.
+    /// or unfinished ones after `expiry_ms`. Returns them, so their spool files can go. The
+    /// rows of files swept more than `retention_ms` ago go too (their senders saw them
+    /// expire in their listing for that long), so the table does not grow with use.
     pub async fn sweep_due(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<SweptFile>, StoreError> {
         self.submit(
             move |txn| {
                 let now = now_ms();
+                txn.execute(
+                    "DELETE FROM files WHERE swept_ms IS NOT NULL AND swept_ms + ?2 <= ?1",
+                    params![now, retention_ms],
+                )?;
                 let mut stmt = txn.prepare_cached(
                     "UPDATE files SET swept_ms = ?1 WHERE swept_ms IS NULL AND (
                         (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1)
@@ -278,7 +318,15 @@ impl Store {
 
     /// How many files wait for `user`.
     pub async fn files_waiting(&self, user: &str) -> Result<u64, StoreError> {
-        Ok(self.offers_for(user).await?.len() as u64)
+        let user = user.to_string();
+        self.submit(
+            move |txn| {
+                let sql = format!("SELECT COUNT(*) FROM files WHERE {}", Listing::Offers.filter());
+                Ok(txn.query_row(&sql, params![user], |r| r.get::<_, i64>(0))? as u64)
+            },
+            |_| {},
+        )
+        .await
     }
 }
 
@@ -287,7 +335,7 @@ mod tests {
     use super::*;
     use crate::store::open;
 
-    const LIMITS: UploadLimits = UploadLimits { max_file_size: 1000, quota: 1500 };
+    const LIMITS: UploadLimits = UploadLimits { max_file_size: 1000, quota: 1500, max_waiting_files: 4 };
 
     #[tokio::test]
     async fn upload_resume_commit_fetch_and_sweep() {
@@ -303,10 +351,11 @@ mod tests {
         let stolen = store.start_upload("bob", "alice", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
         assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
 
-        assert!(store.offers_for("bob").await.unwrap().is_empty());
+        assert!(store.list_page("bob", Listing::Offers, 0, 10).await.unwrap().is_empty());
         let (recipient, info) = store.commit_upload(slot.file_id, [7; 32]).await.unwrap();
         assert_eq!((recipient.as_str(), info.size, info.blake3), ("bob", 800, Some([7; 32])));
-        assert_eq!(store.offers_for("bob").await.unwrap().len(), 1);
+        assert_eq!(store.list_page("bob", Listing::Offers, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(store.files_waiting("bob").await.unwrap(), 1);
         assert!(store.file_for("alice", slot.file_id).await.unwrap().is_none(), "only the recipient fetches");
         assert_eq!(store.mark_fetched("bob", slot.file_id).await.unwrap().as_deref(), Some("alice"));
         assert_eq!(store.mark_fetched("bob", slot.file_id).await.unwrap(), None);
@@ -314,9 +363,13 @@ mod tests {
         let swept = store.sweep_due(0, i64::MAX / 2).await.unwrap();
         assert_eq!(swept.len(), 1);
         assert!(swept[0].fetched);
-        let (_, outgoing) = store.list_files("alice").await.unwrap();
-        let states: Vec<_> = outgoing.iter().map(|e| e.state).collect();
+        let outgoing = store.list_page("alice", Listing::Outgoing, 0, 10).await.unwrap();
+        let states: Vec<_> = outgoing.iter().map(|(_, e)| e.state).collect();
         assert!(states.contains(&FileState::Expired { fetched: true }));
+        // A retention period after the sweep, the row goes too.
+        store.sweep_due(0, i64::MAX / 2).await.unwrap();
+        let outgoing = store.list_page("alice", Listing::Outgoing, 0, 10).await.unwrap();
+        assert!(outgoing.iter().all(|(_, e)| e.info.file_id != slot.file_id), "the swept row is dropped");
     }
 
     #[tokio::test]
@@ -330,5 +383,29 @@ mod tests {
         assert!(err.to_string().contains("quota"), "{err}");
         store.start_upload("alice", "bob", "two", 500, None, LIMITS).await.unwrap();
         store.start_upload("bob", "alice", "theirs", 1000, None, LIMITS).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn waiting_files_are_capped_by_count_and_pages_cover_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let slot = store.start_upload("alice", "bob", &format!("empty{i}"), 0, None, LIMITS).await.unwrap();
+            store.commit_upload(slot.file_id, [0; 32]).await.unwrap();
+            ids.push(slot.file_id);
+        }
+        let err = store.start_upload("alice", "bob", "one more", 0, None, LIMITS).await.unwrap_err();
+        assert!(err.to_string().contains("4 files on the relay that nobody has fetched"), "{err}");
+        let (mut after, mut listed) = (0, Vec::new());
+        loop {
+            let page = store.list_page("bob", Listing::Offers, after, 3).await.unwrap();
+            let Some(&(last, _)) = page.last() else { break };
+            after = last;
+            listed.extend(page.into_iter().map(|(_, e)| e.info.file_id));
+        }
+        assert_eq!(listed, ids, "every offer once, oldest first");
+        store.mark_fetched("bob", ids[0]).await.unwrap();
+        store.start_upload("alice", "bob", "fits again", 0, None, LIMITS).await.unwrap();
     }
 }

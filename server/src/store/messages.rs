@@ -47,6 +47,7 @@ impl Store {
         sender: &str,
         recipient: &str,
         text: &str,
+        max_waiting_bytes: u64,
     ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + use<> {
         let (sender, recipient, text) = (sender.to_string(), recipient.to_string(), text.to_string());
         let feed = self.feed.clone();
@@ -55,6 +56,24 @@ impl Store {
         self.submit(
             move |txn| {
                 let time_ms = now_ms();
+                if let Some(known) = earlier(txn, id, &sender)? {
+                    return Ok(known);
+                }
+                let waiting: i64 = txn
+                    .query_row("SELECT message_bytes FROM waiting WHERE user = ?1", params![sender], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                if waiting as u64 + text.len() as u64 > max_waiting_bytes {
+                    return Err(StoreError::Refused(
+                        format!(
+                            "{} of your messages wait on the relay for someone offline, and {} is the limit; \
+                             they go once they are delivered (or expire)",
+                            qchat_shared::units::human_bytes(waiting as u64),
+                            qchat_shared::units::human_bytes(max_waiting_bytes)
+                        )
+                        .into(),
+                    ));
+                }
                 let inserted = txn.execute(
                     "INSERT INTO messages (id, sender, recipient, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (id) DO NOTHING",
@@ -66,15 +85,7 @@ impl Store {
                         Some(StoredMessage { seq, id, sender, recipient, text, time_ms });
                     return Ok(Stored { seq, time_ms, fresh: true });
                 }
-                let (seq, time_ms, first_sender): (i64, i64, String) = txn.query_row(
-                    "SELECT seq, created_ms, sender FROM messages WHERE id = ?1",
-                    params![&id.0[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?;
-                if first_sender != sender {
-                    return Err(StoreError::Refused("that message id belongs to another user".into()));
-                }
-                Ok(Stored { seq: seq as u64, time_ms, fresh: false })
+                earlier(txn, id, &sender)?.ok_or_else(|| StoreError::Db("a message id vanished".into()))
             },
             move |_| {
                 if let Some(message) = published.lock().expect("not poisoned").take() {
@@ -193,6 +204,60 @@ impl Store {
     }
 }
 
+/// The answer given when message `id` was stored before (a resend), if it was.
+fn earlier(txn: &Transaction<'_>, id: MessageId, sender: &str) -> Result<Option<Stored>, StoreError> {
+    let row: Option<(i64, i64, String)> = txn
+        .query_row("SELECT seq, created_ms, sender FROM messages WHERE id = ?1", params![&id.0[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((_, _, first_sender)) if first_sender != sender => {
+            Err(StoreError::Refused("that message id belongs to another user".into()))
+        }
+        Some((seq, time_ms, _)) => Ok(Some(Stored { seq: seq as u64, time_ms, fresh: false })),
+    }
+}
+
+/// A message removed before anyone received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredMessage {
+    pub id: MessageId,
+    pub seq: u64,
+    pub sender: String,
+}
+
+impl Store {
+    /// Deletes delivered messages older than `retention_ms` (since delivery) and
+    /// undelivered ones older than `expiry_ms` (since they were stored); returns the
+    /// latter, so their senders can be told.
+    pub async fn sweep_messages(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<ExpiredMessage>, StoreError> {
+        self.submit(
+            move |txn| {
+                let now = now_ms();
+                txn.execute(
+                    "DELETE FROM messages WHERE delivered_ms IS NOT NULL AND delivered_ms + ?2 <= ?1",
+                    params![now, retention_ms],
+                )?;
+                let mut stmt = txn.prepare_cached(
+                    "DELETE FROM messages WHERE delivered_ms IS NULL AND created_ms + ?2 <= ?1 RETURNING id, seq, sender",
+                )?;
+                let rows = stmt.query_map(params![now, expiry_ms], |r| {
+                    Ok(ExpiredMessage {
+                        id: MessageId(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or_default()),
+                        seq: r.get::<_, i64>(1)? as u64,
+                        sender: r.get(2)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+}
+
 /// The highest sequence number up to which every message of `sender` is delivered.
 fn delivered_watermark(txn: &Transaction<'_>, sender: &str) -> Result<u64, StoreError> {
     let first_undelivered: Option<i64> = txn.query_row(
@@ -219,15 +284,15 @@ mod tests {
         let ids: Vec<MessageId> = (0..3).map(|_| MessageId::random()).collect();
         let mut seqs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let stored = store.store_message(*id, "alice", "bob", &format!("m{i}")).await.unwrap();
+            let stored = store.store_message(*id, "alice", "bob", &format!("m{i}"), u64::MAX).await.unwrap();
             assert!(stored.fresh);
             seqs.push(stored.seq);
             assert_eq!(feed.recv().await.unwrap().seq, stored.seq);
         }
-        let again = store.store_message(ids[1], "alice", "bob", "m1").await.unwrap();
+        let again = store.store_message(ids[1], "alice", "bob", "m1", u64::MAX).await.unwrap();
         assert_eq!((again.seq, again.fresh), (seqs[1], false));
         assert!(feed.try_recv().is_err(), "a resend is not delivered again");
-        let foreign = store.store_message(ids[1], "bob", "alice", "x").await;
+        let foreign = store.store_message(ids[1], "bob", "alice", "x", u64::MAX).await;
         assert!(matches!(foreign, Err(StoreError::Refused(_))));
 
         let receipts = store.mark_delivered("bob", vec![seqs[1]]).await.unwrap();
@@ -248,13 +313,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waiting_bytes_are_capped_and_expired_messages_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let first = store.store_message(MessageId::random(), "alice", "bob", "0123456789", 15).await.unwrap();
+        let err = store.store_message(MessageId::random(), "alice", "bob", "abcdef", 15).await.unwrap_err();
+        assert!(err.to_string().contains("wait on the relay"), "{err}");
+        store.store_message(MessageId::random(), "bob", "alice", "abcdef", 15).await.expect("bob has his own share");
+        store.mark_delivered("bob", vec![first.seq]).await.unwrap();
+        let second = store.store_message(MessageId::random(), "alice", "bob", "abcdef", 15).await.unwrap();
+
+        let expired = store.sweep_messages(i64::MAX / 2, 0).await.unwrap();
+        let mut seqs: Vec<u64> = expired.iter().filter(|m| m.sender == "alice").map(|m| m.seq).collect();
+        seqs.sort();
+        assert_eq!(seqs, [second.seq], "the undelivered one expired; the delivered one is kept for retention");
+        assert!(store.pending("bob", 0, 10).await.unwrap().is_empty());
+        store.sweep_messages(0, i64::MAX / 2).await.unwrap();
+        assert!(store.receipts("alice", 0, 10).await.unwrap().is_empty(), "delivered and past retention: gone");
+        store.store_message(MessageId::random(), "alice", "bob", "0123456789abcde", 15).await.expect("all freed");
+    }
+
+    #[tokio::test]
     async fn many_concurrent_messages_share_commits() {
         let dir = tempfile::tempdir().unwrap();
         let (store, mut feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
         let tasks: Vec<_> = (0..500)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move { store.store_message(MessageId::random(), "a", "b", &i.to_string()).await })
+                tokio::spawn(async move {
+                    store.store_message(MessageId::random(), "a", "b", &i.to_string(), u64::MAX).await
+                })
             })
             .collect();
         for task in tasks {

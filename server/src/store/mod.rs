@@ -5,13 +5,15 @@
 //! (one fsync for many messages) and only then answers each job. Committed messages are
 //! published on the commit feed in sequence order, for live delivery.
 //!
-//! [`messages`] and [`files`] hold the queries of each kind of record.
+//! [`messages`] and [`files`] hold the queries of each kind of record; [`schema`] the
+//! migrations that bring an older database up to date.
 
 mod files;
 mod messages;
+pub mod schema;
 
-pub use files::{SweptFile, UploadLimits, UploadSlot};
-pub use messages::{Receipt, Stored, StoredMessage};
+pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
+pub use messages::{ExpiredMessage, Receipt, Stored, StoredMessage};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,8 +64,11 @@ pub struct Store {
 pub fn open(
     path: &Path,
 ) -> Result<(Store, mpsc::UnboundedReceiver<StoredMessage>, std::thread::JoinHandle<()>), StoreError> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch(SCHEMA)?;
+    create_private(path)?;
+    let mut conn = Connection::open(path)?;
+    conn.execute_batch(PRAGMAS)?;
+    schema::migrate(&mut conn)
+        .map_err(|e| StoreError::Db(format!("cannot bring the database up to date: {e}").into()))?;
     let (jobs, rx) = std_mpsc::channel::<Job>();
     let (feed, feed_rx) = mpsc::unbounded_channel();
     let closing = Arc::new(AtomicBool::new(false));
@@ -75,38 +80,38 @@ pub fn open(
     Ok((Store { jobs, feed, closing }, feed_rx, thread))
 }
 
-const SCHEMA: &str = "
+/// Settings of every connection; they are not part of the schema.
+const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = ON;
-CREATE TABLE IF NOT EXISTS messages (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    id           BLOB NOT NULL UNIQUE,
-    sender       TEXT NOT NULL,
-    recipient    TEXT NOT NULL,
-    body         TEXT NOT NULL,
-    created_ms   INTEGER NOT NULL,
-    delivered_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS messages_pending ON messages (recipient, seq) WHERE delivered_ms IS NULL;
-CREATE INDEX IF NOT EXISTS messages_unreceived ON messages (sender, seq) WHERE delivered_ms IS NULL;
-CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender, seq);
-CREATE TABLE IF NOT EXISTS files (
-    id           BLOB PRIMARY KEY,
-    sender       TEXT NOT NULL,
-    recipient    TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    size         INTEGER NOT NULL,
-    held         INTEGER NOT NULL DEFAULT 0,
-    blake3       BLOB,
-    created_ms   INTEGER NOT NULL,
-    committed_ms INTEGER,
-    fetched_ms   INTEGER,
-    swept_ms     INTEGER
-);
-CREATE INDEX IF NOT EXISTS files_by_recipient ON files (recipient, created_ms);
-CREATE INDEX IF NOT EXISTS files_by_sender ON files (sender, created_ms);
 ";
+
+/// Creates the database file readable by its owner only (SQLite gives the WAL and its
+/// index the same mode), and takes that mode back from an older, readable file.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path).map_err(|e| StoreError::Db(format!("{}: {e}", path.display()).into()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for extra in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(extra);
+            let _ = std::fs::set_permissions(side, std::fs::Permissions::from_mode(0o600));
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Db(format!("{}: {e}", path.display()).into()))?;
+    }
+    drop(file);
+    Ok(())
+}
 
 fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool) {
     while let Ok(first) = jobs.recv() {

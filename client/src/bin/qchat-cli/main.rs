@@ -341,7 +341,23 @@ async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: 
     let result = with_deadline(Some(30), async {
         connected(events, printer).await?;
         client.list_files();
-        until_outcome(events, printer, |e| matches!(e, Event::Files { .. }).then_some(true), false).await
+        // A listing comes in pages: print each, and stop after the last.
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::Connection(ConnectionState::Refused { reason }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                Event::Files { last, .. } => {
+                    printer.event(&event, false);
+                    if *last {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(Failed)
     })
     .await;
     or_gave_up(printer, "files", result)

@@ -1,9 +1,13 @@
 //! How qchat-cli prints events: readable lines, or one JSON object per line with `--json`.
+//! In readable lines, text from the network (messages, names, reasons) is shown with
+//! control characters, escape sequences and bidirectional controls made visible
+//! ([`Escaped`]), so a peer cannot write to the terminal.
 
 use std::collections::HashMap;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use qchat_client::{ConnectionState, Event, TransferId};
+use qchat_shared::display::Escaped;
 use qchat_shared::frame::{FileEntry, FileState, Status};
 use qchat_shared::hex;
 use qchat_shared::units::human_bytes;
@@ -16,6 +20,9 @@ pub struct Printer {
     pub json: bool,
     /// Progress bars of running transfers (on a terminal, without `--json`).
     bars: HashMap<TransferId, ProgressBar>,
+    /// A file listing's pages so far, printed as one list at its last page (readable
+    /// lines only; with `--json` each page is a `files` event of its own).
+    listing: (Vec<FileEntry>, Vec<FileEntry>),
     multi: MultiProgress,
 }
 
@@ -45,12 +52,14 @@ fn status_json(status: &Status) -> Value {
 
 fn status_text(status: &Status) -> String {
     let peer = match &status.peer {
-        Some(peer) => format!("{peer} is {}", if status.peer_online { "online" } else { "offline" }),
+        Some(peer) => format!("{} is {}", Escaped(peer), if status.peer_online { "online" } else { "offline" }),
         None => "no peer yet (the relay's PKI has one identity)".into(),
     };
     format!(
         "connected as {}; {peer}; {} message(s) waiting for you, {} of yours waiting for the peer",
-        status.user, status.waiting_for_you, status.waiting_for_peer
+        Escaped(&status.user),
+        status.waiting_for_you,
+        status.waiting_for_peer
     )
 }
 
@@ -76,12 +85,13 @@ fn entry_text(entry: &FileEntry) -> String {
         FileState::Fetched => "fetched".into(),
         FileState::Expired { fetched } => format!("expired{}", if fetched { " (was fetched)" } else { " unfetched" }),
     };
-    format!("  {}  {:>10}  {}  [{}]", entry.info.file_id, human_bytes(entry.info.size), entry.info.name, state)
+    let (id, size, name) = (entry.info.file_id, human_bytes(entry.info.size), Escaped(&entry.info.name));
+    format!("  {id}  {size:>10}  {name}  [{state}]")
 }
 
 impl Printer {
     pub fn new(json: bool) -> Self {
-        Printer { json, bars: HashMap::new(), multi: MultiProgress::new() }
+        Printer { json, bars: HashMap::new(), listing: Default::default(), multi: MultiProgress::new() }
     }
 
     fn emit(&self, value: Value, text: String) {
@@ -113,14 +123,20 @@ impl Printer {
         }
     }
 
-    /// Prints a file listing.
-    pub fn files(&self, incoming: &[FileEntry], outgoing: &[FileEntry]) {
+    /// Prints a page of a file listing.
+    pub fn files(&mut self, incoming: &[FileEntry], outgoing: &[FileEntry], last: bool) {
         if self.json {
             let value = json!({"event": "files", "incoming": incoming.iter().map(entry_json).collect::<Vec<_>>(),
-                               "outgoing": outgoing.iter().map(entry_json).collect::<Vec<_>>()});
+                               "outgoing": outgoing.iter().map(entry_json).collect::<Vec<_>>(), "last": last});
             println!("{value}");
             return;
         }
+        self.listing.0.extend_from_slice(incoming);
+        self.listing.1.extend_from_slice(outgoing);
+        if !last {
+            return;
+        }
+        let (incoming, outgoing) = std::mem::take(&mut self.listing);
         println!("files for you ({}):", incoming.len());
         incoming.iter().for_each(|e| println!("{}", entry_text(e)));
         println!("files you sent ({}):", outgoing.len());
@@ -132,7 +148,7 @@ impl Printer {
         if self.json {
             println!("{}", json!({"event": "error", "message": message}));
         } else {
-            self.multi.suspend(|| eprintln!("error: {message}"));
+            self.multi.suspend(|| eprintln!("error: {}", Escaped(message)));
         }
     }
 
@@ -148,8 +164,8 @@ impl Printer {
                        "size": offer.size, "from": offer.from}),
                 format!(
                     "[Newfile] {} offers {} ({}): receive it with `receive`",
-                    offer.from,
-                    offer.name,
+                    Escaped(&offer.from),
+                    Escaped(&offer.name),
                     human_bytes(offer.size)
                 ),
             ),
@@ -188,7 +204,11 @@ impl Printer {
                 self.emit(
                     json!({"event": "uploaded", "id": file_id.to_string(), "name": name, "size": size,
                            "blake3": hex::encode(blake3)}),
-                    format!("uploaded {name} ({}), verified by the relay; the peer can fetch it", human_bytes(*size)),
+                    format!(
+                        "uploaded {} ({}), verified by the relay; the peer can fetch it",
+                        Escaped(name),
+                        human_bytes(*size)
+                    ),
                 );
             }
             Event::FileSaved { transfer, file_id, path, blake3 } => {
@@ -196,7 +216,7 @@ impl Printer {
                 self.emit(
                     json!({"event": "file_saved", "id": file_id.to_string(), "path": path.display().to_string(),
                            "blake3": hex::encode(blake3)}),
-                    format!("saved {} (BLAKE3 verified)", path.display()),
+                    format!("saved {} (BLAKE3 verified)", Escaped(&path.display().to_string())),
                 );
             }
             Event::TransferFailed { transfer, file_id, reason } => {
@@ -216,15 +236,21 @@ impl Printer {
             Event::FileExpired { file_id, name, fetched } => self.emit(
                 json!({"event": "file_expired", "id": file_id.to_string(), "name": name, "fetched": fetched}),
                 format!(
-                    "{name} was removed from the relay{}",
+                    "{} was removed from the relay{}",
+                    Escaped(name),
                     if *fetched { "" } else { " before the peer fetched it" }
                 ),
             ),
-            Event::Files { incoming, outgoing } => self.files(incoming, outgoing),
+            Event::Files { incoming, outgoing, last } => self.files(incoming, outgoing, *last),
+            Event::MessageExpired { id, seq } => self.emit(
+                json!({"event": "message_expired", "id": id.to_string(), "seq": seq}),
+                format!("message {id} expired on the relay before anyone received it"),
+            ),
+            Event::LocalError { reason } => self.error(reason),
             Event::Message(m) => self.emit(
                 json!({"event": "message", "id": m.id.to_string(), "seq": m.seq, "from": m.from,
                        "text": m.text, "time": rfc3339(m.time_ms)}),
-                format!("[{}] {}: {}", clock(m.time_ms), m.from, m.text),
+                format!("[{}] {}: {}", clock(m.time_ms), Escaped(&m.from), Escaped(&m.text)),
             ),
             Event::Stored { id, seq, time_ms } => self.emit(
                 json!({"event": "stored", "id": id.to_string(), "seq": seq, "time": rfc3339(*time_ms)}),
@@ -235,7 +261,7 @@ impl Printer {
             }
             Event::Presence { user, online } => self.emit(
                 json!({"event": "presence", "user": user, "online": online}),
-                format!("* {user} is {}", if *online { "online" } else { "offline" }),
+                format!("* {} is {}", Escaped(user), if *online { "online" } else { "offline" }),
             ),
             Event::SendFailed { id, reason } => self.error(&format!("message {id} not sent: {reason}")),
             Event::Status(status) => self.status(status),
@@ -258,7 +284,7 @@ impl Printer {
             }
             ConnectionState::Reconnecting { reason, retry_in_ms } => self.emit(
                 json!({"event": "connection", "state": "reconnecting", "reason": reason, "retry_in_ms": retry_in_ms}),
-                format!("* {reason}; trying again in {:.1} s", *retry_in_ms as f64 / 1000.0),
+                format!("* {}; trying again in {:.1} s", Escaped(reason), *retry_in_ms as f64 / 1000.0),
             ),
             ConnectionState::Refused { reason } => self.error(reason),
             ConnectionState::Closed => {}

@@ -1,0 +1,119 @@
+//! The database's schema as numbered migrations (`rusqlite_migration`, kept in SQLite's
+//! `user_version`): a relay opening an older database brings it up to date in one
+//! transaction before it serves anyone. A migration, once released, is never edited:
+//! a change is a new one at the end.
+
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+
+/// qchat 1's schema, as its relays created it (their `user_version` is 0).
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           BLOB NOT NULL UNIQUE,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (recipient, seq) WHERE delivered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS messages_unreceived ON messages (sender, seq) WHERE delivered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender, seq);
+CREATE TABLE IF NOT EXISTS files (
+    id           BLOB PRIMARY KEY,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    held         INTEGER NOT NULL DEFAULT 0,
+    blake3       BLOB,
+    created_ms   INTEGER NOT NULL,
+    committed_ms INTEGER,
+    fetched_ms   INTEGER,
+    swept_ms     INTEGER
+);
+CREATE INDEX IF NOT EXISTS files_by_recipient ON files (recipient, created_ms);
+CREATE INDEX IF NOT EXISTS files_by_sender ON files (sender, created_ms);
+";
+
+/// qchat 2: listings in pages (by rowid), retention of messages and of swept files' rows,
+/// and a running count of the message bytes waiting per sender, kept by triggers.
+const V2: &str = "
+DROP INDEX files_by_recipient;
+DROP INDEX files_by_sender;
+CREATE INDEX files_to ON files (recipient);
+CREATE INDEX files_from ON files (sender);
+CREATE INDEX files_swept ON files (swept_ms) WHERE swept_ms IS NOT NULL;
+CREATE INDEX messages_delivered ON messages (delivered_ms) WHERE delivered_ms IS NOT NULL;
+CREATE INDEX messages_undelivered_since ON messages (created_ms) WHERE delivered_ms IS NULL;
+CREATE TABLE waiting (
+    user          TEXT PRIMARY KEY,
+    message_bytes INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO waiting (user, message_bytes)
+    SELECT sender, SUM(length(CAST(body AS BLOB))) FROM messages WHERE delivered_ms IS NULL GROUP BY sender;
+CREATE TRIGGER waiting_add AFTER INSERT ON messages BEGIN
+    INSERT INTO waiting (user, message_bytes) VALUES (new.sender, length(CAST(new.body AS BLOB)))
+        ON CONFLICT (user) DO UPDATE SET message_bytes = message_bytes + excluded.message_bytes;
+END;
+CREATE TRIGGER waiting_delivered AFTER UPDATE OF delivered_ms ON messages
+    WHEN old.delivered_ms IS NULL AND new.delivered_ms IS NOT NULL BEGIN
+    UPDATE waiting SET message_bytes = message_bytes - length(CAST(old.body AS BLOB)) WHERE user = old.sender;
+END;
+CREATE TRIGGER waiting_removed AFTER DELETE ON messages WHEN old.delivered_ms IS NULL BEGIN
+    UPDATE waiting SET message_bytes = message_bytes - length(CAST(old.body AS BLOB)) WHERE user = old.sender;
+END;
+";
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1), M::up(V2)])
+}
+
+/// The schema version this relay runs.
+pub fn latest_version() -> usize {
+    2
+}
+
+/// Brings the database up to the latest schema.
+pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite_migration::Error> {
+    migrations().to_latest(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn a_qchat_1_database_keeps_its_data_and_counts_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(V1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (id, sender, recipient, body, created_ms) VALUES (x'01', 'alice', 'bob', 'héllo', 1);
+                 INSERT INTO messages (id, sender, recipient, body, created_ms, delivered_ms)
+                     VALUES (x'02', 'alice', 'bob', 'old', 1, 2);
+                 INSERT INTO files (id, sender, recipient, name, size, created_ms) VALUES (x'03', 'bob', 'alice', 'f', 9, 1);",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, latest_version());
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM messages"), 2);
+        assert_eq!(count("SELECT COUNT(*) FROM files"), 1);
+        assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 6, "bytes, not characters");
+        conn.execute("UPDATE messages SET delivered_ms = 5 WHERE id = x'01'", []).unwrap();
+        assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 0);
+        migrate(&mut conn).unwrap();
+    }
+}
