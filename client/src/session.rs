@@ -391,9 +391,18 @@ async fn await_answer(mut recv: quinn::RecvStream) -> SendResult {
 }
 
 async fn read_control(mut recv: quinn::RecvStream, frames: mpsc::Sender<RelayControl>) {
-    while let Ok(Some(frame)) = read_frame::<RelayControl, _>(&mut recv).await {
-        if frames.send(frame).await.is_err() {
-            return;
+    loop {
+        match read_frame::<RelayControl, _>(&mut recv).await {
+            Ok(Some(frame)) => {
+                if frames.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "the relay's control stream is unreadable");
+                return;
+            }
         }
     }
 }

@@ -166,3 +166,74 @@ async fn receive_killed_with_sigkill_resumes_from_its_partial_file() {
     assert!(resumed["offset"].as_u64().unwrap() > 0);
     assert!(std::fs::read(out.join("big.bin")).unwrap() == std::fs::read(&source).unwrap());
 }
+
+/// How many files wait for bob in the listing test (the relay's default cap on waiting
+/// files is 10,000). A listing of them all once broke the 64 KiB frame limit after 400.
+const WAITING_FILES: usize = 5000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thousands_of_waiting_files_are_listed_in_pages_and_all_received() {
+    let setup = setup().await;
+    let sources = setup.tmp.path().join("many");
+    std::fs::create_dir_all(&sources).unwrap();
+    let identity = qchat_shared::identity::Identity::load(&setup.tmp.path().join("pki").join("alice.qchat")).unwrap();
+    let mut options = qchat_client::ClientOptions::new(identity);
+    options.server = Some(setup.relay.local_addr().to_string());
+    options.data_dir = Some(setup.tmp.path().join("clients"));
+    let (alice, mut events) = qchat_client::Client::start(options);
+    // Names of about 190 characters, as in the report; sizes 0 and 1 byte.
+    for i in 0..WAITING_FILES {
+        let path = sources.join(format!("{i:05}-{}.txt", "n".repeat(180)));
+        std::fs::write(&path, if i % 2 == 0 { &b""[..] } else { &b"x"[..] }).unwrap();
+        alice.send_file(path);
+    }
+    let mut uploaded = 0;
+    while uploaded < WAITING_FILES {
+        match tokio::time::timeout(std::time::Duration::from_secs(120), events.recv()).await {
+            Ok(Some(qchat_client::Event::Uploaded { .. })) => uploaded += 1,
+            Ok(Some(qchat_client::Event::TransferFailed { reason, .. })) => panic!("upload failed: {reason}"),
+            Ok(Some(_)) => {}
+            other => panic!("uploads stopped after {uploaded}: {other:?}"),
+        }
+    }
+    alice.shutdown();
+
+    let (ok, events) = setup.cli("bob", &["files"]).await;
+    assert!(ok, "{:?}", events.last());
+    let pages: Vec<&Value> = events.iter().filter(|e| e["event"] == "files").collect();
+    assert!(pages.len() > 1, "a listing this long comes in pages");
+    let listed: std::collections::HashSet<&str> = pages
+        .iter()
+        .flat_map(|page| page["incoming"].as_array().unwrap())
+        .map(|entry| entry["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), WAITING_FILES, "every waiting file, once");
+    assert_eq!(pages.last().unwrap()["last"], true);
+
+    let out = setup.tmp.path().join("inbox");
+    let (ok, events) = setup.cli("bob", &["receive", "--out", out.to_str().unwrap(), "--timeout", "300"]).await;
+    assert!(ok, "{:?}", events.last());
+    assert_eq!(events.iter().filter(|e| e["event"] == "file_saved").count(), WAITING_FILES);
+    let saved = std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    assert_eq!(saved, WAITING_FILES);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_cannot_write_to_the_terminal() {
+    let setup = setup().await;
+    let hostile = "\x1b[2J\x1b]0;pwned\x07 look: \u{202E}txt.exe";
+    let (ok, _) = setup.cli("alice", &["send", hostile]).await;
+    assert!(ok);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qchat-cli"));
+    command
+        .arg("--identity")
+        .arg(setup.tmp.path().join("pki").join("bob.qchat"))
+        .args(["--server", &setup.relay.local_addr().to_string(), "--data-dir"])
+        .arg(setup.tmp.path().join("clients"))
+        .args(["listen", "--count", "1", "--timeout", "20"]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07') && !shown.contains('\u{202E}'), "{shown:?}");
+    assert!(shown.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7} look: \\u{202e}txt.exe"), "{shown:?}");
+}

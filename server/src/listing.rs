@@ -93,7 +93,7 @@ pub async fn replay_offers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qchat_shared::codec::encode;
+    use qchat_shared::codec::{decode, encode};
     use qchat_shared::frame::{FileId, FileInfo, FileState};
     use qchat_shared::limits::MAX_FILE_NAME;
 
@@ -122,7 +122,9 @@ mod tests {
         frames.push(pages.take(true));
         let mut entries = 0;
         for frame in &frames {
-            encode(frame).expect("every page fits a frame");
+            let bytes = encode(frame).expect("every page fits a frame");
+            let (back, _): (RelayControl, usize) = decode(&bytes).expect("and decodes");
+            assert_eq!(&back, frame);
             if let RelayControl::Files { incoming, outgoing, .. } = frame {
                 entries += incoming.len() + outgoing.len();
             }
@@ -131,6 +133,21 @@ mod tests {
         assert!(frames.len() > 5, "{} pages", frames.len());
         assert!(matches!(frames.last(), Some(RelayControl::Files { last: true, .. })));
         assert_eq!(frames.iter().filter(|f| matches!(f, RelayControl::Files { last: true, .. })).count(), 1);
+    }
+
+    #[test]
+    fn pages_of_the_smallest_entries_decode_too() {
+        // Small on the wire, larger in memory: what bincode's decode limit counts.
+        let mut pages = Pages::default();
+        let mut frames = Vec::new();
+        for _ in 0..5000 {
+            frames.extend(pages.add(Listing::Incoming, entry(1)).unwrap());
+        }
+        frames.push(pages.take(true));
+        for frame in &frames {
+            let bytes = encode(frame).unwrap();
+            decode::<RelayControl>(&bytes).expect("a full page decodes");
+        }
     }
 
     #[test]

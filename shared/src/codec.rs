@@ -20,8 +20,18 @@ pub enum FrameError {
     Truncated { needed: usize },
 }
 
+/// Bytes a decoded frame may claim in memory. bincode counts what decoding allocates
+/// (a vector's elements at their size in memory, each string's bytes), which can be a
+/// few times the wire size: a frame that fits [`MAX_FRAME`] on the wire must still
+/// decode, and this still bounds what a hostile one can make us allocate.
+const MAX_DECODED: usize = 16 * MAX_FRAME;
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+fn decode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODED>()
 }
 
 /// Encodes `value` with its length prefix.
@@ -58,8 +68,8 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
     if payload.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(payload.len()));
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice(payload, config()).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (value, used) = bincode::serde::decode_from_slice(payload, decode_config())
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != payload.len() {
         return Err(FrameError::Malformed(format!("{} bytes left over after the frame", payload.len() - used)));
     }
