@@ -1,7 +1,9 @@
 //! Test harness: a real relay on 127.0.0.1 with a throwaway PKI in a temp directory, and
 //! real clients (the client core, or raw quinn connections that speak the protocol by
-//! hand to misbehave), and a lossy link ([`proxy`]).
+//! hand to misbehave), a lossy link ([`proxy`]), and a relay that misbehaves
+//! ([`fake_relay`]).
 
+pub mod fake_relay;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -315,13 +317,13 @@ pub fn write_file(path: &std::path::Path, size: u64) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Waits until `counter` passes `at`, checking every millisecond.
 /// Asserts that two files hold the same bytes (without printing them when they differ).
 pub fn same_content(a: &std::path::Path, b: &std::path::Path) {
     let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     assert!(x == y, "{} and {} differ ({} vs {} bytes)", a.display(), b.display(), x.len(), y.len());
 }
 
+/// Waits until `counter` passes `at`, checking every millisecond.
 pub async fn wait_for_bytes(counter: &std::sync::atomic::AtomicU64, at: u64) {
     tokio::time::timeout(WAIT, async {
         while counter.load(std::sync::atomic::Ordering::Relaxed) < at {
@@ -339,11 +341,17 @@ pub struct RawConnection {
     pub control: (quinn::SendStream, quinn::RecvStream),
 }
 
-/// Connects with `identity` and opens the control stream.
-pub async fn raw_connect(identity: &Identity, addr: SocketAddr) -> RawConnection {
+/// Connects with `identity` and completes the handshake, saying nothing yet.
+pub async fn raw_handshake(identity: &Identity, addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     let config = qchat_client::connect::quic_config(identity).expect("client config");
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
     let connection = endpoint.connect_with(config, addr, "localhost").expect("connect").await.expect("handshake");
+    (endpoint, connection)
+}
+
+/// Connects with `identity` and opens the control stream.
+pub async fn raw_connect(identity: &Identity, addr: SocketAddr) -> RawConnection {
+    let (endpoint, connection) = raw_handshake(identity, addr).await;
     let (mut send, recv) = connection.open_bi().await.expect("control stream");
     write_frame(&mut send, &Open::Hello(Hello { receipts_after: 0 })).await.expect("hello");
     RawConnection { endpoint, connection, control: (send, recv) }
