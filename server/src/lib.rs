@@ -2,7 +2,9 @@
 //! durably in SQLite, and delivers it to each live connection of the recipient.
 //!
 //! - [`relay`]: the endpoint, the accept loop, PKI reloading and shutdown;
-//! - [`session`]: one client connection (control stream, chat streams, deliveries);
+//! - [`session`]: one client connection: admission, `Hello`, chat and file streams;
+//! - [`control`]: its control stream (requests, replies, notices), with backpressure;
+//! - [`delivery`]: its deliveries, from the store and live, in order;
 //! - [`router`]: live connections per user and presence;
 //! - [`files`]: upload and download streams;
 //! - [`listing`]: file listings and offer replays, in pages that fit a frame;
@@ -14,6 +16,8 @@
 //! - [`bootstrap`]: the default data directory and the demo PKI made on first start.
 
 pub mod bootstrap;
+pub mod control;
+pub mod delivery;
 pub mod files;
 pub mod listing;
 pub mod relay;

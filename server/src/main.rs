@@ -34,6 +34,27 @@ struct Cli {
     /// Days a file nobody fetched is kept (its sender is told when it goes).
     #[arg(long, default_value_t = 30)]
     expiry_days: u64,
+    /// Days a delivered message is kept on the relay.
+    #[arg(long, default_value_t = 7)]
+    message_retention_days: u64,
+    /// Days a message nobody received is kept (its sender is told when it goes).
+    #[arg(long, default_value_t = 30)]
+    message_expiry_days: u64,
+    /// Files of one sender on the relay that nobody has fetched yet (empty ones count).
+    #[arg(long, default_value_t = 10_000)]
+    max_waiting_files: u64,
+    /// What one sender's messages waiting for someone offline may add up to.
+    #[arg(long, default_value = "64M", value_parser = qchat_shared::units::parse_size)]
+    max_waiting_message_bytes: u64,
+    /// File transfers served at once.
+    #[arg(long, default_value_t = 16)]
+    max_transfers: usize,
+    /// File transfers one user may have served at once (their share).
+    #[arg(long, default_value_t = 4)]
+    max_transfers_per_user: usize,
+    /// Seconds a transfer may move no bytes before it gives its slot back.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout_secs: u64,
 }
 
 #[tokio::main]
@@ -70,6 +91,13 @@ async fn main() -> Result<()> {
     config.limits.quota = cli.quota;
     config.limits.retention = Duration::from_secs(cli.retention_days * 24 * 3600);
     config.limits.expiry = Duration::from_secs(cli.expiry_days * 24 * 3600);
+    config.limits.message_retention = Duration::from_secs(cli.message_retention_days * 24 * 3600);
+    config.limits.message_expiry = Duration::from_secs(cli.message_expiry_days * 24 * 3600);
+    config.limits.max_waiting_files = cli.max_waiting_files;
+    config.limits.max_waiting_message_bytes = cli.max_waiting_message_bytes;
+    config.limits.max_transfers = cli.max_transfers.max(1);
+    config.limits.max_transfers_per_user = cli.max_transfers_per_user.clamp(1, config.limits.max_transfers);
+    config.limits.stall_timeout = Duration::from_secs(cli.stall_timeout_secs.max(1));
     let relay = Relay::start(config).await?;
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
     wait_for_stop_signal().await;

@@ -1,14 +1,16 @@
-//! One client connection: who it is, its control stream, the chat streams it opens, and
-//! the delivery streams the relay opens to it.
+//! One client connection: who it is (from its certificate), whether it may come in (a
+//! member, not revoked, not one too many before `Hello`), its welcome, and the chat and
+//! file streams it opens. Its control stream is [`crate::control`]'s, its deliveries
+//! [`crate::delivery`]'s.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use qchat_shared::codec::FrameError;
 use qchat_shared::codes::{CloseCode, StreamCode};
-use qchat_shared::frame::{ChatSend, ClientControl, Deliver, Open, RelayControl, SendReply};
+use qchat_shared::frame::{ChatSend, Open, RelayControl, SendReply};
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
-use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
+use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_TEXT};
 use qchat_shared::transport::CHAT_PRIORITY;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,20 +20,17 @@ use tracing::{debug, info, warn, Instrument};
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::router::LiveConnection;
-use crate::store::StoredMessage;
 use crate::turnstile::{Ticket, Turnstile};
+use crate::{control, delivery};
 
-/// Messages read from the store per query while catching a connection up.
-const PENDING_PAGE: usize = 500;
-/// Live messages queued per connection before it counts as lagging (see [`deliver`]).
+/// Live messages queued per connection before it counts as lagging (see
+/// [`delivery::deliver`]).
 const DELIVERY_QUEUE: usize = 256;
 /// This connection's own replies queued for its control stream; a full queue stops the
 /// reading of its requests.
 const REPLY_QUEUE: usize = 16;
 /// Notices from elsewhere queued per connection before it is closed as not reading.
 const NOTICE_QUEUE: usize = 1024;
-/// Receipts replayed to a reconnecting sender, at most.
-const RECEIPT_REPLAY: usize = 10_000;
 
 /// Serves one connection until it ends.
 pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
@@ -53,7 +52,8 @@ fn peer_user(connection: &quinn::Connection) -> Option<(String, Vec<u8>)> {
     Some((qchat_shared::tls::common_name(leaf)?, qchat_shared::tls::serial(leaf)?))
 }
 
-fn close(connection: &quinn::Connection, code: CloseCode, reason: &str) {
+/// Closes a connection with a code and a reason a person can read.
+pub(crate) fn close(connection: &quinn::Connection, code: CloseCode, reason: &str) {
     connection.close(code.to_varint(), reason.as_bytes());
 }
 
@@ -113,13 +113,15 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
                 }
             }
             let mut tasks = JoinSet::new();
-            tasks.spawn(write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span());
-            let delivery = deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx, lagged);
+            tasks.spawn(
+                control::write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span(),
+            );
+            let delivery = delivery::deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx, lagged);
             tasks.spawn(delivery.in_current_span());
             if greet(&state, &connection, &user, receipts_after, &replies).await {
                 tokio::select! {
                     _ = accept_streams(&state, &connection, &user) => {}
-                    _ = read_control(&state, &connection, &user, &mut control_recv, &replies) => {}
+                    _ = control::read_control(&state, &connection, &user, &mut control_recv, &replies) => {}
                 }
             }
             tasks.abort_all();
@@ -158,7 +160,7 @@ async fn greet(
             return false;
         }
     }
-    if !replay_receipts(state, user, receipts_after, replies).await {
+    if !control::replay_receipts(state, user, receipts_after, replies).await {
         return false;
     }
     match listing::replay_offers(state, user, replies).await {
@@ -187,139 +189,6 @@ async fn open_control(connection: &quinn::Connection) -> Option<(quinn::SendStre
             debug!(?other, "bad control stream opening");
             close(connection, CloseCode::Protocol, "the first stream must start with Hello");
             None
-        }
-    }
-}
-
-/// Replays receipts above the client's cursor; false when the connection went.
-async fn replay_receipts(state: &RelayState, user: &str, after: u64, replies: &mpsc::Sender<RelayControl>) -> bool {
-    match state.store.receipts(user, after, RECEIPT_REPLAY).await {
-        Ok(receipts) => {
-            for r in receipts {
-                let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
-                if replies.send(frame).await.is_err() {
-                    return false;
-                }
-            }
-        }
-        Err(e) => warn!(error = %e, "cannot replay receipts"),
-    }
-    true
-}
-
-/// Writes this connection's replies and the notices for it on its control stream. A write
-/// that fails ends the connection with the reason, so it is never left half alive.
-async fn write_control(
-    connection: quinn::Connection,
-    mut send: quinn::SendStream,
-    mut replies: mpsc::Receiver<RelayControl>,
-    mut notices: mpsc::Receiver<RelayControl>,
-) {
-    loop {
-        let frame = tokio::select! {
-            Some(frame) = replies.recv() => frame,
-            Some(frame) = notices.recv() => frame,
-            else => return,
-        };
-        if let Err(e) = write_frame(&mut send, &frame).await {
-            debug!(error = %e, "cannot write on the control stream; closing the connection");
-            let reason = format!("the relay could not write on the control stream: {e}");
-            close(&connection, CloseCode::Reconnect, &reason);
-            return;
-        }
-    }
-}
-
-/// Reads the client's requests on the control stream. Each reply waits for room in the
-/// connection's reply queue, so a client that does not read its replies stops being read.
-async fn read_control(
-    state: &RelayState,
-    connection: &quinn::Connection,
-    user: &str,
-    recv: &mut quinn::RecvStream,
-    replies: &mpsc::Sender<RelayControl>,
-) {
-    loop {
-        let request = match read_frame::<ClientControl, _>(recv).await {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(ReadFrameError::Io(e)) => {
-                debug!(error = %e, "control stream ended");
-                return;
-            }
-            Err(ReadFrameError::Frame(e)) => {
-                warn!(error = %e, "bad frame on the control stream");
-                close(connection, CloseCode::Protocol, &format!("bad frame on the control stream: {e}"));
-                return;
-            }
-        };
-        if !answer(state, connection, user, request, replies).await {
-            return;
-        }
-    }
-}
-
-/// Answers one request from the control stream; false when the connection is done.
-async fn answer(
-    state: &RelayState,
-    connection: &quinn::Connection,
-    user: &str,
-    request: ClientControl,
-    replies: &mpsc::Sender<RelayControl>,
-) -> bool {
-    match request {
-        ClientControl::Ack { seqs } if seqs.len() <= MAX_ACKS_PER_FRAME => {
-            acknowledge(state, user, seqs, replies).await
-        }
-        ClientControl::Ack { seqs } => {
-            warn!(count = seqs.len(), "too many acknowledgements in one frame");
-            close(connection, CloseCode::Protocol, "too many acknowledgements in one frame");
-            false
-        }
-        ClientControl::Status => match state.status(user).await {
-            Ok(status) => replies.send(RelayControl::Status(status)).await.is_ok(),
-            Err(e) => {
-                warn!(error = %e, "cannot read status");
-                true
-            }
-        },
-        ClientControl::ListFiles => match listing::send_files(state, user, replies).await {
-            Ok(()) => true,
-            Err(ListingError::Gone) => false,
-            Err(e) => {
-                warn!(error = %e, "cannot list files");
-                close(connection, CloseCode::Reconnect, &format!("the relay could not list the files: {e}"));
-                false
-            }
-        },
-        ClientControl::Fetched { file_id } => {
-            match state.store.mark_fetched(user, file_id).await {
-                Ok(Some(sender)) => {
-                    info!(file = %file_id, "fetched");
-                    state.router.notify(&sender, RelayControl::FileFetched { file_id });
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "cannot record a fetch"),
-            }
-            true
-        }
-    }
-}
-
-/// Records acknowledgements, confirms them and tells the senders; false when the
-/// connection went.
-async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, replies: &mpsc::Sender<RelayControl>) -> bool {
-    match state.store.mark_delivered(user, seqs.clone()).await {
-        Ok(receipts) => {
-            for r in receipts {
-                let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
-                state.router.notify(&r.sender, frame);
-            }
-            replies.send(RelayControl::AckConfirmed { seqs }).await.is_ok()
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot record deliveries");
-            true
         }
     }
 }
@@ -418,94 +287,4 @@ fn queue_message(
             },
         }
     }
-}
-
-/// Delivers what waited for this user, then live messages, one stream each, in order.
-/// When the live queue overflowed (`lagged`), what was dropped is read from the store
-/// again. A delivery that fails while the connection is up closes it: the client
-/// reconnects and gets everything it has not acknowledged, in order.
-async fn deliver(
-    state: Arc<RelayState>,
-    connection: quinn::Connection,
-    user: String,
-    mut live: mpsc::Receiver<Arc<StoredMessage>>,
-    lagged: Arc<AtomicBool>,
-) {
-    let mut cursor = Cursor { index: 0, last_seq: 0 };
-    let delivered = async {
-        cursor.catch_up(&state, &connection, &user).await?;
-        while let Some(message) = live.recv().await {
-            if lagged.swap(false, Ordering::AcqRel) {
-                cursor.catch_up(&state, &connection, &user).await?;
-            }
-            cursor.send(&connection, &message).await?;
-        }
-        Ok::<(), DeliveryFailed>(())
-    };
-    if let Err(DeliveryFailed(reason)) = delivered.await {
-        if connection.close_reason().is_none() {
-            warn!(%reason, "a delivery failed; closing the connection so that it is sent again");
-            close(&connection, CloseCode::Reconnect, &format!("a delivery failed ({reason}); reconnect"));
-        }
-    }
-}
-
-/// Why a delivery could not be made.
-struct DeliveryFailed(String);
-
-/// Where a connection's deliveries are: the next stream index and the last message sent.
-struct Cursor {
-    index: u64,
-    last_seq: u64,
-}
-
-impl Cursor {
-    /// Sends every stored message after the last one sent, a page at a time.
-    async fn catch_up(
-        &mut self,
-        state: &RelayState,
-        connection: &quinn::Connection,
-        user: &str,
-    ) -> Result<(), DeliveryFailed> {
-        loop {
-            let page = state
-                .store
-                .pending(user, self.last_seq, PENDING_PAGE)
-                .await
-                .map_err(|e| DeliveryFailed(format!("cannot read waiting messages: {e}")))?;
-            if page.is_empty() {
-                return Ok(());
-            }
-            for message in page {
-                self.send(connection, &message).await?;
-            }
-        }
-    }
-
-    /// Sends one message, unless it was sent already.
-    async fn send(&mut self, connection: &quinn::Connection, message: &StoredMessage) -> Result<(), DeliveryFailed> {
-        if message.seq <= self.last_seq {
-            return Ok(());
-        }
-        send_delivery(connection, self.index, message).await.map_err(DeliveryFailed)?;
-        self.index += 1;
-        self.last_seq = message.seq;
-        Ok(())
-    }
-}
-
-async fn send_delivery(connection: &quinn::Connection, index: u64, message: &StoredMessage) -> Result<(), String> {
-    let frame = Deliver {
-        index,
-        id: message.id,
-        seq: message.seq,
-        from: message.sender.clone(),
-        text: message.text.clone(),
-        time_ms: message.time_ms,
-    };
-    tracing::debug!(index, seq = message.seq, "delivering");
-    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
-    let _ = stream.set_priority(CHAT_PRIORITY);
-    write_frame(&mut stream, &frame).await.map_err(|e| e.to_string())?;
-    stream.finish().map_err(|e| e.to_string())
 }

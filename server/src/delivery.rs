@@ -1,0 +1,109 @@
+//! Deliveries to one connection: what waited in the store, then live messages, each on a
+//! unidirectional stream of its own, numbered so the client can restore the order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use qchat_shared::codes::CloseCode;
+use qchat_shared::frame::Deliver;
+use qchat_shared::io::write_frame;
+use qchat_shared::transport::CHAT_PRIORITY;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::relay::RelayState;
+use crate::session::close;
+use crate::store::StoredMessage;
+
+/// Messages read from the store per query while catching a connection up.
+const PENDING_PAGE: usize = 500;
+
+/// Delivers what waited for this user, then live messages, one stream each, in order.
+/// When the live queue overflowed (`lagged`), what was dropped is read from the store
+/// again. A delivery that fails while the connection is up closes it: the client
+/// reconnects and gets everything it has not acknowledged, in order.
+pub async fn deliver(
+    state: Arc<RelayState>,
+    connection: quinn::Connection,
+    user: String,
+    mut live: mpsc::Receiver<Arc<StoredMessage>>,
+    lagged: Arc<AtomicBool>,
+) {
+    let mut cursor = Cursor { index: 0, last_seq: 0 };
+    let delivered = async {
+        cursor.catch_up(&state, &connection, &user).await?;
+        while let Some(message) = live.recv().await {
+            if lagged.swap(false, Ordering::AcqRel) {
+                cursor.catch_up(&state, &connection, &user).await?;
+            }
+            cursor.send(&connection, &message).await?;
+        }
+        Ok::<(), DeliveryFailed>(())
+    };
+    if let Err(DeliveryFailed(reason)) = delivered.await {
+        if connection.close_reason().is_none() {
+            warn!(%reason, "a delivery failed; closing the connection so that it is sent again");
+            close(&connection, CloseCode::Reconnect, &format!("a delivery failed ({reason}); reconnect"));
+        }
+    }
+}
+
+/// Why a delivery could not be made.
+struct DeliveryFailed(String);
+
+/// Where a connection's deliveries are: the next stream index and the last message sent.
+struct Cursor {
+    index: u64,
+    last_seq: u64,
+}
+
+impl Cursor {
+    /// Sends every stored message after the last one sent, a page at a time.
+    async fn catch_up(
+        &mut self,
+        state: &RelayState,
+        connection: &quinn::Connection,
+        user: &str,
+    ) -> Result<(), DeliveryFailed> {
+        loop {
+            let page = state
+                .store
+                .pending(user, self.last_seq, PENDING_PAGE)
+                .await
+                .map_err(|e| DeliveryFailed(format!("cannot read waiting messages: {e}")))?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for message in page {
+                self.send(connection, &message).await?;
+            }
+        }
+    }
+
+    /// Sends one message, unless it was sent already.
+    async fn send(&mut self, connection: &quinn::Connection, message: &StoredMessage) -> Result<(), DeliveryFailed> {
+        if message.seq <= self.last_seq {
+            return Ok(());
+        }
+        send_delivery(connection, self.index, message).await.map_err(DeliveryFailed)?;
+        self.index += 1;
+        self.last_seq = message.seq;
+        Ok(())
+    }
+}
+
+async fn send_delivery(connection: &quinn::Connection, index: u64, message: &StoredMessage) -> Result<(), String> {
+    let frame = Deliver {
+        index,
+        id: message.id,
+        seq: message.seq,
+        from: message.sender.clone(),
+        text: message.text.clone(),
+        time_ms: message.time_ms,
+    };
+    tracing::debug!(index, seq = message.seq, "delivering");
+    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
+    let _ = stream.set_priority(CHAT_PRIORITY);
+    write_frame(&mut stream, &frame).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())
+}
