@@ -1,4 +1,5 @@
-//! At the default log level the relay and the clients never log message text or keys.
+//! At the default log level the relay and the clients never log message text or keys, and
+//! names from the network are logged with their control characters escaped.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,11 @@ impl Write for Captured {
 async fn no_message_text_or_key_is_logged_at_the_default_level() {
     let captured = Captured::default();
     let writer = captured.clone();
-    tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(move || writer.clone()).init();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
 
     let relay = TestRelay::start().await;
     let mut alice = relay.client("alice");
@@ -32,7 +37,7 @@ async fn no_message_text_or_key_is_logged_at_the_default_level() {
     bob.connected().await;
     alice.client.send_and_wait("the secret plan is at 5pm").await.unwrap();
     bob.messages(1).await;
-    let transfer = alice.client.send_file(write_file(&relay.tmp.path().join("notes.txt"), 100));
+    let transfer = alice.client.send_file(write_file(&relay.tmp.path().join("notes\x1b[2J.txt"), 100));
     alice.uploaded(transfer).await;
     qchat_certs::revoke(&relay.pki, "bob").unwrap();
     bob.refused().await;
@@ -41,4 +46,6 @@ async fn no_message_text_or_key_is_logged_at_the_default_level() {
     assert!(log.contains("relay listening"), "the log was captured: {log}");
     assert!(!log.contains("secret plan"), "message text in the log");
     assert!(!log.contains("PRIVATE KEY") && !log.contains("BEGIN"), "key material in the log");
+    assert!(!log.contains('\x1b'), "a raw escape sequence in the log");
+    assert!(log.contains("notes\\u{1b}[2J.txt"), "the name is logged, escaped: {log}");
 }
