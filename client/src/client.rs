@@ -228,9 +228,14 @@ impl Core {
         self.emit(Event::Status(status));
     }
 
-    pub fn save_state(&self) {
-        if let Err(e) = self.state_dir.save(&self.saved) {
+    /// Writes the saved state (atomically, fsynced) on a blocking thread; a failure is
+    /// reported.
+    pub async fn save_state(&self) {
+        let (dir, saved) = (self.state_dir.clone(), self.saved.clone());
+        let written = tokio::task::spawn_blocking(move || dir.save(&saved)).await.map_err(std::io::Error::other);
+        if let Err(e) = written.and_then(|r| r) {
             tracing::warn!(error = %e, dir = %self.state_dir.dir.display(), "cannot save client state");
+            self.emit(Event::LocalError { reason: format!("cannot save the client's state: {e}") });
         }
     }
 
@@ -336,12 +341,12 @@ impl Core {
     }
 
     /// Records a saved file, so that it is never fetched twice.
-    pub fn saved_file(&mut self, file_id: FileId) {
+    pub async fn saved_file(&mut self, file_id: FileId) {
         self.offers.remove(&file_id);
         self.saved.fetched.push(file_id);
         let excess = self.saved.fetched.len().saturating_sub(FETCHED_KEPT);
         self.saved.fetched.drain(..excess);
-        self.save_state();
+        self.save_state().await;
     }
 
     pub fn cancel(&mut self, transfer: TransferId) {
@@ -358,7 +363,7 @@ impl Core {
         let identity = self.options.identity.clone();
         let config = match quic_config(&identity) {
             Ok(config) => config,
-            Err(ending) => return self.stop_refused(ending.reason),
+            Err(ending) => return self.stop_refused(ending.reason).await,
         };
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -387,7 +392,7 @@ impl Core {
             };
             self.transfers.connection_lost();
             if ending.fatal {
-                return self.stop_refused(ending.reason);
+                return self.stop_refused(ending.reason).await;
             }
             let wait = jittered(backoff);
             self.emit(Event::Connection(ConnectionState::Reconnecting {
@@ -402,33 +407,33 @@ impl Core {
                     _ = &mut sleep => break,
                     command = self.commands.recv() => {
                         if !self.queue_offline(command) {
-                            self.finish();
+                            self.finish().await;
                             return;
                         }
                     }
                 }
             }
         }
-        self.finish();
+        self.finish().await;
     }
 
-    fn stop_refused(mut self, reason: String) {
+    async fn stop_refused(mut self, reason: String) {
         for outgoing in self.outbox.drain(..) {
             if let Some(reply) = outgoing.reply {
                 let _ = reply.send(Err(SendError::Stopped(reason.clone())));
             }
         }
-        self.save_state();
+        self.save_state().await;
         self.emit(Event::Connection(ConnectionState::Refused { reason }));
     }
 
-    fn finish(mut self) {
+    async fn finish(mut self) {
         for outgoing in self.outbox.drain(..) {
             if let Some(reply) = outgoing.reply {
                 let _ = reply.send(Err(SendError::Stopped("the client was shut down".into())));
             }
         }
-        self.save_state();
+        self.save_state().await;
         self.emit(Event::Connection(ConnectionState::Closed));
     }
 }

@@ -168,7 +168,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             Some((transfer, outcome)) = outcomes.recv() => {
                 core.transfers.finished(transfer, &outcome);
                 if let TransferOutcome::Saved { file_id, path, blake3 } = outcome {
-                    core.saved_file(file_id);
+                    core.saved_file(file_id).await;
                     let told = write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await;
                     core.emit(Event::FileSaved { transfer, file_id, path, blake3 });
                     if told.is_err() {
@@ -178,7 +178,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             }
             _ = save_tick.tick() => {
                 if dirty {
-                    core.save_state();
+                    core.save_state().await;
                     dirty = false;
                 }
             }
@@ -189,7 +189,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     };
     tasks.abort_all();
     if dirty {
-        core.save_state();
+        core.save_state().await;
     }
     outcome
 }

@@ -55,6 +55,21 @@ impl TransferContext {
         let _ = self.events.send(event);
     }
 
+    /// Runs `work` on the upload book on a blocking thread (it reads and writes a file).
+    pub async fn with_book<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&UploadBook) -> T + Send + 'static,
+    ) -> Option<T> {
+        let book = self.book.clone();
+        tokio::task::spawn_blocking(move || work(&book)).await.ok()
+    }
+
+    /// Forgets the unfinished upload of `path`.
+    pub async fn forget_upload(&self, path: &std::path::Path) {
+        let path = path.to_path_buf();
+        self.with_book(move |book| book.forget(&path)).await;
+    }
+
     /// Reports a failure for good.
     pub fn fail(&self, transfer: TransferId, file_id: Option<FileId>, reason: String) -> Outcome {
         self.emit(Event::TransferFailed { transfer, file_id, reason });

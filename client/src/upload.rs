@@ -64,7 +64,8 @@ async fn send_file(
     local: &Local,
 ) -> Result<Outcome, Failure> {
     let fail = |file_id: Option<FileId>| move |e: String| (file_id, e);
-    let resume = ctx.book.find(path, local.size, local.modified_ms);
+    let (owned, size, modified_ms) = (path.to_path_buf(), local.size, local.modified_ms);
+    let resume = ctx.with_book(move |book| book.find(&owned, size, modified_ms)).await.flatten();
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| (None, e.to_string()))?;
     let _ = send.set_priority(FILE_PRIORITY);
     let start = UploadStart { name: local.name.clone(), size: local.size, resume };
@@ -72,13 +73,13 @@ async fn send_file(
     let (file_id, offset) = match read_frame::<UploadReply, _>(&mut recv).await {
         Ok(Some(UploadReply::Ready { file_id, offset })) => (file_id, offset),
         Ok(Some(UploadReply::Refused { reason })) => {
-            ctx.book.forget(path);
+            ctx.forget_upload(path).await;
             return Ok(ctx.fail(transfer, None, format!("the relay refused {}: {reason}", local.name)));
         }
         other => return Err((None, format!("unexpected answer from the relay: {other:?}"))),
     };
     let record = UploadRecord { path: path.to_path_buf(), size: local.size, modified_ms: local.modified_ms, file_id };
-    ctx.book.remember(record);
+    ctx.with_book(move |book| book.remember(record)).await;
     if offset > 0 {
         ctx.emit(Event::Resumed { transfer, file_id, offset });
     }
@@ -110,13 +111,13 @@ async fn send_file(
     let _ = send.finish();
     match read_frame::<UploadReply, _>(&mut recv).await {
         Ok(Some(UploadReply::Committed { file_id, blake3 })) => {
-            ctx.book.forget(path);
+            ctx.forget_upload(path).await;
             let (path, name, size) = (path.to_path_buf(), local.name.clone(), local.size);
             ctx.emit(Event::Uploaded { transfer, file_id, path, name, size, blake3 });
             Ok(Outcome::Uploaded)
         }
         Ok(Some(UploadReply::Refused { reason })) => {
-            ctx.book.forget(path);
+            ctx.forget_upload(path).await;
             Ok(ctx.fail(transfer, Some(file_id), reason))
         }
         other => Err((Some(file_id), format!("the relay did not confirm the upload: {other:?}"))),

@@ -152,18 +152,25 @@ pub struct TestClient {
     pub events: UnboundedReceiver<Event>,
     /// How long to wait for any one thing (longer over a lossy link).
     pub patience: Duration,
+    /// Every acknowledgement the relay confirmed so far, whatever was being waited for.
+    confirmed: std::collections::HashSet<u64>,
 }
 
 impl TestClient {
     pub fn start(options: ClientOptions) -> Self {
         let (client, events) = Client::start(options);
-        TestClient { client, events, patience: WAIT }
+        TestClient { client, events, patience: WAIT, confirmed: Default::default() }
     }
 
     /// Waits for the next event that `pick` accepts.
     pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        let confirmed = &mut self.confirmed;
+        let events = &mut self.events;
         let found = tokio::time::timeout(self.patience, async {
-            while let Some(event) = self.events.recv().await {
+            while let Some(event) = events.recv().await {
+                if let Event::AckConfirmed { seqs } = &event {
+                    confirmed.extend(seqs);
+                }
                 if let Some(found) = pick(event) {
                     return Some(found);
                 }
@@ -208,6 +215,7 @@ impl TestClient {
     /// Waits until the relay has confirmed the acknowledgement of every one of `seqs`.
     pub async fn acks_confirmed(&mut self, seqs: impl IntoIterator<Item = u64>) {
         let mut waiting: std::collections::HashSet<u64> = seqs.into_iter().collect();
+        waiting.retain(|seq| !self.confirmed.contains(seq));
         while !waiting.is_empty() {
             let confirmed = self
                 .expect("ack confirmations", |e| match e {
