@@ -117,6 +117,10 @@ impl Client {
     /// Starts the client on the current tokio runtime. Everything it has to say comes on
     /// the returned receiver.
     pub fn start(options: ClientOptions) -> (Client, mpsc::UnboundedReceiver<Event>) {
+        // Commands come from this program's own user, not from the network. Events are
+        // one per frame or delivery the relay sends (which QUIC's flow control and the
+        // session's bounded queues hold back) plus throttled progress; a user interface
+        // that stops reading them holds them here, which is its own memory to spend.
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let state_dir = match &options.data_dir {
@@ -251,13 +255,14 @@ impl Core {
         }
     }
 
-    /// Answers a queued message and drops it from the outbox.
-    pub async fn settle(&mut self, id: MessageId, result: Result<Sent, SendError>) {
+    /// Answers a queued message and drops it from the outbox. A stored one's history line
+    /// goes into `history`, for the caller to write with others.
+    pub fn settle(&mut self, id: MessageId, result: Result<Sent, SendError>, history: &mut Vec<Record>) {
         if let Some(pos) = self.outbox.iter().position(|o| o.id == id) {
             let outgoing = self.outbox.remove(pos);
             match &result {
                 Ok(sent) => {
-                    let line = ChatLine {
+                    history.push(Record::Line(ChatLine {
                         id,
                         seq: Some(sent.seq),
                         from: self.options.identity.user.clone(),
@@ -265,8 +270,7 @@ impl Core {
                         time_ms: sent.time_ms,
                         mine: true,
                         delivered: false,
-                    };
-                    self.remember(vec![Record::Line(line)], false).await;
+                    }));
                     self.emit(Event::Stored { id, seq: sent.seq, time_ms: sent.time_ms })
                 }
                 Err(e) => self.emit(Event::SendFailed { id, reason: e.to_string() }),

@@ -47,6 +47,9 @@ const CONTROL_QUEUE: usize = 64;
 /// Deliveries read and queued for the session loop (the same backpressure).
 const DELIVERY_QUEUE: usize = 256;
 
+/// Answers to our messages settled in one go, at most.
+const RESULTS_AT_ONCE: usize = 256;
+
 /// What the delivery reader found on one stream.
 type DeliveryRead = Result<Deliver, String>;
 
@@ -92,7 +95,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 Some(Command::Send { id, text, reply }) => {
                     if let Some(reason) = refuse_locally(&text) {
                         core.outbox.push(Outgoing { id, text, reply });
-                        core.settle(id, Err(SendError::Refused(reason))).await;
+                        core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
                     } else {
                         let _ = send_queue.send((id, text.clone()));
                         core.outbox.push(Outgoing { id, text, reply });
@@ -160,10 +163,19 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             _ = sleep_until(gap), if gap.is_some() => {
                 break lost_delivery(&connection, welcomed, "a message from the relay did not arrive in time");
             }
-            Some((id, result)) = results.recv() => {
-                if let Some((id, text)) = on_send_result(core, &connection, id, result).await {
-                    let _ = send_queue.send((id, text));
+            Some(first) = results.recv() => {
+                // Answers that came together are settled together, with one history write.
+                let mut answers = vec![first];
+                while let (true, Ok(next)) = (answers.len() < RESULTS_AT_ONCE, results.try_recv()) {
+                    answers.push(next);
                 }
+                let mut history = Vec::new();
+                for (id, result) in answers {
+                    if let Some(resend) = on_send_result(core, &connection, id, result, &mut history) {
+                        let _ = send_queue.send(resend);
+                    }
+                }
+                core.remember(history, false).await;
             }
             Some((transfer, outcome)) = outcomes.recv() => {
                 core.transfers.finished(transfer, &outcome);
@@ -324,24 +336,25 @@ async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<()
     Ok(())
 }
 
-async fn on_send_result(
+fn on_send_result(
     core: &mut Core,
     connection: &quinn::Connection,
     id: MessageId,
     result: SendResult,
+    history: &mut Vec<Record>,
 ) -> Option<(MessageId, String)> {
     match result {
         // Keep it and send it again (same id: the relay stores it once); if the link is
         // dead, the reconnect resends it.
         SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).map(|o| (id, o.text.clone())),
         SendResult::Reply(SendReply::Stored { seq, time_ms, .. }) => {
-            core.settle(id, Ok(Sent { id, seq, time_ms })).await
+            core.settle(id, Ok(Sent { id, seq, time_ms }), history)
         }
-        SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason))).await,
+        SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason)), history),
         // The connection is going: the message stays queued and is sent again (same id, so
         // the relay stores it once) after the reconnect.
         SendResult::Failed(_) if connection.close_reason().is_some() => {}
-        SendResult::Failed(reason) => core.settle(id, Err(SendError::Refused(reason))).await,
+        SendResult::Failed(reason) => core.settle(id, Err(SendError::Refused(reason)), history),
     }
     None
 }

@@ -56,14 +56,15 @@ impl Store {
         self.submit(
             move |txn| {
                 let time_ms = now_ms();
-                if let Some(known) = earlier(txn, id, &sender)? {
-                    return Ok(known);
-                }
                 let waiting: i64 = txn
                     .query_row("SELECT message_bytes FROM waiting WHERE user = ?1", params![sender], |r| r.get(0))
                     .optional()?
                     .unwrap_or(0);
                 if waiting as u64 + text.len() as u64 > max_waiting_bytes {
+                    // A resend of a message stored before the share filled up is answered.
+                    if let Some(known) = earlier(txn, id, &sender)? {
+                        return Ok(known);
+                    }
                     return Err(StoreError::Refused(
                         format!(
                             "{} of your messages wait on the relay for someone offline, and {} is the limit; \

@@ -54,7 +54,12 @@ type Job = Box<dyn FnOnce(&Transaction<'_>) -> (bool, Finish) + Send>;
 /// A handle to the store thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Jobs for the store thread. Every job is awaited by the request that queued it, and
+    /// requests are bounded (streams per connection, connections per user, the control
+    /// stream's reply queue), so this queue is too, without a number of its own.
     jobs: std_mpsc::Sender<Job>,
+    /// Committed messages for the router, which only moves them into bounded per-connection
+    /// queues (never waiting), so it keeps up with the commits that fill this.
     feed: mpsc::UnboundedSender<StoredMessage>,
     closing: Arc<AtomicBool>,
 }
