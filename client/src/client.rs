@@ -1,7 +1,7 @@
 //! The [`Client`] handle and the loop behind it: connect, run a session, and when the
 //! link is lost, wait (with backoff) and connect again, resending what was not stored.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,7 +140,8 @@ impl Client {
             events,
             commands: commands_rx,
             outbox: Vec::new(),
-            seen: HashSet::new(),
+            shown_upto: 0,
+            kept_upto: 0,
             transfers: Transfers::new(context),
             offers: BTreeMap::new(),
             receive_into: None,
@@ -209,8 +210,11 @@ pub(crate) struct Core {
     pub commands: mpsc::UnboundedReceiver<Command>,
     /// Messages not yet stored, in the order they were sent.
     pub outbox: Vec<Outgoing>,
-    /// Messages already reported in this run (a redelivery after a reconnect is not).
-    pub seen: HashSet<MessageId>,
+    /// Messages up to this sequence number were reported in this run (the relay delivers
+    /// in sequence order, so a redelivery after a reconnect is at or below it).
+    pub shown_upto: u64,
+    /// Messages up to this sequence number are in the history on disk.
+    pub kept_upto: u64,
     pub saved: SavedState,
     pub state_dir: StateDir,
     pub history: History,

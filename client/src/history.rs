@@ -105,6 +105,12 @@ fn append_now(path: &std::path::Path, records: &[Record], durable: bool) -> std:
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // A history written by an older client may still be readable by others.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     let mut bytes = Vec::new();
     for record in records {
         serde_json::to_writer(&mut bytes, record).map_err(std::io::Error::other)?;

@@ -153,7 +153,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 let ready = read.and_then(|d| reorder.push(d, Instant::now()).map_err(|e| e.to_string()));
                 let ready = match ready {
                     Ok(ready) => ready,
-                    Err(reason) => break lost_delivery(&connection, welcomed, &reason),
+                    Err(reason) => break lost_delivery(&connection, welcomed, &reason, &who).await,
                 };
                 let acks = take_in_order(core, ready).await;
                 if !acks.is_empty() && send_acks(&mut control_send, acks).await.is_err() {
@@ -161,7 +161,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 }
             }
             _ = sleep_until(gap), if gap.is_some() => {
-                break lost_delivery(&connection, welcomed, "a message from the relay did not arrive in time");
+                break lost_delivery(&connection, welcomed, "a message from the relay did not arrive in time", &who).await;
             }
             Some(first) = results.recv() => {
                 // Answers that came together are settled together, with one history write.
@@ -216,7 +216,16 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Ends a connection on which a delivery was lost: the next one gets every message not
 /// acknowledged, in order, so nothing is skipped and nothing stalls.
-fn lost_delivery(connection: &quinn::Connection, welcomed: bool, reason: &str) -> Outcome {
+async fn lost_delivery(
+    connection: &quinn::Connection,
+    welcomed: bool,
+    reason: &str,
+    who: &(String, String),
+) -> Outcome {
+    // A delivery also fails when the relay closed the connection: its reason comes first.
+    if connection.close_reason().is_some() {
+        return ended(welcomed, connection, who).await;
+    }
     tracing::info!(%reason, "a delivery was lost; reconnecting");
     connection.close(CloseCode::Reconnect.to_varint(), b"a delivery was lost; reconnecting");
     let reason = format!("a message from the relay was lost on the way ({reason}); reconnecting to get it again");
@@ -284,25 +293,34 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
         RelayControl::Status(status) => core.emit_status(status),
         RelayControl::Presence { user, online } => core.emit(Event::Presence { user, online }),
         RelayControl::AckConfirmed { seqs } => core.emit(Event::AckConfirmed { seqs }),
-        RelayControl::Delivered { id, seq, all_delivered_upto } => {
-            core.remember(vec![Record::Delivered(id)], false).await;
-            core.emit(Event::Delivered { id, seq });
+        RelayControl::Delivered { messages, all_delivered_upto } => {
+            core.remember(messages.iter().map(|(id, _)| Record::Delivered(*id)).collect(), false).await;
+            for (id, seq) in messages {
+                core.emit(Event::Delivered { id, seq });
+            }
             if all_delivered_upto > core.saved.receipts_after {
                 core.saved.receipts_after = all_delivered_upto;
                 return true;
             }
         }
-        RelayControl::MessageExpired { id, seq } => core.emit(Event::MessageExpired { id, seq }),
+        RelayControl::MessageExpired { messages } => {
+            for (id, seq) in messages {
+                core.emit(Event::MessageExpired { id, seq });
+            }
+        }
     }
     false
 }
 
 /// Reports deliveries that are next in order (once each) and returns what to acknowledge:
 /// only what is on disk, so a crash or a full disk loses nothing the relay has let go of.
+/// A batch that could not be written is not acknowledged; when it comes again it is
+/// written again, but not shown again.
 async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
-    let fresh: Vec<&Deliver> = ready.iter().filter(|d| !core.seen.contains(&d.id)).collect();
-    let records = fresh
+    let Some(last) = ready.iter().map(|d| d.seq).max() else { return Vec::new() };
+    let records = ready
         .iter()
+        .filter(|d| d.seq > core.kept_upto)
         .map(|d| {
             Record::Line(ChatLine {
                 id: d.id,
@@ -316,17 +334,16 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
         })
         .collect();
     let kept = core.remember(records, true).await;
-    for d in &ready {
-        if core.seen.insert(d.id) {
-            let (id, seq, from, text, time_ms) = (d.id, d.seq, d.from.clone(), d.text.clone(), d.time_ms);
-            core.emit(Event::Message(IncomingMessage { id, seq, from, text, time_ms }));
-        }
+    for d in ready.iter().filter(|d| d.seq > core.shown_upto) {
+        let (id, seq, from, text, time_ms) = (d.id, d.seq, d.from.clone(), d.text.clone(), d.time_ms);
+        core.emit(Event::Message(IncomingMessage { id, seq, from, text, time_ms }));
     }
-    if kept {
-        ready.iter().map(|d| d.seq).collect()
-    } else {
-        Vec::new()
+    core.shown_upto = core.shown_upto.max(last);
+    if !kept {
+        return Vec::new();
     }
+    core.kept_upto = core.kept_upto.max(last);
+    ready.iter().map(|d| d.seq).collect()
 }
 
 async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<(), ()> {

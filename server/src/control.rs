@@ -4,25 +4,48 @@
 //! read either.
 
 use qchat_shared::codes::CloseCode;
-use qchat_shared::frame::{ClientControl, RelayControl};
+use std::collections::BTreeMap;
+
+use qchat_shared::frame::{ClientControl, MessageId, RelayControl};
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::MAX_ACKS_PER_FRAME;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::delivery::DeliveryFlow;
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::session::close;
+use crate::store::Receipt;
 
 /// Receipts replayed to a reconnecting sender, at most.
 const RECEIPT_REPLAY: usize = 10_000;
+
+/// Receipts as `Delivered` frames, one per sender and up to [`MAX_ACKS_PER_FRAME`]
+/// messages each: a peer acknowledging a long backlog sends its sender a few notices, not
+/// one per message.
+fn receipt_frames(receipts: Vec<Receipt>) -> Vec<(String, RelayControl)> {
+    let mut by_sender: BTreeMap<String, (Vec<(MessageId, u64)>, u64)> = BTreeMap::new();
+    for r in receipts {
+        let (messages, upto) = by_sender.entry(r.sender).or_default();
+        messages.push((r.id, r.seq));
+        *upto = (*upto).max(r.all_delivered_upto);
+    }
+    let mut frames = Vec::new();
+    for (sender, (messages, upto)) in by_sender {
+        for chunk in messages.chunks(MAX_ACKS_PER_FRAME) {
+            let frame = RelayControl::Delivered { messages: chunk.to_vec(), all_delivered_upto: upto };
+            frames.push((sender.clone(), frame));
+        }
+    }
+    frames
+}
 
 /// Replays receipts above the client's cursor; false when the connection went.
 pub async fn replay_receipts(state: &RelayState, user: &str, after: u64, replies: &mpsc::Sender<RelayControl>) -> bool {
     match state.store.receipts(user, after, RECEIPT_REPLAY).await {
         Ok(receipts) => {
-            for r in receipts {
-                let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
+            for (_, frame) in receipt_frames(receipts) {
                 if replies.send(frame).await.is_err() {
                     return false;
                 }
@@ -64,6 +87,7 @@ pub async fn read_control(
     user: &str,
     recv: &mut quinn::RecvStream,
     replies: &mpsc::Sender<RelayControl>,
+    flow: &DeliveryFlow,
 ) {
     loop {
         let request = match read_frame::<ClientControl, _>(recv).await {
@@ -79,6 +103,9 @@ pub async fn read_control(
                 return;
             }
         };
+        if let ClientControl::Ack { seqs } = &request {
+            flow.acknowledged(seqs.len());
+        }
         if !answer(state, connection, user, request, replies).await {
             return;
         }
@@ -137,9 +164,8 @@ async fn answer(
 async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, replies: &mpsc::Sender<RelayControl>) -> bool {
     match state.store.mark_delivered(user, seqs.clone()).await {
         Ok(receipts) => {
-            for r in receipts {
-                let frame = RelayControl::Delivered { id: r.id, seq: r.seq, all_delivered_upto: r.all_delivered_upto };
-                state.router.notify(&r.sender, frame);
+            for (sender, frame) in receipt_frames(receipts) {
+                state.router.notify(&sender, frame);
             }
             replies.send(RelayControl::AckConfirmed { seqs }).await.is_ok()
         }
@@ -147,5 +173,29 @@ async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, replies: &m
             warn!(error = %e, "cannot record deliveries");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_go_out_in_frames_per_sender_that_fit() {
+        let receipt = |sender: &str, seq: u64| Receipt {
+            id: MessageId([seq as u8; 16]),
+            seq,
+            sender: sender.into(),
+            all_delivered_upto: seq,
+        };
+        let mut receipts: Vec<Receipt> = (1..=2500).map(|seq| receipt("alice", seq)).collect();
+        receipts.push(receipt("bob", 7));
+        let frames = receipt_frames(receipts);
+        assert_eq!(frames.iter().filter(|(s, _)| s == "alice").count(), 3);
+        for (_, frame) in &frames {
+            qchat_shared::codec::encode(frame).expect("fits a frame");
+        }
+        let RelayControl::Delivered { messages, all_delivered_upto } = &frames[0].1 else { panic!() };
+        assert_eq!((messages.len(), *all_delivered_upto), (MAX_ACKS_PER_FRAME, 2500));
     }
 }

@@ -1,14 +1,14 @@
 //! Deliveries to one connection: what waited in the store, then live messages, each on a
 //! unidirectional stream of its own, numbered so the client can restore the order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::Deliver;
 use qchat_shared::io::write_frame;
 use qchat_shared::transport::CHAT_PRIORITY;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
 use crate::relay::RelayState;
@@ -18,25 +18,72 @@ use crate::store::StoredMessage;
 /// Messages read from the store per query while catching a connection up.
 const PENDING_PAGE: usize = 500;
 
-/// Delivers what waited for this user, then live messages, one stream each, in order.
-/// When the live queue overflowed (`lagged`), what was dropped is read from the store
-/// again. A delivery that fails while the connection is up closes it: the client
-/// reconnects and gets everything it has not acknowledged, in order.
+/// Deliveries in flight (sent, not acknowledged) per connection, at most: below what the
+/// client holds while it waits for a missing one (its reorder bound), so a lost packet
+/// never pushes a later delivery past that bound.
+pub const DELIVERY_WINDOW: u64 = 128;
+
+/// What a connection's delivery task shares with the router and the control stream.
+#[derive(Default)]
+pub struct DeliveryFlow {
+    /// The live queue overflowed: read from the store what was dropped.
+    lagged: AtomicBool,
+    lag_wake: Notify,
+    /// Deliveries this connection has acknowledged (they are acknowledged in order).
+    acked: AtomicU64,
+    ack_wake: Notify,
+}
+
+impl DeliveryFlow {
+    /// The router dropped a live message: the delivery task reads it from the store.
+    pub fn lag(&self) {
+        self.lagged.store(true, Ordering::Release);
+        self.lag_wake.notify_one();
+    }
+
+    /// The client acknowledged this many more deliveries.
+    pub fn acknowledged(&self, count: usize) {
+        self.acked.fetch_add(count as u64, Ordering::AcqRel);
+        self.ack_wake.notify_one();
+    }
+
+    /// Waits until delivery `index` fits in the window.
+    async fn room_for(&self, index: u64) {
+        while index >= self.acked.load(Ordering::Acquire) + DELIVERY_WINDOW {
+            self.ack_wake.notified().await;
+        }
+    }
+}
+
+/// Delivers what waited for this user, then live messages, one stream each, in order, at
+/// most [`DELIVERY_WINDOW`] unacknowledged. When the live queue overflowed, what was
+/// dropped is read from the store again. A delivery that fails while the connection is up
+/// closes it: the client reconnects and gets everything it has not acknowledged, in order.
 pub async fn deliver(
     state: Arc<RelayState>,
     connection: quinn::Connection,
     user: String,
     mut live: mpsc::Receiver<Arc<StoredMessage>>,
-    lagged: Arc<AtomicBool>,
+    flow: Arc<DeliveryFlow>,
 ) {
-    let mut cursor = Cursor { index: 0, last_seq: 0 };
+    let mut cursor = Cursor { index: 0, last_seq: 0, flow: flow.clone() };
     let delivered = async {
         cursor.catch_up(&state, &connection, &user).await?;
-        while let Some(message) = live.recv().await {
-            if lagged.swap(false, Ordering::AcqRel) {
-                cursor.catch_up(&state, &connection, &user).await?;
+        loop {
+            tokio::select! {
+                message = live.recv() => {
+                    let Some(message) = message else { break };
+                    if flow.lagged.swap(false, Ordering::AcqRel) {
+                        cursor.catch_up(&state, &connection, &user).await?;
+                    }
+                    cursor.send(&connection, &message).await?;
+                }
+                _ = flow.lag_wake.notified() => {
+                    if flow.lagged.swap(false, Ordering::AcqRel) {
+                        cursor.catch_up(&state, &connection, &user).await?;
+                    }
+                }
             }
-            cursor.send(&connection, &message).await?;
         }
         Ok::<(), DeliveryFailed>(())
     };
@@ -55,6 +102,7 @@ struct DeliveryFailed(String);
 struct Cursor {
     index: u64,
     last_seq: u64,
+    flow: Arc<DeliveryFlow>,
 }
 
 impl Cursor {
@@ -80,11 +128,12 @@ impl Cursor {
         }
     }
 
-    /// Sends one message, unless it was sent already.
+    /// Sends one message, unless it was sent already, once the window has room.
     async fn send(&mut self, connection: &quinn::Connection, message: &StoredMessage) -> Result<(), DeliveryFailed> {
         if message.seq <= self.last_seq {
             return Ok(());
         }
+        self.flow.room_for(self.index).await;
         send_delivery(connection, self.index, message).await.map_err(DeliveryFailed)?;
         self.index += 1;
         self.last_seq = message.seq;

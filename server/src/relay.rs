@@ -335,8 +335,14 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
         let state = state.clone();
         let remote = incoming.remote_address();
         let Ok(handshake) = state.handshakes.clone().try_acquire_owned() else {
-            warn!(%remote, "too many handshakes at once; refusing one");
-            incoming.refuse();
+            // Busy: a client whose address is not proven yet must prove it first (a
+            // retry costs the relay no state), so spoofed packets cannot hold the slots.
+            if incoming.remote_address_validated() {
+                warn!(%remote, "too many handshakes at once; refusing one");
+                incoming.refuse();
+            } else {
+                let _ = incoming.retry();
+            }
             continue;
         };
         tokio::spawn(

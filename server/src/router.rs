@@ -2,7 +2,6 @@
 //! and control frames to every connection of a user.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qchat_shared::codes::CloseCode;
@@ -11,6 +10,7 @@ use qchat_shared::limits::MAX_CONNECTIONS_PER_USER;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::delivery::DeliveryFlow;
 use crate::store::StoredMessage;
 
 /// One live connection, as the router sees it.
@@ -21,10 +21,10 @@ pub struct LiveConnection {
     /// The serial number of the client's certificate, to find it when it is revoked.
     pub serial: Vec<u8>,
     /// Messages to deliver on this connection, in sequence order. When the queue is full
-    /// the message is dropped here and `lagged` set: the delivery task then reads what it
+    /// the message is dropped here and the flow told: the delivery task then reads what it
     /// missed from the store, where every message is anyway.
     pub deliveries: mpsc::Sender<Arc<StoredMessage>>,
-    pub lagged: Arc<AtomicBool>,
+    pub flow: Arc<DeliveryFlow>,
     /// Notices from elsewhere (presence, receipts, offers) for this connection's control
     /// stream. A connection that lets this queue fill is closed: it reconnects and gets
     /// the state again (receipts and offers are replayed, presence is in the welcome).
@@ -83,7 +83,7 @@ impl Router {
         if let Some(list) = self.users().get(&message.recipient) {
             for live in list {
                 if let Err(TrySendError::Full(_)) = live.deliveries.try_send(message.clone()) {
-                    live.lagged.store(true, Ordering::Release);
+                    live.flow.lag();
                 }
             }
         }

@@ -3,7 +3,6 @@
 //! file streams it opens. Its control stream is [`crate::control`]'s, its deliveries
 //! [`crate::delivery`]'s.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use qchat_shared::codec::FrameError;
@@ -17,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::delivery::DeliveryFlow;
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::router::LiveConnection;
@@ -80,21 +80,34 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         return;
     };
     drop(pending);
+    // Checked before registering (so a refused connection pushes no one out) and again
+    // after (so a reload of the PKI in between is seen by one side or the other).
+    if let Err((code, reason)) = state.still_admitted(&user, &serial) {
+        info!(?code, "refused: no longer admitted");
+        close(&connection, code, &reason);
+        return;
+    }
 
     let (deliveries, deliveries_rx) = mpsc::channel(DELIVERY_QUEUE);
     let (replies, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
-    let lagged = Arc::new(AtomicBool::new(false));
+    let flow = Arc::new(DeliveryFlow::default());
     let id = state.next_connection_id();
     let live = LiveConnection {
         id,
         connection: connection.clone(),
         serial: serial.clone(),
         deliveries,
-        lagged: lagged.clone(),
+        flow: flow.clone(),
         notices,
     };
     let registered = state.router.register(&user, live);
+    if let Err((code, reason)) = state.still_admitted(&user, &serial) {
+        info!(?code, "refused: no longer admitted");
+        close(&connection, code, &reason);
+        state.router.unregister(&user, id);
+        return;
+    }
     if let Some(old) = registered.evicted {
         info!(evicted = old.id, "a fifth connection takes the place of the oldest");
         let reason = format!(
@@ -103,33 +116,28 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         );
         close(&old.connection, CloseCode::Evicted, &reason);
     }
+    info!(connection = id, "connected");
     let peer = state.peer_of(&user);
-    match state.still_admitted(&user, &serial) {
-        Ok(()) => {
-            info!(connection = id, "connected");
-            if registered.came_online {
-                if let Some(peer) = &peer {
-                    state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: true });
-                }
-            }
-            let mut tasks = JoinSet::new();
-            tasks.spawn(
-                control::write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span(),
-            );
-            let delivery = delivery::deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx, lagged);
-            tasks.spawn(delivery.in_current_span());
-            if greet(&state, &connection, &user, receipts_after, &replies).await {
-                tokio::select! {
-                    _ = accept_streams(&state, &connection, &user) => {}
-                    _ = control::read_control(&state, &connection, &user, &mut control_recv, &replies) => {}
-                }
-            }
-            tasks.abort_all();
+    if registered.came_online {
+        if let Some(peer) = &peer {
+            state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: true });
         }
-        Err((code, reason)) => {
-            info!(?code, "refused: no longer admitted");
-            close(&connection, code, &reason);
+    }
+    let mut tasks = JoinSet::new();
+    tasks.spawn(control::write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span());
+    let delivery = delivery::deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx, flow.clone());
+    tasks.spawn(delivery.in_current_span());
+    if greet(&state, &connection, &user, receipts_after, &replies).await {
+        tokio::select! {
+            _ = accept_streams(&state, &connection, &user) => {}
+            _ = control::read_control(&state, &connection, &user, &mut control_recv, &replies, &flow) => {}
         }
+    }
+    tasks.abort_all();
+    // The control stream is gone: so is the session, even if file streams still hold the
+    // connection.
+    if connection.close_reason().is_none() {
+        close(&connection, CloseCode::Normal, "the control stream ended");
     }
     if state.router.unregister(&user, id) {
         if let Some(peer) = &peer {

@@ -4,11 +4,12 @@
 //! their expiry (their senders are told). SQLite reuses the freed pages, so the database
 //! stops growing once retention has come round.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::RelayControl;
+use qchat_shared::frame::{MessageId, RelayControl};
+use qchat_shared::limits::MAX_ACKS_PER_FRAME;
 use tracing::{info, warn};
 
 use crate::relay::RelayState;
@@ -31,14 +32,28 @@ pub async fn sweep_once(state: &RelayState) -> usize {
 async fn sweep_messages(state: &RelayState) {
     let retention = state.limits.message_retention.as_millis() as i64;
     let expiry = state.limits.message_expiry.as_millis() as i64;
-    match state.store.sweep_messages(retention, expiry).await {
-        Ok(expired) => {
-            for message in expired {
-                info!(seq = message.seq, sender = %Escaped(&message.sender), "an undelivered message expired");
-                state.router.notify(&message.sender, RelayControl::MessageExpired { id: message.id, seq: message.seq });
+    loop {
+        match state.store.sweep_messages(retention, expiry).await {
+            Ok(sweep) => {
+                let mut by_sender: BTreeMap<String, Vec<(MessageId, u64)>> = BTreeMap::new();
+                for message in sweep.expired {
+                    info!(seq = message.seq, sender = %Escaped(&message.sender), "an undelivered message expired");
+                    by_sender.entry(message.sender).or_default().push((message.id, message.seq));
+                }
+                for (sender, messages) in by_sender {
+                    for chunk in messages.chunks(MAX_ACKS_PER_FRAME) {
+                        state.router.notify(&sender, RelayControl::MessageExpired { messages: chunk.to_vec() });
+                    }
+                }
+                if !sweep.more {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "message sweep failed");
+                return;
             }
         }
-        Err(e) => warn!(error = %e, "message sweep failed"),
     }
 }
 

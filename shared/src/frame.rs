@@ -193,9 +193,10 @@ pub enum RelayControl {
     Status(Status),
     /// The other person came online or went offline.
     Presence { user: String, online: bool },
-    /// The peer received this user's message. Every message of this user up to
+    /// The peer received these messages of this user (id and sequence number, at most
+    /// [`crate::limits::MAX_ACKS_PER_FRAME`]). Every message of this user up to
     /// `all_delivered_upto` has been delivered.
-    Delivered { id: MessageId, seq: u64, all_delivered_upto: u64 },
+    Delivered { messages: Vec<(MessageId, u64)>, all_delivered_upto: u64 },
     /// These acknowledgements are committed: the messages will not come again.
     AckConfirmed { seqs: Vec<u64> },
     /// A file waits for this user (sent when committed, and again after each connect).
@@ -207,8 +208,10 @@ pub enum RelayControl {
     /// One page of the answer to [`ClientControl::ListFiles`]: files for this user, and
     /// this user's own. A listing is one or more pages; `last` marks its final one.
     Files { incoming: Vec<FileEntry>, outgoing: Vec<FileEntry>, last: bool },
-    /// A message of this user was never delivered and has been removed from the relay.
-    MessageExpired { id: MessageId, seq: u64 },
+    /// These messages of this user (id and sequence number, at most
+    /// [`crate::limits::MAX_ACKS_PER_FRAME`]) were never delivered and have been removed
+    /// from the relay.
+    MessageExpired { messages: Vec<(MessageId, u64)> },
 }
 
 /// Who this connection is, who the peer is, and what waits.

@@ -168,7 +168,7 @@ async fn a_connection_parked_before_hello_is_refused_after_a_revocation() {
 
 #[tokio::test]
 async fn waiting_files_and_message_bytes_are_capped_with_clear_errors() {
-    let limits = RelayLimits { max_waiting_files: 3, max_waiting_message_bytes: 100, ..RelayLimits::default() };
+    let limits = RelayLimits { max_waiting_files: 3, max_waiting_message_bytes: 400, ..RelayLimits::default() };
     let relay = TestRelay::start_with(limits).await;
     let mut alice = relay.client("alice");
     alice.connected().await;
@@ -184,7 +184,7 @@ async fn waiting_files_and_message_bytes_are_capped_with_clear_errors() {
 
     alice.client.send_and_wait("x".repeat(60)).await.unwrap();
     let refused = alice.client.send_and_wait("y".repeat(60)).await.unwrap_err();
-    assert!(refused.to_string().contains("wait on the relay"), "{refused}");
+    assert!(refused.to_string().contains("waiting on the relay"), "{refused}");
     // Once bob takes them, there is room again.
     let mut bob = relay.client("bob");
     bob.connected().await;
@@ -311,4 +311,24 @@ async fn a_history_that_cannot_be_written_is_reported_and_not_acknowledged() {
     bob.stop().await;
     let status = relay.client("alice").connected().await;
     assert_eq!(status.waiting_for_peer, 1, "not acknowledged, so it waits on the relay");
+}
+
+#[tokio::test]
+async fn deliveries_wait_for_acknowledgements_beyond_a_window() {
+    let relay = TestRelay::start().await;
+    let mut alice = relay.client("alice");
+    alice.connected().await;
+    for i in 0..300 {
+        alice.client.send(format!("m{i}"));
+    }
+    alice.client.send_and_wait("last").await.unwrap();
+    let raw = relay.raw("bob").await;
+    let window = qchat_server::delivery::DELIVERY_WINDOW as usize;
+    let mut received = 0;
+    while let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), raw.connection.accept_uni()).await {
+        let delivery = read_frame::<qchat_shared::frame::Deliver, _>(&mut stream).await.unwrap().unwrap();
+        assert_eq!(delivery.index, received as u64);
+        received += 1;
+    }
+    assert_eq!(received, window, "a client that acknowledges nothing gets the window, no more");
 }

@@ -60,15 +60,15 @@ impl Store {
                     .query_row("SELECT message_bytes FROM waiting WHERE user = ?1", params![sender], |r| r.get(0))
                     .optional()?
                     .unwrap_or(0);
-                if waiting as u64 + text.len() as u64 > max_waiting_bytes {
+                if waiting as u64 + text.len() as u64 + super::schema::MESSAGE_OVERHEAD > max_waiting_bytes {
                     // A resend of a message stored before the share filled up is answered.
                     if let Some(known) = earlier(txn, id, &sender)? {
                         return Ok(known);
                     }
                     return Err(StoreError::Refused(
                         format!(
-                            "{} of your messages wait on the relay for someone offline, and {} is the limit; \
-                             they go once they are delivered (or expire)",
+                            "your messages waiting on the relay for someone offline take {} of your {} share \
+                             (each counts its text and 256 bytes); they go once they are delivered (or expire)",
                             qchat_shared::units::human_bytes(waiting as u64),
                             qchat_shared::units::human_bytes(max_waiting_bytes)
                         )
@@ -221,6 +221,18 @@ fn earlier(txn: &Transaction<'_>, id: MessageId, sender: &str) -> Result<Option<
     }
 }
 
+/// Messages deleted of each kind per call of [`Store::sweep_messages`], at most.
+pub const SWEEP_BATCH: usize = 1000;
+
+/// What one call of [`Store::sweep_messages`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSweep {
+    /// The undelivered messages that expired.
+    pub expired: Vec<ExpiredMessage>,
+    /// A batch was full: call again.
+    pub more: bool,
+}
+
 /// A message removed before anyone received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredMessage {
@@ -231,27 +243,32 @@ pub struct ExpiredMessage {
 
 impl Store {
     /// Deletes delivered messages older than `retention_ms` (since delivery) and
-    /// undelivered ones older than `expiry_ms` (since they were stored); returns the
-    /// latter, so their senders can be told.
-    pub async fn sweep_messages(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<ExpiredMessage>, StoreError> {
+    /// undelivered ones older than `expiry_ms` (since they were stored), up to
+    /// [`SWEEP_BATCH`] of each, so that one sweep never holds the store long; returns the
+    /// expired ones, so their senders can be told. The caller repeats while any went.
+    pub async fn sweep_messages(&self, retention_ms: i64, expiry_ms: i64) -> Result<MessageSweep, StoreError> {
         self.submit(
             move |txn| {
                 let now = now_ms();
-                txn.execute(
-                    "DELETE FROM messages WHERE delivered_ms IS NOT NULL AND delivered_ms + ?2 <= ?1",
-                    params![now, retention_ms],
+                let retained = txn.execute(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
+                         WHERE delivered_ms IS NOT NULL AND delivered_ms + ?2 <= ?1 ORDER BY delivered_ms LIMIT ?3)",
+                    params![now, retention_ms, SWEEP_BATCH as i64],
                 )?;
                 let mut stmt = txn.prepare_cached(
-                    "DELETE FROM messages WHERE delivered_ms IS NULL AND created_ms + ?2 <= ?1 RETURNING id, seq, sender",
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
+                         WHERE delivered_ms IS NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)
+                     RETURNING id, seq, sender",
                 )?;
-                let rows = stmt.query_map(params![now, expiry_ms], |r| {
+                let rows = stmt.query_map(params![now, expiry_ms, SWEEP_BATCH as i64], |r| {
                     Ok(ExpiredMessage {
                         id: MessageId(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or_default()),
                         seq: r.get::<_, i64>(1)? as u64,
                         sender: r.get(2)?,
                     })
                 })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                let expired = rows.collect::<Result<Vec<_>, _>>()?;
+                Ok(MessageSweep { more: retained == SWEEP_BATCH || expired.len() == SWEEP_BATCH, expired })
             },
             |_| {},
         )
@@ -313,25 +330,34 @@ mod tests {
         assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![seqs[1]]);
     }
 
+    const OVERHEAD: u64 = crate::store::schema::MESSAGE_OVERHEAD;
+
     #[tokio::test]
     async fn waiting_bytes_are_capped_and_expired_messages_go() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
-        let first = store.store_message(MessageId::random(), "alice", "bob", "0123456789", 15).await.unwrap();
-        let err = store.store_message(MessageId::random(), "alice", "bob", "abcdef", 15).await.unwrap_err();
-        assert!(err.to_string().contains("wait on the relay"), "{err}");
-        store.store_message(MessageId::random(), "bob", "alice", "abcdef", 15).await.expect("bob has his own share");
+        let first =
+            store.store_message(MessageId::random(), "alice", "bob", "0123456789", 15 + OVERHEAD).await.unwrap();
+        let err = store.store_message(MessageId::random(), "alice", "bob", "abcdef", 15 + OVERHEAD).await.unwrap_err();
+        assert!(err.to_string().contains("waiting on the relay"), "{err}");
+        store
+            .store_message(MessageId::random(), "bob", "alice", "abcdef", 15 + OVERHEAD)
+            .await
+            .expect("bob has his own share");
         store.mark_delivered("bob", vec![first.seq]).await.unwrap();
-        let second = store.store_message(MessageId::random(), "alice", "bob", "abcdef", 15).await.unwrap();
+        let second = store.store_message(MessageId::random(), "alice", "bob", "abcdef", 15 + OVERHEAD).await.unwrap();
 
-        let expired = store.sweep_messages(i64::MAX / 2, 0).await.unwrap();
+        let expired = store.sweep_messages(i64::MAX / 2, 0).await.unwrap().expired;
         let mut seqs: Vec<u64> = expired.iter().filter(|m| m.sender == "alice").map(|m| m.seq).collect();
         seqs.sort();
         assert_eq!(seqs, [second.seq], "the undelivered one expired; the delivered one is kept for retention");
         assert!(store.pending("bob", 0, 10).await.unwrap().is_empty());
         store.sweep_messages(0, i64::MAX / 2).await.unwrap();
         assert!(store.receipts("alice", 0, 10).await.unwrap().is_empty(), "delivered and past retention: gone");
-        store.store_message(MessageId::random(), "alice", "bob", "0123456789abcde", 15).await.expect("all freed");
+        store
+            .store_message(MessageId::random(), "alice", "bob", "0123456789abcde", 15 + 2 * OVERHEAD)
+            .await
+            .expect("all freed");
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ mod messages;
 pub mod schema;
 
 pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
-pub use messages::{ExpiredMessage, Receipt, Stored, StoredMessage};
+pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -38,7 +38,9 @@ CREATE INDEX IF NOT EXISTS files_by_sender ON files (sender, created_ms);
 ";
 
 /// qchat 2: listings in pages (by rowid), retention of messages and of swept files' rows,
-/// and a running count of the message bytes waiting per sender, kept by triggers.
+/// and a running count of what each sender's waiting messages cost, kept by triggers: a
+/// message costs its bytes plus 256 for its row and indexes, so that the cap bounds rows
+/// too (a flood of one-byte messages fills it as surely as long ones).
 const V2: &str = "
 DROP INDEX files_by_recipient;
 DROP INDEX files_by_sender;
@@ -52,23 +54,26 @@ CREATE TABLE waiting (
     message_bytes INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 INSERT INTO waiting (user, message_bytes)
-    SELECT sender, SUM(length(CAST(body AS BLOB))) FROM messages WHERE delivered_ms IS NULL GROUP BY sender;
+    SELECT sender, SUM(length(CAST(body AS BLOB)) + 256) FROM messages WHERE delivered_ms IS NULL GROUP BY sender;
 CREATE TRIGGER waiting_add AFTER INSERT ON messages BEGIN
-    INSERT INTO waiting (user, message_bytes) VALUES (new.sender, length(CAST(new.body AS BLOB)))
+    INSERT INTO waiting (user, message_bytes) VALUES (new.sender, length(CAST(new.body AS BLOB)) + 256)
         ON CONFLICT (user) DO UPDATE SET message_bytes = message_bytes + excluded.message_bytes;
 END;
 CREATE TRIGGER waiting_delivered AFTER UPDATE OF delivered_ms ON messages
     WHEN old.delivered_ms IS NULL AND new.delivered_ms IS NOT NULL BEGIN
-    UPDATE waiting SET message_bytes = message_bytes - length(CAST(old.body AS BLOB)) WHERE user = old.sender;
+    UPDATE waiting SET message_bytes = message_bytes - length(CAST(old.body AS BLOB)) - 256 WHERE user = old.sender;
 END;
 CREATE TRIGGER waiting_removed AFTER DELETE ON messages WHEN old.delivered_ms IS NULL BEGIN
-    UPDATE waiting SET message_bytes = message_bytes - length(CAST(old.body AS BLOB)) WHERE user = old.sender;
+    UPDATE waiting SET message_bytes = message_bytes - length(CAST(old.body AS BLOB)) - 256 WHERE user = old.sender;
 END;
 ";
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![M::up(V1), M::up(V2)])
 }
+
+/// What each waiting message costs beyond its text, in the sender's share.
+pub const MESSAGE_OVERHEAD: u64 = 256;
 
 /// The schema version this relay runs.
 pub fn latest_version() -> usize {
@@ -111,7 +116,7 @@ mod tests {
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM messages"), 2);
         assert_eq!(count("SELECT COUNT(*) FROM files"), 1);
-        assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 6, "bytes, not characters");
+        assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 6 + 256, "bytes, not characters");
         conn.execute("UPDATE messages SET delivered_ms = 5 WHERE id = x'01'", []).unwrap();
         assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 0);
         migrate(&mut conn).unwrap();

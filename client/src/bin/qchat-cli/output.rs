@@ -112,7 +112,7 @@ impl Printer {
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> ");
             bar.set_style(style);
-            bar.set_message(name.to_string());
+            bar.set_message(Escaped(name).to_string());
             bar
         })
     }
