@@ -1,9 +1,10 @@
 //! Test harness: a real relay on 127.0.0.1 with a throwaway PKI in a temp directory, and
 //! real clients (the client core, or raw quinn connections that speak the protocol by
-//! hand to misbehave), a lossy link ([`proxy`]), and a relay that misbehaves
-//! ([`fake_relay`]).
+//! hand to misbehave), a lossy link ([`proxy`]), an emulated wide-area link ([`link`]),
+//! and a relay that misbehaves ([`fake_relay`]).
 
 pub mod fake_relay;
+pub mod link;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -1,0 +1,110 @@
+//! The emulated wide-area link itself: it holds its rate and its round trip, paces packets
+//! out one by one, and is fast enough to stand for the links people have.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use qchat_tests::link::{EmulatedLink, LinkSpec};
+use qchat_tests::{write_file, TestRelay};
+
+/// One link at a time: they measure speed, and share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Sends datagrams of `size` bytes through `spec` for `secs`, as fast as the sender can;
+/// returns the bytes that came out per second and the first datagram's one-way time.
+fn blast(spec: LinkSpec, size: usize, secs: f64) -> (f64, Duration) {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let link = EmulatedLink::start(sink.local_addr().unwrap(), spec).unwrap();
+    let source = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = link.addr;
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let datagram = vec![7u8; size];
+        while started.elapsed().as_secs_f64() < secs {
+            let _ = source.send_to(&datagram, to);
+        }
+    });
+    let mut buf = vec![0u8; 65_536];
+    let (mut bytes, mut first, mut last) = (0u64, None, started);
+    while let Ok((n, _)) = sink.recv_from(&mut buf) {
+        first.get_or_insert_with(|| started.elapsed());
+        bytes += n as u64;
+        last = Instant::now();
+    }
+    sender.join().unwrap();
+    let first = first.expect("something came through");
+    let span = last.duration_since(started).saturating_sub(first).as_secs_f64().max(1e-3);
+    (bytes as f64 / span, first)
+}
+
+#[test]
+fn the_link_holds_its_rate_and_its_delay() {
+    let _serial = ONE_AT_A_TIME.blocking_lock();
+    let spec = LinkSpec::new(80, 40, 0.0);
+    let (rate, first) = blast(spec, 1200, 1.0);
+    let limit = spec.rate_bps as f64 / 8.0;
+    println!("80 Mbit/s link: {:.1} MB/s out, first datagram after {first:?}", rate / 1e6);
+    assert!(rate <= limit * 1.05, "{rate} B/s through a {limit} B/s link");
+    assert!(rate >= limit * 0.8, "{rate} B/s: the link should be full");
+    assert!(first >= Duration::from_millis(20), "one way is half the round trip: {first:?}");
+    assert!(first < Duration::from_millis(80), "{first:?}");
+}
+
+#[test]
+fn the_link_carries_a_hundred_megabytes_a_second() {
+    let _serial = ONE_AT_A_TIME.blocking_lock();
+    let spec = LinkSpec::new(2_000, 2, 0.0);
+    // Best of three, as the benchmarks count: the machine's speed drifts.
+    let rate = (0..3).map(|_| blast(spec, 1400, 1.0).0).fold(0.0, f64::max);
+    println!("2 Gbit/s link: {:.1} MB/s out (best of 3)", rate / 1e6);
+    assert!(rate >= 100e6, "the emulator carried only {:.1} MB/s", rate / 1e6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_goes_through_a_slow_far_link_at_the_links_speed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let relay = TestRelay::start().await;
+    let spec = LinkSpec::new(100, 40, 0.0);
+    let link = EmulatedLink::start(relay.addr, spec).unwrap();
+    let mut alice = relay.client_via("alice", link.addr);
+    alice.patience = Duration::from_secs(60);
+    alice.connected().await;
+    let size = 8u64 << 20;
+    let path = write_file(&relay.tmp.path().join("far.bin"), size);
+    let started = Instant::now();
+    let transfer = alice.client.send_file(&path);
+    alice.uploaded(transfer).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let share = size as f64 * 8.0 / seconds / spec.rate_bps as f64;
+    println!("8 MiB over 100 Mbit/s, 40 ms: {seconds:.2} s, {:.0}% of the link", share * 100.0);
+    assert!(share <= 1.05, "faster than the link: {share}");
+    assert!(share >= 0.4, "only {:.0}% of the link", share * 100.0);
+}
+
+/// Figures for the long-fat-pipe work, not a check: `cargo test -p qchat-tests --test wan
+/// -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn figures_on_a_far_fast_link() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    for (rtt_ms, loss) in [(200, 0.0), (100, 0.005)] {
+        let relay = TestRelay::start().await;
+        let spec = LinkSpec::new(400, rtt_ms, loss);
+        let link = EmulatedLink::start(relay.addr, spec).unwrap();
+        let mut alice = relay.client_via("alice", link.addr);
+        alice.patience = Duration::from_secs(600);
+        alice.connected().await;
+        let size = 64u64 << 20;
+        let path = write_file(&relay.tmp.path().join("far.bin"), size);
+        let started = Instant::now();
+        let transfer = alice.client.send_file(&path);
+        alice.uploaded(transfer).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let share = size as f64 * 8.0 / seconds / spec.rate_bps as f64;
+        println!(
+            "64 MiB up over 400 Mbit/s, {rtt_ms} ms, loss {loss}: {seconds:.1} s, {:.0}% of the link",
+            share * 100.0
+        );
+    }
+}
