@@ -61,22 +61,26 @@ fn the_link_carries_a_hundred_megabytes_a_second() {
     assert!(rate >= 100e6, "the emulator carried only {:.1} MB/s", rate / 1e6);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_file_goes_through_a_slow_far_link_at_the_links_speed() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+/// Uploads `size` bytes from alice through a link of `spec` to a fresh relay; returns the
+/// seconds from `send-file` to the relay's commit and the share of the link that is.
+async fn upload_through(spec: LinkSpec, size: u64) -> (f64, f64) {
     let relay = TestRelay::start().await;
-    let spec = LinkSpec::new(100, 40, 0.0);
     let link = EmulatedLink::start(relay.addr, spec).unwrap();
     let mut alice = relay.client_via("alice", link.addr);
-    alice.patience = Duration::from_secs(60);
+    alice.patience = Duration::from_secs(600);
     alice.connected().await;
-    let size = 8u64 << 20;
     let path = write_file(&relay.tmp.path().join("far.bin"), size);
     let started = Instant::now();
     let transfer = alice.client.send_file(&path);
     alice.uploaded(transfer).await;
     let seconds = started.elapsed().as_secs_f64();
-    let share = size as f64 * 8.0 / seconds / spec.rate_bps as f64;
+    (seconds, size as f64 * 8.0 / seconds / spec.rate_bps as f64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_goes_through_a_slow_far_link_at_the_links_speed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (seconds, share) = upload_through(LinkSpec::new(100, 40, 0.0), 8 << 20).await;
     println!("8 MiB over 100 Mbit/s, 40 ms: {seconds:.2} s, {:.0}% of the link", share * 100.0);
     assert!(share <= 1.05, "faster than the link: {share}");
     assert!(share >= 0.4, "only {:.0}% of the link", share * 100.0);
@@ -89,19 +93,7 @@ async fn a_file_goes_through_a_slow_far_link_at_the_links_speed() {
 async fn figures_on_a_far_fast_link() {
     let _serial = ONE_AT_A_TIME.lock().await;
     for (rtt_ms, loss) in [(200, 0.0), (100, 0.005)] {
-        let relay = TestRelay::start().await;
-        let spec = LinkSpec::new(400, rtt_ms, loss);
-        let link = EmulatedLink::start(relay.addr, spec).unwrap();
-        let mut alice = relay.client_via("alice", link.addr);
-        alice.patience = Duration::from_secs(600);
-        alice.connected().await;
-        let size = 64u64 << 20;
-        let path = write_file(&relay.tmp.path().join("far.bin"), size);
-        let started = Instant::now();
-        let transfer = alice.client.send_file(&path);
-        alice.uploaded(transfer).await;
-        let seconds = started.elapsed().as_secs_f64();
-        let share = size as f64 * 8.0 / seconds / spec.rate_bps as f64;
+        let (seconds, share) = upload_through(LinkSpec::new(400, rtt_ms, loss), 64 << 20).await;
         println!(
             "64 MiB up over 400 Mbit/s, {rtt_ms} ms, loss {loss}: {seconds:.1} s, {:.0}% of the link",
             share * 100.0
