@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use qchat_shared::identity::{split_host_port, write_secret, Identity};
 use qchat_shared::names::validate_user_name;
+use qchat_shared::replace::{replace_file, Readers};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
     IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
@@ -62,19 +63,9 @@ fn read(path: &Path) -> Result<String, CertsError> {
 }
 
 /// Writes a file others may read, atomically: a reader (the running relay reading
-/// `users`) sees the old content or the new, never a half-written file.
+/// `users` or the CRL) sees the old content or the new, never a half-written file.
 fn write_public(path: &Path, text: &str) -> Result<(), CertsError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(io_err(path))
+    replace_file(path, text.as_bytes(), Readers::Anyone).map_err(io_err(path))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), CertsError> {
@@ -343,10 +334,7 @@ fn write_crl(pki: &PkiDir, ca: &Ca, revoked: &[(String, String)]) -> Result<(), 
         key_identifier_method: KeyIdMethod::Sha256,
     };
     let crl = params.signed_by(&ca.cert, &ca.key)?;
-    // Write beside and rename, so a relay reloading it never reads half a file.
-    let tmp = pki.dir.join("crl.pem.tmp");
-    write_public(&tmp, &crl.pem()?)?;
-    fs::rename(&tmp, pki.crl()).map_err(io_err(&pki.crl()))
+    write_public(&pki.crl(), &crl.pem()?)
 }
 
 /// The relay's TLS material, read from a PKI directory.

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use qchat_shared::frame::FileId;
 
-use qchat_shared::identity::{write_secret, Identity};
+use qchat_shared::identity::Identity;
+use qchat_shared::replace::{replace_file, Readers};
 use serde::{Deserialize, Serialize};
 
 /// The persisted client state.
@@ -61,9 +62,7 @@ impl StateDir {
     /// Writes the state atomically, readable by this user only.
     pub fn save(&self, state: &SavedState) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join("state.json.tmp");
-        write_secret(&tmp, &serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, self.file())
+        replace_file(&self.file(), &serde_json::to_vec(state).map_err(std::io::Error::other)?, Readers::Owner)
     }
 }
 
@@ -97,9 +96,7 @@ impl UploadBook {
         if let Some(dir) = self.file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = self.file.with_extension("json.tmp");
-        write_secret(&tmp, &serde_json::to_vec(records).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, &self.file)
+        replace_file(&self.file, &serde_json::to_vec(records).map_err(std::io::Error::other)?, Readers::Owner)
     }
 
     /// The relay's id for an unfinished upload of this very file, if any.

@@ -82,9 +82,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
     drop(pending);
     // Checked before registering (so a refused connection pushes no one out) and again
     // after (so a reload of the PKI in between is seen by one side or the other).
-    if let Err((code, reason)) = state.still_admitted(&user, &serial) {
-        info!(?code, "refused: no longer admitted");
-        close(&connection, code, &reason);
+    if !admitted(&state, &connection, &user, &serial) {
         return;
     }
 
@@ -102,9 +100,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         notices,
     };
     let registered = state.router.register(&user, live);
-    if let Err((code, reason)) = state.still_admitted(&user, &serial) {
-        info!(?code, "refused: no longer admitted");
-        close(&connection, code, &reason);
+    if !admitted(&state, &connection, &user, &serial) {
         state.router.unregister(&user, id);
         return;
     }
@@ -145,6 +141,18 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
         }
     }
     info!(connection = id, reason = %connection.close_reason().map(|r| r.to_string()).unwrap_or_default(), "disconnected");
+}
+
+/// Whether the connection may be served (a member, not revoked); closes it if not.
+fn admitted(state: &RelayState, connection: &quinn::Connection, user: &str, serial: &[u8]) -> bool {
+    match state.still_admitted(user, serial) {
+        Ok(()) => true,
+        Err((code, reason)) => {
+            info!(?code, "refused: no longer admitted");
+            close(connection, code, &reason);
+            false
+        }
+    }
 }
 
 /// Sends the welcome, then replays the receipts and offers a connection missed. Returns

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod io;
 pub mod limits;
 pub mod names;
+pub mod replace;
 pub mod tls;
 pub mod transfer;
 pub mod transport;

@@ -122,6 +122,14 @@ impl TestRelay {
         options
     }
 
+    /// Clients for alice and bob, both connected.
+    pub async fn pair(&self) -> (TestClient, TestClient) {
+        let (mut alice, mut bob) = (self.client("alice"), self.client("bob"));
+        alice.connected().await;
+        bob.connected().await;
+        (alice, bob)
+    }
+
     /// A client for any identity, pointed at this relay.
     pub fn client_for(&self, identity: Identity) -> TestClient {
         TestClient::start(self.client_options(identity))

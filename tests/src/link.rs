@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,30 +78,13 @@ impl EmulatedLink {
         let (down_tx, down_rx) = mpsc::sync_channel(HANDOFF);
         let (front, back) = (Arc::new(front), Arc::new(back));
         let mut threads = Vec::new();
-        // Client to server: read at the front, leave from the back.
-        {
-            let (front, stop, client) = (front.clone(), stop.clone(), client.clone());
-            threads.push(std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Acquire) {
-                    if let Ok((n, from)) = front.recv_from(&mut buf) {
-                        *client.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
-                        let _ = up_tx.try_send(buf[..n].to_vec());
-                    }
-                }
-            }));
-        }
-        {
-            let (back, stop) = (back.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Acquire) {
-                    if let Ok((n, _)) = back.recv_from(&mut buf) {
-                        let _ = down_tx.try_send(buf[..n].to_vec());
-                    }
-                }
-            }));
-        }
+        // Client to server: read at the front (noting who the client is), leave from the
+        // back; and the way back.
+        let client_seen = client.clone();
+        threads.push(pump(front.clone(), stop.clone(), up_tx, move |from| {
+            *client_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+        }));
+        threads.push(pump(back.clone(), stop.clone(), down_tx, |_| {}));
         let (stop_up, stop_down) = (stop.clone(), stop.clone());
         let up_out = back.clone();
         threads.push(std::thread::spawn(move || {
@@ -119,6 +102,25 @@ impl EmulatedLink {
         }));
         Ok(EmulatedLink { addr, stop, threads })
     }
+}
+
+/// Reads datagrams from `socket` into a bottleneck's input until `stop`, telling `seen`
+/// where each came from; a full input drops the datagram, as a full queue would.
+fn pump(
+    socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    input: SyncSender<Vec<u8>>,
+    mut seen: impl FnMut(SocketAddr) + Send + 'static,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while !stop.load(Ordering::Acquire) {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                seen(from);
+                let _ = input.try_send(buf[..n].to_vec());
+            }
+        }
+    })
 }
 
 /// One direction: datagrams arrive on `input`, wait their turn at the rate (dropped when

@@ -37,10 +37,7 @@ async fn chat_still_works(alice: &mut TestClient, bob: &mut TestClient) {
 #[tokio::test]
 async fn a_client_that_never_reads_its_replies_stops_being_read() {
     let relay = TestRelay::start().await;
-    let mut alice = relay.client("alice");
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
+    let (mut alice, mut bob) = relay.pair().await;
     // Something to list, so that each reply has some size.
     for i in 0..20 {
         let path = write_file(&relay.tmp.path().join(format!("f{i}.bin")), 10);
@@ -229,10 +226,7 @@ async fn an_undelivered_message_expires_and_its_sender_is_told() {
 async fn delivered_messages_go_after_their_retention() {
     let limits = RelayLimits { message_retention: Duration::ZERO, ..RelayLimits::default() };
     let relay = TestRelay::start_with(limits).await;
-    let mut alice = relay.client("alice");
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
+    let (mut alice, mut bob) = relay.pair().await;
     for i in 0..50 {
         alice.client.send(format!("m{i}"));
     }
@@ -255,10 +249,7 @@ async fn delivered_messages_go_after_their_retention() {
 async fn the_relays_and_the_clients_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let relay = TestRelay::start().await;
-    let mut alice = relay.client("alice");
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
+    let (mut alice, mut bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("secret.bin"), 100);
     let transfer = alice.client.send_file(&path);
     let file_id = alice.uploaded(transfer).await;

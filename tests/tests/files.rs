@@ -7,20 +7,12 @@ use std::time::{Duration, Instant};
 use qchat_client::Event;
 use qchat_server::RelayLimits;
 use qchat_shared::limits::CHUNK;
-use qchat_tests::{same_content, wait_for_bytes, write_file, TestClient, TestRelay};
-
-async fn pair(relay: &TestRelay) -> (TestClient, TestClient) {
-    let mut alice = relay.client("alice");
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
-    (alice, bob)
-}
+use qchat_tests::{same_content, wait_for_bytes, write_file, TestRelay};
 
 #[tokio::test]
 async fn boundary_sizes_arrive_verified() {
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let sizes = [0, 1, CHUNK as u64 - 1, CHUNK as u64, CHUNK as u64 + 1, 3 * CHUNK as u64 + 17];
     let dir = relay.tmp.path().join("out");
     std::fs::create_dir_all(&dir).unwrap();
@@ -51,7 +43,7 @@ async fn boundary_sizes_arrive_verified() {
 async fn a_large_file_does_not_hold_up_chat() {
     let size: u64 = 256 << 20;
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("big.bin"), size);
     let transfer = alice.client.send_file(&path);
     wait_for_bytes(&relay.relay().stats().upload_bytes, size / 8).await;
@@ -78,7 +70,7 @@ async fn a_large_file_does_not_hold_up_chat() {
 #[tokio::test]
 async fn two_files_at_once_in_each_direction() {
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let dir = relay.tmp.path();
     let a1 = write_file(&dir.join("a1.bin"), 3 << 20);
     let a2 = write_file(&dir.join("a2.bin"), 5 << 20);
@@ -109,7 +101,7 @@ fn resumed_offset(event: Event) -> Option<u64> {
 async fn an_upload_cut_mid_way_resumes_and_sends_nothing_twice() {
     let size: u64 = 64 << 20;
     let relay = TestRelay::start().await;
-    let (mut alice, _bob) = pair(&relay).await;
+    let (mut alice, _bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("cut.bin"), size);
     let transfer = alice.client.send_file(&path);
     wait_for_bytes(&relay.relay().stats().upload_bytes, size / 3).await;
@@ -125,7 +117,7 @@ async fn an_upload_cut_mid_way_resumes_and_sends_nothing_twice() {
 async fn sending_the_same_file_again_resumes_it_after_a_relay_restart() {
     let size: u64 = 64 << 20;
     let mut relay = TestRelay::start().await;
-    let (alice, _bob) = pair(&relay).await;
+    let (alice, _bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("restart.bin"), size);
     alice.client.send_file(&path);
     wait_for_bytes(&relay.relay().stats().upload_bytes, size / 2).await;
@@ -152,7 +144,7 @@ async fn sending_the_same_file_again_resumes_it_after_a_relay_restart() {
 async fn a_download_cut_mid_way_resumes_and_one_killed_resumes_from_its_partial() {
     let size: u64 = 64 << 20;
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("down.bin"), size);
     let transfer = alice.client.send_file(&path);
     alice.uploaded(transfer).await;
@@ -199,7 +191,7 @@ async fn a_download_cut_mid_way_resumes_and_one_killed_resumes_from_its_partial(
 #[tokio::test]
 async fn a_damaged_spool_file_is_caught_by_the_receiver() {
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("flip.bin"), 2 << 20);
     let transfer = alice.client.send_file(&path);
     let file_id = alice.uploaded(transfer).await;
@@ -220,7 +212,7 @@ async fn a_damaged_spool_file_is_caught_by_the_receiver() {
 #[tokio::test]
 async fn hostile_names_land_inside_the_download_folder_and_same_names_both_arrive() {
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let names = ["..\\..\\x", "CON", "line\nbreak", &"n".repeat(250), "same.txt"];
     for (i, name) in names.iter().enumerate() {
         let dir = relay.tmp.path().join(format!("src{i}"));
@@ -252,7 +244,7 @@ async fn hostile_names_land_inside_the_download_folder_and_same_names_both_arriv
 async fn size_limit_and_quota_are_refused_clearly() {
     let limits = RelayLimits { max_file_size: 4 << 20, quota: 6 << 20, ..RelayLimits::default() };
     let relay = TestRelay::start_with(limits).await;
-    let (mut alice, _bob) = pair(&relay).await;
+    let (mut alice, _bob) = relay.pair().await;
     let dir = relay.tmp.path();
     let too_big = alice.client.send_file(write_file(&dir.join("big.bin"), (4 << 20) + 1));
     let reason = alice.refused_transfer(too_big).await;
@@ -270,7 +262,7 @@ async fn size_limit_and_quota_are_refused_clearly() {
 async fn fetched_files_are_swept_after_the_retention_and_the_sender_is_told() {
     let limits = RelayLimits { retention: Duration::ZERO, ..RelayLimits::default() };
     let relay = TestRelay::start_with(limits).await;
-    let (mut alice, mut bob) = pair(&relay).await;
+    let (mut alice, mut bob) = relay.pair().await;
     let transfer = alice.client.send_file(write_file(&relay.tmp.path().join("keep.bin"), 1000));
     let file_id = alice.uploaded(transfer).await;
     assert_eq!(relay.relay().sweep_now().await, 0, "not fetched yet, so not swept");
@@ -292,7 +284,7 @@ async fn fetched_files_are_swept_after_the_retention_and_the_sender_is_told() {
 async fn an_altered_partial_download_is_caught_by_the_hash_and_fetched_again() {
     let size: u64 = 32 << 20;
     let relay = TestRelay::start().await;
-    let (mut alice, bob) = pair(&relay).await;
+    let (mut alice, bob) = relay.pair().await;
     let path = write_file(&relay.tmp.path().join("tamper.bin"), size);
     let transfer = alice.client.send_file(&path);
     let file_id = alice.uploaded(transfer).await;

@@ -9,14 +9,18 @@ use qchat_shared::frame::{
     ClientControl, Deliver, DownloadReply, FileEntry, FileId, FileInfo, FileState, MessageId, Open, RelayControl,
 };
 use qchat_shared::io::write_frame;
-use qchat_tests::fake_relay::FakeRelay;
+use qchat_tests::fake_relay::{FakeRelay, FakeSession};
 use qchat_tests::{TestClient, TestRelay};
 
-/// A client of bob's pointed at the fake relay.
-fn bob_at(relay: &TestRelay, fake: &FakeRelay) -> TestClient {
+/// A test PKI, a fake relay with its certificate, and bob's client connected to it.
+async fn bob_at_a_fake_relay() -> (TestRelay, FakeRelay, TestClient, FakeSession) {
+    let relay = TestRelay::start().await;
+    let fake = FakeRelay::start(&relay.pki);
     let mut options = relay.client_options(relay.identity("bob"));
     options.server = Some(fake.addr.to_string());
-    TestClient::start(options)
+    let bob = TestClient::start(options);
+    let session = fake.accept("bob", "alice").await;
+    (relay, fake, bob, session)
 }
 
 fn deliver(index: u64, text: &str) -> Deliver {
@@ -53,10 +57,7 @@ async fn reconnects(client: &mut TestClient) -> String {
 
 #[tokio::test]
 async fn a_delivery_that_never_arrives_makes_the_client_reconnect_and_nothing_is_skipped() {
-    let relay = TestRelay::start().await;
-    let fake = FakeRelay::start(&relay.pki);
-    let mut bob = bob_at(&relay, &fake);
-    let session = fake.accept("bob", "alice").await;
+    let (_relay, fake, mut bob, session) = bob_at_a_fake_relay().await;
     // Delivery 0 starts and never ends; delivery 1 arrives whole and must wait for it.
     let mut stuck = session.connection.open_uni().await.unwrap();
     stuck.write_all(&[0, 0]).await.unwrap();
@@ -74,10 +75,7 @@ async fn a_delivery_that_never_arrives_makes_the_client_reconnect_and_nothing_is
 
 #[tokio::test]
 async fn a_delivery_far_ahead_of_the_missing_one_is_not_held() {
-    let relay = TestRelay::start().await;
-    let fake = FakeRelay::start(&relay.pki);
-    let mut bob = bob_at(&relay, &fake);
-    let session = fake.accept("bob", "alice").await;
+    let (_relay, _fake, mut bob, session) = bob_at_a_fake_relay().await;
     let started = std::time::Instant::now();
     session.deliver(&deliver(1_000_000, "from the future")).await;
     let reason = reconnects(&mut bob).await;
@@ -92,10 +90,7 @@ async fn receive_from_a_lying_relay(
     ready: FileInfo,
     body: Vec<u8>,
 ) -> (TestRelay, Result<std::path::PathBuf, String>) {
-    let relay = TestRelay::start().await;
-    let fake = FakeRelay::start(&relay.pki);
-    let mut bob = bob_at(&relay, &fake);
-    let mut session = fake.accept("bob", "alice").await;
+    let (relay, _fake, mut bob, mut session) = bob_at_a_fake_relay().await;
     bob.connected().await;
     bob.client.receive_all(None);
     assert_eq!(session.request().await, ClientControl::ListFiles);
