@@ -35,13 +35,14 @@ pub fn write_payload(path: &Path, size: u64) -> Result<()> {
 }
 
 /// One client and its events.
-struct Peer {
-    client: Client,
+pub struct Peer {
+    pub client: Client,
     events: UnboundedReceiver<Event>,
 }
 
 impl Peer {
-    async fn start(identity: Identity, addr: SocketAddr, dir: &Path) -> Result<Peer> {
+    /// Starts a client of `identity` with its data in `dir`, and waits until it is connected.
+    pub async fn start(identity: Identity, addr: SocketAddr, dir: &Path) -> Result<Peer> {
         let mut options = ClientOptions::new(identity);
         options.server = Some(addr.to_string());
         options.data_dir = Some(dir.join("clients"));
@@ -58,7 +59,7 @@ impl Peer {
         Ok(peer)
     }
 
-    async fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> Result<T> {
+    pub async fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> Result<T> {
         let wait = async {
             while let Some(event) = self.events.recv().await {
                 if let Some(found) = pick(event) {
@@ -68,6 +69,36 @@ impl Peer {
             bail!("the client stopped")
         };
         tokio::time::timeout(Duration::from_secs(600), wait).await.context("timed out")?
+    }
+}
+
+impl Peer {
+    /// Waits until the relay has committed the upload `transfer`.
+    pub async fn uploaded(&mut self, transfer: qchat_client::TransferId) -> Result<()> {
+        self.until(|e| match e {
+            Event::Uploaded { transfer: t, .. } if t == transfer => Some(Ok(())),
+            Event::TransferFailed { transfer: t, reason, .. } if t == transfer => Some(Err(reason)),
+            _ => None,
+        })
+        .await?
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// Waits until a download is saved and verified; where it was saved.
+    pub async fn saved(&mut self) -> Result<PathBuf> {
+        self.until(|e| match e {
+            Event::FileSaved { path, .. } => Some(Ok(path)),
+            Event::TransferFailed { reason, .. } => Some(Err(reason)),
+            _ => None,
+        })
+        .await?
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// Shuts the client down and waits until it has closed its connection.
+    pub async fn stop(mut self) {
+        self.client.shutdown();
+        let _ = self.until(|e| matches!(e, Event::Connection(ConnectionState::Closed)).then_some(())).await;
     }
 }
 
@@ -89,14 +120,7 @@ impl E2e {
         let size = std::fs::metadata(file)?.len();
         let start = Instant::now();
         let transfer = self.alice.client.send_file(file);
-        self.alice
-            .until(|e| match e {
-                Event::Uploaded { transfer: t, .. } if t == transfer => Some(Ok(())),
-                Event::TransferFailed { transfer: t, reason, .. } if t == transfer => Some(Err(reason)),
-                _ => None,
-            })
-            .await?
-            .map_err(anyhow::Error::msg)?;
+        self.alice.uploaded(transfer).await?;
         Ok(mib_per_s(size, start.elapsed()))
     }
 
@@ -105,15 +129,7 @@ impl E2e {
     pub async fn download(&mut self, size: u64) -> Result<(f64, PathBuf)> {
         let start = Instant::now();
         self.bob.client.receive_all(None);
-        let saved = self
-            .bob
-            .until(|e| match e {
-                Event::FileSaved { path, .. } => Some(Ok(path)),
-                Event::TransferFailed { reason, .. } => Some(Err(reason)),
-                _ => None,
-            })
-            .await?
-            .map_err(anyhow::Error::msg)?;
+        let saved = self.bob.saved().await?;
         Ok((mib_per_s(size, start.elapsed()), saved))
     }
 

@@ -7,6 +7,7 @@ mod e2e;
 mod raw;
 mod relay_child;
 mod report;
+mod wan;
 
 use raw::Raw;
 use std::path::PathBuf;
@@ -28,6 +29,16 @@ struct Cli {
     /// fast phase and qchat in a slow one (or the other way round).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Also move a file through the relay over an emulated link of this round trip (ms),
+    /// rate (Mbit/s) and random loss (a fraction): e.g. `200,400,0` or `100,400,0.005`.
+    #[arg(long, value_name = "RTT_MS,RATE_MBIT,LOSS")]
+    wan: Option<wan::WanSpec>,
+    /// The file's size over the emulated link.
+    #[arg(long, default_value = "256M", value_parser = qchat_shared::units::parse_size)]
+    wan_size: u64,
+    /// Measure only over the emulated link (skip the loopback rounds and chat figures).
+    #[arg(long, requires = "wan")]
+    only_wan: bool,
     /// One JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -44,6 +55,10 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if cli.relay_mode {
@@ -53,7 +68,13 @@ fn main() -> Result<()> {
     let size = if cli.quick { 64 << 20 } else { cli.size };
     let messages = if cli.quick { 1000 } else { 5000 };
     let rounds = if cli.quick { 1 } else { cli.rounds.max(1) };
-    let figures = runtime.block_on(run(size, messages, rounds, cli.dir))?;
+    let plan = Plan {
+        size,
+        messages,
+        rounds: if cli.only_wan { 0 } else { rounds },
+        wan: cli.wan.map(|spec| (spec, if cli.quick { cli.wan_size.min(64 << 20) } else { cli.wan_size })),
+    };
+    let figures = runtime.block_on(run(plan, cli.dir))?;
     if cli.json {
         println!("{}", figures.to_json());
     } else {
@@ -62,16 +83,29 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run(size: u64, messages: usize, rounds: usize, dir: Option<PathBuf>) -> Result<report::Figures> {
+/// What one run measures.
+struct Plan {
+    size: u64,
+    messages: usize,
+    /// Loopback rounds; 0 for none (and then no chat figures either).
+    rounds: usize,
+    /// The emulated link and the file's size over it.
+    wan: Option<(wan::WanSpec, u64)>,
+}
+
+async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
+    let Plan { size, messages, rounds, wan } = plan;
     let tmp = tempfile::Builder::new().prefix("qchat-bench").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()])?;
     for user in ["alice", "bob"] {
         qchat_certs::issue_user(&pki, user, "127.0.0.1:21567")?;
     }
-    eprintln!("writing a {} test file …", qchat_shared::units::human_bytes(size));
     let file = tmp.path().join("payload.bin");
-    e2e::write_payload(&file, size)?;
+    if rounds > 0 {
+        eprintln!("writing a {} test file …", qchat_shared::units::human_bytes(size));
+        e2e::write_payload(&file, size)?;
+    }
     let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data")).await?;
     let mut run = e2e::E2e::connect(&pki, relay.addr, tmp.path()).await?;
 
@@ -108,11 +142,34 @@ async fn run(size: u64, messages: usize, rounds: usize, dir: Option<PathBuf>) ->
         throughput.upload_cpu.add(before_upload, after_upload, gib);
         throughput.download_cpu.add(after_upload, after_download, gib);
     }
-    eprintln!("chat …");
-    let idle = run.chat_latency(200).await?;
-    let during = run.chat_latency_during_upload(&file, 200).await?;
-    let msgs_per_s = run.messages_per_second(messages).await?;
     let peak_rss = relay.peak_rss_mib()?;
+    let wan = match wan {
+        Some((spec, wan_size)) => {
+            eprintln!(
+                "{} over an emulated {} Mbit/s link, {} ms round trip, loss {} …",
+                qchat_shared::units::human_bytes(wan_size),
+                spec.rate_mbit,
+                spec.rtt_ms,
+                spec.loss
+            );
+            let wan_file = tmp.path().join("wan.bin");
+            e2e::write_payload(&wan_file, wan_size)?;
+            let figures = wan::run(&pki, &relay, &tmp.path().join("wan"), spec, &wan_file).await?;
+            std::fs::remove_file(wan_file)?;
+            Some(figures)
+        }
+        None => None,
+    };
+    let chat = if rounds > 0 {
+        eprintln!("chat …");
+        let idle = run.chat_latency(200).await?;
+        let during = run.chat_latency_during_upload(&file, 200).await?;
+        let msgs_per_s = run.messages_per_second(messages).await?;
+        Some(report::Chat { idle, during, msgs_per_s })
+    } else {
+        None
+    };
+    let peak_rss = peak_rss.max(relay.peak_rss_mib()?);
     relay.stop();
-    Ok(report::Figures { size, throughput, idle, during, msgs_per_s, relay_peak_rss_mib: peak_rss })
+    Ok(report::Figures { size, throughput, chat, wan, relay_peak_rss_mib: peak_rss })
 }

@@ -57,6 +57,11 @@ impl RelayChild {
         Ok(kib / 1024.0)
     }
 
+    /// Starts the peak memory count again from what the relay holds now.
+    pub fn reset_peak_rss(&self) -> Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").context("resetting VmHWM")
+    }
+
     /// CPU seconds the relay has used so far (user + system).
     pub fn cpu_seconds(&self) -> Result<f64> {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))

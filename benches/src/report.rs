@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::wan::WanFigures;
+
 /// MiB per second for `bytes` in `elapsed`.
 pub fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64()
@@ -117,16 +119,23 @@ fn list(rounds: &[f64]) -> String {
 pub struct Figures {
     pub size: u64,
     pub throughput: Throughput,
+    /// None when only the emulated link was measured.
+    pub chat: Option<Chat>,
+    pub wan: Option<WanFigures>,
+    pub relay_peak_rss_mib: f64,
+}
+
+/// Chat figures.
+pub struct Chat {
     pub idle: Latency,
     pub during: Latency,
     pub msgs_per_s: f64,
-    pub relay_peak_rss_mib: f64,
 }
 
 impl Figures {
     pub fn to_json(&self) -> serde_json::Value {
         let t = &self.throughput;
-        json!({
+        let mut line = json!({
             "size_bytes": self.size,
             "rounds": t.upload.len(),
             "raw_quic_mib_s": round(best(&t.raw_tuned)),
@@ -134,11 +143,6 @@ impl Figures {
             "raw_quic_hashed_mib_s": round(best(&t.raw_hashed)),
             "upload_mib_s": round(best(&t.upload)),
             "download_mib_s": round(best(&t.download)),
-            "chat_p50_ms_idle": round(self.idle.p50),
-            "chat_p99_ms_idle": round(self.idle.p99),
-            "chat_p50_ms_during_transfer": round(self.during.p50),
-            "chat_p99_ms_during_transfer": round(self.during.p99),
-            "chat_msgs_per_s": round(self.msgs_per_s),
             "relay_peak_rss_mib": round(self.relay_peak_rss_mib),
             "raw_quic_cpu_s_per_gib": round(t.raw_cpu.bench()),
             "raw_quic_hashed_cpu_s_per_gib": round(t.raw_hashed_cpu.bench()),
@@ -154,10 +158,48 @@ impl Figures {
                 "raw_quic": t.raw_tuned, "raw_quic_default": t.raw_default, "raw_quic_hashed": t.raw_hashed,
                 "upload": t.upload, "download": t.download,
             },
-        })
+        });
+        if let Some(chat) = &self.chat {
+            line["chat_p50_ms_idle"] = json!(round(chat.idle.p50));
+            line["chat_p99_ms_idle"] = json!(round(chat.idle.p99));
+            line["chat_p50_ms_during_transfer"] = json!(round(chat.during.p50));
+            line["chat_p99_ms_during_transfer"] = json!(round(chat.during.p99));
+            line["chat_msgs_per_s"] = json!(round(chat.msgs_per_s));
+        }
+        if let Some(w) = &self.wan {
+            line["wan"] = json!({
+                "rtt_ms": w.spec.rtt_ms, "rate_mbit": w.spec.rate_mbit, "loss": w.spec.loss,
+                "size_bytes": w.size,
+                "upload_s": round(w.upload_s), "upload_link_share": round(w.spec.share(w.size, w.upload_s)),
+                "download_s": round(w.download_s), "download_link_share": round(w.spec.share(w.size, w.download_s)),
+                "relay_peak_rss_mib": round(w.relay_peak_rss_mib),
+            });
+        }
+        line
     }
 
     pub fn print_table(&self) {
+        if !self.throughput.upload.is_empty() {
+            self.print_loopback();
+        }
+        if let Some(w) = &self.wan {
+            println!(
+                "emulated link {} Mbit/s, {} ms, loss {}: {} up in {:.1} s ({:.0}% of the link), down in {:.1} s \
+                 ({:.0}%), relay peak RSS {:.1} MiB",
+                w.spec.rate_mbit,
+                w.spec.rtt_ms,
+                w.spec.loss,
+                qchat_shared::units::human_bytes(w.size),
+                w.upload_s,
+                w.spec.share(w.size, w.upload_s) * 100.0,
+                w.download_s,
+                w.spec.share(w.size, w.download_s) * 100.0,
+                w.relay_peak_rss_mib
+            );
+        }
+    }
+
+    fn print_loopback(&self) {
         let t = &self.throughput;
         let limit = best(&t.raw_tuned).max(best(&t.raw_default));
         println!(
@@ -177,13 +219,15 @@ impl Figures {
             let figure = best(rounds);
             println!("{name:<44} {figure:>8.1} MiB/s {:>9.2}x   {}", figure / limit, list(rounds));
         }
-        for (name, l) in [("chat latency idle", self.idle), ("chat latency during transfer", self.during)] {
-            println!(
-                "{:<44} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} messages)",
-                name, l.p50, l.p99, l.max, l.samples
-            );
+        if let Some(chat) = &self.chat {
+            for (name, l) in [("chat latency idle", chat.idle), ("chat latency during transfer", chat.during)] {
+                println!(
+                    "{:<44} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} messages)",
+                    name, l.p50, l.p99, l.max, l.samples
+                );
+            }
+            println!("{:<44} {:>8.0} /s", "durable chat messages", chat.msgs_per_s);
         }
-        println!("{:<44} {:>8.0} /s", "durable chat messages", self.msgs_per_s);
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC", t.raw_cpu.bench());
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC with BLAKE3", t.raw_hashed_cpu.bench());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use qchat_shared::frame::{FileId, FileInfo, MessageId, Status};
 use qchat_shared::identity::Identity;
+use qchat_shared::window::WindowBudget;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connect::{connect, endpoint_for, quic_config, resolve};
@@ -131,6 +132,7 @@ impl Client {
             events: events.clone(),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)),
             book: Arc::new(UploadBook::new(&state_dir)),
+            windows: WindowBudget::new(qchat_shared::window::DEFAULT_BUDGET),
         };
         let core = Core {
             history: History::new(&state_dir),

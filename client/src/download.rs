@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use qchat_shared::frame::{DownloadReply, DownloadStart, FileId, FileInfo, Open};
 use qchat_shared::hash::hash_prefix;
@@ -16,6 +17,7 @@ use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::names::{numbered, sanitize_file_name};
 use qchat_shared::transfer::{self, Sink, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
+use qchat_shared::window::{ConnectionWindows, Direction};
 
 use crate::event::{Event, TransferId};
 use crate::transfers::{Outcome, Throttle, TransferContext};
@@ -66,13 +68,14 @@ fn place(out_dir: &Path, name: &str, partial: &Path) -> std::io::Result<PathBuf>
 /// Downloads `offer` into `out_dir`; reports progress and the result as events.
 pub async fn run(
     ctx: &TransferContext,
-    connection: &quinn::Connection,
+    windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
     offer: FileInfo,
     out_dir: PathBuf,
 ) -> Outcome {
     let Ok(_permit) = ctx.permits.acquire().await else { return Outcome::Interrupted };
-    match fetch(ctx, connection, transfer, &offer, &out_dir).await {
+    let connection = windows.connection();
+    match fetch(ctx, windows, transfer, &offer, &out_dir).await {
         Ok(outcome) => outcome,
         Err(reason) if connection.close_reason().is_none() => ctx.fail(transfer, Some(offer.file_id), reason),
         Err(_) => Outcome::Interrupted,
@@ -81,7 +84,7 @@ pub async fn run(
 
 async fn fetch(
     ctx: &TransferContext,
-    connection: &quinn::Connection,
+    windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
     offer: &FileInfo,
     out_dir: &Path,
@@ -100,7 +103,7 @@ async fn fetch(
         Err(e) => return Ok(ctx.fail(transfer, Some(file_id), format!("cannot write in {}: {e}", out_dir.display()))),
     };
 
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = windows.connection().open_bi().await.map_err(|e| e.to_string())?;
     let _ = send.set_priority(FILE_PRIORITY);
     write_frame(&mut send, &Open::Download(DownloadStart { file_id, offset })).await.map_err(|e| e.to_string())?;
     let _ = send.finish();
@@ -122,12 +125,14 @@ async fn fetch(
     let mut sink = Sink::start(file, hasher, offset, None, Some(&partial));
     let mut throttle = Throttle::new();
     let total = info.size;
+    let tuner = windows.tune(Direction::Receive);
     let progress = |done: u64| {
         if throttle.ready(offset + done, total) {
             ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
         }
     };
     let received = transfer::receive(&mut recv, &mut sink, total - offset, None, progress).await;
+    drop(tuner);
     let finished = sink.finish().await;
     let disk_full = format!(
         "the disk is full where files are saved ({}); free some space and receive again: it resumes",

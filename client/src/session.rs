@@ -11,6 +11,7 @@ use qchat_shared::frame::{
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
 use qchat_shared::transport::CHAT_PRIORITY;
+use qchat_shared::window::ConnectionWindows;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -59,6 +60,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     let server = core.options.server().to_string();
     let who = (user, server);
     let hello = Open::Hello(Hello { receipts_after: core.saved.receipts_after });
+    let windows = ConnectionWindows::new(connection.clone(), core.transfers.context.windows.clone());
     let Ok((mut control_send, control_recv)) = connection.open_bi().await else {
         return ended(false, &connection, &who).await;
     };
@@ -196,7 +198,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             }
         }
         if welcomed {
-            core.transfers.start_waiting(&connection, &mut tasks, &outcome_tx);
+            core.transfers.start_waiting(&windows, &mut tasks, &outcome_tx);
         }
     };
     tasks.abort_all();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qchat_shared::frame::{FileId, FileInfo};
+use qchat_shared::window::{ConnectionWindows, WindowBudget};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -48,6 +49,8 @@ pub struct TransferContext {
     pub events: mpsc::UnboundedSender<Event>,
     pub permits: Arc<Semaphore>,
     pub book: Arc<UploadBook>,
+    /// What the windows of this client's transfers together may grow to.
+    pub windows: Arc<WindowBudget>,
 }
 
 impl TransferContext {
@@ -130,21 +133,21 @@ impl Transfers {
         self.entries.values().any(|e| matches!(&e.job, Job::Download { offer, .. } if offer.file_id == file_id))
     }
 
-    /// Starts every job that is not running, on `connection`.
+    /// Starts every job that is not running, on the connection of `windows`.
     pub fn start_waiting(
         &mut self,
-        connection: &quinn::Connection,
+        windows: &Arc<ConnectionWindows>,
         tasks: &mut JoinSet<()>,
         outcomes: &mpsc::UnboundedSender<(TransferId, Outcome)>,
     ) {
         for (&transfer, entry) in self.entries.iter_mut().filter(|(_, e)| e.running.is_none()) {
-            let (context, connection, outcomes, job) =
-                (self.context.clone(), connection.clone(), outcomes.clone(), entry.job.clone());
+            let (context, windows, outcomes, job) =
+                (self.context.clone(), windows.clone(), outcomes.clone(), entry.job.clone());
             entry.running = Some(tasks.spawn(async move {
                 let outcome = match job {
-                    Job::Upload { path } => upload::run(&context, &connection, transfer, path).await,
+                    Job::Upload { path } => upload::run(&context, &windows, transfer, path).await,
                     Job::Download { offer, out_dir } => {
-                        download::run(&context, &connection, transfer, offer, out_dir).await
+                        download::run(&context, &windows, transfer, offer, out_dir).await
                     }
                 };
                 let _ = outcomes.send((transfer, outcome));

@@ -2,6 +2,7 @@
 //! hash while sending, and let the relay check the hash before it commits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use qchat_shared::frame::{FileId, Open, UploadEnd, UploadReply, UploadStart};
@@ -9,6 +10,7 @@ use qchat_shared::hash::hash_prefix;
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::transfer::{self, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
+use qchat_shared::window::{ConnectionWindows, Direction};
 
 use crate::event::{Event, TransferId};
 use crate::state::UploadRecord;
@@ -38,16 +40,17 @@ fn inspect(path: &Path) -> Result<Local, String> {
 /// Uploads `path`; reports progress and the result as events.
 pub async fn run(
     ctx: &TransferContext,
-    connection: &quinn::Connection,
+    windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
     path: PathBuf,
 ) -> Outcome {
+    let connection = windows.connection();
     let local = match inspect(&path) {
         Ok(local) => local,
         Err(reason) => return ctx.fail(transfer, None, reason),
     };
     let Ok(_permit) = ctx.permits.acquire().await else { return Outcome::Interrupted };
-    match send_file(ctx, connection, transfer, &path, &local).await {
+    match send_file(ctx, windows, transfer, &path, &local).await {
         Ok(outcome) => outcome,
         Err((file_id, reason)) if connection.close_reason().is_none() => ctx.fail(transfer, file_id, reason),
         Err(_) => Outcome::Interrupted,
@@ -58,7 +61,7 @@ type Failure = (Option<FileId>, String);
 
 async fn send_file(
     ctx: &TransferContext,
-    connection: &quinn::Connection,
+    windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
     path: &Path,
     local: &Local,
@@ -66,7 +69,7 @@ async fn send_file(
     let fail = |file_id: Option<FileId>| move |e: String| (file_id, e);
     let (owned, size, modified_ms) = (path.to_path_buf(), local.size, local.modified_ms);
     let resume = ctx.with_book(move |book| book.find(&owned, size, modified_ms)).await.flatten();
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| (None, e.to_string()))?;
+    let (mut send, mut recv) = windows.connection().open_bi().await.map_err(|e| (None, e.to_string()))?;
     let _ = send.set_priority(FILE_PRIORITY);
     let start = UploadStart { name: local.name.clone(), size: local.size, resume };
     write_frame(&mut send, &Open::Upload(start)).await.map_err(|e| (None, e.to_string()))?;
@@ -95,12 +98,14 @@ async fn send_file(
     let (file, hasher) = opened.map_err(|e| (Some(file_id), format!("cannot read {}: {e}", path.display())))?;
     let mut throttle = Throttle::new();
     let total = local.size;
+    let tuner = windows.tune(Direction::Send);
     let progress = |done: u64| {
         if throttle.ready(offset + done, total) {
             ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
         }
     };
     let sent = transfer::send(&mut send, file, total - offset, Some(hasher), None, None, progress).await;
+    drop(tuner);
     let blake3 = match sent {
         Ok(Some(hash)) => hash,
         Ok(None) => return Err((Some(file_id), "no hash".into())),

@@ -12,6 +12,7 @@ use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_FILE_NAME};
 use qchat_shared::transfer::{self, Sink, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
+use qchat_shared::window::{ConnectionWindows, Direction};
 use tracing::{debug, info, warn};
 
 use crate::relay::RelayState;
@@ -36,12 +37,13 @@ const DISK_FULL: &str = "the relay's disk is full; nothing was kept. Ask the rel
 pub async fn upload(
     state: Arc<RelayState>,
     user: String,
+    windows: &Arc<ConnectionWindows>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     start: UploadStart,
 ) {
     let _ = send.set_priority(FILE_PRIORITY);
-    let reply = match receive_upload(&state, &user, &mut send, &mut recv, start).await {
+    let reply = match receive_upload(&state, &user, windows, &mut send, &mut recv, start).await {
         Ok(reply) => reply,
         Err(Stop::Refuse(reason)) => {
             info!(%reason, "upload refused");
@@ -57,6 +59,7 @@ pub async fn upload(
 async fn receive_upload(
     state: &Arc<RelayState>,
     user: &str,
+    windows: &Arc<ConnectionWindows>,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     start: UploadStart,
@@ -86,11 +89,13 @@ async fn receive_upload(
     let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone()));
     let mut counted = 0;
     let stall = Some(state.limits.stall_timeout);
+    let tuner = windows.tune(Direction::Receive);
     let received = transfer::receive(recv, &mut sink, start.size - held, stall, |done| {
         state.stats.upload_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;
     })
     .await;
+    drop(tuner);
     checkpoints.abort();
     if let Err(e) = received {
         // Keep what arrived: fsync it and checkpoint it, so a resume need not send it again.
@@ -174,9 +179,15 @@ async fn keep_checkpoints(state: Arc<RelayState>, slot: UploadSlot, durable: Arc
 }
 
 /// Serves one download stream.
-pub async fn download(state: Arc<RelayState>, user: String, mut send: quinn::SendStream, start: DownloadStart) {
+pub async fn download(
+    state: Arc<RelayState>,
+    user: String,
+    windows: &Arc<ConnectionWindows>,
+    mut send: quinn::SendStream,
+    start: DownloadStart,
+) {
     let _ = send.set_priority(FILE_PRIORITY);
-    if let Err(Stop::Refuse(reason)) = send_download(&state, &user, &mut send, start).await {
+    if let Err(Stop::Refuse(reason)) = send_download(&state, &user, windows, &mut send, start).await {
         info!(%reason, "download refused");
         if write_frame(&mut send, &DownloadReply::Refused { reason }).await.is_ok() {
             let _ = send.finish();
@@ -187,6 +198,7 @@ pub async fn download(state: Arc<RelayState>, user: String, mut send: quinn::Sen
 async fn send_download(
     state: &RelayState,
     user: &str,
+    windows: &Arc<ConnectionWindows>,
     send: &mut quinn::SendStream,
     start: DownloadStart,
 ) -> Result<(), Stop> {
@@ -210,6 +222,7 @@ async fn send_download(
     let mut counted = 0;
     let spool_path = state.spool.path(start.file_id);
     let stall = Some(state.limits.stall_timeout);
+    let _tuner = windows.tune(Direction::Send);
     transfer::send(send, file, len, None, Some(&spool_path), stall, |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;

@@ -55,6 +55,10 @@ struct Cli {
     /// Seconds a transfer may move no bytes before it gives its slot back.
     #[arg(long, default_value_t = 60)]
     stall_timeout_secs: u64,
+    /// Memory the flow-control windows of all transfers together may grow to, beyond 4 MiB
+    /// per connection (a far, fast path needs twice its bandwidth-delay product per transfer).
+    #[arg(long, default_value = "96M", value_parser = qchat_shared::units::parse_size)]
+    window_budget: u64,
 }
 
 #[tokio::main]
@@ -98,6 +102,7 @@ async fn main() -> Result<()> {
     config.limits.max_transfers = cli.max_transfers.max(1);
     config.limits.max_transfers_per_user = cli.max_transfers_per_user.clamp(1, config.limits.max_transfers);
     config.limits.stall_timeout = Duration::from_secs(cli.stall_timeout_secs.max(1));
+    config.limits.window_budget = cli.window_budget;
     let relay = Relay::start(config).await?;
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
     wait_for_stop_signal().await;

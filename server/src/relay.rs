@@ -13,6 +13,7 @@ use qchat_shared::codes::CloseCode;
 use qchat_shared::display::Escaped;
 use qchat_shared::frame::Status;
 use qchat_shared::tls::{server_crypto, ServerTls};
+use qchat_shared::window::WindowBudget;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
@@ -76,6 +77,10 @@ pub struct RelayLimits {
     pub max_pending_per_user: usize,
     /// Connections in the handshake or before `Hello`, of everyone.
     pub max_pending: usize,
+    /// Bytes the flow-control windows of all transfers together may grow to beyond each
+    /// connection's base (see [`qchat_shared::window`]): what a far, fast path needs in
+    /// flight, bounded.
+    pub window_budget: u64,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -97,6 +102,7 @@ impl Default for RelayLimits {
             message_expiry: 30 * DAY,
             max_pending_per_user: 8,
             max_pending: 256,
+            window_budget: qchat_shared::window::DEFAULT_BUDGET,
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct RelayState {
     pub pending: PendingConnections,
     /// Bounds the handshakes in progress together with `pending`.
     pub handshakes: Arc<Semaphore>,
+    /// What the windows of every transfer together may grow to.
+    pub windows: Arc<WindowBudget>,
     members: RwLock<Vec<String>>,
     /// Serial numbers of revoked certificates, as the latest CRL says.
     revoked: RwLock<HashSet<Vec<u8>>>,
@@ -253,6 +261,7 @@ impl Relay {
             transfers: TransferSlots::new(config.limits.max_transfers, config.limits.max_transfers_per_user),
             pending: PendingConnections::new(config.limits.max_pending_per_user, config.limits.max_pending),
             handshakes: Arc::new(Semaphore::new(config.limits.max_pending)),
+            windows: WindowBudget::new(config.limits.window_budget),
             revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),
             stats: RelayStats::default(),

@@ -11,6 +11,7 @@ use qchat_shared::frame::{ChatSend, Open, RelayControl, SendReply};
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_TEXT};
 use qchat_shared::transport::CHAT_PRIORITY;
+use qchat_shared::window::ConnectionWindows;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -212,16 +213,18 @@ async fn open_control(connection: &quinn::Connection) -> Option<(quinn::SendStre
 /// Accepts the chat streams a client opens, one task each.
 async fn accept_streams(state: &Arc<RelayState>, connection: &quinn::Connection, user: &str) {
     let mut turnstile = Turnstile::default();
+    let windows = ConnectionWindows::new(connection.clone(), state.windows.clone());
     while let Ok((send, recv)) = connection.accept_bi().await {
-        let state = state.clone();
+        let (state, windows) = (state.clone(), windows.clone());
         let user = user.to_string();
-        tokio::spawn(handle_stream(state, user, send, recv, turnstile.ticket()).in_current_span());
+        tokio::spawn(handle_stream(state, user, windows, send, recv, turnstile.ticket()).in_current_span());
     }
 }
 
 async fn handle_stream(
     state: Arc<RelayState>,
     user: String,
+    windows: Arc<ConnectionWindows>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ticket: Ticket,
@@ -247,11 +250,11 @@ async fn handle_stream(
         }
         Ok(Ok(Some(Open::Upload(start)))) => {
             drop(ticket);
-            crate::files::upload(state, user, send, recv, start).await
+            crate::files::upload(state, user, &windows, send, recv, start).await
         }
         Ok(Ok(Some(Open::Download(start)))) => {
             drop(ticket);
-            crate::files::download(state, user, send, start).await
+            crate::files::download(state, user, &windows, send, start).await
         }
         Ok(Ok(Some(Open::Hello(_)))) => {
             warn!("a second control stream");

@@ -6,6 +6,7 @@ pub mod append;
 pub mod chunk;
 pub mod codec;
 pub mod codes;
+pub mod congestion;
 pub mod display;
 pub mod frame;
 pub mod hash;
@@ -19,6 +20,7 @@ pub mod tls;
 pub mod transfer;
 pub mod transport;
 pub mod units;
+pub mod window;
 
 /// The ALPN protocol id; it versions every frame type.
 /// `qchat/2` pages file listings, bounds every queue and tells senders of expired messages;

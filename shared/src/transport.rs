@@ -6,26 +6,33 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
+use crate::congestion::BoundedBbrConfig;
+use crate::window::{BASE_WINDOW, MAX_TRANSFER_WINDOW};
+
 /// A connection with no packets for this long is gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pings keep a quiet connection (and its NAT mapping) alive.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// Streams a peer may have open towards us at once, per direction.
 pub const MAX_STREAMS: u32 = 256;
-/// Bytes one stream may have in flight towards us.
-pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-/// Bytes all streams of a connection together may have in flight towards us.
-pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// Bytes one stream may have in flight towards us: as much as its connection may ever
+/// have. The connection's window, which starts small and grows while a file moves (see
+/// [`crate::window`]), is what bounds it.
+pub const STREAM_WINDOW: u64 = BASE_WINDOW + MAX_TRANSFER_WINDOW;
 
-/// The transport settings both ends use.
+/// The transport settings both ends use. Congestion control is BBR with a bounded window
+/// ([`crate::congestion`]): on a 400 Mbit/s link with 100 ms and 0.5% random loss, CUBIC
+/// (quinn's default), taking every loss for congestion, moved 256 MiB in 268 s; BBR in
+/// 9–10 s.
 pub fn transport_config() -> TransportConfig {
     let mut config = TransportConfig::default();
+    config.congestion_controller_factory(Arc::new(BoundedBbrConfig::default()));
     config
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_STREAMS))
-        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
-        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
-        .send_window(u64::from(CONNECTION_WINDOW))
+        .stream_receive_window(VarInt::from_u64(STREAM_WINDOW).unwrap_or(VarInt::MAX))
+        .receive_window(VarInt::from_u64(BASE_WINDOW).unwrap_or(VarInt::MAX))
+        .send_window(BASE_WINDOW)
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(IDLE_TIMEOUT.as_millis() as u32))))
         .keep_alive_interval(Some(KEEP_ALIVE));
     config
