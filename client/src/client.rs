@@ -78,12 +78,26 @@ pub enum SendError {
 pub(crate) type SendReplyTx = oneshot::Sender<Result<Sent, SendError>>;
 
 pub(crate) enum Command {
-    Send { id: MessageId, text: String, reply: Option<SendReplyTx> },
+    Send {
+        id: MessageId,
+        text: String,
+        reply: Option<SendReplyTx>,
+    },
     Status,
-    SendFile { transfer: TransferId, path: PathBuf },
-    ReceiveAll { out_dir: Option<PathBuf> },
+    SendFile {
+        transfer: TransferId,
+        path: PathBuf,
+    },
+    /// Receive every file offered now; with `keep`, every file offered later too, as it
+    /// is offered (arriving ones included).
+    ReceiveAll {
+        out_dir: Option<PathBuf>,
+        keep: bool,
+    },
     ListFiles,
-    Cancel { transfer: TransferId },
+    Cancel {
+        transfer: TransferId,
+    },
     Shutdown,
 }
 
@@ -147,6 +161,7 @@ impl Client {
             transfers: Transfers::new(context),
             offers: BTreeMap::new(),
             receive_into: None,
+            receive_as_offered: None,
             next_download: 1 << 32,
         };
         tokio::spawn(core.run());
@@ -163,7 +178,13 @@ impl Client {
     /// Fetches every file waiting for this user into `out_dir` (default: the download
     /// folder); `Event::Receiving` says how many.
     pub fn receive_all(&self, out_dir: Option<PathBuf>) {
-        let _ = self.commands.send(Command::ReceiveAll { out_dir });
+        let _ = self.commands.send(Command::ReceiveAll { out_dir, keep: false });
+    }
+
+    /// Like [`Client::receive_all`], and goes on receiving every file offered later, as
+    /// soon as it is offered: a file still being uploaded is downloaded as it arrives.
+    pub fn receive_as_offered(&self, out_dir: Option<PathBuf>) {
+        let _ = self.commands.send(Command::ReceiveAll { out_dir, keep: true });
     }
 
     /// Asks for the files waiting for this user and this user's own; `Event::Files` follows.
@@ -225,6 +246,8 @@ pub(crate) struct Core {
     pub offers: BTreeMap<FileId, FileInfo>,
     /// Where a pending `receive_all` saves files, until the relay's listing comes.
     pub receive_into: Option<PathBuf>,
+    /// Where every new offer is received at once, after `receive_as_offered`.
+    pub receive_as_offered: Option<PathBuf>,
     /// Numbers downloads that `receive_all` starts (uploads get theirs from the handle).
     pub next_download: TransferId,
 }
@@ -292,9 +315,7 @@ impl Core {
         match command {
             Some(Command::Send { id, text, reply }) => self.outbox.push(Outgoing { id, text, reply }),
             Some(Command::SendFile { transfer, path }) => self.queue_upload(transfer, path),
-            Some(Command::ReceiveAll { out_dir }) => {
-                self.receive_into = Some(out_dir.unwrap_or_else(|| self.options.download_dir()))
-            }
+            Some(Command::ReceiveAll { out_dir, keep }) => self.receive(out_dir, keep),
             Some(Command::Cancel { transfer }) => self.cancel(transfer),
             Some(Command::Status | Command::ListFiles) => {}
             Some(Command::Shutdown) | None => return false,
@@ -337,17 +358,30 @@ impl Core {
         offers.len()
     }
 
-    /// Takes an offer from the relay, unless the file was already saved.
+    /// Takes an offer from the relay, unless the file was already saved. An offer is told
+    /// to the user when new, and again when a file offered while arriving is committed.
     pub fn offered(&mut self, offer: FileInfo) -> bool {
         if self.saved.fetched.contains(&offer.file_id) {
             return false;
         }
-        let fresh = !self.offers.contains_key(&offer.file_id);
-        self.offers.insert(offer.file_id, offer.clone());
-        if fresh {
+        let known = self.offers.insert(offer.file_id, offer.clone());
+        if known.is_none_or(|old| old.blake3 != offer.blake3) {
             self.emit(Event::FileOffered(offer));
         }
+        if let Some(out_dir) = self.receive_as_offered.clone() {
+            self.queue_downloads(out_dir);
+        }
         true
+    }
+
+    /// Starts receiving what is offered into `out_dir` (the download folder by default),
+    /// once the relay's listing comes; with `keep`, every later offer too.
+    pub fn receive(&mut self, out_dir: Option<PathBuf>, keep: bool) {
+        let out_dir = out_dir.unwrap_or_else(|| self.options.download_dir());
+        if keep {
+            self.receive_as_offered = Some(out_dir.clone());
+        }
+        self.receive_into = Some(out_dir);
     }
 
     /// Records a saved file, so that it is never fetched twice.

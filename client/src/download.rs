@@ -11,11 +11,12 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use qchat_shared::frame::{DownloadReply, DownloadStart, FileId, FileInfo, Open};
+use qchat_shared::codes::StreamCode;
+use qchat_shared::frame::{DownloadEnd, DownloadReply, DownloadStart, FileId, FileInfo, Open};
 use qchat_shared::hash::hash_prefix;
-use qchat_shared::io::{read_frame, write_frame};
+use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::names::{numbered, sanitize_file_name};
-use qchat_shared::transfer::{self, Sink, TransferError};
+use qchat_shared::transfer::{self, Sink, SinkOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
 
@@ -115,14 +116,13 @@ async fn fetch(
     if let Err(reason) = matches_offer(&info, offer, offset) {
         return Ok(ctx.fail(transfer, Some(file_id), reason));
     }
-    let Some(expected) = info.blake3 else {
-        return Ok(ctx.fail(transfer, Some(file_id), "the relay offered a file without its hash".into()));
-    };
+    // A file still arriving comes as the relay writes it; its hash follows its bytes.
+    let arriving = info.blake3.is_none();
     if offset > 0 {
         ctx.emit(Event::Resumed { transfer, file_id, offset });
     }
 
-    let mut sink = Sink::start(file, hasher, offset, None, Some(&partial));
+    let mut sink = Sink::start(file, hasher, offset, SinkOptions { path: Some(&partial), ..SinkOptions::default() });
     let mut throttle = Throttle::new();
     let total = info.size;
     let tuner = windows.tune(Direction::Receive);
@@ -131,8 +131,16 @@ async fn fetch(
             ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
         }
     };
-    let received = transfer::receive(&mut recv, &mut sink, total - offset, None, progress).await;
+    let mut received = transfer::receive(&mut recv, &mut sink, total - offset, None, progress).await;
     drop(tuner);
+    let mut expected = info.blake3;
+    if arriving && received.is_ok() {
+        match read_frame::<DownloadEnd, _>(&mut recv).await {
+            Ok(Some(end)) => expected = Some(end.blake3),
+            Ok(None) => received = Err(TransferError::Short { got: total, expected: total }),
+            Err(e) => received = Err(reset_code(&e).map_or(TransferError::Stream(e.to_string()), TransferError::Reset)),
+        }
+    }
     let finished = sink.finish().await;
     let disk_full = format!(
         "the disk is full where files are saved ({}); free some space and receive again: it resumes",
@@ -142,10 +150,20 @@ async fn fetch(
         (Err(TransferError::DiskFull), _) | (_, Err(TransferError::DiskFull)) => {
             Ok(ctx.fail(transfer, Some(file_id), disk_full))
         }
+        (Err(TransferError::Reset(StreamCode::Withdrawn)), _) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            let reason = format!(
+                "{} will not arrive: its upload was cancelled, refused or expired before it was complete; nothing \
+                 was saved",
+                info.name
+            );
+            Ok(ctx.fail(transfer, Some(file_id), reason))
+        }
         (Err(TransferError::Stream(e)), _) => Err(e),
         (Err(e), _) | (Ok(()), Err(e)) => Ok(ctx.fail(transfer, Some(file_id), e.to_string())),
         (Ok(()), Ok((file, hasher))) => {
             drop(file);
+            let expected = expected.unwrap_or_default();
             if *hasher.finalize().as_bytes() != expected {
                 let _ = tokio::fs::remove_file(&partial).await;
                 let reason = format!(
@@ -163,6 +181,15 @@ async fn fetch(
                 Err(e) => Err(e.to_string()),
             }
         }
+    }
+}
+
+/// The code a stream was reset with, if that is why reading a frame failed.
+fn reset_code(error: &ReadFrameError) -> Option<StreamCode> {
+    let ReadFrameError::Io(io) = error else { return None };
+    match io.get_ref()?.downcast_ref::<quinn::ReadError>()? {
+        quinn::ReadError::Reset(code) => Some(StreamCode::from_varint(*code)),
+        _ => None,
     }
 }
 

@@ -76,8 +76,14 @@ pub enum Event {
     /// A fresh status, as asked for.
     Status(Status),
 
-    /// A file waits on the relay for us (once per run per file).
+    /// A file waits on the relay for us (once per run per file, and again when a file
+    /// offered while arriving, without a hash, is committed with its hash).
     FileOffered(FileInfo),
+    /// A file offered while arriving has this many bytes on the relay so far.
+    FileArriving {
+        file_id: FileId,
+        held: u64,
+    },
     /// An upload is queued.
     UploadQueued {
         transfer: TransferId,

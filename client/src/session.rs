@@ -20,7 +20,7 @@ use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::{ChatLine, Record};
 use crate::refusal::{explain, Ending};
 use crate::reorder::Reorder;
-use crate::transfers::Outcome as TransferOutcome;
+use crate::transfers::{Job, Outcome as TransferOutcome};
 
 /// How long the relay may take to answer a message with `Stored`.
 const STORED_DEADLINE: Duration = Duration::from_secs(30);
@@ -109,8 +109,8 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     }
                 }
                 Some(Command::SendFile { transfer, path }) => core.queue_upload(transfer, path),
-                Some(Command::ReceiveAll { out_dir }) => {
-                    core.receive_into = Some(out_dir.unwrap_or_else(|| core.options.download_dir()));
+                Some(Command::ReceiveAll { out_dir, keep }) => {
+                    core.receive(out_dir, keep);
                     if write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err() {
                         break ended(welcomed, &connection, &who).await;
                     }
@@ -180,7 +180,11 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 core.remember(history, false).await;
             }
             Some((transfer, outcome)) = outcomes.recv() => {
-                core.transfers.finished(transfer, &outcome);
+                let job = core.transfers.finished(transfer, &outcome);
+                if let (TransferOutcome::Failed, Some(Job::Download { offer, .. })) = (&outcome, job) {
+                    // Not tried again by itself (a new listing offers it again).
+                    core.offers.remove(&offer.file_id);
+                }
                 if let TransferOutcome::Saved { file_id, path, blake3 } = outcome {
                     core.saved_file(file_id).await;
                     let told = write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await;
@@ -273,6 +277,7 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
                 tell_fetched.push(file_id);
             }
         }
+        RelayControl::FileArriving { file_id, held } => core.emit(Event::FileArriving { file_id, held }),
         RelayControl::FileFetched { file_id } => core.emit(Event::FileFetched { file_id }),
         RelayControl::FileExpired { file_id, name, fetched } => {
             core.emit(Event::FileExpired { file_id, name, fetched })

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,8 @@ impl Default for Throttle {
 struct Entry {
     job: Job,
     running: Option<AbortHandle>,
+    /// Set when the user cancels: an upload then tells the relay to drop what it holds.
+    cancelled: Arc<AtomicBool>,
 }
 
 /// Every transfer not finished yet.
@@ -125,7 +128,7 @@ impl Transfers {
 
     /// Queues a job; it starts with the next [`Transfers::start_waiting`].
     pub fn add(&mut self, transfer: TransferId, job: Job) {
-        self.entries.insert(transfer, Entry { job, running: None });
+        self.entries.insert(transfer, Entry { job, running: None, cancelled: Arc::default() });
     }
 
     /// Whether a download of this file is queued or running.
@@ -143,9 +146,10 @@ impl Transfers {
         for (&transfer, entry) in self.entries.iter_mut().filter(|(_, e)| e.running.is_none()) {
             let (context, windows, outcomes, job) =
                 (self.context.clone(), windows.clone(), outcomes.clone(), entry.job.clone());
+            let cancelled = entry.cancelled.clone();
             entry.running = Some(tasks.spawn(async move {
                 let outcome = match job {
-                    Job::Upload { path } => upload::run(&context, &windows, transfer, path).await,
+                    Job::Upload { path } => upload::run(&context, &windows, transfer, path, cancelled).await,
                     Job::Download { offer, out_dir } => {
                         download::run(&context, &windows, transfer, offer, out_dir).await
                     }
@@ -155,17 +159,17 @@ impl Transfers {
         }
     }
 
-    /// Takes a task's outcome: finished jobs go, interrupted ones wait for the reconnect.
-    pub fn finished(&mut self, transfer: TransferId, outcome: &Outcome) {
+    /// Takes a task's outcome: finished jobs go (and are returned), interrupted ones wait
+    /// for the reconnect.
+    pub fn finished(&mut self, transfer: TransferId, outcome: &Outcome) -> Option<Job> {
         match outcome {
             Outcome::Interrupted => {
                 if let Some(entry) = self.entries.get_mut(&transfer) {
                     entry.running = None;
                 }
+                None
             }
-            _ => {
-                self.entries.remove(&transfer);
-            }
+            _ => self.entries.remove(&transfer).map(|entry| entry.job),
         }
     }
 
@@ -182,6 +186,7 @@ impl Transfers {
     pub fn cancel(&mut self, transfer: TransferId) -> bool {
         match self.entries.remove(&transfer) {
             Some(entry) => {
+                entry.cancelled.store(true, std::sync::atomic::Ordering::Release);
                 if let Some(task) = entry.running {
                     task.abort();
                 }

@@ -2,13 +2,15 @@
 //! hash while sending, and let the relay check the hash before it commits.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use qchat_shared::codes::StreamCode;
 use qchat_shared::frame::{FileId, Open, UploadEnd, UploadReply, UploadStart};
 use qchat_shared::hash::hash_prefix;
 use qchat_shared::io::{read_frame, write_frame};
-use qchat_shared::transfer::{self, TransferError};
+use qchat_shared::transfer::{self, SendOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
 
@@ -43,6 +45,7 @@ pub async fn run(
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
     path: PathBuf,
+    cancelled: Arc<AtomicBool>,
 ) -> Outcome {
     let connection = windows.connection();
     let local = match inspect(&path) {
@@ -50,7 +53,7 @@ pub async fn run(
         Err(reason) => return ctx.fail(transfer, None, reason),
     };
     let Ok(_permit) = ctx.permits.acquire().await else { return Outcome::Interrupted };
-    match send_file(ctx, windows, transfer, &path, &local).await {
+    match send_file(ctx, windows, transfer, &path, &local, cancelled).await {
         Ok(outcome) => outcome,
         Err((file_id, reason)) if connection.close_reason().is_none() => ctx.fail(transfer, file_id, reason),
         Err(_) => Outcome::Interrupted,
@@ -59,20 +62,40 @@ pub async fn run(
 
 type Failure = (Option<FileId>, String);
 
+/// The upload's stream. If the user cancels the transfer (its task is dropped with
+/// `cancelled` set), the stream is reset with [`StreamCode::Cancelled`] and the relay drops
+/// what it holds, and a download following the upload fails at once. A cut connection or
+/// a client that stops keeps the upload on the relay, for a resume.
+struct UploadStream {
+    send: quinn::SendStream,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Drop for UploadStream {
+    fn drop(&mut self) {
+        if self.cancelled.load(Ordering::Acquire) {
+            let _ = self.send.reset(StreamCode::Cancelled.to_varint());
+        }
+    }
+}
+
 async fn send_file(
     ctx: &TransferContext,
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
     path: &Path,
     local: &Local,
+    cancelled: Arc<AtomicBool>,
 ) -> Result<Outcome, Failure> {
     let fail = |file_id: Option<FileId>| move |e: String| (file_id, e);
     let (owned, size, modified_ms) = (path.to_path_buf(), local.size, local.modified_ms);
     let resume = ctx.with_book(move |book| book.find(&owned, size, modified_ms)).await.flatten();
-    let (mut send, mut recv) = windows.connection().open_bi().await.map_err(|e| (None, e.to_string()))?;
+    let (send, mut recv) = windows.connection().open_bi().await.map_err(|e| (None, e.to_string()))?;
+    let mut stream = UploadStream { send, cancelled };
+    let send = &mut stream.send;
     let _ = send.set_priority(FILE_PRIORITY);
     let start = UploadStart { name: local.name.clone(), size: local.size, resume };
-    write_frame(&mut send, &Open::Upload(start)).await.map_err(|e| (None, e.to_string()))?;
+    write_frame(send, &Open::Upload(start)).await.map_err(|e| (None, e.to_string()))?;
     let (file_id, offset) = match read_frame::<UploadReply, _>(&mut recv).await {
         Ok(Some(UploadReply::Ready { file_id, offset })) => (file_id, offset),
         Ok(Some(UploadReply::Refused { reason })) => {
@@ -104,7 +127,8 @@ async fn send_file(
             ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
         }
     };
-    let sent = transfer::send(&mut send, file, total - offset, Some(hasher), None, None, progress).await;
+    let options = SendOptions { hasher: Some(hasher), ..SendOptions::default() };
+    let sent = transfer::send(send, file, total - offset, options, progress).await;
     drop(tuner);
     let blake3 = match sent {
         Ok(Some(hash)) => hash,
@@ -112,7 +136,7 @@ async fn send_file(
         Err(TransferError::Stream(e)) => return Err((Some(file_id), e)),
         Err(e) => return Err((Some(file_id), format!("reading {}: {e}", path.display()))),
     };
-    write_frame(&mut send, &UploadEnd { blake3 }).await.map_err(|e| e.to_string()).map_err(fail(Some(file_id)))?;
+    write_frame(send, &UploadEnd { blake3 }).await.map_err(|e| e.to_string()).map_err(fail(Some(file_id)))?;
     let _ = send.finish();
     match read_frame::<UploadReply, _>(&mut recv).await {
         Ok(Some(UploadReply::Committed { file_id, blake3 })) => {

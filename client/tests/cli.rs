@@ -237,3 +237,43 @@ async fn a_peer_cannot_write_to_the_terminal() {
     assert!(!shown.contains('\x1b') && !shown.contains('\x07') && !shown.contains('\u{202E}'), "{shown:?}");
     assert!(shown.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7} look: \\u{202e}txt.exe"), "{shown:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receive_wait_takes_each_file_as_it_is_offered_and_ends_cleanly_on_sigterm() {
+    let setup = setup().await;
+    let out = setup.tmp.path().join("inbox");
+    let mut child = setup
+        .command("bob", &["receive", "--wait", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two files sent one after the other while bob waits: each is saved without a new
+    // command.
+    for (name, size) in [("first.bin", 3 << 20), ("second.bin", 1)] {
+        let source = setup.tmp.path().join(name);
+        std::fs::write(&source, (0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+        let (ok, events) = setup.cli("alice", &["send-file", source.to_str().unwrap()]).await;
+        assert!(ok, "{events:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read(out.join(name)).ok() != Some(std::fs::read(&source).unwrap()) {
+            assert!(std::time::Instant::now() < deadline, "{name} was not received while waiting");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // SIGTERM: a clean stop, exit 0.
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        (status, stdout)
+    })
+    .await
+    .unwrap();
+    assert!(output.0.success(), "receive --wait exits 0 on SIGTERM: {:?}", output.0);
+    let events: Vec<Value> = output.1.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let saved = events.iter().filter(|e| e["event"] == "file_saved").count();
+    assert_eq!(saved, 2, "{events:?}");
+    assert!(events.iter().any(|e| e["event"] == "file_offered" && e["arriving"].is_boolean()));
+}

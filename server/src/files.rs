@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use qchat_shared::codes::StreamCode;
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::{DownloadReply, DownloadStart, RelayControl, UploadEnd, UploadReply, UploadStart};
+use qchat_shared::frame::{
+    DownloadEnd, DownloadReply, DownloadStart, FileInfo, FileState, RelayControl, UploadEnd, UploadReply, UploadStart,
+};
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_FILE_NAME};
-use qchat_shared::transfer::{self, Sink, TransferError};
+use qchat_shared::transfer::{self, Growing, SendOptions, Sink, SinkOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
 use tracing::{debug, info, warn};
 
+use crate::arrivals::{Arrival, ArrivingFile, Following, RESUME_PATIENCE};
 use crate::relay::RelayState;
 use crate::store::UploadSlot;
 
@@ -84,9 +87,26 @@ async fn receive_upload(
     info!(file = %slot.file_id, name = %Escaped(&start.name), size = start.size, held, "upload");
     write_frame(send, &UploadReply::Ready { file_id: slot.file_id, offset: held }).await.map_err(|_| Stop::Gone)?;
 
+    // Offered at once to the recipient, as arriving: a download can follow the upload.
+    let offer = FileInfo {
+        file_id: slot.file_id,
+        name: start.name.clone(),
+        size: start.size,
+        from: user.to_string(),
+        blake3: None,
+        time_ms: slot.created_ms,
+    };
+    let arrival = state.arrivals.begin(&offer, &peer, held);
+    state.router.notify(&peer, RelayControl::FileOffered(offer));
     let spool_path = state.spool.path(slot.file_id);
-    let mut sink = Sink::start(file, hasher, held, Some(CHECKPOINT_BYTES), Some(&spool_path));
-    let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone()));
+    let written = arrival.file.clone();
+    let options = SinkOptions {
+        sync_every: Some(CHECKPOINT_BYTES),
+        path: Some(&spool_path),
+        on_disk: Some(Box::new(move |on_disk| written.wrote(on_disk))),
+    };
+    let mut sink = Sink::start(file, hasher, held, options);
+    let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone(), arrival.file.clone()));
     let mut counted = 0;
     let stall = Some(state.limits.stall_timeout);
     let tuner = windows.tune(Direction::Receive);
@@ -102,7 +122,14 @@ async fn receive_upload(
         let flushed = sink.finish().await;
         return Err(match (e, flushed) {
             (TransferError::DiskFull, _) | (_, Err(TransferError::DiskFull)) => {
+                arrival.end(Arrival::Withdrawn("the relay's disk is full".into()));
                 drop_upload(state, slot, TransferError::DiskFull).await
+            }
+            (TransferError::Reset(StreamCode::Cancelled), _) => {
+                info!(file = %slot.file_id, "upload cancelled by its sender");
+                arrival.end(Arrival::Withdrawn(format!("{} cancelled sending it", user)));
+                let _ = drop_upload(state, slot, TransferError::Reset(StreamCode::Cancelled)).await;
+                Stop::Gone
             }
             (e, Ok((file, _))) => {
                 let durable = file.metadata().map(|m| m.len()).unwrap_or(held);
@@ -132,11 +159,17 @@ async fn receive_upload(
     };
     let (_, hasher) = match sink.finish().await {
         Ok(done) => done,
-        Err(e) => return Err(drop_upload(state, slot, e).await),
+        Err(e) => {
+            arrival.end(Arrival::Withdrawn(format!("the relay could not write the file: {e}")));
+            return Err(drop_upload(state, slot, e).await);
+        }
     };
     let blake3 = *hasher.finalize().as_bytes();
     if blake3 != end.blake3 {
         warn!(file = %slot.file_id, "hash mismatch; upload dropped");
+        arrival.end(Arrival::Withdrawn(
+            "the file changed while it was sent, or was damaged on the way; the sender must send it again".into(),
+        ));
         let _ = drop_upload(state, slot, TransferError::Disk(std::io::Error::other("hash mismatch"))).await;
         return Err(Stop::Refuse(
             "the file's BLAKE3 hash does not match what arrived (it changed while it was sent, or was damaged \
@@ -147,6 +180,7 @@ async fn receive_upload(
     let (recipient, offer) =
         state.store.commit_upload(slot.file_id, blake3).await.map_err(|e| Stop::Refuse(e.to_string()))?;
     info!(file = %slot.file_id, "upload committed");
+    arrival.end(Arrival::Committed(blake3));
     state.router.notify(&recipient, RelayControl::FileOffered(offer));
     Ok(UploadReply::Committed { file_id: slot.file_id, blake3 })
 }
@@ -165,15 +199,25 @@ async fn drop_upload(state: &RelayState, slot: UploadSlot, error: TransferError)
     }
 }
 
-/// Records the upload's durable length in the store as it grows.
-async fn keep_checkpoints(state: Arc<RelayState>, slot: UploadSlot, durable: Arc<std::sync::atomic::AtomicU64>) {
-    let mut last = slot.held;
+/// Records the upload's durable length in the store as it grows, and tells the recipient
+/// how much has arrived.
+async fn keep_checkpoints(
+    state: Arc<RelayState>,
+    slot: UploadSlot,
+    durable: Arc<std::sync::atomic::AtomicU64>,
+    arriving: Arc<ArrivingFile>,
+) {
+    let (mut last, mut told) = (slot.held, slot.held);
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     loop {
         tick.tick().await;
         let now = durable.load(Ordering::Acquire);
         if now > last && state.store.checkpoint(slot.file_id, now).await.is_ok() {
             last = now;
+        }
+        if let Some(held) = arriving.on_disk().filter(|&held| held > told) {
+            state.router.notify(&arriving.recipient, RelayControl::FileArriving { file_id: slot.file_id, held });
+            told = held;
         }
     }
 }
@@ -202,10 +246,9 @@ async fn send_download(
     send: &mut quinn::SendStream,
     start: DownloadStart,
 ) -> Result<(), Stop> {
-    let info = match state.store.file_for(user, start.file_id).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(Stop::Refuse(format!("no file {} waits for you on this relay", start.file_id))),
-        Err(e) => return Err(Stop::Refuse(e.to_string())),
+    let (info, following) = match file_to_send(state, user, start.file_id).await? {
+        Some(found) => found,
+        None => return Err(Stop::Refuse(format!("no file {} waits for you on this relay", start.file_id))),
     };
     if start.offset > info.size {
         return Err(Stop::Refuse(format!("the file has {} bytes, not {}", info.size, start.offset)));
@@ -217,25 +260,82 @@ async fn send_download(
         _ => return Err(Stop::Refuse("the relay cannot read that file any more".into())),
     };
     let len = info.size - start.offset;
-    info!(file = %info.file_id, offset = start.offset, len, "download");
+    info!(file = %info.file_id, offset = start.offset, len, arriving = following.is_some(), "download");
     write_frame(send, &DownloadReply::Ready(info)).await.map_err(|_| Stop::Gone)?;
     let mut counted = 0;
     let spool_path = state.spool.path(start.file_id);
-    let stall = Some(state.limits.stall_timeout);
     let _tuner = windows.tune(Direction::Send);
-    transfer::send(send, file, len, None, Some(&spool_path), stall, |done| {
+    let growing =
+        following.clone().map(|file| Box::new(Following { file, patience: RESUME_PATIENCE }) as Box<dyn Growing>);
+    let options =
+        SendOptions { path: Some(&spool_path), stall: Some(state.limits.stall_timeout), growing, hasher: None };
+    let sent = transfer::send(send, file, len, options, |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;
     })
-    .await
-    .map_err(|e| {
-        if let TransferError::Stalled(_) = e {
-            info!(file = %start.file_id, "download stalled; its slot is given back");
-            let _ = send.reset(StreamCode::Timeout.to_varint());
+    .await;
+    let result = match (sent, &following) {
+        (Ok(_), None) => Ok(()),
+        // Every byte went out: the hash follows once the upload commits.
+        (Ok(_), Some(arriving)) => {
+            let arriving = arriving.clone();
+            match tokio::task::spawn_blocking(move || arriving.wait_end(RESUME_PATIENCE)).await {
+                Ok(Ok(blake3)) => write_frame(send, &DownloadEnd { blake3 }).await.map_err(|_| Stop::Gone),
+                Ok(Err(reason)) => Err(withdrawn(send, &reason)),
+                Err(_) => Err(Stop::Gone),
+            }
         }
-        debug!(error = %e, "download interrupted");
-        Stop::Gone
-    })?;
+        (Err(TransferError::Disk(e)), Some(_)) => Err(withdrawn(send, &e.to_string())),
+        (Err(e), _) => {
+            if let TransferError::Stalled(_) = e {
+                info!(file = %start.file_id, "download stalled; its slot is given back");
+                let _ = send.reset(StreamCode::Timeout.to_varint());
+            }
+            debug!(error = %e, "download interrupted");
+            Err(Stop::Gone)
+        }
+    };
+    if let Some(arriving) = following {
+        state.arrivals.release(arriving);
+    }
+    result?;
     let _ = send.finish();
     Ok(())
+}
+
+/// Tells a follower that the file will not be complete.
+fn withdrawn(send: &mut quinn::SendStream, reason: &str) -> Stop {
+    info!(%reason, "the upload a download followed was withdrawn");
+    let _ = send.reset(StreamCode::Withdrawn.to_varint());
+    Stop::Gone
+}
+
+/// The file `user` asks for: its offer, and, while it is still arriving, the arrival to
+/// follow.
+async fn file_to_send(
+    state: &RelayState,
+    user: &str,
+    file_id: qchat_shared::frame::FileId,
+) -> Result<Option<(FileInfo, Option<Arc<ArrivingFile>>)>, Stop> {
+    let entry = match state.store.file_for(user, file_id).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(Stop::Refuse(e.to_string())),
+    };
+    let FileState::Uploading { held } = entry.state else { return Ok(Some((entry.info, None))) };
+    let (arriving, fresh) = state.arrivals.follow(&entry.info, user, held);
+    if !fresh {
+        return Ok(Some((entry.info, Some(arriving))));
+    }
+    // Nothing in memory: the upload is paused, or it committed (or went) just now.
+    match state.store.file_for(user, file_id).await {
+        Ok(Some(again)) if matches!(again.state, FileState::Uploading { .. }) => Ok(Some((again.info, Some(arriving)))),
+        again => {
+            state.arrivals.release(arriving);
+            match again {
+                Ok(found) => Ok(found.map(|entry| (entry.info, None))),
+                Err(e) => Err(Stop::Refuse(e.to_string())),
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@
 //! - [`store`]: the SQLite store on its own thread, with group commit;
 //! - [`bootstrap`]: the default data directory and the demo PKI made on first start.
 
+pub mod arrivals;
 pub mod bootstrap;
 pub mod control;
 pub mod delivery;

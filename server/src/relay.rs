@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+use crate::arrivals::Arrivals;
 use crate::router::Router;
 use crate::slots::{PendingConnections, TransferSlots};
 use crate::spool::Spool;
@@ -153,6 +154,8 @@ pub struct RelayState {
     pub handshakes: Arc<Semaphore>,
     /// What the windows of every transfer together may grow to.
     pub windows: Arc<WindowBudget>,
+    /// Uploads running now (and paused ones a download follows).
+    pub arrivals: Arrivals,
     members: RwLock<Vec<String>>,
     /// Serial numbers of revoked certificates, as the latest CRL says.
     revoked: RwLock<HashSet<Vec<u8>>>,
@@ -262,6 +265,7 @@ impl Relay {
             pending: PendingConnections::new(config.limits.max_pending_per_user, config.limits.max_pending),
             handshakes: Arc::new(Semaphore::new(config.limits.max_pending)),
             windows: WindowBudget::new(config.limits.window_budget),
+            arrivals: Arrivals::default(),
             revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),
             stats: RelayStats::default(),
@@ -287,6 +291,11 @@ impl Relay {
     /// The address the relay listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().expect("a bound endpoint has an address")
+    }
+
+    /// Uploads arriving now (and paused ones a download follows).
+    pub fn arrivals(&self) -> &crate::arrivals::Arrivals {
+        &self.state.arrivals
     }
 
     /// What moved through the relay so far.

@@ -181,7 +181,14 @@ async fn greet(
         return false;
     }
     match listing::replay_offers(state, user, replies).await {
-        Ok(()) => true,
+        Ok(()) => {
+            for offer in state.arrivals.arriving_for(user) {
+                if replies.send(RelayControl::FileOffered(offer)).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
         Err(ListingError::Gone) => false,
         Err(e) => {
             warn!(error = %e, "cannot replay file offers");

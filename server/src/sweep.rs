@@ -68,6 +68,8 @@ async fn sweep_files(state: &RelayState) -> usize {
         }
     };
     for file in &swept {
+        let reason = format!("{} expired on the relay before it was complete", file.name);
+        state.arrivals.end(file.file_id, crate::arrivals::Arrival::Withdrawn(reason));
         let spool = state.spool.clone();
         let id = file.file_id;
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.remove(id)).await {

@@ -59,6 +59,16 @@ impl Appender {
         self.write(chunk.as_slice())
     }
 
+    /// Bytes of the file that are in it now (readable by another descriptor): all written
+    /// but what waits in the aligned stage.
+    pub fn on_disk(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        if let Some(direct) = &self.direct {
+            return self.pos - direct.staged() as u64;
+        }
+        self.pos
+    }
+
     /// Makes everything written so far durable except what waits in the aligned stage;
     /// returns the durable length.
     pub fn sync(&mut self) -> io::Result<u64> {

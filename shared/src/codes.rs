@@ -65,6 +65,11 @@ pub enum StreamCode {
     Refused,
     /// The other side failed internally.
     Internal,
+    /// The file a download follows will not be complete: its upload was cancelled,
+    /// refused or expired.
+    Withdrawn,
+    /// The sender cancelled this upload: the relay drops what it holds of it.
+    Cancelled,
     /// A code this version does not know.
     Unknown(u64),
 }
@@ -77,6 +82,8 @@ impl StreamCode {
             StreamCode::Timeout => 3,
             StreamCode::Refused => 4,
             StreamCode::Internal => 5,
+            StreamCode::Withdrawn => 6,
+            StreamCode::Cancelled => 7,
             StreamCode::Unknown(_) => 99,
         })
     }
@@ -88,6 +95,8 @@ impl StreamCode {
             3 => StreamCode::Timeout,
             4 => StreamCode::Refused,
             5 => StreamCode::Internal,
+            6 => StreamCode::Withdrawn,
+            7 => StreamCode::Cancelled,
             other => StreamCode::Unknown(other),
         }
     }

@@ -1,4 +1,4 @@
-//! The frames of protocol `qchat/2`: what each kind of stream carries.
+//! The frames of protocol `qchat/3`: what each kind of stream carries.
 //!
 //! Streams:
 //! - the control stream: the first bidirectional stream a client opens. It starts with
@@ -101,11 +101,20 @@ pub struct UploadEnd {
 }
 
 /// Opens a download stream. After [`DownloadReply::Ready`] the relay writes the bytes from
-/// `offset` to the end and finishes the stream.
+/// `offset` to the end and finishes the stream. A file still arriving (its `Ready` has no
+/// hash) is sent as the relay writes it, and its bytes are followed by one
+/// [`DownloadEnd`] once the upload is committed; if the upload is withdrawn instead, the
+/// relay resets the stream with [`crate::codes::StreamCode::Withdrawn`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DownloadStart {
     pub file_id: FileId,
     pub offset: u64,
+}
+
+/// Ends the bytes of a download that followed its upload: the hash the upload committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadEnd {
+    pub blake3: Blake3,
 }
 
 /// The relay's answer on a download stream.
@@ -199,8 +208,13 @@ pub enum RelayControl {
     Delivered { messages: Vec<(MessageId, u64)>, all_delivered_upto: u64 },
     /// These acknowledgements are committed: the messages will not come again.
     AckConfirmed { seqs: Vec<u64> },
-    /// A file waits for this user (sent when committed, and again after each connect).
+    /// A file waits for this user (sent when committed, and again after each connect). One
+    /// without a hash is still arriving: it can be received already, and it is offered
+    /// again, with its hash, once committed.
     FileOffered(FileInfo),
+    /// A file offered while arriving has this many bytes on the relay (a few times a
+    /// second at most).
+    FileArriving { file_id: FileId, held: u64 },
     /// The peer saved and verified a file this user sent.
     FileFetched { file_id: FileId },
     /// A file this user sent was swept from the relay.

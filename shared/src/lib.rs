@@ -23,9 +23,11 @@ pub mod units;
 pub mod window;
 
 /// The ALPN protocol id; it versions every frame type.
-/// `qchat/2` pages file listings, bounds every queue and tells senders of expired messages;
-/// a `qchat/1` peer is refused at the handshake with "another version".
-pub const ALPN: &[u8] = b"qchat/2";
+/// `qchat/2` paged file listings, bounded every queue and told senders of expired messages;
+/// `qchat/3` offers a file while it is still arriving and lets its download follow the
+/// upload (cut-through). The relay's stored data is the same for both. A peer of another
+/// version is refused at the handshake with "another version".
+pub const ALPN: &[u8] = b"qchat/3";
 
 /// The relay's default UDP port (the original program's).
 pub const DEFAULT_PORT: u16 = 21567;

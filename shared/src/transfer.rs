@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::append::{Appender, ChunkReader};
 use crate::chunk::{ChunkBuf, ChunkPool};
+use crate::codes::StreamCode;
 use crate::frame::Blake3;
 use crate::limits::CHUNK;
 
@@ -35,6 +36,8 @@ pub enum TransferError {
     Short { got: u64, expected: u64 },
     #[error("no bytes moved for {} s", .0.as_secs())]
     Stalled(Duration),
+    #[error("the other side reset the stream ({0:?})")]
+    Reset(StreamCode),
 }
 
 /// Awaits `step`, or fails as stalled when `stall` passes first.
@@ -67,18 +70,23 @@ pub struct Sink {
     pub durable: Arc<AtomicU64>,
 }
 
+/// How a [`Sink`] writes.
+#[derive(Default)]
+pub struct SinkOptions<'a> {
+    /// Fsync each time this many bytes were added, and move [`Sink::durable`] on.
+    pub sync_every: Option<u64>,
+    /// The file's path: with it, the bulk may bypass the page cache (see [`crate::append`]).
+    pub path: Option<&'a Path>,
+    /// Told, on the writer's thread, how many bytes of the file are in it after each write
+    /// (so that a reader of the same file can follow).
+    pub on_disk: Option<Box<dyn Fn(u64) + Send>>,
+}
+
 impl Sink {
     /// Starts appending to `file`, which already holds `offset` bytes that `hasher` has
-    /// seen. With `sync_every`, the file is fsynced each time that many bytes were added
-    /// and [`Sink::durable`] moves on. With `path` (the file's), the bulk may bypass the
-    /// page cache (see [`crate::append`]).
-    pub fn start(
-        file: File,
-        hasher: blake3::Hasher,
-        offset: u64,
-        sync_every: Option<u64>,
-        path: Option<&Path>,
-    ) -> Sink {
+    /// seen.
+    pub fn start(file: File, hasher: blake3::Hasher, offset: u64, options: SinkOptions<'_>) -> Sink {
+        let SinkOptions { sync_every, path, on_disk } = options;
         let mut appender = Appender::new(file, offset, path);
         let (chunks, mut rx) = mpsc::channel::<ChunkBuf>(DEPTH);
         // Every buffer that can be alive at once: one being filled, the queue, one being
@@ -93,6 +101,9 @@ impl Sink {
                 appender.write_chunk(&chunk)?;
                 written += chunk.len() as u64;
                 recycler.give_back(chunk);
+                if let Some(report) = &on_disk {
+                    report(appender.on_disk());
+                }
                 if sync_every.is_some_and(|every| written - synced >= every) {
                     synced = appender.sync()?;
                     durable_w.store(synced, Ordering::Release);
@@ -100,6 +111,9 @@ impl Sink {
             }
             let file = appender.finish()?;
             durable_w.store(written, Ordering::Release);
+            if let Some(report) = &on_disk {
+                report(written);
+            }
             Ok(file)
         });
         Sink { chunks: Some(chunks), spare, writer, hasher, durable }
@@ -164,6 +178,10 @@ pub async fn receive(
             match within(stall, recv.read(&mut buf.as_mut_slice()[filled..])).await {
                 Ok(Ok(Some(n))) => filled += n,
                 Ok(Ok(None)) => break,
+                Ok(Err(quinn::ReadError::Reset(code))) => {
+                    ended = Some(TransferError::Reset(StreamCode::from_varint(code)));
+                    break;
+                }
                 Ok(Err(e)) => {
                     ended = Some(TransferError::Stream(e.to_string()));
                     break;
@@ -189,18 +207,36 @@ pub async fn receive(
     Ok(())
 }
 
-/// Sends `len` bytes of `file` from its current position, chunk by chunk. If `hasher` is
-/// given it has seen the bytes before that position, and the hash of the whole file is
-/// returned. With `stall`, fails when the peer takes no byte for that long.
+/// A file that is still being written: how far it may be read.
+pub trait Growing: Send + 'static {
+    /// Blocks until the file holds more than `pos` bytes, and returns how many it holds; an
+    /// error (the file will not be complete) ends the transfer.
+    fn wait_beyond(&self, pos: u64) -> io::Result<u64>;
+}
+
+/// What [`send`] needs besides the stream and the file.
+#[derive(Default)]
+pub struct SendOptions<'a> {
+    /// Has seen the bytes before the file's position: the hash of the whole file is
+    /// returned.
+    pub hasher: Option<blake3::Hasher>,
+    /// The file's path: with it, the bulk may bypass the page cache.
+    pub path: Option<&'a Path>,
+    /// Fail when the peer takes no byte for this long.
+    pub stall: Option<Duration>,
+    /// The file is still being written: read only what it holds, waiting for more.
+    pub growing: Option<Box<dyn Growing>>,
+}
+
+/// Sends `len` bytes of `file` from its current position, chunk by chunk.
 pub async fn send(
     stream: &mut quinn::SendStream,
     file: File,
     len: u64,
-    hasher: Option<blake3::Hasher>,
-    path: Option<&Path>,
-    stall: Option<Duration>,
+    options: SendOptions<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Blake3>, TransferError> {
+    let SendOptions { hasher, path, stall, growing } = options;
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
     let path = path.map(Path::to_path_buf);
     let reader = tokio::task::spawn_blocking(move || {
@@ -214,14 +250,29 @@ pub async fn send(
             }
         };
         let mut reader = ChunkReader::new(file, pos, path.as_deref());
-        let mut left = len;
+        let (mut left, mut at) = (len, pos);
+        // What may be read: all of it, or, of a growing file, what it is known to hold.
+        let mut held = if growing.is_some() { 0 } else { u64::MAX };
         while left > 0 {
-            let chunk = match reader.read(left.min(CHUNK as u64) as usize) {
+            if let Some(growing) = &growing {
+                if held <= at {
+                    match growing.wait_beyond(at) {
+                        Ok(now) => held = now,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return None;
+                        }
+                    }
+                }
+            }
+            let want = left.min(CHUNK as u64).min(held.saturating_sub(at)) as usize;
+            let chunk = match reader.read(want) {
                 Ok(chunk) if chunk.is_empty() => {
                     Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while it was sent"))
                 }
                 Ok(chunk) => {
                     left -= chunk.len() as u64;
+                    at += chunk.len() as u64;
                     if let Some(h) = hasher.as_mut() {
                         h.update(&chunk);
                     }

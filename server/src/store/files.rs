@@ -12,6 +12,8 @@ pub struct UploadSlot {
     pub file_id: FileId,
     /// Bytes the relay already holds (at the last checkpoint).
     pub held: u64,
+    /// When the upload first began (Unix milliseconds).
+    pub created_ms: i64,
 }
 
 /// A file removed from the relay by the sweep.
@@ -113,16 +115,16 @@ impl Store {
         self.submit(
             move |txn| {
                 if let Some(id) = resume {
-                    let held: Option<i64> = txn
+                    let held: Option<(i64, i64)> = txn
                         .query_row(
-                            "SELECT held FROM files WHERE id = ?1 AND sender = ?2 AND size = ?3 AND name = ?4
-                             AND committed_ms IS NULL AND swept_ms IS NULL",
+                            "SELECT held, created_ms FROM files WHERE id = ?1 AND sender = ?2 AND size = ?3
+                             AND name = ?4 AND committed_ms IS NULL AND swept_ms IS NULL",
                             params![&id.0[..], sender, size as i64, name],
-                            |r| r.get(0),
+                            |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .optional()?;
-                    if let Some(held) = held {
-                        return Ok(UploadSlot { file_id: id, held: held as u64 });
+                    if let Some((held, created_ms)) = held {
+                        return Ok(UploadSlot { file_id: id, held: held as u64, created_ms });
                     }
                 }
                 if size > limits.max_file_size {
@@ -168,11 +170,12 @@ impl Store {
                     ));
                 }
                 let file_id = FileId::random();
+                let created_ms = now_ms();
                 txn.execute(
                     "INSERT INTO files (id, sender, recipient, name, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![&file_id.0[..], sender, recipient, name, size as i64, now_ms()],
+                    params![&file_id.0[..], sender, recipient, name, size as i64, created_ms],
                 )?;
-                Ok(UploadSlot { file_id, held: 0 })
+                Ok(UploadSlot { file_id, held: 0, created_ms })
             },
             |_| {},
         )
@@ -222,16 +225,14 @@ impl Store {
         .await
     }
 
-    /// A committed file that waits for (or was fetched by) `recipient` and is still held.
-    pub async fn file_for(&self, recipient: &str, file_id: FileId) -> Result<Option<FileInfo>, StoreError> {
+    /// A file for `recipient` that is still held: committed (waiting or fetched) or still
+    /// arriving.
+    pub async fn file_for(&self, recipient: &str, file_id: FileId) -> Result<Option<FileEntry>, StoreError> {
         let recipient = recipient.to_string();
         self.submit(
             move |txn| {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM files WHERE id = ?1 AND recipient = ?2
-                     AND committed_ms IS NOT NULL AND swept_ms IS NULL"
-                );
-                Ok(txn.query_row(&sql, params![&file_id.0[..], recipient], |r| Ok(entry(r)?.info)).optional()?)
+                let sql = format!("SELECT {COLUMNS} FROM files WHERE id = ?1 AND recipient = ?2 AND swept_ms IS NULL");
+                Ok(txn.query_row(&sql, params![&file_id.0[..], recipient], entry).optional()?)
             },
             |_| {},
         )
@@ -345,7 +346,7 @@ mod tests {
         assert_eq!(slot.held, 0);
         store.checkpoint(slot.file_id, 300).await.unwrap();
         let resumed = store.start_upload("alice", "bob", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
-        assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300 });
+        assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300, created_ms: slot.created_ms });
         let other_size = store.start_upload("alice", "bob", "a.bin", 10, Some(slot.file_id), LIMITS).await.unwrap();
         assert_ne!(other_size.file_id, slot.file_id, "a different file is a new upload");
         let stolen = store.start_upload("bob", "alice", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();

@@ -62,8 +62,14 @@ enum Command {
         /// Where to save (default: your download folder's `qchat`).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Give up after this many seconds; with `--wait`, stop waiting then.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Stay connected and receive every file as it is offered, one still being
+        /// uploaded included (it follows the upload), until Ctrl-C or SIGTERM; partial
+        /// files are kept for a resume.
+        #[arg(long)]
+        wait: bool,
     },
     /// List the files waiting for you and the files you sent.
     Files,
@@ -95,7 +101,12 @@ async fn main() -> ExitCode {
         Command::Chat => chat(&client, &mut events, &mut printer).await,
         Command::Status => status(&client, &mut events, &mut printer).await,
         Command::SendFile { path, timeout } => send_file(&client, &mut events, &mut printer, path, timeout).await,
-        Command::Receive { out, timeout } => receive_files(&client, &mut events, &mut printer, out, timeout).await,
+        Command::Receive { out, timeout, wait: false } => {
+            receive_files(&client, &mut events, &mut printer, out, timeout).await
+        }
+        Command::Receive { out, timeout, wait: true } => {
+            receive_waiting(&client, &mut events, &mut printer, out, timeout).await
+        }
         Command::Files => files(&client, &mut events, &mut printer).await,
     };
     client.shutdown();
@@ -335,6 +346,70 @@ async fn receive_files(
     };
     let result = with_deadline(secs, work).await;
     or_gave_up(printer, "receive", result)
+}
+
+/// `receive --wait`: receives every file as it is offered until a stop signal or the
+/// timeout; fails at the end if a file failed.
+async fn receive_waiting(
+    client: &Client,
+    events: &mut UnboundedReceiver<Event>,
+    printer: &mut Printer,
+    out: Option<PathBuf>,
+    secs: Option<u64>,
+) -> Result<(), Failed> {
+    connected(events, printer).await?;
+    client.receive_as_offered(out);
+    let mut failed = 0usize;
+    let work = async {
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::TransferFailed { .. } => failed += 1,
+                Event::Connection(ConnectionState::Refused { reason }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                Event::Files { .. } | Event::Receiving { .. } => continue,
+                _ => {}
+            }
+            printer.event(&event, false);
+        }
+        Err(Failed)
+    };
+    let ended = tokio::select! {
+        ended = work => ended,
+        _ = stop_signal() => Ok(()),
+        _ = sleep_for(secs) => Ok(()),
+    };
+    ended?;
+    if failed > 0 {
+        printer.error(&format!("{failed} file(s) failed (see above)"));
+        return Err(Failed);
+    }
+    Ok(())
+}
+
+/// Sleeps `secs` seconds, or for ever.
+async fn sleep_for(secs: Option<u64>) {
+    match secs {
+        Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C, or (on Unix) SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {

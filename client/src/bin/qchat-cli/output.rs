@@ -161,14 +161,20 @@ impl Printer {
         match event {
             Event::FileOffered(offer) => self.emit(
                 json!({"event": "file_offered", "id": offer.file_id.to_string(), "name": offer.name,
-                       "size": offer.size, "from": offer.from}),
+                       "size": offer.size, "from": offer.from, "arriving": offer.blake3.is_none()}),
                 format!(
-                    "[Newfile] {} offers {} ({}): receive it with `receive`",
+                    "[Newfile] {} offers {} ({}{}): receive it with `receive`",
                     Escaped(&offer.from),
                     Escaped(&offer.name),
-                    human_bytes(offer.size)
+                    human_bytes(offer.size),
+                    if offer.blake3.is_none() { ", arriving" } else { "" }
                 ),
             ),
+            Event::FileArriving { file_id, held } => {
+                if self.json {
+                    println!("{}", json!({"event": "file_arriving", "id": file_id.to_string(), "held": held}));
+                }
+            }
             Event::UploadQueued { transfer, name, size, .. } => {
                 if !self.json {
                     self.bar(*transfer, name, *size);
