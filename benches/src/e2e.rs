@@ -186,6 +186,26 @@ impl E2e {
         Ok(None)
     }
 
+    /// Seconds from alice's `send_file` to bob's verified, saved file, bob already waiting
+    /// for files as they are offered (the handoff, with cut-through).
+    pub async fn handoff(&mut self, file: &Path) -> Result<f64> {
+        // First what waits from the chat figures' uploads, so that only the handoff moves.
+        self.bob.client.receive_all(None);
+        let waiting = self.bob.until(|e| if let Event::Receiving { count } = e { Some(count) } else { None }).await?;
+        for _ in 0..waiting {
+            std::fs::remove_file(self.bob.saved().await?)?;
+        }
+        self.bob.client.receive_as_offered(None);
+        // Let the request reach the relay's listing before the upload starts.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        self.alice.client.send_file(file);
+        let saved = self.bob.saved().await?;
+        let seconds = started.elapsed().as_secs_f64();
+        std::fs::remove_file(saved)?;
+        Ok(seconds)
+    }
+
     /// Messages per second stored durably (until the last `Stored`), sent all at once.
     pub async fn messages_per_second(&mut self, n: usize) -> Result<f64> {
         let start = Instant::now();

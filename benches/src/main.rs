@@ -7,6 +7,7 @@ mod e2e;
 mod raw;
 mod relay_child;
 mod report;
+mod scp;
 mod wan;
 
 use raw::Raw;
@@ -39,6 +40,9 @@ struct Cli {
     /// Measure only over the emulated link (skip the loopback rounds and chat figures).
     #[arg(long, requires = "wan")]
     only_wan: bool,
+    /// Also time scp (AES-128-GCM) copying the file to a loopback sshd, beside the handoff.
+    #[arg(long)]
+    scp: bool,
     /// One JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -72,6 +76,7 @@ fn main() -> Result<()> {
         size,
         messages,
         rounds: if cli.only_wan { 0 } else { rounds },
+        scp: cli.scp,
         wan: cli.wan.map(|spec| (spec, if cli.quick { cli.wan_size.min(64 << 20) } else { cli.wan_size })),
     };
     let figures = runtime.block_on(run(plan, cli.dir))?;
@@ -91,10 +96,11 @@ struct Plan {
     rounds: usize,
     /// The emulated link and the file's size over it.
     wan: Option<(wan::WanSpec, u64)>,
+    scp: bool,
 }
 
 async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
-    let Plan { size, messages, rounds, wan } = plan;
+    let Plan { size, messages, rounds, wan, scp } = plan;
     let tmp = tempfile::Builder::new().prefix("qchat-bench").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()])?;
@@ -169,7 +175,14 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
     } else {
         None
     };
+    let handoff = if rounds > 0 {
+        eprintln!("handoff: alice sends, bob already waiting …");
+        let scp_s = if scp { Some(scp::time_scp(&tmp.path().join("scp"), &file)?) } else { None };
+        Some(report::Handoff { seconds: run.handoff(&file).await?, scp_s })
+    } else {
+        None
+    };
     let peak_rss = peak_rss.max(relay.peak_rss_mib()?);
     relay.stop();
-    Ok(report::Figures { size, throughput, chat, wan, relay_peak_rss_mib: peak_rss })
+    Ok(report::Figures { size, throughput, chat, handoff, wan, relay_peak_rss_mib: peak_rss })
 }

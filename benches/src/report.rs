@@ -121,8 +121,15 @@ pub struct Figures {
     pub throughput: Throughput,
     /// None when only the emulated link was measured.
     pub chat: Option<Chat>,
+    pub handoff: Option<Handoff>,
     pub wan: Option<WanFigures>,
     pub relay_peak_rss_mib: f64,
+}
+
+/// A file from alice's disk to bob's, bob already waiting; and scp's time beside it.
+pub struct Handoff {
+    pub seconds: f64,
+    pub scp_s: Option<f64>,
 }
 
 /// Chat figures.
@@ -165,6 +172,13 @@ impl Figures {
             line["chat_p50_ms_during_transfer"] = json!(round(chat.during.p50));
             line["chat_p99_ms_during_transfer"] = json!(round(chat.during.p99));
             line["chat_msgs_per_s"] = json!(round(chat.msgs_per_s));
+        }
+        if let Some(handoff) = &self.handoff {
+            line["handoff_s"] = json!(round(handoff.seconds));
+            if let Some(scp) = handoff.scp_s {
+                line["scp_s"] = json!(round(scp));
+                line["handoff_vs_scp"] = json!(round(handoff.seconds / scp));
+            }
         }
         if let Some(w) = &self.wan {
             line["wan"] = json!({
@@ -227,6 +241,12 @@ impl Figures {
                 );
             }
             println!("{:<44} {:>8.0} /s", "durable chat messages", chat.msgs_per_s);
+        }
+        if let Some(handoff) = &self.handoff {
+            let scp = handoff.scp_s.map_or(String::new(), |scp| {
+                format!(" (scp to a loopback sshd {scp:.2} s: {:.2}x)", handoff.seconds / scp)
+            });
+            println!("{:<44} {:>8.2} s{scp}", "handoff, send-file to saved (cut-through)", handoff.seconds);
         }
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC", t.raw_cpu.bench());

@@ -80,11 +80,23 @@ pub struct Transfer {
     pub direction: Direction,
     pub stage: Stage,
     pub speed: Speed,
+    /// While a file offered to us is still being uploaded: the bytes the relay holds.
+    pub arriving: Option<u64>,
 }
 
 impl Transfer {
     fn new(direction: Direction, name: String, size: u64, stage: Stage) -> Self {
-        Transfer { transfer: None, file_id: None, name, size, done: 0, direction, stage, speed: Speed::default() }
+        Transfer {
+            transfer: None,
+            file_id: None,
+            name,
+            size,
+            done: 0,
+            direction,
+            stage,
+            speed: Speed::default(),
+            arriving: None,
+        }
     }
 
     /// Time left at the current speed.
@@ -250,10 +262,23 @@ impl Model {
 
     fn file_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::FileOffered(offer) if self.by_file(offer.file_id).is_none() => {
-                let mut row = Transfer::new(Direction::Down, offer.name, offer.size, Stage::Offered);
-                row.file_id = Some(offer.file_id);
-                self.transfers.push(row);
+            Event::FileOffered(offer) => {
+                let arriving = offer.blake3.is_none().then_some(0);
+                match self.by_file(offer.file_id) {
+                    // Offered again once committed: no longer arriving.
+                    Some(row) => row.arriving = arriving,
+                    None => {
+                        let mut row = Transfer::new(Direction::Down, offer.name, offer.size, Stage::Offered);
+                        row.file_id = Some(offer.file_id);
+                        row.arriving = arriving;
+                        self.transfers.push(row);
+                    }
+                }
+            }
+            Event::FileArriving { file_id, held } => {
+                if let Some(row) = self.by_file(file_id).filter(|row| row.arriving.is_some()) {
+                    row.arriving = Some(held);
+                }
             }
             Event::UploadQueued { transfer, name, size, .. } => {
                 let mut row = Transfer::new(Direction::Up, name, size, Stage::Queued);
@@ -343,8 +368,13 @@ mod tests {
             blake3: None,
             time_ms: 0,
         };
-        model.apply(Event::FileOffered(offer), t0);
+        model.apply(Event::FileOffered(offer.clone()), t0);
         assert_eq!(model.offers(), 1);
+        assert_eq!(model.transfers[0].arriving, Some(0), "offered while it is still uploaded");
+        model.apply(Event::FileArriving { file_id, held: 400 }, t0);
+        assert_eq!(model.transfers[0].arriving, Some(400));
+        model.apply(Event::FileOffered(qchat_shared::frame::FileInfo { blake3: Some([1; 32]), ..offer }), t0);
+        assert_eq!((model.offers(), model.transfers[0].arriving), (1, None), "the same row, now complete");
         model.apply(Event::DownloadQueued { transfer: 9, file_id, name: "a.bin".into(), size: 1000 }, t0);
         model.apply(Event::Progress { transfer: 9, file_id, done: 100, total: 1000 }, t0);
         model.apply(Event::Progress { transfer: 9, file_id, done: 600, total: 1000 }, t0 + Duration::from_secs(1));

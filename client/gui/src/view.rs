@@ -95,7 +95,14 @@ fn stage_text(t: &Transfer) -> (String, iced::Color) {
         Stage::Uploading => ("uploading".into(), style::MINE),
         Stage::OnRelay => ("on the relay, waiting for the peer".into(), style::OK),
         Stage::PeerHasIt => ("received by the peer".into(), style::OK),
-        Stage::Offered => ("offered to you: press Receive".into(), style::THEIRS),
+        Stage::Offered => match t.arriving {
+            Some(held) => (
+                format!("arriving ({} on the relay): press Receive to get it as it comes", human_bytes(held)),
+                style::THEIRS,
+            ),
+            None => ("offered to you: press Receive".into(), style::THEIRS),
+        },
+        Stage::Downloading if t.arriving.is_some() => ("downloading as it arrives".into(), style::MINE),
         Stage::Downloading => ("downloading".into(), style::MINE),
         Stage::Saved(path) => (format!("saved, verified: {}", path.display()), style::OK),
         Stage::Failed(reason) => (format!("failed: {reason}"), style::ERROR),
