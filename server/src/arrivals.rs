@@ -266,6 +266,7 @@ mod tests {
         let impatient = Following { file: file.clone(), patience: Duration::ZERO };
         std::thread::sleep(Duration::from_millis(5));
         assert!(impatient.wait_beyond(3).unwrap_err().to_string().contains("did not go on"));
+        drop(impatient);
         arrivals.release(file);
         assert!(arrivals.is_empty());
     }

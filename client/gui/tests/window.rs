@@ -119,7 +119,9 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
     let transfer = bob.client.send_file(&source);
     bob.uploaded(transfer).await;
 
-    pump(&mut app, &mut events, "the offer", |app| app.model.offers() == 1).await;
+    // Offered first while arriving, then again once committed.
+    let committed = |app: &App| app.model.offers() == 1 && app.model.transfers[0].arriving.is_none();
+    pump(&mut app, &mut events, "the committed offer", committed).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("offered to you: press Receive").is_ok());
     ui.click("Receive (1)").expect("the Receive button with its count");
@@ -167,4 +169,26 @@ async fn a_refused_identity_shows_the_reason_in_the_window() {
     assert!(reason.contains("another CA"), "{reason}");
     let mut ui = simulator(app.view());
     assert!(ui.find(format!("refused: {reason}")).is_ok());
+}
+
+#[tokio::test]
+async fn a_file_still_arriving_is_marked_so_with_what_the_relay_holds() {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let file_id = qchat_shared::frame::FileId([5; 16]);
+    let offer = qchat_shared::frame::FileInfo {
+        file_id,
+        name: "film.mkv".into(),
+        size: 4 << 30,
+        from: "bob".into(),
+        blake3: None,
+        time_ms: 0,
+    };
+    let now = std::time::Instant::now();
+    app.model.apply(Event::FileOffered(offer), now);
+    app.model.apply(Event::FileArriving { file_id, held: 3 << 20 }, now);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("arriving (3.0 MiB on the relay): press Receive to get it as it comes").is_ok());
+    assert!(ui.find("Receive (1)").is_ok(), "an arriving file can be received already");
 }
