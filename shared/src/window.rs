@@ -1,14 +1,15 @@
 //! Flow-control windows that grow while a file moves to what its path needs (twice the
 //! bandwidth-delay product, measured), drawing on one memory budget for the whole process.
 //!
-//! A connection starts with small windows ([`BASE_WINDOW`]): enough for chat and for a
-//! file on a near link. A transfer running on it starts a [`Tuner`]: each round trip it
-//! measures the bytes the path delivered (by the connection's count), and when they show that the window is what holds the file
-//! back (moving a window's worth per round trip), it asks the [`WindowBudget`] for more,
-//! about doubling the window per round trip, as fast as congestion control's slow start
-//! grows. What was granted goes back to the budget when the transfer ends. A hostile peer
-//! can make us hold at most the window it was granted, and all grants together stay
-//! within the budget.
+//! A connection starts with [`BASE_WINDOW`]: one file stream's window
+//! ([`crate::transport::STREAM_WINDOW`], fixed) and room for chat beside it. Each transfer
+//! running on it starts a [`Tuner`]: each round trip it measures the bytes the path
+//! delivered (by the connection's own count), and when they show the connection's window
+//! is what holds its transfers back (moving a window's worth per round trip: several
+//! files at once on one connection), it asks the [`WindowBudget`] for more, about doubling
+//! the window per round trip. What was granted goes back to the budget when the transfer
+//! ends. A hostile peer can make us hold at most the base and what it was granted, and
+//! all grants together stay within the budget.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 use quinn::VarInt;
 
 /// What every connection may have in flight towards us (or buffered towards its peer)
-/// with no transfer's grant.
-pub const BASE_WINDOW: u64 = 4 * 1024 * 1024;
+/// with no transfer's grant: one file stream's window and 4 MiB that chat can always use.
+pub const BASE_WINDOW: u64 = crate::transport::STREAM_WINDOW + 4 * 1024 * 1024;
 /// The most one transfer's window may grow to beyond the base: twice the
 /// bandwidth-delay product of a 650 Mbit/s path with a round trip of 200 ms.
 pub const MAX_TRANSFER_WINDOW: u64 = 32 * 1024 * 1024;
