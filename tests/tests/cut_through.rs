@@ -16,6 +16,19 @@ fn slow_uplink() -> LinkSpec {
     LinkSpec::new(40, 10, 0.0)
 }
 
+/// A relay; alice connected through a slow link, bob on loopback receiving every file as
+/// it is offered.
+async fn alice_far_and_bob_waiting() -> (TestRelay, EmulatedLink, TestClient, TestClient) {
+    let relay = TestRelay::start().await;
+    let link = EmulatedLink::start(relay.addr, slow_uplink()).unwrap();
+    let mut alice = relay.client_via("alice", link.addr);
+    let mut bob = relay.client("bob");
+    alice.connected().await;
+    bob.connected().await;
+    bob.client.receive_as_offered(None);
+    (relay, link, alice, bob)
+}
+
 /// Bob waits for files as they are offered; returns when each saved path came.
 async fn bob_receives(bob: &mut TestClient, n: usize) -> Vec<(Instant, PathBuf)> {
     let mut saved = Vec::new();
@@ -34,13 +47,7 @@ async fn bob_receives(bob: &mut TestClient, n: usize) -> Vec<(Instant, PathBuf)>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_recipient_downloads_while_the_upload_runs_and_has_it_right_after_the_commit() {
-    let relay = TestRelay::start().await;
-    let link = EmulatedLink::start(relay.addr, slow_uplink()).unwrap();
-    let mut alice = relay.client_via("alice", link.addr);
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
-    bob.client.receive_as_offered(None);
+    let (relay, _link, mut alice, mut bob) = alice_far_and_bob_waiting().await;
     // 8 MiB at 40 Mbit/s: about 1.7 s of upload.
     let path = write_file(&relay.tmp.path().join("big.bin"), 8 << 20);
     let started = Instant::now();
@@ -108,13 +115,7 @@ async fn files_of_boundary_sizes_are_followed_and_verified() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_upload_fails_the_download_following_it_and_nothing_is_saved() {
-    let relay = TestRelay::start().await;
-    let link = EmulatedLink::start(relay.addr, slow_uplink()).unwrap();
-    let mut alice = relay.client_via("alice", link.addr);
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
-    bob.client.receive_as_offered(None);
+    let (relay, _link, alice, mut bob) = alice_far_and_bob_waiting().await;
     let path = write_file(&relay.tmp.path().join("cancelled.bin"), 32 << 20);
     let transfer = alice.client.send_file(&path);
     bob.expect("download progress", |e| matches!(e, Event::Progress { done, .. } if done > 0).then_some(())).await;
@@ -134,13 +135,7 @@ async fn a_cancelled_upload_fails_the_download_following_it_and_nothing_is_saved
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_that_is_cut_resumes_and_the_download_keeps_following_it() {
-    let relay = TestRelay::start().await;
-    let link = EmulatedLink::start(relay.addr, slow_uplink()).unwrap();
-    let mut alice = relay.client_via("alice", link.addr);
-    let mut bob = relay.client("bob");
-    alice.connected().await;
-    bob.connected().await;
-    bob.client.receive_as_offered(None);
+    let (relay, link, alice, mut bob) = alice_far_and_bob_waiting().await;
     let path = write_file(&relay.tmp.path().join("cut.bin"), 12 << 20);
     alice.client.send_file(&path);
     bob.expect("download progress", |e| matches!(e, Event::Progress { done, .. } if done > 1 << 20).then_some(()))

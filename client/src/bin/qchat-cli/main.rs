@@ -101,11 +101,8 @@ async fn main() -> ExitCode {
         Command::Chat => chat(&client, &mut events, &mut printer).await,
         Command::Status => status(&client, &mut events, &mut printer).await,
         Command::SendFile { path, timeout } => send_file(&client, &mut events, &mut printer, path, timeout).await,
-        Command::Receive { out, timeout, wait: false } => {
-            receive_files(&client, &mut events, &mut printer, out, timeout).await
-        }
-        Command::Receive { out, timeout, wait: true } => {
-            receive_waiting(&client, &mut events, &mut printer, out, timeout).await
+        Command::Receive { out, timeout, wait } => {
+            receive_files(&client, &mut events, &mut printer, out, timeout, wait).await
         }
         Command::Files => files(&client, &mut events, &mut printer).await,
     };
@@ -309,18 +306,25 @@ async fn send_file(
     or_gave_up(printer, &what, result)
 }
 
+/// `receive`: fetches what waits and exits; with `wait`, receives every file as it is
+/// offered until a stop signal or the timeout. Fails at the end if a file failed.
 async fn receive_files(
     client: &Client,
     events: &mut UnboundedReceiver<Event>,
     printer: &mut Printer,
     out: Option<PathBuf>,
     secs: Option<u64>,
+    wait: bool,
 ) -> Result<(), Failed> {
     connected(events, printer).await?;
-    client.receive_all(out);
+    if wait {
+        client.receive_as_offered(out);
+    } else {
+        client.receive_all(out);
+    }
+    let (mut saved, mut failed) = (0usize, 0usize);
     let work = async {
         let mut expected = None;
-        let (mut saved, mut failed) = (0usize, 0usize);
         while let Some(event) = events.recv().await {
             match &event {
                 Event::Receiving { count } => expected = Some(*count),
@@ -334,55 +338,24 @@ async fn receive_files(
                 _ => {}
             }
             printer.event(&event, false);
-            if expected.is_some_and(|n| saved + failed >= n) {
-                if failed > 0 {
-                    printer.error(&format!("{failed} of {} file(s) failed (see above)", saved + failed));
-                    return Err(Failed);
-                }
+            if !wait && expected.is_some_and(|n| saved + failed >= n) {
                 return Ok(());
             }
         }
         Err(Failed)
     };
-    let result = with_deadline(secs, work).await;
-    or_gave_up(printer, "receive", result)
-}
-
-/// `receive --wait`: receives every file as it is offered until a stop signal or the
-/// timeout; fails at the end if a file failed.
-async fn receive_waiting(
-    client: &Client,
-    events: &mut UnboundedReceiver<Event>,
-    printer: &mut Printer,
-    out: Option<PathBuf>,
-    secs: Option<u64>,
-) -> Result<(), Failed> {
-    connected(events, printer).await?;
-    client.receive_as_offered(out);
-    let mut failed = 0usize;
-    let work = async {
-        while let Some(event) = events.recv().await {
-            match &event {
-                Event::TransferFailed { .. } => failed += 1,
-                Event::Connection(ConnectionState::Refused { reason }) => {
-                    printer.error(reason);
-                    return Err(Failed);
-                }
-                Event::Files { .. } | Event::Receiving { .. } => continue,
-                _ => {}
-            }
-            printer.event(&event, false);
+    if wait {
+        tokio::select! {
+            ended = work => ended?,
+            _ = stop_signal() => {}
+            _ = sleep_for(secs) => {}
         }
-        Err(Failed)
-    };
-    let ended = tokio::select! {
-        ended = work => ended,
-        _ = stop_signal() => Ok(()),
-        _ = sleep_for(secs) => Ok(()),
-    };
-    ended?;
+    } else {
+        let result = with_deadline(secs, work).await;
+        or_gave_up(printer, "receive", result)?;
+    }
     if failed > 0 {
-        printer.error(&format!("{failed} file(s) failed (see above)"));
+        printer.error(&format!("{failed} of {} file(s) failed (see above)", saved + failed));
         return Err(Failed);
     }
     Ok(())
