@@ -349,13 +349,18 @@ impl Core {
         let offers: Vec<FileInfo> =
             self.offers.values().filter(|o| !self.transfers.has_download(o.file_id)).cloned().collect();
         for offer in &offers {
-            let transfer = self.next_download;
-            self.next_download += 1;
-            let (file_id, name, size) = (offer.file_id, offer.name.clone(), offer.size);
-            self.emit(Event::DownloadQueued { transfer, file_id, name, size });
-            self.transfers.add(transfer, Job::Download { offer: offer.clone(), out_dir: out_dir.clone() });
+            self.queue_download(offer.clone(), out_dir.clone());
         }
         offers.len()
+    }
+
+    /// Queues a download of one offer.
+    fn queue_download(&mut self, offer: FileInfo, out_dir: PathBuf) {
+        let transfer = self.next_download;
+        self.next_download += 1;
+        let (file_id, name, size) = (offer.file_id, offer.name.clone(), offer.size);
+        self.emit(Event::DownloadQueued { transfer, file_id, name, size });
+        self.transfers.add(transfer, Job::Download { offer, out_dir });
     }
 
     /// Takes an offer from the relay, unless the file was already saved. An offer is told
@@ -365,11 +370,12 @@ impl Core {
             return false;
         }
         let known = self.offers.insert(offer.file_id, offer.clone());
-        if known.is_none_or(|old| old.blake3 != offer.blake3) {
-            self.emit(Event::FileOffered(offer));
+        let queue = self.receive_as_offered.clone().filter(|_| !self.transfers.has_download(offer.file_id));
+        if known.as_ref().is_none_or(|old| old.blake3 != offer.blake3) {
+            self.emit(Event::FileOffered(offer.clone()));
         }
-        if let Some(out_dir) = self.receive_as_offered.clone() {
-            self.queue_downloads(out_dir);
+        if let Some(out_dir) = queue {
+            self.queue_download(offer, out_dir);
         }
         true
     }

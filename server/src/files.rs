@@ -17,7 +17,7 @@ use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
 use tracing::{debug, info, warn};
 
-use crate::arrivals::{Arrival, ArrivingFile, Following, RESUME_PATIENCE};
+use crate::arrivals::{Arrival, ArrivingFile, Following, Upload, RESUME_PATIENCE};
 use crate::relay::RelayState;
 use crate::store::UploadSlot;
 
@@ -81,7 +81,7 @@ async fn receive_upload(
     let opened = tokio::task::spawn_blocking(move || spool.open_for_append(slot.file_id, slot.held)).await;
     let (file, hasher, held) = match opened {
         Ok(Ok(opened)) => opened,
-        Ok(Err(e)) => return Err(drop_upload(state, slot, TransferError::from(e)).await),
+        Ok(Err(e)) => return Err(drop_upload(state, slot, None, TransferError::from(e)).await),
         Err(e) => return Err(Stop::Refuse(format!("the relay failed: {e}"))),
     };
     info!(file = %slot.file_id, name = %Escaped(&start.name), size = start.size, held, "upload");
@@ -122,13 +122,11 @@ async fn receive_upload(
         let flushed = sink.finish().await;
         return Err(match (e, flushed) {
             (TransferError::DiskFull, _) | (_, Err(TransferError::DiskFull)) => {
-                arrival.end(Arrival::Withdrawn("the relay's disk is full".into()));
-                drop_upload(state, slot, TransferError::DiskFull).await
+                drop_upload(state, slot, Some(arrival), TransferError::DiskFull).await
             }
             (TransferError::Reset(StreamCode::Cancelled), _) => {
                 info!(file = %slot.file_id, "upload cancelled by its sender");
-                arrival.end(Arrival::Withdrawn(format!("{} cancelled sending it", user)));
-                let _ = drop_upload(state, slot, TransferError::Reset(StreamCode::Cancelled)).await;
+                let _ = drop_upload(state, slot, Some(arrival), TransferError::Reset(StreamCode::Cancelled)).await;
                 Stop::Gone
             }
             (e, Ok((file, _))) => {
@@ -159,18 +157,13 @@ async fn receive_upload(
     };
     let (_, hasher) = match sink.finish().await {
         Ok(done) => done,
-        Err(e) => {
-            arrival.end(Arrival::Withdrawn(format!("the relay could not write the file: {e}")));
-            return Err(drop_upload(state, slot, e).await);
-        }
+        Err(e) => return Err(drop_upload(state, slot, Some(arrival), e).await),
     };
     let blake3 = *hasher.finalize().as_bytes();
     if blake3 != end.blake3 {
         warn!(file = %slot.file_id, "hash mismatch; upload dropped");
-        arrival.end(Arrival::Withdrawn(
-            "the file changed while it was sent, or was damaged on the way; the sender must send it again".into(),
-        ));
-        let _ = drop_upload(state, slot, TransferError::Disk(std::io::Error::other("hash mismatch"))).await;
+        let mismatch = TransferError::Disk(std::io::Error::other("hash mismatch"));
+        let _ = drop_upload(state, slot, Some(arrival), mismatch).await;
         return Err(Stop::Refuse(
             "the file's BLAKE3 hash does not match what arrived (it changed while it was sent, or was damaged \
              on the way); nothing was kept, send it again"
@@ -185,8 +178,12 @@ async fn receive_upload(
     Ok(UploadReply::Committed { file_id: slot.file_id, blake3 })
 }
 
-/// Drops an upload that cannot go on (disk full, hash mismatch), body and row.
-async fn drop_upload(state: &RelayState, slot: UploadSlot, error: TransferError) -> Stop {
+/// Drops an upload that cannot go on (disk full, hash mismatch, cancelled), body and row;
+/// downloads following it are told it will not be complete.
+async fn drop_upload(state: &RelayState, slot: UploadSlot, arrival: Option<Upload>, error: TransferError) -> Stop {
+    if let Some(arrival) = arrival {
+        arrival.end(Arrival::Withdrawn(format!("the upload was dropped: {error}")));
+    }
     let spool = state.spool.clone();
     let _ = tokio::task::spawn_blocking(move || spool.remove(slot.file_id)).await;
     let _ = state.store.drop_upload(slot.file_id).await;

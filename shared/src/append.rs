@@ -59,11 +59,6 @@ impl Appender {
         self.write(chunk.as_slice())
     }
 
-    /// Another descriptor of the file (to fsync it from another thread).
-    pub fn try_clone_file(&self) -> io::Result<File> {
-        self.file.try_clone()
-    }
-
     /// Bytes of the file that are in it now (readable by another descriptor): all written
     /// but what waits in the aligned stage.
     pub fn on_disk(&self) -> u64 {

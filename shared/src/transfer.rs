@@ -58,42 +58,6 @@ impl From<io::Error> for TransferError {
     }
 }
 
-/// Fsyncs a file on a thread of its own while the writer goes on: a sync that waits on the
-/// disk then holds up neither the stream nor, through the connection's flow-control
-/// window, the chat that shares it (inline, each 16 MiB fsync stalled the relay's reading
-/// for tens of milliseconds).
-struct Syncer {
-    requests: std::sync::mpsc::SyncSender<u64>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl Syncer {
-    /// Makes `file` durable on request and moves `durable` on after each fsync.
-    fn start(file: File, durable: Arc<AtomicU64>) -> Syncer {
-        let (requests, asked) = std::sync::mpsc::sync_channel::<u64>(1);
-        let thread = std::thread::spawn(move || {
-            for upto in asked {
-                file.sync_data()?;
-                durable.fetch_max(upto, Ordering::AcqRel);
-            }
-            Ok(())
-        });
-        Syncer { requests, thread }
-    }
-
-    /// Asks for the first `upto` bytes to be made durable; false if a sync is still
-    /// running (ask again later).
-    fn ask(&self, upto: u64) -> bool {
-        self.requests.try_send(upto).is_ok()
-    }
-
-    /// Waits for the last sync; its error, if it failed.
-    fn finish(self) -> io::Result<()> {
-        drop(self.requests);
-        self.thread.join().unwrap_or_else(|_| Err(io::Error::other("the sync thread failed")))
-    }
-}
-
 /// The receiving end: chunks are hashed as they arrive (while their bytes are still in the
 /// CPU's cache) and go to a thread that appends them to a file, so disk waits and hashing
 /// overlap.
@@ -132,11 +96,7 @@ impl Sink {
         let durable = Arc::new(AtomicU64::new(offset));
         let durable_w = durable.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            let syncer = match sync_every {
-                Some(_) => Some(Syncer::start(appender.try_clone_file()?, durable_w.clone())),
-                None => None,
-            };
-            let (mut written, mut asked) = (offset, offset);
+            let (mut written, mut synced) = (offset, offset);
             while let Some(chunk) = rx.blocking_recv() {
                 appender.write_chunk(&chunk)?;
                 written += chunk.len() as u64;
@@ -144,14 +104,10 @@ impl Sink {
                 if let Some(report) = &on_disk {
                     report(appender.on_disk());
                 }
-                if let (Some(syncer), Some(every)) = (&syncer, sync_every) {
-                    if written - asked >= every && syncer.ask(appender.on_disk()) {
-                        asked = written;
-                    }
+                if sync_every.is_some_and(|every| written - synced >= every) {
+                    synced = appender.sync()?;
+                    durable_w.store(synced, Ordering::Release);
                 }
-            }
-            if let Some(syncer) = syncer {
-                syncer.finish()?;
             }
             let file = appender.finish()?;
             durable_w.store(written, Ordering::Release);
