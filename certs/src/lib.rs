@@ -7,7 +7,8 @@
 //! - `crl.pem` — revoked user certificates, reloaded by a running relay;
 //! - `users` — every name issued, in order (the first two are the relay's two people);
 //! - `issued/NAME.pem` — each user's certificate, kept to revoke it later;
-//! - `revoked` — `NAME SERIAL` per revoked certificate;
+//! - `revoked` — `NAME SERIAL` per revoked certificate (`NAME/DEVICE SERIAL` for a
+//!   device's, which the relay signed from the device's own request);
 //! - `NAME.qchat` — the identity files to hand out (0600).
 
 use std::fs;
@@ -17,8 +18,8 @@ use qchat_shared::identity::{split_host_port, write_secret, Identity};
 use qchat_shared::names::validate_user_name;
 use qchat_shared::replace::{replace_file, Readers};
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -50,6 +51,8 @@ pub enum CertsError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("the certificate request is not valid: {0}")]
+    BadRequest(String),
     #[error("{path} is not a certificate this helper can read: {detail}")]
     BadCertificate { path: PathBuf, detail: String },
 }
@@ -286,6 +289,118 @@ pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptio
     users.push(name.to_string());
     write_public(&pki.users_file(), &(users.join("\n") + "\n"))?;
     Ok(path)
+}
+
+/// Adds `name` to the PKI's users (a person with no identity file yet: their devices
+/// enroll with invites). Nothing changes if they are there already.
+pub fn add_user(dir: &Path, name: &str) -> Result<(), CertsError> {
+    validate_user_name(name).map_err(CertsError::BadName)?;
+    let pki = PkiDir::new(dir);
+    pki.require()?;
+    let mut users = pki.users()?;
+    if users.iter().any(|u| u == name) {
+        return Ok(());
+    }
+    users.push(name.to_string());
+    write_public(&pki.users_file(), &(users.join("\n") + "\n"))
+}
+
+/// A certificate the relay signed for a device.
+#[derive(Debug, Clone)]
+pub struct DeviceCertificate {
+    pub pem: String,
+    pub serial: Vec<u8>,
+    /// When it ends (Unix milliseconds).
+    pub not_after_ms: i64,
+}
+
+/// Signs a certificate for `user`'s device `device` from the device's own request (PKCS#10,
+/// DER): only the request's key is taken from it (its signature proves the device holds
+/// the key); the names, usage and lifetime are the relay's.
+pub fn sign_device(
+    dir: &Path,
+    user: &str,
+    device: &str,
+    csr_der: &[u8],
+    lifetime: std::time::Duration,
+) -> Result<DeviceCertificate, CertsError> {
+    validate_user_name(user).map_err(CertsError::BadName)?;
+    let ca = Ca::load(&PkiDir::new(dir))?;
+    let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
+    let mut request =
+        CertificateSigningRequestParams::from_der(&der).map_err(|e| CertsError::BadRequest(e.to_string()))?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.distinguished_name.push(DnType::OrganizationalUnitName, device);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let serial = random_serial();
+    params.serial_number = Some(serial.clone());
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    let not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::days(365));
+    params.not_after = not_after;
+    request.params = params;
+    let cert = request.signed_by(&ca.cert, &ca.key)?;
+    Ok(DeviceCertificate {
+        pem: cert.pem(),
+        serial: serial.to_bytes(),
+        not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+    })
+}
+
+/// Revokes certificates by serial number (a device's, as `NAME/DEVICE`): rewrites the one
+/// CRL that `qchat-certs revoke` writes too. Serials revoked before are skipped.
+pub fn revoke_serials(dir: &Path, label: &str, serials: &[Vec<u8>]) -> Result<(), CertsError> {
+    let pki = PkiDir::new(dir);
+    let ca = Ca::load(&pki)?;
+    let mut revoked = pki.revoked()?;
+    let before = revoked.len();
+    for serial in serials {
+        let serial = qchat_shared::hex::encode(serial);
+        if !revoked.iter().any(|(_, s)| *s == serial) {
+            revoked.push((label.to_string(), serial));
+        }
+    }
+    if revoked.len() == before {
+        return Ok(());
+    }
+    write_crl(&pki, &ca, &revoked)?;
+    let lines: String = revoked.iter().map(|(n, s)| format!("{n} {s}\n")).collect();
+    write_public(&pki.revoked_file(), &lines)
+}
+
+/// The first host name (or address) of the relay's certificate: where clients reach it
+/// unless told otherwise.
+pub fn relay_host(dir: &Path) -> Result<String, CertsError> {
+    let path = PkiDir::new(dir).relay_cert();
+    let bad = |detail: String| CertsError::BadCertificate { path: path.clone(), detail };
+    let pem = read(&path)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let names = cert.subject_alternative_name().ok().flatten().ok_or_else(|| bad("it names no host".into()))?;
+    names
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(host) => Some(host.to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).ok()?).to_string()),
+                16 => Some(format!("[{}]", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).ok()?))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .ok_or_else(|| bad("it names no host".into()))
+}
+
+/// The fingerprint of this PKI's CA, as invites carry it.
+pub fn ca_fingerprint(dir: &Path) -> Result<[u8; qchat_shared::invite::FINGERPRINT_BYTES], CertsError> {
+    let path = PkiDir::new(dir).ca_cert();
+    let certs = qchat_shared::tls::parse_certs(&read(&path)?, "the CA certificate")
+        .map_err(|e| CertsError::BadCertificate { path: path.clone(), detail: e.to_string() })?;
+    Ok(qchat_shared::invite::ca_fingerprint(&certs[0]))
 }
 
 /// Revokes `name`'s certificate: rewrites `crl.pem`, which a running relay reloads.

@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::delivery::DeliveryFlow;
+use crate::devices::{self, DeviceError};
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
-use crate::session::close;
+use crate::session::{close, Caller};
 use crate::store::Receipt;
 
 /// Receipts replayed to a reconnecting sender, at most.
@@ -84,7 +85,7 @@ pub async fn write_control(
 pub async fn read_control(
     state: &RelayState,
     connection: &quinn::Connection,
-    user: &str,
+    caller: &Caller,
     recv: &mut quinn::RecvStream,
     replies: &mpsc::Sender<RelayControl>,
     flow: &DeliveryFlow,
@@ -106,7 +107,7 @@ pub async fn read_control(
         if let ClientControl::Ack { seqs } = &request {
             flow.acknowledged(seqs.len());
         }
-        if !answer(state, connection, user, request, replies).await {
+        if !answer(state, connection, caller, request, replies).await {
             return;
         }
     }
@@ -116,27 +117,27 @@ pub async fn read_control(
 async fn answer(
     state: &RelayState,
     connection: &quinn::Connection,
-    user: &str,
+    caller: &Caller,
     request: ClientControl,
     replies: &mpsc::Sender<RelayControl>,
 ) -> bool {
     match request {
         ClientControl::Ack { seqs } if seqs.len() <= MAX_ACKS_PER_FRAME => {
-            acknowledge(state, user, seqs, replies).await
+            acknowledge(state, caller, seqs, replies).await
         }
         ClientControl::Ack { seqs } => {
             warn!(count = seqs.len(), "too many acknowledgements in one frame");
             close(connection, CloseCode::Protocol, "too many acknowledgements in one frame");
             false
         }
-        ClientControl::Status => match state.status(user).await {
+        ClientControl::Status => match state.status(caller).await {
             Ok(status) => replies.send(RelayControl::Status(status)).await.is_ok(),
             Err(e) => {
                 warn!(error = %e, "cannot read status");
                 true
             }
         },
-        ClientControl::ListFiles => match listing::send_files(state, user, replies).await {
+        ClientControl::ListFiles => match listing::send_files(state, caller, replies).await {
             Ok(()) => true,
             Err(ListingError::Gone) => false,
             Err(e) => {
@@ -146,7 +147,7 @@ async fn answer(
             }
         },
         ClientControl::Fetched { file_id } => {
-            match state.store.mark_fetched(user, file_id).await {
+            match state.store.mark_fetched(caller.key(), file_id).await {
                 Ok(Some(sender)) => {
                     info!(file = %file_id, "fetched");
                     state.router.notify(&sender, RelayControl::FileFetched { file_id });
@@ -156,13 +157,69 @@ async fn answer(
             }
             true
         }
+        ClientControl::LinkDevice
+        | ClientControl::ListDevices
+        | ClientControl::RevokeDevice { .. }
+        | ClientControl::Renew { .. } => {
+            let reply = match device_request(state, caller, request).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    warn!(error = %e, "a device request failed");
+                    RelayControl::DeviceRefused { reason: e.to_string() }
+                }
+            };
+            replies.send(reply).await.is_ok()
+        }
     }
+}
+
+/// Answers a request about this person's devices.
+async fn device_request(
+    state: &RelayState,
+    caller: &Caller,
+    request: ClientControl,
+) -> Result<RelayControl, crate::devices::DeviceError> {
+    let user = caller.user.as_str();
+    Ok(match request {
+        ClientControl::LinkDevice => {
+            // The client writes the line with the address it reaches the relay at.
+            let invite = devices::create_invite(&state.store, user, state.limits.invite_lifetime).await?;
+            info!(invite = %invite.id, "an invite for another device");
+            RelayControl::Invite { id: invite.id, secret: invite.secret.to_vec(), expires_ms: invite.expires_ms }
+        }
+        ClientControl::ListDevices => {
+            let rows = state.store.devices(Some(user)).await?;
+            let devices = rows.iter().filter(|d| d.revoked_ms.is_none()).map(|d| devices::info(d, &caller.device));
+            RelayControl::Devices { devices: devices.collect() }
+        }
+        ClientControl::RevokeDevice { device } => {
+            let serials = devices::revoke(&state.store, &state.pki_dir, user, Some(&device)).await?;
+            info!(%device, "a device revoked by its person");
+            state.revoke_now(&serials);
+            RelayControl::DeviceRevoked { device }
+        }
+        ClientControl::Renew { csr_der } => {
+            let lifetime = state.limits.device_lifetime;
+            let cert = devices::sign(&state.pki_dir, user, &caller.device, csr_der, lifetime).await?;
+            if !state.store.renew_device(user, &caller.device, cert.serial.clone(), cert.not_after_ms).await? {
+                return Err(DeviceError::Refused("this device is revoked".into()));
+            }
+            info!("a device renewed its certificate");
+            RelayControl::Renewed { cert_pem: cert.pem }
+        }
+        _ => unreachable!("only device requests come here"),
+    })
 }
 
 /// Records acknowledgements, confirms them and tells the senders; false when the
 /// connection went.
-async fn acknowledge(state: &RelayState, user: &str, seqs: Vec<u64>, replies: &mpsc::Sender<RelayControl>) -> bool {
-    match state.store.mark_delivered(user, seqs.clone()).await {
+async fn acknowledge(
+    state: &RelayState,
+    caller: &Caller,
+    seqs: Vec<u64>,
+    replies: &mpsc::Sender<RelayControl>,
+) -> bool {
+    match state.store.mark_delivered(caller.key(), seqs.clone()).await {
         Ok(receipts) => {
             for (sender, frame) in receipt_frames(receipts) {
                 state.router.notify(&sender, frame);

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
 use crate::relay::RelayState;
-use crate::session::close;
+use crate::session::{close, Caller};
 use crate::store::StoredMessage;
 
 /// Messages read from the store per query while catching a connection up.
@@ -62,25 +62,25 @@ impl DeliveryFlow {
 pub async fn deliver(
     state: Arc<RelayState>,
     connection: quinn::Connection,
-    user: String,
+    caller: Caller,
     mut live: mpsc::Receiver<Arc<StoredMessage>>,
     flow: Arc<DeliveryFlow>,
 ) {
     let mut cursor = Cursor { index: 0, last_seq: 0, flow: flow.clone() };
     let delivered = async {
-        cursor.catch_up(&state, &connection, &user).await?;
+        cursor.catch_up(&state, &connection, &caller).await?;
         loop {
             tokio::select! {
                 message = live.recv() => {
                     let Some(message) = message else { break };
                     if flow.lagged.swap(false, Ordering::AcqRel) {
-                        cursor.catch_up(&state, &connection, &user).await?;
+                        cursor.catch_up(&state, &connection, &caller).await?;
                     }
                     cursor.send(&connection, &message).await?;
                 }
                 _ = flow.lag_wake.notified() => {
                     if flow.lagged.swap(false, Ordering::AcqRel) {
-                        cursor.catch_up(&state, &connection, &user).await?;
+                        cursor.catch_up(&state, &connection, &caller).await?;
                     }
                 }
             }
@@ -111,12 +111,12 @@ impl Cursor {
         &mut self,
         state: &RelayState,
         connection: &quinn::Connection,
-        user: &str,
+        caller: &Caller,
     ) -> Result<(), DeliveryFailed> {
         loop {
             let page = state
                 .store
-                .pending(user, self.last_seq, PENDING_PAGE)
+                .pending(caller.key(), self.last_seq, PENDING_PAGE)
                 .await
                 .map_err(|e| DeliveryFailed(format!("cannot read waiting messages: {e}")))?;
             if page.is_empty() {

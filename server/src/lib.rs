@@ -5,7 +5,10 @@
 //! - [`session`]: one client connection: admission, `Hello`, chat and file streams;
 //! - [`control`]: its control stream (requests, replies, notices), with backpressure;
 //! - [`delivery`]: its deliveries, from the store and live, in order;
-//! - [`router`]: live connections per user and presence;
+//! - [`router`]: live connections per user (and device) and presence;
+//! - [`enroll`]: a device without a certificate redeems an invite for one;
+//! - [`devices`]: invites, device certificates, renewal and revocation;
+//! - [`attempts`]: failed enrollments per address, bounded;
 //! - [`files`]: upload and download streams;
 //! - [`listing`]: file listings and offer replays, in pages that fit a frame;
 //! - [`slots`]: fair shares of transfer slots, and connections not past `Hello` yet;
@@ -13,12 +16,17 @@
 //! - [`sweep`]: retention and expiry of files and messages;
 //! - [`turnstile`]: one connection's messages stored in the order they were sent;
 //! - [`store`]: the SQLite store on its own thread, with group commit;
-//! - [`bootstrap`]: the default data directory and the demo PKI made on first start.
+//! - [`bootstrap`]: the default data directory and the demo PKI made on first start;
+//! - [`admin`]: the operator's subcommands (invite, users, devices, revoke).
 
+pub mod admin;
 pub mod arrivals;
+pub mod attempts;
 pub mod bootstrap;
 pub mod control;
 pub mod delivery;
+pub mod devices;
+pub mod enroll;
 pub mod files;
 pub mod listing;
 pub mod relay;

@@ -7,6 +7,7 @@ use qchat_shared::limits::MAX_FRAME;
 use tokio::sync::mpsc;
 
 use crate::relay::RelayState;
+use crate::session::Caller;
 use crate::store::{Listing, StoreError};
 
 /// Rows read from the store per query.
@@ -55,12 +56,12 @@ impl Pages {
 
 /// Sends `user`'s files (for them, then from them) as one or more `Files` pages, the last
 /// marked; waits whenever the connection's queue is full.
-pub async fn send_files(state: &RelayState, user: &str, out: &mpsc::Sender<RelayControl>) -> Result<(), ListingError> {
+pub async fn send_files(state: &RelayState, caller: &Caller, out: &mpsc::Sender<RelayControl>) -> Result<(), ListingError> {
     let mut pages = Pages::default();
     for listing in [Listing::Incoming, Listing::Outgoing] {
         let mut after = 0;
         loop {
-            let rows = state.store.list_page(user, listing, after, ROWS_PER_QUERY).await?;
+            let rows = state.store.list_page(caller.key(), listing, after, ROWS_PER_QUERY).await?;
             let Some(&(last_row, _)) = rows.last() else { break };
             after = last_row;
             for (_, entry) in rows {
@@ -73,15 +74,15 @@ pub async fn send_files(state: &RelayState, user: &str, out: &mpsc::Sender<Relay
     out.send(pages.take(true)).await.map_err(|_| ListingError::Gone)
 }
 
-/// Sends every file waiting for `user` as a `FileOffered`, oldest first.
+/// Sends every file waiting for this device as a `FileOffered`, oldest first.
 pub async fn replay_offers(
     state: &RelayState,
-    user: &str,
+    caller: &Caller,
     out: &mpsc::Sender<RelayControl>,
 ) -> Result<(), ListingError> {
     let mut after = 0;
     loop {
-        let rows = state.store.list_page(user, Listing::Offers, after, ROWS_PER_QUERY).await?;
+        let rows = state.store.list_page(caller.key(), Listing::Offers, after, ROWS_PER_QUERY).await?;
         let Some(&(last_row, _)) = rows.last() else { return Ok(()) };
         after = last_row;
         for (_, entry) in rows {

@@ -1,4 +1,5 @@
-//! `qchat-server`: runs the relay until Ctrl-C or SIGTERM.
+//! `qchat-server`: runs the relay until Ctrl-C or SIGTERM; its subcommands make invites,
+//! list people and devices, and revoke them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +12,10 @@ use qchat_server::bootstrap::{default_data_dir, ensure_demo_pki};
 use qchat_server::{Relay, RelayConfig};
 
 #[derive(Parser)]
-#[command(name = "qchat-server", version, about = "The qchat relay")]
+#[command(name = "qchat-server", version, about = "The qchat relay", args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Admin>,
     /// The PKI made by `qchat-certs` (default: DATA/pki, created with a demo PKI if absent).
     #[arg(long)]
     pki: Option<PathBuf>,
@@ -61,12 +64,83 @@ struct Cli {
     window_budget: u64,
 }
 
+/// Where a subcommand finds the relay's PKI and data (the relay's own flags).
+#[derive(clap::Args)]
+struct DirArgs {
+    /// The relay's PKI (default: DATA/pki).
+    #[arg(long)]
+    pki: Option<PathBuf>,
+    /// The relay's data directory (default: the platform's data directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+impl DirArgs {
+    fn dirs(self) -> Result<qchat_server::admin::Dirs> {
+        let data = self.data.unwrap_or_else(default_data_dir);
+        Ok(qchat_server::admin::Dirs { pki: qchat_server::admin::pki_of(self.pki, &data)?, data })
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum Admin {
+    /// Creates a one-time invite for NAME (a new person, or another device of one) and
+    /// prints it as the last line.
+    Invite {
+        name: String,
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// HOST:PORT clients reach the relay at (default: the relay certificate's first
+        /// host, port 21567).
+        #[arg(long)]
+        server: Option<String>,
+        /// How long the invite can be used (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = qchat_shared::units::parse_duration)]
+        expires: Duration,
+    },
+    /// Lists the relay's people and how many devices each has.
+    Users {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Lists every device (of USER), revoked ones too.
+    Devices {
+        user: Option<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Revokes DEVICE of USER, or every device, invite and identity of USER; their
+    /// connections close.
+    Revoke {
+        user: String,
+        device: Option<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+}
+
+async fn run_admin(command: Admin) -> Result<()> {
+    match command {
+        Admin::Invite { name, dirs, server, expires } => {
+            qchat_server::admin::invite(&dirs.dirs()?, &name, server, expires).await
+        }
+        Admin::Users { dirs } => qchat_server::admin::users(&dirs.dirs()?).await,
+        Admin::Devices { user, dirs } => qchat_server::admin::list_devices(&dirs.dirs()?, user.as_deref()).await,
+        Admin::Revoke { user, device, dirs } => {
+            qchat_server::admin::revoke(&dirs.dirs()?, &user, device.as_deref()).await
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(command) = cli.command.take() {
+        return run_admin(command).await;
+    }
     let data_dir = cli.data.unwrap_or_else(default_data_dir);
     println!("qchat relay data directory: {}", data_dir.display());
     let pki_dir = match cli.pki {

@@ -20,6 +20,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::arrivals::Arrivals;
 use crate::router::Router;
+use crate::session::Caller;
 use crate::slots::{PendingConnections, TransferSlots};
 use crate::spool::Spool;
 use crate::store::{self, Store, StoreError, UploadLimits};
@@ -82,6 +83,12 @@ pub struct RelayLimits {
     /// connection's base (see [`qchat_shared::window`]): what a far, fast path needs in
     /// flight, bounded.
     pub window_budget: u64,
+    /// How long a device's certificate is valid (its client renews it in its last third).
+    pub device_lifetime: Duration,
+    /// How long an invite made by `devices link` can be used.
+    pub invite_lifetime: Duration,
+    /// Failed enrollments (a wrong or used invite) one address may make per minute.
+    pub enroll_failures_per_minute: u32,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -104,6 +111,9 @@ impl Default for RelayLimits {
             max_pending_per_user: 8,
             max_pending: 256,
             window_budget: qchat_shared::window::DEFAULT_BUDGET,
+            device_lifetime: 90 * DAY,
+            invite_lifetime: DAY,
+            enroll_failures_per_minute: 10,
         }
     }
 }
@@ -156,6 +166,12 @@ pub struct RelayState {
     pub windows: Arc<WindowBudget>,
     /// Uploads running now (and paused ones a download follows).
     pub arrivals: Arrivals,
+    /// The PKI: the CA signs devices' certificates and revocations.
+    pub pki_dir: PathBuf,
+    /// Failed enrollments per address, to bound guessing.
+    pub enroll_attempts: crate::attempts::FailedAttempts,
+    /// Enrollments served at once.
+    pub enrollments: Arc<Semaphore>,
     members: RwLock<Vec<String>>,
     /// Serial numbers of revoked certificates, as the latest CRL says.
     revoked: RwLock<HashSet<Vec<u8>>>,
@@ -166,6 +182,27 @@ impl RelayState {
     /// The relay's two people, in the order the PKI issued them.
     pub fn members(&self) -> Vec<String> {
         self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds `user` to the members (a new person's first device enrolled); false when the
+    /// relay has its two people already.
+    pub fn admit_member(&self, user: &str) -> bool {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        if members.iter().any(|m| m == user) {
+            return true;
+        }
+        if members.len() >= 2 {
+            return false;
+        }
+        members.push(user.to_string());
+        true
+    }
+
+    /// Takes revoked certificates into account at once (the PKI's watcher would within a
+    /// second) and closes their connections.
+    pub fn revoke_now(&self, serials: &[Vec<u8>]) {
+        self.revoked.write().unwrap_or_else(|p| p.into_inner()).extend(serials.iter().cloned());
+        close_revoked(self);
     }
 
     /// The other member, if there is one.
@@ -190,11 +227,12 @@ impl RelayState {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The status a client sees.
-    pub async fn status(&self, user: &str) -> Result<Status, StoreError> {
+    /// The status a device sees.
+    pub async fn status(&self, caller: &Caller) -> Result<Status, StoreError> {
+        let user = caller.user.as_str();
         let peer = self.peer_of(user);
-        let (waiting_for_you, waiting_for_peer) = self.store.waiting(user).await?;
-        let files_for_you = self.store.files_waiting(user).await?;
+        let (waiting_for_you, waiting_for_peer) = self.store.waiting(caller.key()).await?;
+        let files_for_you = self.store.files_waiting(caller.key()).await?;
         Ok(Status {
             files_for_you,
             user: user.to_string(),
@@ -266,6 +304,9 @@ impl Relay {
             handshakes: Arc::new(Semaphore::new(config.limits.max_pending)),
             windows: WindowBudget::new(config.limits.window_budget),
             arrivals: Arrivals::default(),
+            pki_dir: config.pki_dir.clone(),
+            enroll_attempts: crate::attempts::FailedAttempts::new(config.limits.enroll_failures_per_minute),
+            enrollments: Arc::new(Semaphore::new(crate::enroll::AT_ONCE)),
             revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),
             stats: RelayStats::default(),

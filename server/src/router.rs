@@ -18,6 +18,8 @@ use crate::store::StoredMessage;
 pub struct LiveConnection {
     pub id: u64,
     pub connection: quinn::Connection,
+    /// The device it is of.
+    pub device: String,
     /// The serial number of the client's certificate, to find it when it is revoked.
     pub serial: Vec<u8>,
     /// Messages to deliver on this connection, in sequence order. When the queue is full
@@ -50,12 +52,16 @@ impl Router {
         self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds a connection; beyond the per-user limit the oldest one makes room.
+    /// Adds a connection; beyond the per-device limit the device's oldest one makes room.
     pub fn register(&self, user: &str, live: LiveConnection) -> Registered {
         let mut users = self.users();
         let list = users.entry(user.to_string()).or_default();
         let came_online = list.is_empty();
-        let evicted = (list.len() >= MAX_CONNECTIONS_PER_USER).then(|| list.remove(0));
+        let of_device = list.iter().filter(|c| c.device == live.device).count();
+        let evicted = (of_device >= MAX_CONNECTIONS_PER_USER)
+            .then(|| list.iter().position(|c| c.device == live.device))
+            .flatten()
+            .map(|oldest| list.remove(oldest));
         list.push(live);
         Registered { evicted, came_online }
     }
@@ -77,14 +83,20 @@ impl Router {
         self.users().get(user).is_some_and(|l| !l.is_empty())
     }
 
-    /// Queues a committed message on every live connection of its recipient.
+    /// Queues a committed message on every live connection of its recipient, and of its
+    /// sender's other devices.
     pub fn deliver(&self, message: StoredMessage) {
         let message = Arc::new(message);
-        if let Some(list) = self.users().get(&message.recipient) {
-            for live in list {
-                if let Err(TrySendError::Full(_)) = live.deliveries.try_send(message.clone()) {
-                    live.flow.lag();
-                }
+        let users = self.users();
+        let to_recipient = users.get(&message.recipient).into_iter().flatten();
+        let to_sender = users
+            .get(&message.sender)
+            .into_iter()
+            .flatten()
+            .filter(|live| message.sender_device.as_ref().is_some_and(|from| *from != live.device));
+        for live in to_recipient.chain(to_sender) {
+            if let Err(TrySendError::Full(_)) = live.deliveries.try_send(message.clone()) {
+                live.flow.lag();
             }
         }
     }

@@ -33,24 +33,65 @@ const REPLY_QUEUE: usize = 16;
 /// Notices from elsewhere queued per connection before it is closed as not reading.
 const NOTICE_QUEUE: usize = 1024;
 
-/// Serves one connection until it ends.
+/// Who a connection is: a person and one of their devices, from its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub device: String,
+}
+
+impl Caller {
+    /// The pair the store's per-device queries take.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.user, &self.device)
+    }
+}
+
+/// What a client's certificate says.
+struct Certified {
+    caller: Caller,
+    serial: Vec<u8>,
+    /// It names no device: an identity from `qchat-certs user`.
+    from_certs_tool: bool,
+    not_after_ms: i64,
+}
+
+/// Serves one connection until it ends: an enrollment, or a chat connection, which must
+/// have presented a certificate of the relay's CA (checked in the handshake).
 pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     let remote = connection.remote_address();
-    let Some((user, serial)) = peer_user(&connection) else {
-        connection.close(CloseCode::Protocol.to_varint(), b"the certificate names no user");
+    let alpn = connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    if alpn.as_deref() == Some(qchat_shared::ENROLL_ALPN) {
+        let span = tracing::info_span!("enroll", %remote);
+        return crate::enroll::run(state, connection).instrument(span).await;
+    }
+    let Some(certified) = certified(&connection) else {
+        let reason = "the relay asked for a certificate and none was sent: use a .qchat identity file (or join with an invite)";
+        connection.close(CloseCode::Protocol.to_varint(), reason.as_bytes());
         return;
     };
-    let span = tracing::info_span!("session", %user, %remote, conn = connection.stable_id());
-    serve(state, connection, user, serial).instrument(span).await;
+    let Caller { user, device } = &certified.caller;
+    let span = tracing::info_span!("session", %user, %device, %remote, conn = connection.stable_id());
+    serve(state, connection, certified).instrument(span).await;
 }
 
 /// The user name from the client's certificate (its subject CN), never from what it says,
+/// its device (its OU, or one made from the serial for a certificate of `qchat-certs`),
 /// and the certificate's serial number.
-fn peer_user(connection: &quinn::Connection) -> Option<(String, Vec<u8>)> {
+fn certified(connection: &quinn::Connection) -> Option<Certified> {
     let identity = connection.peer_identity()?;
     let certs = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
     let leaf = certs.first()?;
-    Some((qchat_shared::tls::common_name(leaf)?, qchat_shared::tls::serial(leaf)?))
+    let user = qchat_shared::tls::common_name(leaf)?;
+    let serial = qchat_shared::tls::serial(leaf)?;
+    let named = qchat_shared::tls::device_of(leaf);
+    let from_certs_tool = named.is_none();
+    let device = named.unwrap_or_else(|| qchat_shared::identity::legacy_device_id(&serial));
+    let not_after_ms = qchat_shared::tls::validity(leaf).map(|(_, end)| end.saturating_mul(1000)).unwrap_or(i64::MAX);
+    Some(Certified { caller: Caller { user, device }, serial, from_certs_tool, not_after_ms })
 }
 
 /// Closes a connection with a code and a reason a person can read.
@@ -58,7 +99,9 @@ pub(crate) fn close(connection: &quinn::Connection, code: CloseCode, reason: &st
     connection.close(code.to_varint(), reason.as_bytes());
 }
 
-async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: String, serial: Vec<u8>) {
+async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified: Certified) {
+    let Certified { caller, serial, from_certs_tool, not_after_ms } = certified;
+    let user = caller.user.clone();
     let members = state.members();
     if !members.contains(&user) {
         info!("refused: not one of this relay's two people");
@@ -77,6 +120,20 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
             return;
         }
     };
+    let seen = state.store.device_connected(&user, &caller.device, from_certs_tool, serial.clone(), not_after_ms).await;
+    match seen {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            info!("refused: the device is revoked");
+            close(&connection, CloseCode::Revoked, &format!("this device of {user} has been revoked"));
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot record the device");
+            close(&connection, CloseCode::Shutdown, &e.to_string());
+            return;
+        }
+    }
     let Some((control_send, mut control_recv, receipts_after)) = open_control(&connection).await else {
         return;
     };
@@ -95,6 +152,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
     let live = LiveConnection {
         id,
         connection: connection.clone(),
+        device: caller.device.clone(),
         serial: serial.clone(),
         deliveries,
         flow: flow.clone(),
@@ -122,12 +180,12 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, user: Stri
     }
     let mut tasks = JoinSet::new();
     tasks.spawn(control::write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span());
-    let delivery = delivery::deliver(state.clone(), connection.clone(), user.clone(), deliveries_rx, flow.clone());
+    let delivery = delivery::deliver(state.clone(), connection.clone(), caller.clone(), deliveries_rx, flow.clone());
     tasks.spawn(delivery.in_current_span());
-    if greet(&state, &connection, &user, receipts_after, &replies).await {
+    if greet(&state, &connection, &caller, receipts_after, &replies).await {
         tokio::select! {
-            _ = accept_streams(&state, &connection, &user) => {}
-            _ = control::read_control(&state, &connection, &user, &mut control_recv, &replies, &flow) => {}
+            _ = accept_streams(&state, &connection, &caller) => {}
+            _ = control::read_control(&state, &connection, &caller, &mut control_recv, &replies, &flow) => {}
         }
     }
     tasks.abort_all();
@@ -161,11 +219,12 @@ fn admitted(state: &RelayState, connection: &quinn::Connection, user: &str, seri
 async fn greet(
     state: &RelayState,
     connection: &quinn::Connection,
-    user: &str,
+    caller: &Caller,
     receipts_after: u64,
     replies: &mpsc::Sender<RelayControl>,
 ) -> bool {
-    match state.status(user).await {
+    let user = caller.user.as_str();
+    match state.status(caller).await {
         Ok(status) => {
             if replies.send(RelayControl::Welcome(status)).await.is_err() {
                 return false;
@@ -180,7 +239,7 @@ async fn greet(
     if !control::replay_receipts(state, user, receipts_after, replies).await {
         return false;
     }
-    match listing::replay_offers(state, user, replies).await {
+    match listing::replay_offers(state, caller, replies).await {
         Ok(()) => {
             for offer in state.arrivals.arriving_for(user) {
                 if replies.send(RelayControl::FileOffered(offer)).await.is_err() {
@@ -218,19 +277,19 @@ async fn open_control(connection: &quinn::Connection) -> Option<(quinn::SendStre
 }
 
 /// Accepts the chat streams a client opens, one task each.
-async fn accept_streams(state: &Arc<RelayState>, connection: &quinn::Connection, user: &str) {
+async fn accept_streams(state: &Arc<RelayState>, connection: &quinn::Connection, caller: &Caller) {
     let mut turnstile = Turnstile::default();
     let windows = ConnectionWindows::new(connection.clone(), state.windows.clone());
     while let Ok((send, recv)) = connection.accept_bi().await {
         let (state, windows) = (state.clone(), windows.clone());
-        let user = user.to_string();
-        tokio::spawn(handle_stream(state, user, windows, send, recv, turnstile.ticket()).in_current_span());
+        let caller = caller.clone();
+        tokio::spawn(handle_stream(state, caller, windows, send, recv, turnstile.ticket()).in_current_span());
     }
 }
 
 async fn handle_stream(
     state: Arc<RelayState>,
-    user: String,
+    caller: Caller,
     windows: Arc<ConnectionWindows>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -248,7 +307,7 @@ async fn handle_stream(
         Ok(Ok(Some(Open::Send(message)))) => {
             let _ = send.set_priority(CHAT_PRIORITY);
             ticket.wait().await;
-            let stored = queue_message(&state, &user, message);
+            let stored = queue_message(&state, &caller, message);
             ticket.pass();
             let reply = stored.await;
             if write_frame(&mut send, &reply).await.is_ok() {
@@ -257,11 +316,11 @@ async fn handle_stream(
         }
         Ok(Ok(Some(Open::Upload(start)))) => {
             drop(ticket);
-            crate::files::upload(state, user, &windows, send, recv, start).await
+            crate::files::upload(state, caller.user, &windows, send, recv, start).await
         }
         Ok(Ok(Some(Open::Download(start)))) => {
             drop(ticket);
-            crate::files::download(state, user, &windows, send, start).await
+            crate::files::download(state, caller.user, &windows, send, start).await
         }
         Ok(Ok(Some(Open::Hello(_)))) => {
             warn!("a second control stream");
@@ -282,9 +341,10 @@ async fn handle_stream(
 /// Checks a message and queues it in the store at once; the answer comes once it is durable.
 fn queue_message(
     state: &RelayState,
-    user: &str,
+    caller: &Caller,
     message: ChatSend,
 ) -> impl std::future::Future<Output = SendReply> + use<> {
+    let user = caller.user.as_str();
     let checked = if message.text.is_empty() {
         Err("an empty message is not sent".to_string())
     } else if message.text.len() > MAX_TEXT {
@@ -295,7 +355,8 @@ fn queue_message(
             .ok_or_else(|| "there is no one to talk to yet: the relay's PKI has issued only one identity".to_string())
     };
     let queued = checked.map(|peer| {
-        state.store.store_message(message.id, user, &peer, &message.text, state.limits.max_waiting_message_bytes)
+        let limit = state.limits.max_waiting_message_bytes;
+        state.store.store_message(message.id, caller.key(), &peer, &message.text, limit)
     });
     let id = message.id;
     async move {

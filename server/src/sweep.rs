@@ -26,6 +26,9 @@ pub async fn run(state: Arc<RelayState>) {
 /// Sweeps what is due now; returns how many files went.
 pub async fn sweep_once(state: &RelayState) -> usize {
     sweep_messages(state).await;
+    if let Err(e) = state.store.sweep_devices().await {
+        tracing::warn!(error = %e, "cannot sweep old invites and certificates");
+    }
     sweep_files(state).await
 }
 

@@ -1,4 +1,4 @@
-//! The frames of protocol `qchat/3`: what each kind of stream carries.
+//! The frames of protocol `qchat/4`: what each kind of stream carries.
 //!
 //! Streams:
 //! - the control stream: the first bidirectional stream a client opens. It starts with
@@ -8,6 +8,8 @@
 //!   [`SendReply`], then closed.
 //! - a delivery stream: a unidirectional stream the relay opens per message, carrying one
 //!   [`Deliver`].
+//! - an enrollment connection (ALPN [`crate::ENROLL_ALPN`], no client certificate): one
+//!   bidirectional stream, [`EnrollRequest`] answered by [`EnrollReply`].
 
 use std::fmt;
 
@@ -191,6 +193,16 @@ pub enum ClientControl {
     ListFiles,
     /// This file was saved and verified by the recipient.
     Fetched { file_id: FileId },
+    /// Asks for a one-time invite for another device of this person
+    /// ([`RelayControl::Invite`]).
+    LinkDevice,
+    /// Asks for this person's devices ([`RelayControl::Devices`]).
+    ListDevices,
+    /// Revokes one of this person's devices ([`RelayControl::DeviceRevoked`]).
+    RevokeDevice { device: String },
+    /// Asks for a new certificate for this device's key, before the current one ends
+    /// ([`RelayControl::Renewed`]). `csr_der` is a PKCS#10 request signed by the key.
+    Renew { csr_der: Vec<u8> },
 }
 
 /// Frames from the relay on the control stream.
@@ -226,6 +238,63 @@ pub enum RelayControl {
     /// [`crate::limits::MAX_ACKS_PER_FRAME`]) were never delivered and have been removed
     /// from the relay.
     MessageExpired { messages: Vec<(MessageId, u64)> },
+    /// The answer to [`ClientControl::LinkDevice`]: the client makes the invite line from
+    /// it with its own relay address and CA.
+    Invite { id: String, secret: Vec<u8>, expires_ms: i64 },
+    /// The answer to [`ClientControl::ListDevices`].
+    Devices { devices: Vec<DeviceInfo> },
+    /// The answer to [`ClientControl::RevokeDevice`]: its certificates are revoked and its
+    /// connections closed.
+    DeviceRevoked { device: String },
+    /// The answer to [`ClientControl::Renew`]: the new certificate (PEM).
+    Renewed { cert_pem: String },
+    /// A device request was refused, and why.
+    DeviceRefused { reason: String },
+    /// A device was enrolled for `user` (this person or the peer): every device sees it.
+    DeviceAdded { user: String, device: DeviceInfo },
+}
+
+/// One device of a person, as the relay knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The device's id (8 base32 letters), also in its certificate.
+    pub id: String,
+    /// The name its person gave it when it joined.
+    pub name: String,
+    /// When it enrolled (Unix milliseconds).
+    pub enrolled_ms: i64,
+    /// When it last connected, if it has.
+    pub last_seen_ms: Option<i64>,
+    /// The device asking.
+    pub current: bool,
+}
+
+/// The one request of an enrollment connection.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The invite's id.
+    pub invite: String,
+    /// The invite's secret, which the relay checks against its digest.
+    pub secret: Vec<u8>,
+    /// What the person calls this device.
+    pub device_name: String,
+    /// A PKCS#10 request for the device's own key (which never leaves the device).
+    pub csr_der: Vec<u8>,
+}
+
+impl fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollRequest").field("invite", &self.invite).field("device_name", &self.device_name).finish_non_exhaustive()
+    }
+}
+
+/// The relay's answer on an enrollment connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollReply {
+    /// The device's certificate (PEM), naming `user` and `device`.
+    Enrolled { user: String, device: String, cert_pem: String },
+    /// Not enrolled: "invalid", "already used", "expired", "revoked", or a limit.
+    Refused { reason: String },
 }
 
 /// Who this connection is, who the peer is, and what waits.

@@ -101,10 +101,28 @@ impl Identity {
         write_secret(path, self.to_text().as_bytes())
     }
 
+    /// The device this identity's certificate names, or, for one from `qchat-certs user`
+    /// (which names none), an id made from its serial number: every certificate is one
+    /// device.
+    pub fn device(&self) -> Option<String> {
+        let certs = crate::tls::parse_certs(&self.cert_pem, "the user certificate").ok()?;
+        let leaf = certs.first()?;
+        crate::tls::device_of(leaf).or_else(|| crate::tls::serial(leaf).map(|s| legacy_device_id(&s)))
+    }
+
     /// The host part of `server`, which the relay's certificate must name.
     pub fn server_host(&self) -> &str {
         split_host_port(&self.server).map(|(h, _)| h).unwrap_or(&self.server)
     }
+}
+
+/// The device id of a certificate that names no device: its serial number's first letters.
+pub fn legacy_device_id(serial: &[u8]) -> String {
+    let mut bytes = [0u8; crate::invite::ID_BYTES];
+    for (b, s) in bytes.iter_mut().zip(serial) {
+        *b = *s;
+    }
+    crate::invite::base32(&bytes)
 }
 
 fn with_newline(s: &str) -> String {

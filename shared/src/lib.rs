@@ -12,6 +12,7 @@ pub mod frame;
 pub mod hash;
 pub mod hex;
 pub mod identity;
+pub mod invite;
 pub mod io;
 pub mod limits;
 pub mod names;
@@ -25,9 +26,15 @@ pub mod window;
 /// The ALPN protocol id; it versions every frame type.
 /// `qchat/2` paged file listings, bounded every queue and told senders of expired messages;
 /// `qchat/3` offers a file while it is still arriving and lets its download follow the
-/// upload (cut-through). The relay's stored data is the same for both. A peer of another
-/// version is refused at the handshake with "another version".
-pub const ALPN: &[u8] = b"qchat/3";
+/// upload (cut-through); `qchat/4` knows devices (each device of a person has its own
+/// certificate and delivery cursor, and gets the messages its person sends from the
+/// others). A peer of another version is refused at the handshake with "another version".
+pub const ALPN: &[u8] = b"qchat/4";
+
+/// The ALPN of enrollment: a device without a certificate proves an invite's secret and
+/// gets its certificate signed ([`frame::EnrollRequest`]). A connection with this ALPN can
+/// never reach the chat protocol.
+pub const ENROLL_ALPN: &[u8] = b"qchat-enroll/1";
 
 /// The relay's default UDP port (the original program's).
 pub const DEFAULT_PORT: u16 = 21567;

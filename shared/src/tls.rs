@@ -11,7 +11,8 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use x509_parser::prelude::FromDer;
 
 use crate::identity::Identity;
-use crate::ALPN;
+use crate::invite::{ca_fingerprint, FINGERPRINT_BYTES};
+use crate::{ALPN, ENROLL_ALPN};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -75,24 +76,120 @@ pub struct ServerTls<'a> {
     pub crl_pem: &'a str,
 }
 
-/// The relay's TLS: its certificate, and a mandatory client certificate from the CA,
-/// checked against the CRL.
+/// The relay's TLS: its certificate (sent with the CA's, which a device that enrolls pins
+/// by fingerprint), and client certificates from the CA, checked against the CRL.
+///
+/// A client certificate is checked whenever one is sent, but the handshake does not
+/// demand one, because enrollment ([`ENROLL_ALPN`]) is how a device without a certificate
+/// gets one. The relay refuses every chat connection (ALPN [`ALPN`]) without one before
+/// reading a byte of it.
 pub fn server_crypto(tls: &ServerTls<'_>) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(tls.ca_pem)?), provider.clone())
         .with_crls(parse_crls(tls.crl_pem)?)
         .only_check_end_entity_revocation()
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut chain = parse_certs(tls.cert_pem, "the relay certificate")?;
+    chain.extend(parse_certs(tls.ca_pem, "the CA certificate")?);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            parse_certs(tls.cert_pem, "the relay certificate")?,
-            parse_key(tls.key_pem, "the relay key")?,
-        )?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+        .with_single_cert(chain, parse_key(tls.key_pem, "the relay key")?)?;
+    config.alpn_protocols = vec![ALPN.to_vec(), ENROLL_ALPN.to_vec()];
     Ok(config)
+}
+
+/// The TLS of a device that enrolls: no client certificate, and a relay accepted only if
+/// its certificate chains to a CA (sent in its chain) whose fingerprint is the invite's.
+/// The returned handle holds that CA once the handshake has passed.
+pub fn enroll_crypto(fingerprint: [u8; FINGERPRINT_BYTES]) -> Result<(rustls::ClientConfig, Arc<PinnedCa>), TlsError> {
+    let provider = provider();
+    let pinned = Arc::new(PinnedCa { fingerprint, provider: provider.clone(), found: Default::default() });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(pinned.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ENROLL_ALPN.to_vec()];
+    Ok((config, pinned))
+}
+
+/// Verifies a relay against the CA an invite names by fingerprint: the CA must come in the
+/// relay's chain, and the relay's certificate must verify against it as the only root
+/// (signature, validity, server name), exactly as a client with that CA would check it.
+#[derive(Debug)]
+pub struct PinnedCa {
+    fingerprint: [u8; FINGERPRINT_BYTES],
+    provider: Arc<CryptoProvider>,
+    found: std::sync::Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl PinnedCa {
+    /// The CA the relay's certificate chained to, as PEM, once verified.
+    pub fn ca_pem(&self) -> Option<String> {
+        let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        found.as_ref().map(|der| certificate_pem(der))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| ca_fingerprint(c) == self.fingerprint)
+            .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verified = inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(ca.clone().into_owned());
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A DER certificate as PEM text.
+pub fn certificate_pem(der: &[u8]) -> String {
+    let body = data_encoding::BASE64.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// A client's TLS: trust only the CA in the identity, present the identity's certificate.
@@ -128,6 +225,20 @@ pub fn revoked_serials(crl_pem: &str) -> Result<Vec<Vec<u8>>, TlsError> {
 pub fn serial(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.raw_serial().to_vec())
+}
+
+/// The device a DER certificate names (its subject's organizational unit), if any: a
+/// certificate from `qchat-certs user` names none.
+pub fn device_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let ou = cert.subject().iter_organizational_unit().next()?;
+    ou.as_str().ok().map(str::to_string)
+}
+
+/// When a DER certificate was issued and when it ends (Unix seconds).
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
 }
 
 /// The subject common name of a DER certificate.

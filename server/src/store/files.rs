@@ -52,39 +52,62 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<FileEntry> {
     Ok(FileEntry { info, state })
 }
 
-/// One page of the files matching `filter` (with `?1` the user), after row `after`, in the
+/// One page of the files `listing` shows `device` of `user`, after row `after`, in the
 /// order they were created; each with its row, to ask for the next page.
 fn entries_page(
     txn: &Transaction<'_>,
-    filter: &str,
-    user: &str,
+    listing: Listing,
+    (user, device): (&str, &str),
     after: i64,
     limit: usize,
 ) -> Result<Vec<(i64, FileEntry)>, StoreError> {
-    let sql = format!("SELECT {COLUMNS}, rowid FROM files WHERE {filter} AND rowid > ?2 ORDER BY rowid LIMIT ?3");
+    let columns = listing.columns();
+    let filter = listing.filter("?4");
+    let sql = format!("SELECT {columns}, rowid FROM files WHERE {filter} AND rowid > ?2 ORDER BY rowid LIMIT ?3");
     let mut stmt = txn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![user, after, limit as i64], |r| Ok((r.get(10)?, entry(r)?)))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let row = |r: &Row<'_>| Ok((r.get(10)?, entry(r)?));
+    let rows = if sql.contains("?4") {
+        stmt.query_map(params![user, after, limit as i64, device], row)?.collect::<Result<Vec<_>, _>>()
+    } else {
+        stmt.query_map(params![user, after, limit as i64], row)?.collect::<Result<Vec<_>, _>>()
+    };
+    Ok(rows?)
 }
 
 /// Which of a user's files a listing shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
-    /// Committed files for the user, fetched or not, until their row is dropped.
+    /// Committed files for the user since the device enrolled, fetched or not, until their
+    /// row is dropped; "fetched" means by this device.
     Incoming,
-    /// Every file the user sent, in any state, until its row is dropped.
+    /// Every file the user sent, in any state, until its row is dropped; "fetched" means by
+    /// a device of the recipient.
     Outgoing,
-    /// Committed files for the user not fetched yet: the offers.
+    /// Committed files for the user since the device enrolled that this device has not
+    /// fetched: its offers.
     Offers,
 }
 
 impl Listing {
-    fn filter(self) -> &'static str {
+    /// Its filter, with `?1` the user and `device` the parameter of the device.
+    fn filter(self, device: &str) -> String {
+        let since_enrolled = format!("created_ms >= (SELECT enrolled_ms FROM devices WHERE user = ?1 AND id = {device})");
         match self {
-            Listing::Incoming => "recipient = ?1 AND committed_ms IS NOT NULL",
-            Listing::Outgoing => "sender = ?1",
-            Listing::Offers => {
-                "recipient = ?1 AND committed_ms IS NOT NULL AND fetched_ms IS NULL AND swept_ms IS NULL"
+            Listing::Incoming => format!("recipient = ?1 AND committed_ms IS NOT NULL AND {since_enrolled}"),
+            Listing::Outgoing => "sender = ?1".to_string(),
+            Listing::Offers => format!(
+                "recipient = ?1 AND committed_ms IS NOT NULL AND swept_ms IS NULL AND {since_enrolled}
+                 AND NOT EXISTS (SELECT 1 FROM fetches WHERE file = files.id AND device = {device})"
+            ),
+        }
+    }
+
+    /// Its columns ([`entry`]'s): a recipient's listing tells what this device fetched.
+    fn columns(self) -> String {
+        match self {
+            Listing::Outgoing => COLUMNS.to_string(),
+            Listing::Incoming | Listing::Offers => {
+                COLUMNS.replace("fetched_ms", "(SELECT at_ms FROM fetches WHERE file = files.id AND device = ?4)")
             }
         }
     }
@@ -239,11 +262,21 @@ impl Store {
         .await
     }
 
-    /// Records that `recipient` saved and verified a file; returns its sender the first time.
-    pub async fn mark_fetched(&self, recipient: &str, file_id: FileId) -> Result<Option<String>, StoreError> {
-        let recipient = recipient.to_string();
+    /// Records that `device` of `recipient` saved and verified a file; returns its sender
+    /// the first time any device of the recipient has it.
+    pub async fn mark_fetched(
+        &self,
+        (recipient, device): (&str, &str),
+        file_id: FileId,
+    ) -> Result<Option<String>, StoreError> {
+        let (recipient, device) = (recipient.to_string(), device.to_string());
         self.submit(
             move |txn| {
+                txn.execute(
+                    "INSERT INTO fetches (file, device, at_ms) SELECT id, ?3, ?4 FROM files
+                     WHERE id = ?1 AND recipient = ?2 AND committed_ms IS NOT NULL ON CONFLICT DO NOTHING",
+                    params![&file_id.0[..], recipient, device, now_ms()],
+                )?;
                 Ok(txn
                     .query_row(
                         "UPDATE files SET fetched_ms = ?3 WHERE id = ?1 AND recipient = ?2
@@ -262,13 +295,13 @@ impl Store {
     /// with the row to continue from.
     pub async fn list_page(
         &self,
-        user: &str,
+        (user, device): (&str, &str),
         listing: Listing,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, FileEntry)>, StoreError> {
-        let user = user.to_string();
-        self.submit(move |txn| entries_page(txn, listing.filter(), &user, after, limit), |_| {}).await
+        let (user, device) = (user.to_string(), device.to_string());
+        self.submit(move |txn| entries_page(txn, listing, (&user, &device), after, limit), |_| {}).await
     }
 
     /// Marks as swept every file past its time: fetched ones after `retention_ms`, unfetched
@@ -317,13 +350,13 @@ impl Store {
         .await
     }
 
-    /// How many files wait for `user`.
-    pub async fn files_waiting(&self, user: &str) -> Result<u64, StoreError> {
-        let user = user.to_string();
+    /// How many files wait for this device of `user`.
+    pub async fn files_waiting(&self, (user, device): (&str, &str)) -> Result<u64, StoreError> {
+        let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
-                let sql = format!("SELECT COUNT(*) FROM files WHERE {}", Listing::Offers.filter());
-                Ok(txn.query_row(&sql, params![user], |r| r.get::<_, i64>(0))? as u64)
+                let sql = format!("SELECT COUNT(*) FROM files WHERE {}", Listing::Offers.filter("?2"));
+                Ok(txn.query_row(&sql, params![user, device], |r| r.get::<_, i64>(0))? as u64)
             },
             |_| {},
         )
@@ -342,6 +375,9 @@ mod tests {
     async fn upload_resume_commit_fetch_and_sweep() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        for (user, device) in [("alice", "a1"), ("bob", "b1")] {
+            store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
+        }
         let slot = store.start_upload("alice", "bob", "a.bin", 800, None, LIMITS).await.unwrap();
         assert_eq!(slot.held, 0);
         store.checkpoint(slot.file_id, 300).await.unwrap();
@@ -352,24 +388,24 @@ mod tests {
         let stolen = store.start_upload("bob", "alice", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
         assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
 
-        assert!(store.list_page("bob", Listing::Offers, 0, 10).await.unwrap().is_empty());
+        assert!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().is_empty());
         let (recipient, info) = store.commit_upload(slot.file_id, [7; 32]).await.unwrap();
         assert_eq!((recipient.as_str(), info.size, info.blake3), ("bob", 800, Some([7; 32])));
-        assert_eq!(store.list_page("bob", Listing::Offers, 0, 10).await.unwrap().len(), 1);
-        assert_eq!(store.files_waiting("bob").await.unwrap(), 1);
+        assert_eq!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(store.files_waiting(("bob", "b1")).await.unwrap(), 1);
         assert!(store.file_for("alice", slot.file_id).await.unwrap().is_none(), "only the recipient fetches");
-        assert_eq!(store.mark_fetched("bob", slot.file_id).await.unwrap().as_deref(), Some("alice"));
-        assert_eq!(store.mark_fetched("bob", slot.file_id).await.unwrap(), None);
+        assert_eq!(store.mark_fetched(("bob", "b1"), slot.file_id).await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(store.mark_fetched(("bob", "b1"), slot.file_id).await.unwrap(), None);
 
         let swept = store.sweep_due(0, i64::MAX / 2).await.unwrap();
         assert_eq!(swept.len(), 1);
         assert!(swept[0].fetched);
-        let outgoing = store.list_page("alice", Listing::Outgoing, 0, 10).await.unwrap();
+        let outgoing = store.list_page(("alice", "a1"), Listing::Outgoing, 0, 10).await.unwrap();
         let states: Vec<_> = outgoing.iter().map(|(_, e)| e.state).collect();
         assert!(states.contains(&FileState::Expired { fetched: true }));
         // A retention period after the sweep, the row goes too.
         store.sweep_due(0, i64::MAX / 2).await.unwrap();
-        let outgoing = store.list_page("alice", Listing::Outgoing, 0, 10).await.unwrap();
+        let outgoing = store.list_page(("alice", "a1"), Listing::Outgoing, 0, 10).await.unwrap();
         assert!(outgoing.iter().all(|(_, e)| e.info.file_id != slot.file_id), "the swept row is dropped");
     }
 
@@ -377,6 +413,9 @@ mod tests {
     async fn size_limit_and_quota() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        for (user, device) in [("alice", "a1"), ("bob", "b1")] {
+            store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
+        }
         let err = store.start_upload("alice", "bob", "big", 1001, None, LIMITS).await.unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
         store.start_upload("alice", "bob", "one", 1000, None, LIMITS).await.unwrap();
@@ -390,6 +429,9 @@ mod tests {
     async fn waiting_files_are_capped_by_count_and_pages_cover_them_all() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        for (user, device) in [("alice", "a1"), ("bob", "b1")] {
+            store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
+        }
         let mut ids = Vec::new();
         for i in 0..4 {
             let slot = store.start_upload("alice", "bob", &format!("empty{i}"), 0, None, LIMITS).await.unwrap();
@@ -400,13 +442,13 @@ mod tests {
         assert!(err.to_string().contains("4 files on the relay that nobody has fetched"), "{err}");
         let (mut after, mut listed) = (0, Vec::new());
         loop {
-            let page = store.list_page("bob", Listing::Offers, after, 3).await.unwrap();
+            let page = store.list_page(("bob", "b1"), Listing::Offers, after, 3).await.unwrap();
             let Some(&(last, _)) = page.last() else { break };
             after = last;
             listed.extend(page.into_iter().map(|(_, e)| e.info.file_id));
         }
         assert_eq!(listed, ids, "every offer once, oldest first");
-        store.mark_fetched("bob", ids[0]).await.unwrap();
+        store.mark_fetched(("bob", "b1"), ids[0]).await.unwrap();
         store.start_upload("alice", "bob", "fits again", 0, None, LIMITS).await.unwrap();
     }
 }

@@ -8,10 +8,12 @@
 //! [`messages`] and [`files`] hold the queries of each kind of record; [`schema`] the
 //! migrations that bring an older database up to date.
 
+mod devices;
 mod files;
 mod messages;
 pub mod schema;
 
+pub use devices::{DeviceRow, InviteCheck, NewDevice};
 pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
 pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
 
@@ -85,11 +87,13 @@ pub fn open(
     Ok((Store { jobs, feed, closing }, feed_rx, thread))
 }
 
-/// Settings of every connection; they are not part of the schema.
+/// Settings of every connection; they are not part of the schema. The busy timeout lets
+/// `qchat-server invite` (and its other subcommands) write while the relay runs.
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
 ";
 
 /// Creates the database file readable by its owner only (SQLite gives the WAL and its

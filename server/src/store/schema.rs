@@ -68,8 +68,55 @@ CREATE TRIGGER waiting_removed AFTER DELETE ON messages WHEN old.delivered_ms IS
 END;
 ";
 
+/// qchat 4: devices. Each device of a person has its own row (made when it enrolls with an
+/// invite, or when a certificate from `qchat-certs user` first connects) with its own
+/// delivery cursor: every message for its person, or sent by its person from another of
+/// their devices, up to `cursor` has reached it. Files are fetched per device. A message
+/// records the device it came from, so that it goes to its sender's other devices; the
+/// ones stored before (no device) went to their sender's only device. A device's public
+/// key for end-to-end encryption will live in `e2e_key`.
+const V3: &str = "
+CREATE TABLE devices (
+    user         TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    enrolled_ms  INTEGER NOT NULL,
+    last_seen_ms INTEGER,
+    revoked_ms   INTEGER,
+    cursor       INTEGER NOT NULL DEFAULT 0,
+    e2e_key      BLOB,
+    PRIMARY KEY (user, id)
+) WITHOUT ROWID;
+CREATE TABLE device_certs (
+    serial       BLOB PRIMARY KEY,
+    user         TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    not_after_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX device_certs_of ON device_certs (user, device);
+CREATE TABLE invites (
+    id           TEXT PRIMARY KEY,
+    digest       BLOB NOT NULL,
+    user         TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    used_ms      INTEGER,
+    revoked_ms   INTEGER,
+    device       TEXT
+) WITHOUT ROWID;
+CREATE INDEX invites_expiry ON invites (expires_ms);
+CREATE TABLE fetches (
+    file         BLOB NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+    device       TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (file, device)
+) WITHOUT ROWID;
+ALTER TABLE messages ADD COLUMN sender_device TEXT;
+CREATE INDEX messages_to ON messages (recipient, seq);
+";
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
 }
 
 /// What each waiting message costs beyond its text, in the sender's share.
@@ -77,7 +124,7 @@ pub const MESSAGE_OVERHEAD: u64 = 256;
 
 /// The schema version this relay runs.
 pub fn latest_version() -> usize {
-    2
+    3
 }
 
 /// Brings the database up to the latest schema.

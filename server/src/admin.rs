@@ -1,0 +1,142 @@
+//! The operator's subcommands of `qchat-server`: invites, the list of people and devices,
+//! and revocation. They work on the relay's PKI and data directory whether it runs or
+//! not (SQLite lets both write), and print their result on stdout only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use qchat_certs::PkiDir;
+use qchat_shared::display::Escaped;
+
+use crate::devices;
+use crate::store::{self, DeviceRow, Store};
+
+/// Where the relay keeps its trust and its data.
+pub struct Dirs {
+    pub pki: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Dirs {
+    fn open_store(&self) -> Result<(Store, std::thread::JoinHandle<()>)> {
+        std::fs::create_dir_all(&self.data).with_context(|| format!("creating {}", self.data.display()))?;
+        let (store, _feed, thread) = store::open(&self.data.join("relay.db")).context("opening the relay's database")?;
+        Ok((store, thread))
+    }
+}
+
+/// Closes a store opened for one command, after its last job.
+fn close(store: Store, thread: std::thread::JoinHandle<()>) {
+    store.close();
+    let _ = thread.join();
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `qchat-server invite NAME`: a one-time invite, its line printed last.
+pub async fn invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: Duration) -> Result<()> {
+    qchat_shared::names::validate_user_name(user).map_err(anyhow::Error::msg)?;
+    let members: Vec<String> = PkiDir::new(&dirs.pki).users()?.into_iter().take(2).collect();
+    let new_person = !members.iter().any(|m| m == user);
+    if new_person && members.len() >= 2 {
+        bail!("this relay is for {} only; {user} cannot be invited (rooms for more people come later)", members.join(" and "));
+    }
+    let server = match server {
+        Some(server) => server,
+        None => format!("{}:{}", qchat_certs::relay_host(&dirs.pki)?, qchat_shared::DEFAULT_PORT),
+    };
+    qchat_shared::identity::split_host_port(&server).map_err(anyhow::Error::msg)?;
+    let (store, thread) = dirs.open_store()?;
+    let issued = devices::create_invite(&store, user, lifetime).await;
+    close(store, thread);
+    let issued = issued?;
+    let line = issued.line(&dirs.pki, &server)?;
+    let who = if new_person { format!("{user} (a new person)") } else { format!("another device of {user}") };
+    println!("a one-time invite for {who}, valid until {}:", rfc3339(issued.expires_ms));
+    println!("{line}");
+    Ok(())
+}
+
+/// `qchat-server users`: the people of this relay, with their devices.
+pub async fn users(dirs: &Dirs) -> Result<()> {
+    let people = PkiDir::new(&dirs.pki).users()?;
+    let (store, thread) = dirs.open_store()?;
+    let rows = store.devices(None).await;
+    close(store, thread);
+    let rows = rows?;
+    if people.is_empty() {
+        println!("no people yet: invite one with `qchat-server invite NAME`");
+    }
+    for (i, user) in people.iter().enumerate() {
+        let active = rows.iter().filter(|d| d.user == *user && d.revoked_ms.is_none()).count();
+        let role = if i < 2 { "" } else { " (not served: the relay serves its first two people)" };
+        println!("{}\t{active} device{}{role}", Escaped(user), if active == 1 { "" } else { "s" });
+    }
+    Ok(())
+}
+
+fn device_line(row: &DeviceRow) -> String {
+    let state = match row.revoked_ms {
+        Some(at) => format!("revoked {}", rfc3339(at)),
+        None => "active".into(),
+    };
+    let enrolled = if row.enrolled_ms == 0 { "(qchat-certs identity)".to_string() } else { rfc3339(row.enrolled_ms) };
+    let seen = row.last_seen_ms.map(rfc3339).unwrap_or_else(|| "never".into());
+    format!("{}\t{}\t{}\tenrolled {enrolled}\tlast seen {seen}\t{state}", Escaped(&row.user), row.id, Escaped(&row.name))
+}
+
+/// `qchat-server devices [USER]`: every device (of one person), revoked ones too.
+pub async fn list_devices(dirs: &Dirs, user: Option<&str>) -> Result<()> {
+    let (store, thread) = dirs.open_store()?;
+    let rows = store.devices(user).await;
+    close(store, thread);
+    let rows = rows?;
+    if rows.is_empty() {
+        println!("no devices yet (a device appears when it joins, or first connects)");
+    }
+    for row in &rows {
+        println!("{}", device_line(row));
+    }
+    Ok(())
+}
+
+/// `qchat-server revoke USER [DEVICE]`: one device, or every device of a person, their
+/// open invites and their `qchat-certs` identity. The running relay closes their
+/// connections within a second.
+pub async fn revoke(dirs: &Dirs, user: &str, device: Option<&str>) -> Result<()> {
+    let (store, thread) = dirs.open_store()?;
+    let revoked = devices::revoke(&store, &dirs.pki, user, device).await;
+    close(store, thread);
+    let serials = revoked?;
+    let pki = PkiDir::new(&dirs.pki);
+    let mut certs_identity = false;
+    if device.is_none() && pki.issued_cert(user).exists() && !pki.revoked()?.iter().any(|(n, _)| n == user) {
+        qchat_certs::revoke(&dirs.pki, user)?;
+        certs_identity = true;
+    }
+    match device {
+        Some(device) => println!("revoked device {device} of {}", Escaped(user)),
+        None if serials.is_empty() && !certs_identity => {
+            bail!("{user} has no device or identity that is not revoked already")
+        }
+        None => println!("revoked every device of {} and their invites", Escaped(user)),
+    }
+    Ok(())
+}
+
+/// The PKI directory of a relay started with `pki` and `data`: the demo PKI in the data
+/// directory when none is named.
+pub fn pki_of(pki: Option<PathBuf>, data: &Path) -> Result<PathBuf> {
+    let dir = pki.unwrap_or_else(|| data.join("pki"));
+    if !PkiDir::new(&dir).exists() {
+        bail!("no PKI in {}: pass the relay's --pki (or create one with `qchat-certs init`)", dir.display());
+    }
+    Ok(dir)
+}
