@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+
 use qchat_shared::identity::{Identity, IdentityError};
 
 use crate::ClientOptions;
@@ -9,9 +10,9 @@ use crate::ClientOptions;
 /// Who to be and where to connect.
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
-    /// Your identity file (NAME.qchat), made by `qchat-certs user`.
+    /// Your identity file (NAME.qchat): written by `qchat-cli join`, or by `qchat-certs user`.
     #[arg(long)]
-    pub identity: PathBuf,
+    pub identity: Option<PathBuf>,
     /// HOST:PORT of the relay, instead of the one in the identity file.
     #[arg(long)]
     pub server: Option<String>,
@@ -23,9 +24,49 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// Loads the identity and makes the client options.
     pub fn options(&self) -> Result<ClientOptions, IdentityError> {
-        let mut options = ClientOptions::new(Identity::load(&self.identity)?);
+        let Some(path) = &self.identity else {
+            return Err(IdentityError::Invalid(
+                "--identity FILE is needed; a new device gets one with `qchat-cli join INVITE --out FILE`".into(),
+            ));
+        };
+        self.options_for(path)
+    }
+
+    /// The client options for the identity file at `path`.
+    pub fn options_for(&self, path: &std::path::Path) -> Result<ClientOptions, IdentityError> {
+        let mut options = ClientOptions::new(Identity::load(path)?);
         options.server = self.server.clone();
         options.data_dir = self.data_dir.clone();
+        options.identity_path = Some(path.to_path_buf());
         Ok(options)
     }
+}
+
+/// What this device is called unless its person says otherwise: the computer's name.
+pub fn default_device_name() -> String {
+    let from_env = ["HOSTNAME", "COMPUTERNAME"].iter().find_map(|v| std::env::var(v).ok());
+    let from_file = || std::fs::read_to_string("/etc/hostname").ok();
+    from_env
+        .or_else(from_file)
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "device".into())
+}
+
+/// Refuses a path for a new identity where a file exists (checked before an invite is
+/// used, and again when writing).
+pub fn check_new_identity_path(path: &std::path::Path) -> Result<(), String> {
+    if path.exists() {
+        return Err(format!("{} exists already; choose another --out (an identity is never overwritten)", path.display()));
+    }
+    Ok(())
+}
+
+/// Writes a joined device's identity file (0600), refusing to replace one that exists.
+pub fn write_new_identity(path: &std::path::Path, identity: &Identity) -> Result<(), String> {
+    check_new_identity_path(path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    identity.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

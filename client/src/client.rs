@@ -40,11 +40,14 @@ pub struct ClientOptions {
     pub receive: bool,
     /// Where received files go (default: the download folder's `qchat`).
     pub download_dir: Option<PathBuf>,
+    /// The identity file, rewritten when the device renews its certificate (without it the
+    /// renewed certificate lasts only as long as the client runs).
+    pub identity_path: Option<PathBuf>,
 }
 
 impl ClientOptions {
     pub fn new(identity: Identity) -> Self {
-        ClientOptions { identity, server: None, data_dir: None, receive: true, download_dir: None }
+        ClientOptions { identity, server: None, data_dir: None, receive: true, download_dir: None, identity_path: None }
     }
 
     /// Where received files go.
@@ -98,7 +101,20 @@ pub(crate) enum Command {
     Cancel {
         transfer: TransferId,
     },
+    /// A request about this person's devices.
+    Device(DeviceRequest),
     Shutdown,
+}
+
+/// What a client may ask about its person's devices; the answers come as events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// An invite for another device ([`Event::DeviceInvite`]).
+    Link,
+    /// The devices ([`Event::Devices`]).
+    List,
+    /// Revoke one ([`Event::DeviceRevoked`]).
+    Revoke(String),
 }
 
 /// The platform's download folder, then `qchat` inside it (`~/Downloads/qchat` when the
@@ -161,6 +177,7 @@ impl Client {
             transfers: Transfers::new(context),
             offers: BTreeMap::new(),
             receive_into: None,
+            device_requests: Vec::new(),
             receive_as_offered: None,
             next_download: 1 << 32,
         };
@@ -216,6 +233,12 @@ impl Client {
     }
 
     /// Asks the relay for a fresh status; an `Event::Status` follows.
+    /// Asks about this person's devices: an invite for another, the list, or a revocation.
+    /// The answer comes as an event (or [`Event::DeviceRefused`]).
+    pub fn devices(&self, request: DeviceRequest) {
+        let _ = self.commands.send(Command::Device(request));
+    }
+
     pub fn request_status(&self) {
         let _ = self.commands.send(Command::Status);
     }
@@ -250,6 +273,8 @@ pub(crate) struct Core {
     pub receive_as_offered: Option<PathBuf>,
     /// Numbers downloads that `receive_all` starts (uploads get theirs from the handle).
     pub next_download: TransferId,
+    /// Device requests made while no connection was up, sent once one is.
+    pub device_requests: Vec<DeviceRequest>,
 }
 
 impl Core {
@@ -317,6 +342,7 @@ impl Core {
             Some(Command::SendFile { transfer, path }) => self.queue_upload(transfer, path),
             Some(Command::ReceiveAll { out_dir, keep }) => self.receive(out_dir, keep),
             Some(Command::Cancel { transfer }) => self.cancel(transfer),
+            Some(Command::Device(request)) => self.device_requests.push(request),
             Some(Command::Status | Command::ListFiles) => {}
             Some(Command::Shutdown) | None => return false,
         }
@@ -410,13 +436,14 @@ impl Core {
         let lines = tokio::task::spawn_blocking(move || history.load()).await.unwrap_or_default();
         self.emit(Event::History(lines));
         let server = self.options.server().to_string();
-        let identity = self.options.identity.clone();
-        let config = match quic_config(&identity) {
-            Ok(config) => config,
-            Err(ending) => return self.stop_refused(ending.reason).await,
-        };
         let mut backoff = FIRST_BACKOFF;
         loop {
+            // Built for each connection: a renewed certificate is used from the next one.
+            let identity = self.options.identity.clone();
+            let config = match quic_config(&identity) {
+                Ok(config) => config,
+                Err(ending) => return self.stop_refused(ending.reason).await,
+            };
             self.emit(Event::Connection(ConnectionState::Connecting { server: server.clone() }));
             let attempt = async {
                 let remote = resolve(&server).await?;
@@ -465,6 +492,33 @@ impl Core {
             }
         }
         self.finish().await;
+    }
+
+    /// Takes a renewed certificate: used from the next connection, and written to the
+    /// identity file (atomically, 0600) when there is one.
+    pub async fn renewed(&mut self, cert_pem: String) {
+        let mut identity = self.options.identity.clone();
+        identity.cert_pem = cert_pem;
+        if let Err(e) = Identity::parse(&identity.to_text()) {
+            self.emit(Event::LocalError { reason: format!("the renewed certificate is unusable: {e}") });
+            return;
+        }
+        let not_after_s = qchat_shared::tls::parse_certs(&identity.cert_pem, "certificate")
+            .ok()
+            .and_then(|certs| certs.first().and_then(|c| qchat_shared::tls::validity(c)))
+            .map(|(_, end)| end)
+            .unwrap_or_default();
+        if let Some(path) = self.options.identity_path.clone() {
+            let saved = identity.clone();
+            let written = tokio::task::spawn_blocking(move || saved.save(&path)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                let reason = "the renewed certificate could not be written to the identity file; it is used until \
+                              the client stops, and renewed again next time";
+                self.emit(Event::LocalError { reason: reason.into() });
+            }
+        }
+        self.options.identity = identity;
+        self.emit(Event::Renewed { not_after_s });
     }
 
     async fn stop_refused(mut self, reason: String) {

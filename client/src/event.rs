@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, MessageId, Status};
+use qchat_shared::frame::{Blake3, DeviceInfo, FileEntry, FileId, FileInfo, MessageId, Status};
 
 /// A file transfer of this client, numbered from 1 in each run.
 pub type TransferId = u64;
@@ -157,6 +157,30 @@ pub enum Event {
     MessageExpired {
         id: MessageId,
         seq: u64,
+    },
+    /// An invite for another device of ours (its line, for `qchat-cli join`).
+    DeviceInvite {
+        line: String,
+        expires_ms: i64,
+    },
+    /// Our person's devices.
+    Devices(Vec<DeviceInfo>),
+    /// A device of ours is revoked.
+    DeviceRevoked {
+        id: String,
+    },
+    /// A device request was refused.
+    DeviceRefused {
+        reason: String,
+    },
+    /// A new device joined, ours or the peer's.
+    DeviceAdded {
+        user: String,
+        device: DeviceInfo,
+    },
+    /// This device has a new certificate, valid until `not_after_s` (Unix seconds).
+    Renewed {
+        not_after_s: i64,
     },
     /// Something on this PC failed (the history could not be written, say); the client
     /// goes on.

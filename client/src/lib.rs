@@ -5,6 +5,7 @@
 //! - [`client`]: the [`Client`] handle and the reconnect loop;
 //! - [`session`]: one live connection (control stream, chat streams, deliveries);
 //! - [`connect`]: the endpoint and the handshake;
+//! - [`enroll`]: joining with an invite (a key made here), and certificate renewal;
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
 //! - [`reorder`]: deliveries put back in the relay's order, with a bound;
 //! - [`event`]: what the core reports;
@@ -16,6 +17,7 @@ pub mod args;
 pub mod client;
 pub mod connect;
 pub mod download;
+pub mod enroll;
 pub mod event;
 pub mod history;
 pub mod refusal;
@@ -25,5 +27,5 @@ pub mod state;
 pub mod transfers;
 pub mod upload;
 
-pub use client::{Client, ClientOptions, SendError};
+pub use client::{Client, ClientOptions, DeviceRequest, SendError};
 pub use event::{ConnectionState, Event, IncomingMessage, TransferId};

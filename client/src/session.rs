@@ -15,7 +15,7 @@ use qchat_shared::window::ConnectionWindows;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::{Command, Core, Outgoing, SendError, Sent};
+use crate::client::{Command, Core, DeviceRequest, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::{ChatLine, Record};
 use crate::refusal::{explain, Ending};
@@ -121,6 +121,11 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     }
                 }
                 Some(Command::Cancel { transfer }) => core.cancel(transfer),
+                Some(Command::Device(request)) => {
+                    if write_frame(&mut control_send, &device_frame(request)).await.is_err() {
+                        break ended(welcomed, &connection, &who).await;
+                    }
+                }
                 Some(Command::Shutdown) | None => {
                     // Finish the control stream and let the relay read it all (the last
                     // acknowledgements and fetches), then say goodbye.
@@ -137,6 +142,15 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         if core.receive_into.is_some()
                             && write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err()
                         {
+                            break ended(welcomed, &connection, &who).await;
+                        }
+                        let mut requests: Vec<ClientControl> = renewal(core).into_iter().collect();
+                        requests.extend(core.device_requests.drain(..).map(device_frame));
+                        let mut written = true;
+                        for request in requests {
+                            written &= write_frame(&mut control_send, &request).await.is_ok();
+                        }
+                        if !written {
                             break ended(welcomed, &connection, &who).await;
                         }
                     }
@@ -210,6 +224,29 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
         core.save_state().await;
     }
     outcome
+}
+
+fn device_frame(request: DeviceRequest) -> ClientControl {
+    match request {
+        DeviceRequest::Link => ClientControl::LinkDevice,
+        DeviceRequest::List => ClientControl::ListDevices,
+        DeviceRequest::Revoke(device) => ClientControl::RevokeDevice { device },
+    }
+}
+
+/// A request for a new certificate, when this device's is in the last third of its life.
+fn renewal(core: &Core) -> Option<ClientControl> {
+    let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
+    if !crate::enroll::renewal_due(&core.options.identity, now_s) {
+        return None;
+    }
+    match crate::enroll::renewal_request(&core.options.identity) {
+        Ok(csr_der) => Some(ClientControl::Renew { csr_der }),
+        Err(reason) => {
+            core.emit(Event::LocalError { reason: format!("cannot ask for a new certificate: {reason}") });
+            None
+        }
+    }
 }
 
 /// Sleeps until `deadline` (forever without one).
@@ -315,8 +352,31 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
                 core.emit(Event::MessageExpired { id, seq });
             }
         }
+        RelayControl::Invite { id, secret, expires_ms } => match invite_line(core, id, secret) {
+            Ok(line) => core.emit(Event::DeviceInvite { line, expires_ms }),
+            Err(reason) => core.emit(Event::DeviceRefused { reason }),
+        },
+        RelayControl::Devices { devices } => core.emit(Event::Devices(devices)),
+        RelayControl::DeviceRevoked { device } => core.emit(Event::DeviceRevoked { id: device }),
+        RelayControl::DeviceRefused { reason } => core.emit(Event::DeviceRefused { reason }),
+        RelayControl::DeviceAdded { user, device } => core.emit(Event::DeviceAdded { user, device }),
+        RelayControl::Renewed { cert_pem } => core.renewed(cert_pem).await,
     }
     false
+}
+
+/// The line of an invite the relay issued: the address this client reaches the relay at,
+/// and the fingerprint of the CA in its identity.
+fn invite_line(core: &Core, id: String, secret: Vec<u8>) -> Result<String, String> {
+    let secret = secret.try_into().map_err(|_| "the relay sent an invite of another form".to_string())?;
+    let ca = qchat_shared::tls::parse_certs(&core.options.identity.ca_pem, "the CA").map_err(|e| e.to_string())?;
+    let invite = qchat_shared::invite::Invite {
+        server: core.options.server().to_string(),
+        ca_fingerprint: qchat_shared::invite::ca_fingerprint(&ca[0]),
+        id,
+        secret,
+    };
+    Ok(invite.to_string())
 }
 
 /// Reports deliveries that are next in order (once each) and returns what to acknowledge:

@@ -40,14 +40,24 @@ impl StateDir {
         Self::under(&base, identity)
     }
 
-    /// The state directory of `identity` below `base`.
+    /// The state directory of `identity` below `base`: `USER@SERVER` for an identity from
+    /// `qchat-certs user` (as before devices), `USER.DEVICE@SERVER` for a device that
+    /// joined, so that two devices of one person can share a home directory.
     pub fn under(base: &Path, identity: &Identity) -> Self {
         let server: String = identity
             .server
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
             .collect();
-        StateDir { dir: base.join("clients").join(format!("{}@{server}", identity.user)) }
+        let device = qchat_shared::tls::parse_certs(&identity.cert_pem, "certificate")
+            .ok()
+            .and_then(|certs| certs.first().and_then(|c| qchat_shared::tls::device_of(c)))
+            .filter(|d| d.chars().all(|c| c.is_ascii_alphanumeric()));
+        let name = match device {
+            Some(device) => format!("{}.{device}@{server}", identity.user),
+            None => format!("{}@{server}", identity.user),
+        };
+        StateDir { dir: base.join("clients").join(name) }
     }
 
     fn file(&self) -> PathBuf {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use qchat_certs::PkiDir;
 use qchat_shared::display::Escaped;
+use qchat_shared::units::rfc3339;
 
 use crate::devices;
 use crate::store::{self, DeviceRow, Store};
@@ -30,14 +31,6 @@ impl Dirs {
 fn close(store: Store, thread: std::thread::JoinHandle<()>) {
     store.close();
     let _ = thread.join();
-}
-
-/// Formats Unix milliseconds as RFC 3339 UTC.
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| "-".into())
 }
 
 /// `qchat-server invite NAME`: a one-time invite, its line printed last.

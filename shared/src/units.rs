@@ -30,6 +30,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// RFC 3339 UTC text of a Unix-milliseconds time.
+pub fn rfc3339(time_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| time_ms.to_string())
+}
+
 /// Parses a duration like `90s`, `30m`, `24h` or `7d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();

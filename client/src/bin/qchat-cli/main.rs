@@ -73,6 +73,33 @@ enum Command {
     },
     /// List the files waiting for you and the files you sent.
     Files,
+    /// Join a relay as a new device with an invite: makes this device's key (it never
+    /// leaves it) and writes its identity file. Needs no --identity.
+    Join {
+        /// The invite line (from `qchat-server invite` or `qchat-cli devices link`).
+        invite: String,
+        /// Where to write the identity file (0600); an existing file is never replaced.
+        #[arg(long)]
+        out: PathBuf,
+        /// What to call this device (default: the computer's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Your devices: an invite for another, the list, or a revocation.
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Prints a one-time invite for another device of yours, as the last line.
+    Link,
+    /// Lists your devices.
+    List,
+    /// Revokes one of your devices: its connections close and it cannot come back.
+    Revoke { id: String },
 }
 
 /// Why a command failed, already said to the user.
@@ -86,6 +113,12 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let mut printer = Printer::new(cli.json);
+    if let Command::Join { invite, out, name } = &cli.command {
+        return match join(&printer, invite, out, name.clone()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failed) => ExitCode::FAILURE,
+        };
+    }
     let mut options = match cli.connect.options() {
         Ok(options) => options,
         Err(e) => {
@@ -105,6 +138,8 @@ async fn main() -> ExitCode {
             receive_files(&client, &mut events, &mut printer, out, timeout, wait).await
         }
         Command::Files => files(&client, &mut events, &mut printer).await,
+        Command::Devices { action } => devices(&client, &mut events, &mut printer, action).await,
+        Command::Join { .. } => unreachable!("joined above"),
     };
     client.shutdown();
     let closed = async {
@@ -409,4 +444,61 @@ async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: 
     })
     .await;
     or_gave_up(printer, "files", result)
+}
+
+/// `join`: enrolls this device with an invite and writes its identity file.
+async fn join(printer: &Printer, invite: &str, out: &std::path::Path, name: Option<String>) -> Result<(), Failed> {
+    qchat_client::args::check_new_identity_path(out).map_err(|e| printer.error(&e)).map_err(|_| Failed)?;
+    let name = name.unwrap_or_else(qchat_client::args::default_device_name);
+    let joined = qchat_client::enroll::join(invite, &name).await.map_err(|e| printer.error(&e.0)).map_err(|_| Failed)?;
+    qchat_client::args::write_new_identity(out, &joined.identity).map_err(|e| printer.error(&e)).map_err(|_| Failed)?;
+    let user = &joined.identity.user;
+    printer.emit(
+        serde_json::json!({"event": "joined", "user": user, "device": joined.device, "path": out.display().to_string()}),
+        format!(
+            "joined as {} (device {}); identity written to {}\nstart chatting: qchat-cli --identity {} chat",
+            qchat_shared::display::Escaped(user),
+            joined.device,
+            out.display(),
+            out.display()
+        ),
+    );
+    Ok(())
+}
+
+/// `devices link|list|revoke`: one request, its answer printed.
+async fn devices(
+    client: &Client,
+    events: &mut UnboundedReceiver<Event>,
+    printer: &mut Printer,
+    action: DevicesAction,
+) -> Result<(), Failed> {
+    connected(events, printer).await?;
+    client.devices(match action {
+        DevicesAction::Link => qchat_client::DeviceRequest::Link,
+        DevicesAction::List => qchat_client::DeviceRequest::List,
+        DevicesAction::Revoke { id } => qchat_client::DeviceRequest::Revoke(id),
+    });
+    let answer = async {
+        while let Some(event) = events.recv().await {
+            match &event {
+                Event::DeviceInvite { .. } | Event::Devices(_) | Event::DeviceRevoked { .. } => {
+                    printer.event(&event, false);
+                    return Ok(());
+                }
+                Event::DeviceRefused { reason } => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                Event::Connection(ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. }) => {
+                    printer.error(reason);
+                    return Err(Failed);
+                }
+                _ => {}
+            }
+        }
+        Err(Failed)
+    };
+    let answered = tokio::time::timeout(Duration::from_secs(30), answer).await.map_err(|_| 30);
+    or_gave_up(printer, "an answer about devices", answered)
 }

@@ -8,12 +8,10 @@ use std::collections::HashMap;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::{FileEntry, FileState, Status};
+use qchat_shared::frame::{DeviceInfo, FileEntry, FileState, Status};
 use qchat_shared::hex;
 use qchat_shared::units::human_bytes;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 /// Prints events in the chosen form.
 pub struct Printer {
@@ -26,13 +24,7 @@ pub struct Printer {
     multi: MultiProgress,
 }
 
-/// RFC 3339 UTC text of a Unix-milliseconds time.
-pub fn rfc3339(time_ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| time_ms.to_string())
-}
+pub use qchat_shared::units::rfc3339;
 
 fn clock(time_ms: i64) -> String {
     let text = rfc3339(time_ms);
@@ -94,7 +86,7 @@ impl Printer {
         Printer { json, bars: HashMap::new(), listing: Default::default(), multi: MultiProgress::new() }
     }
 
-    fn emit(&self, value: Value, text: String) {
+    pub fn emit(&self, value: Value, text: String) {
         if self.json {
             println!("{value}");
         } else if self.multi.is_hidden() {
@@ -141,6 +133,29 @@ impl Printer {
         incoming.iter().for_each(|e| println!("{}", entry_text(e)));
         println!("files you sent ({}):", outgoing.len());
         outgoing.iter().for_each(|e| println!("{}", entry_text(e)));
+    }
+
+    /// Prints this person's devices: one `devices` event, or a line each.
+    pub fn devices(&self, devices: &[DeviceInfo]) {
+        if self.json {
+            let list: Vec<Value> = devices
+                .iter()
+                .map(|d| {
+                    // A device from `qchat-certs user` has been its person's since the start.
+                    let enrolled = (d.enrolled_ms != 0).then(|| rfc3339(d.enrolled_ms));
+                    json!({"id": d.id, "name": d.name, "enrolled": enrolled,
+                           "last_seen": d.last_seen_ms.map(rfc3339), "current": d.current})
+                })
+                .collect();
+            println!("{}", json!({"event": "devices", "devices": list}));
+            return;
+        }
+        for d in devices {
+            let enrolled = if d.enrolled_ms == 0 { "identity file".to_string() } else { rfc3339(d.enrolled_ms) };
+            let seen = d.last_seen_ms.map(rfc3339).unwrap_or_else(|| "never".into());
+            let current = if d.current { "  (this device)" } else { "" };
+            println!("{}  {}  enrolled {enrolled}  last seen {seen}{current}", Escaped(&d.id), Escaped(&d.name));
+        }
     }
 
     /// Prints an error (to stdout as JSON, to stderr as text).
@@ -253,6 +268,29 @@ impl Printer {
                 format!("message {id} expired on the relay before anyone received it"),
             ),
             Event::LocalError { reason } => self.error(reason),
+            Event::DeviceInvite { line, expires_ms } => self.emit(
+                json!({"event": "invite", "invite": line, "expires": rfc3339(*expires_ms)}),
+                format!(
+                    "a one-time invite for another device of yours, valid until {}; on that device run \
+                     `qchat-cli join INVITE --out FILE`:\n{line}",
+                    rfc3339(*expires_ms)
+                ),
+            ),
+            Event::Devices(devices) => self.devices(devices),
+            Event::DeviceRevoked { id } => self.emit(
+                json!({"event": "device_revoked", "id": id}),
+                format!("revoked device {}: its connections are closed", Escaped(id)),
+            ),
+            Event::DeviceRefused { reason } => self.error(reason),
+            Event::DeviceAdded { user, device } => self.emit(
+                json!({"event": "device_added", "user": user, "id": device.id, "name": device.name,
+                       "enrolled": rfc3339(device.enrolled_ms)}),
+                format!("* {} has a new device: {} ({})", Escaped(user), Escaped(&device.name), Escaped(&device.id)),
+            ),
+            Event::Renewed { not_after_s } => self.emit(
+                json!({"event": "renewed", "until": rfc3339(not_after_s.saturating_mul(1000))}),
+                format!("* this device's certificate was renewed, until {}", rfc3339(not_after_s.saturating_mul(1000))),
+            ),
             Event::Message(m) => self.emit(
                 json!({"event": "message", "id": m.id.to_string(), "seq": m.seq, "from": m.from,
                        "text": m.text, "time": rfc3339(m.time_ms)}),
