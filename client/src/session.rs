@@ -385,18 +385,21 @@ fn invite_line(core: &Core, id: String, secret: Vec<u8>) -> Result<String, Strin
 /// written again, but not shown again.
 async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
     let Some(last) = ready.iter().map(|d| d.seq).max() else { return Vec::new() };
+    let me = core.options.identity.user.clone();
     let records = ready
         .iter()
         .filter(|d| d.seq > core.kept_upto)
         .map(|d| {
+            // One of ours, sent from another of our devices: shown as ours.
+            let mine = d.from == me;
             Record::Line(ChatLine {
                 id: d.id,
                 seq: Some(d.seq),
                 from: d.from.clone(),
                 text: d.text.clone(),
                 time_ms: d.time_ms,
-                mine: false,
-                delivered: true,
+                mine,
+                delivered: !mine,
             })
         })
         .collect();

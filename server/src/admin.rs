@@ -33,8 +33,18 @@ fn close(store: Store, thread: std::thread::JoinHandle<()>) {
     let _ = thread.join();
 }
 
-/// `qchat-server invite NAME`: a one-time invite, its line printed last.
-pub async fn invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: Duration) -> Result<()> {
+/// A one-time invite made by the operator.
+pub struct OperatorInvite {
+    pub invite: qchat_shared::invite::Invite,
+    pub expires_ms: i64,
+    /// It brings a new person in (rather than another device of one).
+    pub new_person: bool,
+}
+
+/// Makes a one-time invite for `user` (a new person, within the two-person limit, or
+/// another device of one), for the relay reached at `server` (default: its certificate's
+/// first host and the default port).
+pub async fn make_invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: Duration) -> Result<OperatorInvite> {
     qchat_shared::names::validate_user_name(user).map_err(anyhow::Error::msg)?;
     let members: Vec<String> = PkiDir::new(&dirs.pki).users()?.into_iter().take(2).collect();
     let new_person = !members.iter().any(|m| m == user);
@@ -50,10 +60,15 @@ pub async fn invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: D
     let issued = devices::create_invite(&store, user, lifetime).await;
     close(store, thread);
     let issued = issued?;
-    let line = issued.line(&dirs.pki, &server)?;
-    let who = if new_person { format!("{user} (a new person)") } else { format!("another device of {user}") };
-    println!("a one-time invite for {who}, valid until {}:", rfc3339(issued.expires_ms));
-    println!("{line}");
+    Ok(OperatorInvite { invite: issued.line(&dirs.pki, &server)?, expires_ms: issued.expires_ms, new_person })
+}
+
+/// `qchat-server invite NAME`: a one-time invite, its line printed last.
+pub async fn invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: Duration) -> Result<()> {
+    let made = make_invite(dirs, user, server, lifetime).await?;
+    let who = if made.new_person { format!("{user} (a new person)") } else { format!("another device of {user}") };
+    println!("a one-time invite for {who}, valid until {}; on their PC: qchat-cli join INVITE --out FILE", rfc3339(made.expires_ms));
+    println!("{}", made.invite);
     Ok(())
 }
 
@@ -107,7 +122,7 @@ pub async fn revoke(dirs: &Dirs, user: &str, device: Option<&str>) -> Result<()>
     let (store, thread) = dirs.open_store()?;
     let revoked = devices::revoke(&store, &dirs.pki, user, device).await;
     close(store, thread);
-    let serials = revoked?;
+    let revoked = revoked?;
     let pki = PkiDir::new(&dirs.pki);
     let mut certs_identity = false;
     if device.is_none() && pki.issued_cert(user).exists() && !pki.revoked()?.iter().any(|(n, _)| n == user) {
@@ -116,10 +131,17 @@ pub async fn revoke(dirs: &Dirs, user: &str, device: Option<&str>) -> Result<()>
     }
     match device {
         Some(device) => println!("revoked device {device} of {}", Escaped(user)),
-        None if serials.is_empty() && !certs_identity => {
-            bail!("{user} has no device or identity that is not revoked already")
+        None if revoked.devices == 0 && revoked.invites == 0 && !certs_identity => {
+            bail!("{user} has no device, invite or identity that is not revoked already")
         }
-        None => println!("revoked every device of {} and their invites", Escaped(user)),
+        None => println!(
+            "revoked {} of {}: {} device(s), {} open invite(s){}",
+            if certs_identity { "everything" } else { "every device" },
+            Escaped(user),
+            revoked.devices,
+            revoked.invites,
+            if certs_identity { ", the qchat-certs identity" } else { "" }
+        ),
     }
     Ok(())
 }

@@ -193,9 +193,9 @@ async fn device_request(
             RelayControl::Devices { devices: devices.collect() }
         }
         ClientControl::RevokeDevice { device } => {
-            let serials = devices::revoke(&state.store, &state.pki_dir, user, Some(&device)).await?;
+            let revoked = devices::revoke(&state.store, &state.pki_dir, user, Some(&device)).await?;
             info!(%device, "a device revoked by its person");
-            state.revoke_now(&serials);
+            state.revoke_now(&revoked.serials);
             RelayControl::DeviceRevoked { device }
         }
         ClientControl::Renew { csr_der } => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use qchat_shared::frame::DeviceInfo;
 use qchat_shared::invite::{secret_digest, Invite};
 
-use crate::store::{DeviceRow, Store, StoreError};
+use crate::store::{DeviceRow, Revoked, Store, StoreError};
 
 /// Why a device operation failed, in words for the person who asked.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +78,10 @@ pub async fn sign(
 }
 
 /// Revokes one device of `user` (every device and open invite of theirs with `None`):
-/// marks it in the store and puts its certificates on the CRL. Returns the serials
-/// revoked; an unknown device is refused.
-pub async fn revoke(store: &Store, pki: &Path, user: &str, device: Option<&str>) -> Result<Vec<Vec<u8>>, DeviceError> {
-    let Some(serials) = store.revoke_devices(user, device).await? else {
+/// marks it in the store and puts its certificates on the CRL. Returns what it revoked;
+/// an unknown device is refused.
+pub async fn revoke(store: &Store, pki: &Path, user: &str, device: Option<&str>) -> Result<Revoked, DeviceError> {
+    let Some(revoked) = store.revoke_devices(user, device).await? else {
         return Err(DeviceError::Refused(format!(
             "{user} has no device {} that is not revoked already",
             device.unwrap_or_default()
@@ -91,11 +91,11 @@ pub async fn revoke(store: &Store, pki: &Path, user: &str, device: Option<&str>)
         Some(device) => format!("{user}/{device}"),
         None => user.to_string(),
     };
-    let (pki, list) = (pki.to_path_buf(), serials.clone());
+    let (pki, list) = (pki.to_path_buf(), revoked.serials.clone());
     tokio::task::spawn_blocking(move || qchat_certs::revoke_serials(&pki, &label, &list))
         .await
         .map_err(|e| DeviceError::Refused(format!("revocation failed: {e}")))??;
-    Ok(serials)
+    Ok(revoked)
 }
 
 /// A device as a client sees it in `devices list`.

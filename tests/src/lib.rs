@@ -48,11 +48,17 @@ impl TestRelay {
 
     /// Like [`TestRelay::start`] with chosen limits.
     pub async fn start_with(limits: RelayLimits) -> Self {
+        Self::start_with_people(limits, &["alice", "bob"]).await
+    }
+
+    /// A relay whose PKI has identities (from `qchat-certs user`) for `people` only: with
+    /// none, everyone comes in with invites.
+    pub async fn start_with_people(limits: RelayLimits, people: &[&str]) -> Self {
         init_logging();
         let tmp = tempfile::tempdir().expect("temp dir");
         let pki = tmp.path().join("pki");
         qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()]).expect("init PKI");
-        for name in ["alice", "bob"] {
+        for name in people {
             qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").expect("issue user");
         }
         let data = tmp.path().join("data");
@@ -79,6 +85,19 @@ impl TestRelay {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.relay = Some(start_relay(&self.pki, &self.data, self.addr, self.limits.clone()).await);
+    }
+
+    /// The operator's invite for `name` (as `qchat-server invite NAME --server ADDR`), with
+    /// the relay running.
+    pub async fn invite(&self, name: &str, lifetime: Duration) -> String {
+        let dirs = qchat_server::admin::Dirs { pki: self.pki.clone(), data: self.data.clone() };
+        let made = qchat_server::admin::make_invite(&dirs, name, Some(self.addr.to_string()), lifetime).await;
+        made.expect("an invite").invite.to_string()
+    }
+
+    /// Joins with an invite as a new device called `device`: its identity.
+    pub async fn join(&self, line: &str, device: &str) -> Identity {
+        qchat_client::enroll::join(line, device).await.expect("joined").identity
     }
 
     /// Issues another identity in this PKI.

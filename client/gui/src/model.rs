@@ -174,14 +174,16 @@ impl Model {
             Event::Connection(state) => self.connection(state),
             Event::Message(m) => {
                 if self.line(m.id).is_none() {
+                    // One of ours from another of our devices is shown as ours.
+                    let mine = m.from == self.me;
                     self.place(ChatLine {
                         id: m.id,
                         seq: Some(m.seq),
                         from: m.from,
                         text: m.text,
                         time_ms: m.time_ms,
-                        mine: false,
-                        delivered: true,
+                        mine,
+                        delivered: !mine,
                     });
                 }
             }

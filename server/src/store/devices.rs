@@ -37,6 +37,15 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
 
 const DEVICE_COLUMNS: &str = "user, id, name, enrolled_ms, last_seen_ms, revoked_ms";
 
+/// What a revocation revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The serials of the certificates to put on the CRL.
+    pub serials: Vec<Vec<u8>>,
+    pub devices: usize,
+    pub invites: usize,
+}
+
 /// What an invite's check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InviteCheck {
@@ -278,8 +287,9 @@ impl Store {
 
     /// Revokes one device of `user`, or with `None` every device of theirs and every invite
     /// for them not used yet. Returns the serials of the certificates to put on the CRL
-    /// (those not past their end), or `None` when there was no such device.
-    pub async fn revoke_devices(&self, user: &str, device: Option<&str>) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    /// (those not past their end) and how many devices and invites it revoked, or `None`
+    /// when there was no such device.
+    pub async fn revoke_devices(&self, user: &str, device: Option<&str>) -> Result<Option<Revoked>, StoreError> {
         let (user, device) = (user.to_string(), device.map(str::to_string));
         self.submit(
             move |txn| {
@@ -289,8 +299,9 @@ impl Store {
                      AND revoked_ms IS NULL",
                     params![user, device, now],
                 )?;
+                let mut invites = 0;
                 if device.is_none() {
-                    txn.execute(
+                    invites = txn.execute(
                         "UPDATE invites SET revoked_ms = ?2 WHERE user = ?1 AND used_ms IS NULL AND revoked_ms IS NULL",
                         params![user, now],
                     )?;
@@ -302,7 +313,8 @@ impl Store {
                      AND not_after_ms > ?3",
                 )?;
                 let serials = stmt.query_map(params![user, device, now], |r| r.get::<_, Vec<u8>>(0))?;
-                Ok(Some(serials.collect::<Result<Vec<_>, _>>()?))
+                let serials = serials.collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(Revoked { serials, devices: changed, invites }))
             },
             |_| {},
         )
@@ -355,8 +367,8 @@ mod tests {
         assert_eq!(devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1"]);
 
         store.create_invite("alice", "cccccccc", digest, now_ms() + 60_000).await.unwrap();
-        let serials = store.revoke_devices("alice", None).await.unwrap().unwrap();
-        assert_eq!(serials, [b"d1".to_vec()]);
+        let revoked = store.revoke_devices("alice", None).await.unwrap().unwrap();
+        assert_eq!(revoked, Revoked { serials: vec![b"d1".to_vec()], devices: 1, invites: 1 });
         assert_eq!(store.check_invite("cccccccc", digest).await.unwrap(), refused("revoked"));
         assert!(store.device_connected("alice", "d1", false, b"d1".to_vec(), i64::MAX).await.unwrap().is_none());
         assert_eq!(store.revoke_devices("alice", Some("nope")).await.unwrap(), None);

@@ -13,7 +13,7 @@ mod files;
 mod messages;
 pub mod schema;
 
-pub use devices::{DeviceRow, InviteCheck, NewDevice};
+pub use devices::{DeviceRow, InviteCheck, NewDevice, Revoked};
 pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
 pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
 
