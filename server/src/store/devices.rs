@@ -302,7 +302,8 @@ impl Store {
                 let mut invites = 0;
                 if device.is_none() {
                     invites = txn.execute(
-                        "UPDATE invites SET revoked_ms = ?2 WHERE user = ?1 AND used_ms IS NULL AND revoked_ms IS NULL",
+                        "UPDATE invites SET revoked_ms = ?2 WHERE user = ?1 AND used_ms IS NULL AND revoked_ms IS NULL
+                         AND expires_ms > ?2",
                         params![user, now],
                     )?;
                 } else if changed == 0 {
