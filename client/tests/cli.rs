@@ -277,3 +277,85 @@ async fn receive_wait_takes_each_file_as_it_is_offered_and_ends_cleanly_on_sigte
     assert_eq!(saved, 2, "{events:?}");
     assert!(events.iter().any(|e| e["event"] == "file_offered" && e["arriving"].is_boolean()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_device_joins_with_a_linked_invite_and_lists_its_devices() {
+    let setup = setup().await;
+    let (ok, events) = setup.cli("alice", &["devices", "link"]).await;
+    assert!(ok, "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "invite");
+    let line = last["invite"].as_str().unwrap().to_string();
+
+    // Without --json too, the invite is the last line.
+    let text = setup.command("alice", &["devices", "link"]);
+    let args: Vec<String> = text.get_args().map(|a| a.to_string_lossy().into_owned()).filter(|a| a != "--json").collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli")).args(&args).output().unwrap();
+    let last_line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    assert!(qchat_shared::invite::Invite::parse(&last_line).is_ok(), "{last_line:?}");
+
+    // `join` needs no identity: it makes one.
+    let out_file = setup.tmp.path().join("alice-laptop.qchat");
+    let join = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
+        .args(["--json", "join", &line, "--name", "laptop", "--out"])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(join.status.success(), "{}", String::from_utf8_lossy(&join.stdout));
+    let joined: Value = serde_json::from_str(String::from_utf8_lossy(&join.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!((joined["event"].as_str(), joined["user"].as_str()), (Some("joined"), Some("alice")));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    assert!(written.contains("PRIVATE KEY"), "the identity file holds the device's own key");
+    // The same invite again: refused in those words, and the file is not touched.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
+        .args(["join", &line, "--out"])
+        .arg(setup.tmp.path().join("other.qchat"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already used"), "{}", String::from_utf8_lossy(&again.stderr));
+    let over = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
+        .args(["join", &line, "--out"])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(!over.status.success() && String::from_utf8_lossy(&over.stderr).contains("exists already"));
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), written);
+
+    let laptop = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli"));
+        command.arg("--identity").arg(&out_file).arg("--data-dir").arg(setup.tmp.path().join("clients"));
+        command.args(["--server", &setup.relay.local_addr().to_string(), "--json"]).args(args);
+        command
+    };
+    let mut list = laptop(&["devices", "list"]);
+    let out = tokio::task::spawn_blocking(move || list.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "devices");
+    let devices = events[0]["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "alice's identity file and the laptop: {devices:?}");
+    let current: Vec<&Value> = devices.iter().filter(|d| d["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["name"], "laptop");
+    for key in ["id", "name", "enrolled", "last_seen", "current"] {
+        assert!(devices.iter().all(|d| d.get(key).is_some()), "{key} in {devices:?}");
+    }
+
+    // Alice revokes the laptop from her first device: it is refused from then on.
+    let laptop_id = current[0]["id"].as_str().unwrap().to_string();
+    let (ok, events) = setup.cli("alice", &["devices", "revoke", &laptop_id]).await;
+    assert!(ok, "{events:?}");
+    assert_eq!(events.last().unwrap()["event"], "device_revoked");
+    let mut status = laptop(&["status"]);
+    let out = tokio::task::spawn_blocking(move || status.output().unwrap()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -60,3 +60,55 @@ fn first_start_makes_a_demo_pki_prints_client_commands_and_stops_on_sigterm() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("qchat-certs init"), "a missing --pki says how to make one");
     assert_eq!(std::fs::read(data.join("pki").join("ca.pem")).unwrap(), before);
 }
+
+/// Runs `qchat-server ARGS`; returns success, stdout and stderr.
+fn server(args: &[String]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qchat-server")).args(args).env("RUST_LOG", "info").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn the_operator_invites_lists_and_revokes_with_subcommands_that_print_only_their_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pki, data) = (tmp.path().join("pki"), tmp.path().join("data"));
+    qchat_certs::init(&pki, &["chat.example.org".into()]).unwrap();
+    let dirs = ["--pki", pki.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let with = |head: &[&str]| -> Vec<String> { head.iter().chain(&dirs).map(|s| s.to_string()).collect() };
+
+    // Without --server the invite names the relay certificate's first host and the default port.
+    let (ok, out, _) = server(&with(&["invite", "alice", "--expires", "1h"]));
+    assert!(ok, "{out}");
+    let line = out.lines().last().unwrap();
+    let invite = qchat_shared::invite::Invite::parse(line).unwrap();
+    assert_eq!(invite.server, "chat.example.org:21567");
+    assert_eq!(invite.ca_fingerprint, qchat_certs::ca_fingerprint(&pki).unwrap());
+    let (ok, out, _) = server(&with(&["invite", "alice", "--server", "10.0.0.1:4000"]));
+    assert!(ok);
+    assert!(out.lines().last().unwrap().starts_with("qchat-invite:10.0.0.1:4000:"), "{out}");
+    let (ok, _, err) = server(&with(&["invite", "Not A Name"]));
+    assert!(!ok && err.contains("name"), "{err}");
+
+    // Two people are the limit until rooms.
+    qchat_certs::issue_user(&pki, "alice", "h:1").unwrap();
+    qchat_certs::issue_user(&pki, "bob", "h:1").unwrap();
+    let (ok, _, err) = server(&with(&["invite", "carol"]));
+    assert!(!ok && err.contains("alice and bob only"), "{err}");
+    let (ok, out, _) = server(&with(&["invite", "bob"]));
+    assert!(ok && out.contains("another device of bob"), "{out}");
+
+    let (ok, out, _) = server(&with(&["users"]));
+    assert!(ok);
+    assert_eq!(out, "alice\t0 devices\nbob\t0 devices\n", "stdout holds the result and nothing else");
+    let (ok, out, _) = server(&with(&["devices"]));
+    assert!(ok && out.contains("no devices yet"), "{out}");
+
+    let (ok, out, _) = server(&with(&["revoke", "bob"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("the qchat-certs identity") && out.contains("1 open invite"), "{out}");
+    let revoked = std::fs::read_to_string(pki.join("revoked")).unwrap();
+    assert!(revoked.starts_with("bob "), "one CRL with qchat-certs revoke: {revoked}");
+    let (ok, _, err) = server(&with(&["revoke", "bob"]));
+    assert!(!ok && err.contains("not revoked already"), "{err}");
+    let (ok, _, err) = server(&with(&["revoke", "alice", "nosuchid"]));
+    assert!(!ok && err.contains("no device"), "{err}");
+}

@@ -168,4 +168,24 @@ mod tests {
         assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 0);
         migrate(&mut conn).unwrap();
     }
+
+    #[test]
+    fn a_qchat_3_database_gets_devices_and_keeps_its_messages_for_the_first_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::new(vec![M::up(V1), M::up(V2)]).to_latest(&mut conn).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (id, sender, recipient, body, created_ms) VALUES (x'01', 'alice', 'bob', 'hi', 1);",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM messages WHERE sender_device IS NULL"), 1, "kept, from no device");
+        assert_eq!(count("SELECT COUNT(*) FROM devices"), 0, "devices appear when they connect");
+        assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 2 + 256);
+    }
 }
