@@ -152,6 +152,7 @@ async fn main() -> Result<()> {
                     dir.display()
                 );
             }
+            print_client_commands(&dir, &data_dir);
             dir
         }
         None => {
@@ -160,7 +161,7 @@ async fn main() -> Result<()> {
             if !made.is_empty() {
                 println!("created a demo PKI in {} (a CA, localhost/127.0.0.1, alice and bob)", dir.display());
             }
-            print_client_commands(&dir);
+            print_client_commands(&dir, &data_dir);
             dir
         }
     };
@@ -186,14 +187,28 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn print_client_commands(pki: &std::path::Path) {
-    let pki = PkiDir::new(pki);
-    println!("start the clients, one per person (desktop window, or terminal):");
-    for user in pki.users().unwrap_or_default() {
-        let id = pki.identity(&user);
+fn print_client_commands(pki: &std::path::Path, data: &std::path::Path) {
+    let dir = PkiDir::new(pki);
+    let identities: Vec<(String, PathBuf)> = dir
+        .users()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|user| (user.clone(), dir.identity(&user)))
+        .filter(|(_, path)| path.exists())
+        .collect();
+    if !identities.is_empty() {
+        println!("start the clients, one per person (desktop window, or terminal):");
+    }
+    for (user, id) in &identities {
         println!("  {user}: qchat --identity {}", id.display());
         println!("  {user}: qchat-cli --identity {} chat", id.display());
     }
+    println!("to bring a person (or another device) in with a one-time invite:");
+    println!(
+        "  qchat-server invite NAME --pki {} --data {} --server HOST:PORT   # then on their PC: qchat-cli join INVITE --out FILE",
+        pki.display(),
+        data.display()
+    );
     println!("from a source checkout, run them as `cargo run --release -p qchat-gui --bin qchat -- ARGS`");
     println!("and `cargo run --release -p qchat-client --bin qchat-cli -- ARGS`");
 }
