@@ -10,9 +10,9 @@ use std::time::Instant;
 use iced::futures::SinkExt;
 use iced::widget::{operation, text_editor};
 use iced::{event, window, Subscription, Task};
-use qchat_client::{Client, ClientOptions, ConnectionState, Event, TransferId};
+use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, TransferId};
 
-use crate::model::Model;
+use crate::model::{Devices, Model};
 
 /// The chat log's widget id (to keep it scrolled to the newest line).
 pub const LOG: &str = "chat-log";
@@ -47,6 +47,14 @@ pub enum Message {
     DownloadsOpened(Result<(), String>),
     Cancel(TransferId),
     DismissNotice,
+    /// "Devices": open or close the devices panel (opening asks the relay for the list).
+    ToggleDevices,
+    /// "Link a new device": ask for an invite.
+    LinkDevice,
+    /// "Revoke" on one of this person's devices.
+    RevokeDevice(String),
+    /// "Copy" next to an invite.
+    CopyInvite(String),
 }
 
 /// The window's state.
@@ -152,8 +160,25 @@ impl App {
                 }
             }
             Message::DismissNotice => self.model.notice = None,
+            Message::ToggleDevices => {
+                if self.model.devices.take().is_none() {
+                    self.model.devices = Some(Devices::default());
+                    self.ask(DeviceRequest::List);
+                }
+            }
+            Message::LinkDevice => self.ask(DeviceRequest::Link),
+            Message::RevokeDevice(id) => self.ask(DeviceRequest::Revoke(id)),
+            Message::CopyInvite(line) => return iced::clipboard::write(line),
         }
         Task::none()
+    }
+
+    /// Sends a device request to the core (it waits for a connection if there is none).
+    fn ask(&mut self, request: DeviceRequest) {
+        match &self.client {
+            Some(client) => client.devices(request),
+            None => self.model.notice = Some("not connected yet; try again in a moment".into()),
+        }
     }
 
     fn send(&mut self) -> Task<Message> {

@@ -14,12 +14,20 @@ pub fn init_local_offset() {
     let _ = LOCAL_OFFSET.set(UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
 }
 
+fn local(time_ms: i64) -> Option<OffsetDateTime> {
+    let offset = LOCAL_OFFSET.get().copied().unwrap_or(UtcOffset::UTC);
+    OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000).ok().map(|t| t.to_offset(offset))
+}
+
 /// `HH:MM` in local time (UTC if the offset was never read).
 pub fn clock(time_ms: i64) -> String {
-    let offset = LOCAL_OFFSET.get().copied().unwrap_or(UtcOffset::UTC);
-    OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000)
-        .map(|t| t.to_offset(offset))
-        .map(|t| format!("{:02}:{:02}", t.hour(), t.minute()))
+    local(time_ms).map(|t| format!("{:02}:{:02}", t.hour(), t.minute())).unwrap_or_default()
+}
+
+/// `YYYY-MM-DD HH:MM` in local time.
+pub fn date(time_ms: i64) -> String {
+    local(time_ms)
+        .map(|t| format!("{}-{:02}-{:02} {:02}:{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute()))
         .unwrap_or_default()
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use qchat_client::args::ConnectArgs;
-use qchat_gui::app::App;
+use qchat_gui::shell::{Settings, Shell};
 
 #[derive(Parser)]
 #[command(name = "qchat", version, about = "qchat, the desktop client")]
@@ -25,11 +25,24 @@ fn main() -> Result<()> {
     // Read while the process has one thread: the only moment the local offset is safe to ask.
     qchat_gui::format::init_local_offset();
     let cli = Cli::parse();
-    let mut options = cli.connect.options()?;
-    options.download_dir = cli.download_dir;
-    iced::application(move || App::new(options.clone()), App::update, App::view)
-        .title(App::title)
-        .subscription(App::subscription)
+    let settings = Settings {
+        server: cli.connect.server.clone(),
+        data_dir: cli.connect.data_dir.clone(),
+        download_dir: cli.download_dir,
+    };
+    // Without --identity: the join screen (with the identities joined before, to open).
+    let options = match &cli.connect.identity {
+        Some(path) => Some(settings.options(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let identities = qchat_gui::join::identities_dir();
+    let boot = move || match &options {
+        Some(options) => Shell::chat(options.clone()),
+        None => Shell::join(identities.clone(), settings.clone()),
+    };
+    iced::application(boot, Shell::update, Shell::view)
+        .title(Shell::title)
+        .subscription(Shell::subscription)
         .window_size((1040.0, 660.0))
         .run()?;
     Ok(())

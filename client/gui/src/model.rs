@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use qchat_client::history::ChatLine;
 use qchat_client::{ConnectionState, Event, TransferId};
-use qchat_shared::frame::{FileEntry, FileId, FileState, MessageId};
+use qchat_shared::frame::{DeviceInfo, FileEntry, FileId, FileState, MessageId};
 
 /// The link to the relay, as the status line tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +117,17 @@ pub struct Model {
     pub transfers: Vec<Transfer>,
     /// The last error worth a person's attention.
     pub notice: Option<String>,
+    /// The devices panel, when it is open.
+    pub devices: Option<Devices>,
+}
+
+/// The devices panel: this person's devices, and an invite for another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// As the relay listed them (`None` until it answered).
+    pub list: Option<Vec<DeviceInfo>>,
+    /// An invite line for another device, once asked for.
+    pub invite: Option<String>,
 }
 
 impl Model {
@@ -129,6 +140,7 @@ impl Model {
             lines: Vec::new(),
             transfers: Vec::new(),
             notice: None,
+            devices: None,
         }
     }
 
@@ -218,6 +230,32 @@ impl Model {
                 self.notice = Some("a message of yours expired on the relay before it was delivered".into())
             }
             Event::LocalError { reason } => self.notice = Some(reason),
+            Event::Devices(list) => {
+                if let Some(panel) = &mut self.devices {
+                    panel.list = Some(list);
+                }
+            }
+            Event::DeviceInvite { line, .. } => {
+                if let Some(panel) = &mut self.devices {
+                    panel.invite = Some(line);
+                }
+            }
+            Event::DeviceRevoked { id } => {
+                if let Some(list) = self.devices.as_mut().and_then(|p| p.list.as_mut()) {
+                    list.retain(|d| d.id != id);
+                }
+                self.notice = Some(format!("device {id} is revoked: it cannot connect any more"));
+            }
+            Event::DeviceRefused { reason } => self.notice = Some(reason),
+            Event::DeviceAdded { user, device } => {
+                // Everyone hears of a new device: one nobody expected is worth a look.
+                let whose = if user == self.me { "you have".to_string() } else { format!("{user} has") };
+                self.notice = Some(format!("{whose} a new device: {} ({})", device.name, device.id));
+                if let Some(list) = self.devices.as_mut().and_then(|p| p.list.as_mut()).filter(|_| user == self.me) {
+                    list.push(device);
+                }
+            }
+            Event::Renewed { .. } => {}
             event => self.file_event(event, now),
         }
     }

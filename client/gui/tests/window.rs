@@ -8,6 +8,8 @@ use iced::widget::Id;
 use iced_test::simulator;
 use qchat_client::{Client, Event};
 use qchat_gui::app::{App, Message, INPUT};
+use qchat_gui::join::{join_and_save, JoinMessage};
+use qchat_gui::shell::{Shell, ShellMessage};
 use qchat_gui::model::{Link, Stage};
 use qchat_shared::identity::Identity;
 use qchat_tests::{write_file, TestClient, TestRelay};
@@ -191,4 +193,84 @@ async fn a_file_still_arriving_is_marked_so_with_what_the_relay_holds() {
     let mut ui = simulator(app.view());
     assert!(ui.find("arriving (3.0 MiB on the relay): press Receive to get it as it comes").is_ok());
     assert!(ui.find("Receive (1)").is_ok(), "an arriving file can be received already");
+}
+
+#[tokio::test]
+async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() {
+    let setup = TestRelay::start_with_people(Default::default(), &["bob"]).await;
+    let _bob = peer(&setup, "bob").await;
+    let line = setup.invite("alice", Duration::from_secs(3600)).await;
+    let dir = setup.tmp.path().join("identities");
+    let settings = qchat_gui::shell::Settings {
+        server: Some(setup.addr.to_string()),
+        data_dir: Some(setup.clients_dir.clone()),
+        download_dir: None,
+    };
+    let (mut shell, _) = Shell::join(dir.clone(), settings);
+    assert_eq!(shell.title(), "qchat — join");
+
+    let mut ui = simulator(shell.view());
+    assert!(ui.find("Paste your invite: the line you got from the relay's owner, or from qchat on your other device.").is_ok());
+    ui.click("qchat-invite:…").expect("the invite field");
+    ui.typewrite(&line);
+    let typed: Vec<ShellMessage> = ui.into_messages().collect();
+    for message in typed {
+        let _ = shell.update(message);
+    }
+    let Shell::Join(screen, _) = &shell else { panic!("still joining") };
+    assert_eq!(screen.invite, line);
+
+    // What the Join button starts (iced runs it as a task): the key is made here.
+    let path = join_and_save(line.clone(), "desk".into(), dir.clone()).await.unwrap();
+    assert!(path.starts_with(&dir) && path.exists());
+    let _ = shell.update(ShellMessage::Join(JoinMessage::Joined(Ok(path.clone()))));
+    let Shell::Chat(app) = &mut shell else { panic!("the chat opens once joined") };
+    assert_eq!(app.model.me, "alice");
+    assert_eq!(app.options.identity_path.as_deref(), Some(path.as_path()));
+    let (client, mut events) = Client::start((*app.options).clone());
+    let _ = app.update(Message::Ready(client));
+    pump(app, &mut events, "connected", connected).await;
+
+    // The next start without --identity offers it; a used invite says so.
+    let (mut again, _) = Shell::join(dir.clone(), Default::default());
+    assert!(simulator(again.view()).find("Or open an identity this PC has:").is_ok());
+    let Shell::Join(screen, _) = &mut again else { unreachable!() };
+    assert_eq!(screen.saved, [path]);
+    let err = join_and_save(line, "other".into(), dir).await.unwrap_err();
+    assert!(err.contains("already used"), "{err}");
+    let _ = screen.update(JoinMessage::Joined(Err(err.clone())));
+    let mut ui = simulator(again.view());
+    assert!(ui.find(err.as_str()).is_ok(), "the window says why");
+}
+
+#[tokio::test]
+async fn the_devices_panel_lists_links_and_revokes() {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let mut ui = simulator(app.view());
+    ui.click("Devices").expect("the Devices button");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    pump(&mut app, &mut events, "the device list", |app| app.model.devices.as_ref().is_some_and(|d| d.list.is_some())).await;
+    let mut ui = simulator(app.view());
+    assert!(ui.find("this device").is_ok());
+    ui.click("Link a new device").expect("the link button");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    pump(&mut app, &mut events, "an invite", |app| app.model.devices.as_ref().is_some_and(|d| d.invite.is_some())).await;
+    let line = app.model.devices.as_ref().unwrap().invite.clone().unwrap();
+    let phone = setup.join(&line, "phone").await;
+    pump(&mut app, &mut events, "the new device's notice", |app| {
+        app.model.notice.as_deref().is_some_and(|n| n.contains("you have a new device: phone"))
+    })
+    .await;
+    let mut ui = simulator(app.view());
+    ui.click("Revoke").expect("a Revoke button for the phone");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    assert!(clicked.iter().any(|m| matches!(m, Message::RevokeDevice(id) if Some(id.clone()) == phone.device())));
+    apply(&mut app, clicked);
+    pump(&mut app, &mut events, "revoked", |app| app.model.notice.as_deref().is_some_and(|n| n.contains("revoked"))).await;
+    let list = app.model.devices.as_ref().and_then(|d| d.list.clone()).unwrap();
+    assert!(list.iter().all(|d| d.name != "phone"), "{list:?}");
 }

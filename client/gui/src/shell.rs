@@ -1,0 +1,104 @@
+//! The window's two screens: joining (no identity yet) and the chat ([`App`]). Joining, or
+//! opening a saved identity, switches to the chat.
+
+use std::path::{Path, PathBuf};
+
+use iced::{Element, Subscription, Task};
+use qchat_client::ClientOptions;
+
+use crate::app::{App, Message};
+use crate::join::{JoinMessage, JoinScreen};
+
+/// How the chat is started once there is an identity (the command line's settings).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub server: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub download_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Client options for the identity file at `path`.
+    pub fn options(&self, path: &Path) -> Result<ClientOptions, String> {
+        let identity = qchat_shared::identity::Identity::load(path).map_err(|e| e.to_string())?;
+        let mut options = ClientOptions::new(identity);
+        options.server = self.server.clone();
+        options.data_dir = self.data_dir.clone();
+        options.download_dir = self.download_dir.clone();
+        options.identity_path = Some(path.to_path_buf());
+        Ok(options)
+    }
+}
+
+/// The screen showing.
+pub enum Shell {
+    Join(JoinScreen, Settings),
+    Chat(App),
+}
+
+/// A message for either screen.
+#[derive(Debug, Clone)]
+pub enum ShellMessage {
+    Join(JoinMessage),
+    Chat(Message),
+}
+
+impl Shell {
+    /// The chat of `options`' identity.
+    pub fn chat(options: ClientOptions) -> (Shell, Task<ShellMessage>) {
+        let (app, task) = App::new(options);
+        (Shell::Chat(app), task.map(ShellMessage::Chat))
+    }
+
+    /// The join screen, with the identities already in `dir`.
+    pub fn join(dir: PathBuf, settings: Settings) -> (Shell, Task<ShellMessage>) {
+        (Shell::Join(JoinScreen::new(dir), settings), Task::none())
+    }
+
+    pub fn title(&self) -> String {
+        match self {
+            Shell::Join(..) => "qchat — join".into(),
+            Shell::Chat(app) => app.title(),
+        }
+    }
+
+    pub fn update(&mut self, message: ShellMessage) -> Task<ShellMessage> {
+        match (self, message) {
+            (Shell::Chat(app), ShellMessage::Chat(message)) => app.update(message).map(ShellMessage::Chat),
+            (shell @ Shell::Join(..), ShellMessage::Join(message)) => {
+                let Shell::Join(screen, settings) = shell else { unreachable!() };
+                let path = match &message {
+                    JoinMessage::Joined(Ok(path)) | JoinMessage::Open(path) => path.clone(),
+                    _ => return screen.update(message).map(ShellMessage::Join),
+                };
+                match settings.options(&path) {
+                    Ok(options) => {
+                        let (next, task) = Shell::chat(options);
+                        *shell = next;
+                        task
+                    }
+                    Err(reason) => {
+                        screen.busy = false;
+                        screen.error = Some(reason);
+                        Task::none()
+                    }
+                }
+            }
+            _ => Task::none(),
+        }
+    }
+
+    pub fn view(&self) -> Element<'_, ShellMessage> {
+        match self {
+            Shell::Join(screen, _) => screen.view().map(ShellMessage::Join),
+            Shell::Chat(app) => app.view().map(ShellMessage::Chat),
+        }
+    }
+
+    pub fn subscription(&self) -> Subscription<ShellMessage> {
+        match self {
+            Shell::Join(..) => Subscription::none(),
+            Shell::Chat(app) => app.subscription().map(ShellMessage::Chat),
+        }
+    }
+}
