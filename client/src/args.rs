@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-
 use qchat_shared::identity::{Identity, IdentityError};
 
 use crate::ClientOptions;
@@ -57,7 +56,10 @@ pub fn default_device_name() -> String {
 /// used, and again when writing).
 pub fn check_new_identity_path(path: &std::path::Path) -> Result<(), String> {
     if path.exists() {
-        return Err(format!("{} exists already; choose another --out (an identity is never overwritten)", path.display()));
+        return Err(format!(
+            "{} exists already; choose another --out (an identity is never overwritten)",
+            path.display()
+        ));
     }
     Ok(())
 }

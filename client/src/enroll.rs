@@ -62,7 +62,8 @@ pub async fn join(line: &str, device_name: &str) -> Result<Joined, JoinError> {
     let remote = resolve(server).await.map_err(|e| failed(e.reason))?;
     let endpoint = endpoint_for(remote).map_err(|e| failed(e.reason))?;
     let host = split_host_port(server).map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or(server);
-    let connecting = endpoint.connect_with(config, remote, host).map_err(|e| failed(format!("cannot connect to {server}: {e}")))?;
+    let connecting =
+        endpoint.connect_with(config, remote, host).map_err(|e| failed(format!("cannot connect to {server}: {e}")))?;
     let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(quinn::ConnectionError::TransportError(e))) if is_tls_alert(e.code.into()) => {
@@ -72,7 +73,9 @@ pub async fn join(line: &str, device_name: &str) -> Result<Joined, JoinError> {
             )))
         }
         Ok(Err(e)) => return Err(failed(format!("cannot reach the relay at {server}: {e}"))),
-        Err(_) => return Err(failed(format!("no answer from the relay at {server}: is it running, and its UDP port open?"))),
+        Err(_) => {
+            return Err(failed(format!("no answer from the relay at {server}: is it running, and its UDP port open?")))
+        }
     };
     let request = EnrollRequest {
         invite: invite.id.clone(),
@@ -90,7 +93,8 @@ pub async fn join(line: &str, device_name: &str) -> Result<Joined, JoinError> {
     let ca_pem = pinned.ca_pem().ok_or_else(|| failed("the relay's CA was not kept from the handshake"))?;
     let identity = Identity { server: invite.server.clone(), user, cert_pem, ca_pem, key_pem: key.serialize_pem() };
     // What we write must be an identity the rest of qchat reads.
-    let identity = Identity::parse(&identity.to_text()).map_err(|e| failed(format!("the relay's answer is unusable: {e}")))?;
+    let identity =
+        Identity::parse(&identity.to_text()).map_err(|e| failed(format!("the relay's answer is unusable: {e}")))?;
     Ok(Joined { identity, device })
 }
 

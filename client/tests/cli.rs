@@ -289,7 +289,8 @@ async fn a_second_device_joins_with_a_linked_invite_and_lists_its_devices() {
 
     // Without --json too, the invite is the last line.
     let text = setup.command("alice", &["devices", "link"]);
-    let args: Vec<String> = text.get_args().map(|a| a.to_string_lossy().into_owned()).filter(|a| a != "--json").collect();
+    let args: Vec<String> =
+        text.get_args().map(|a| a.to_string_lossy().into_owned()).filter(|a| a != "--json").collect();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli")).args(&args).output().unwrap();
     let last_line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
     assert!(qchat_shared::invite::Invite::parse(&last_line).is_ok(), "{last_line:?}");
@@ -318,7 +319,11 @@ async fn a_second_device_joins_with_a_linked_invite_and_lists_its_devices() {
         .output()
         .unwrap();
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already used"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let over = std::process::Command::new(env!("CARGO_BIN_EXE_qchat-cli"))
         .args(["join", &line, "--out"])
         .arg(&out_file)

@@ -22,7 +22,8 @@ pub struct Dirs {
 impl Dirs {
     fn open_store(&self) -> Result<(Store, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(&self.data).with_context(|| format!("creating {}", self.data.display()))?;
-        let (store, _feed, thread) = store::open(&self.data.join("relay.db")).context("opening the relay's database")?;
+        let (store, _feed, thread) =
+            store::open(&self.data.join("relay.db")).context("opening the relay's database")?;
         Ok((store, thread))
     }
 }
@@ -44,12 +45,20 @@ pub struct OperatorInvite {
 /// Makes a one-time invite for `user` (a new person, within the two-person limit, or
 /// another device of one), for the relay reached at `server` (default: its certificate's
 /// first host and the default port).
-pub async fn make_invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: Duration) -> Result<OperatorInvite> {
+pub async fn make_invite(
+    dirs: &Dirs,
+    user: &str,
+    server: Option<String>,
+    lifetime: Duration,
+) -> Result<OperatorInvite> {
     qchat_shared::names::validate_user_name(user).map_err(anyhow::Error::msg)?;
     let members: Vec<String> = PkiDir::new(&dirs.pki).users()?.into_iter().take(2).collect();
     let new_person = !members.iter().any(|m| m == user);
     if new_person && members.len() >= 2 {
-        bail!("this relay is for {} only; {user} cannot be invited (rooms for more people come later)", members.join(" and "));
+        bail!(
+            "this relay is for {} only; {user} cannot be invited (rooms for more people come later)",
+            members.join(" and ")
+        );
     }
     let server = match server {
         Some(server) => server,
@@ -67,7 +76,10 @@ pub async fn make_invite(dirs: &Dirs, user: &str, server: Option<String>, lifeti
 pub async fn invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: Duration) -> Result<()> {
     let made = make_invite(dirs, user, server, lifetime).await?;
     let who = if made.new_person { format!("{user} (a new person)") } else { format!("another device of {user}") };
-    println!("a one-time invite for {who}, valid until {}; on their PC: qchat-cli join INVITE --out FILE", rfc3339(made.expires_ms));
+    println!(
+        "a one-time invite for {who}, valid until {}; on their PC: qchat-cli join INVITE --out FILE",
+        rfc3339(made.expires_ms)
+    );
     println!("{}", made.invite);
     Ok(())
 }
@@ -97,7 +109,12 @@ fn device_line(row: &DeviceRow) -> String {
     };
     let enrolled = if row.enrolled_ms == 0 { "(qchat-certs identity)".to_string() } else { rfc3339(row.enrolled_ms) };
     let seen = row.last_seen_ms.map(rfc3339).unwrap_or_else(|| "never".into());
-    format!("{}\t{}\t{}\tenrolled {enrolled}\tlast seen {seen}\t{state}", Escaped(&row.user), row.id, Escaped(&row.name))
+    format!(
+        "{}\t{}\t{}\tenrolled {enrolled}\tlast seen {seen}\t{state}",
+        Escaped(&row.user),
+        row.id,
+        Escaped(&row.name)
+    )
 }
 
 /// `qchat-server devices [USER]`: every device (of one person), revoked ones too.

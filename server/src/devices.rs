@@ -113,11 +113,7 @@ pub fn info(row: &DeviceRow, current_device: &str) -> DeviceInfo {
 /// bidirectional characters go, and it is at most 64 characters ("device" if nothing is
 /// left).
 pub fn clean_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .filter(|c| !qchat_shared::display::is_unsafe(*c))
-        .take(64)
-        .collect();
+    let cleaned: String = name.chars().filter(|c| !qchat_shared::display::is_unsafe(*c)).take(64).collect();
     let cleaned = cleaned.trim();
     if cleaned.is_empty() {
         "device".into()

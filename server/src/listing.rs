@@ -56,7 +56,11 @@ impl Pages {
 
 /// Sends `user`'s files (for them, then from them) as one or more `Files` pages, the last
 /// marked; waits whenever the connection's queue is full.
-pub async fn send_files(state: &RelayState, caller: &Caller, out: &mpsc::Sender<RelayControl>) -> Result<(), ListingError> {
+pub async fn send_files(
+    state: &RelayState,
+    caller: &Caller,
+    out: &mpsc::Sender<RelayControl>,
+) -> Result<(), ListingError> {
     let mut pages = Pages::default();
     for listing in [Listing::Incoming, Listing::Outgoing] {
         let mut after = 0;

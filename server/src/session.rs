@@ -69,7 +69,8 @@ pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
         return crate::enroll::run(state, connection).instrument(span).await;
     }
     let Some(certified) = certified(&connection) else {
-        let reason = "the relay asked for a certificate and none was sent: use a .qchat identity file (or join with an invite)";
+        let reason =
+            "the relay asked for a certificate and none was sent: use a .qchat identity file (or join with an invite)";
         connection.close(CloseCode::Protocol.to_varint(), reason.as_bytes());
         return;
     };

@@ -284,7 +284,10 @@ pub struct EnrollRequest {
 
 impl fmt::Debug for EnrollRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnrollRequest").field("invite", &self.invite).field("device_name", &self.device_name).finish_non_exhaustive()
+        f.debug_struct("EnrollRequest")
+            .field("invite", &self.invite)
+            .field("device_name", &self.device_name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -126,6 +126,8 @@ mod tests {
         assert!(Invite::parse(&no_port).is_err());
         let typo = line.replacen('a', "1", 1).replacen("1", "8", 1);
         let _ = Invite::parse(&typo); // garbled somewhere: an error or another invite, never a panic
-        assert!(!format!("{:?}", Invite::parse(&line).unwrap()).contains(&base32(&Invite::parse(&line).unwrap().secret)));
+        assert!(
+            !format!("{:?}", Invite::parse(&line).unwrap()).contains(&base32(&Invite::parse(&line).unwrap().secret))
+        );
     }
 }

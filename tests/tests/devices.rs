@@ -146,8 +146,7 @@ async fn a_new_device_gets_what_comes_after_it_joined_and_everyone_sees_it_arriv
 
 #[tokio::test]
 async fn an_invite_works_once_and_a_refused_one_says_why() {
-    let mut limits = RelayLimits::default();
-    limits.enroll_failures_per_minute = 4;
+    let limits = RelayLimits { enroll_failures_per_minute: 4, ..Default::default() };
     let relay = TestRelay::start_with_people(limits, &[]).await;
     let line = relay.invite("alice", DAY).await;
     relay.join(&line, "first").await;
@@ -233,9 +232,8 @@ async fn a_revoked_device_is_cut_off_and_the_others_go_on() {
 
 #[tokio::test]
 async fn a_device_renews_its_certificate_before_it_ends() {
-    let mut limits = RelayLimits::default();
     // A certificate of a minute (issued five minutes back): in its last third at once.
-    limits.device_lifetime = Duration::from_secs(60);
+    let limits = RelayLimits { device_lifetime: Duration::from_secs(60), ..Default::default() };
     let relay = TestRelay::start_with_people(limits, &[]).await;
     let identity = relay.join(&relay.invite("alice", DAY).await, "laptop").await;
     let path = relay.tmp.path().join("alice.qchat");

@@ -69,7 +69,14 @@ impl JoinScreen {
     /// The screen, with the identities already in `dir`.
     pub fn new(dir: PathBuf) -> Self {
         let saved = saved_identities(&dir);
-        JoinScreen { invite: String::new(), name: qchat_client::args::default_device_name(), busy: false, error: None, dir, saved }
+        JoinScreen {
+            invite: String::new(),
+            name: qchat_client::args::default_device_name(),
+            busy: false,
+            error: None,
+            dir,
+            saved,
+        }
     }
 
     /// Applies a message; `Joined(Ok)` and `Open` are the shell's to act on.
@@ -102,7 +109,9 @@ impl JoinScreen {
         let mut body = column![
             text("Welcome to qchat").size(24),
             text("Paste your invite: the line you got from the relay's owner, or from qchat on your other device."),
-            text_input("qchat-invite:…", &self.invite).on_input(JoinMessage::InviteChanged).on_submit(JoinMessage::Join),
+            text_input("qchat-invite:…", &self.invite)
+                .on_input(JoinMessage::InviteChanged)
+                .on_submit(JoinMessage::Join),
             row![
                 text("This device is called"),
                 text_input("device name", &self.name).on_input(JoinMessage::NameChanged).width(260),

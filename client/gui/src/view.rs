@@ -11,8 +11,8 @@ use qchat_client::history::ChatLine;
 use crate::app::{App, Message, INPUT, LOG};
 use crate::format::{clock, date, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
-use qchat_shared::frame::DeviceInfo;
 use crate::style;
+use qchat_shared::frame::DeviceInfo;
 
 /// The whole window.
 pub fn window(app: &App) -> Element<'_, Message> {
@@ -21,11 +21,7 @@ pub fn window(app: &App) -> Element<'_, Message> {
         None => files(app),
     };
     let panels = row![
-        container(left)
-            .width(Length::FillPortion(2))
-            .height(Fill)
-            .padding(10)
-            .style(style::panel(style::FILES_BG)),
+        container(left).width(Length::FillPortion(2)).height(Fill).padding(10).style(style::panel(style::FILES_BG)),
         container(chat(app)).width(Length::FillPortion(3)).height(Fill).padding(10).style(style::panel(style::CHAT_BG)),
     ];
     column![panels, status(app)].into()
@@ -102,21 +98,26 @@ fn devices<'a>(app: &'a App, panel: &'a Devices) -> Element<'a, Message> {
         Some(list) => Column::with_children(list.iter().map(device)).spacing(8).into(),
     };
     let mut body = column![
-        row![text(format!("Devices of {}", app.model.me)).size(18).width(Fill), button("Close").on_press(Message::ToggleDevices)]
-            .align_y(Alignment::Center),
+        row![
+            text(format!("Devices of {}", app.model.me)).size(18).width(Fill),
+            button("Close").on_press(Message::ToggleDevices)
+        ]
+        .align_y(Alignment::Center),
         scrollable(list).height(Fill).width(Fill),
         button("Link a new device").on_press(Message::LinkDevice),
     ]
     .spacing(8);
     if let Some(line) = &panel.invite {
         body = body.push(text("A one-time invite for your other device (valid for a day). Paste it into qchat there, or run `qchat-cli join INVITE --out FILE`:").size(12));
-        body = body.push(row![text_input("", line).width(Fill), button("Copy").on_press(Message::CopyInvite(line.clone()))].spacing(6));
+        let shown = text(line).size(13).wrapping(iced::widget::text::Wrapping::Glyph).width(Fill);
+        body = body.push(row![shown, button("Copy").on_press(Message::CopyInvite(line.clone()))].spacing(6));
     }
     body.into()
 }
 
 fn device(d: &DeviceInfo) -> Element<'_, Message> {
-    let enrolled = if d.enrolled_ms == 0 { "identity file".to_string() } else { format!("joined {}", date(d.enrolled_ms)) };
+    let enrolled =
+        if d.enrolled_ms == 0 { "identity file".to_string() } else { format!("joined {}", date(d.enrolled_ms)) };
     let seen = d.last_seen_ms.map(|ms| format!("last seen {}", date(ms))).unwrap_or_else(|| "never connected".into());
     let action: Element<'_, Message> = if d.current {
         text("this device").size(12).color(style::OK).into()
@@ -124,7 +125,8 @@ fn device(d: &DeviceInfo) -> Element<'_, Message> {
         button(text("Revoke").size(12)).on_press(Message::RevokeDevice(d.id.clone())).into()
     };
     let body = row![
-        column![text(&d.name), text(format!("{} · {enrolled} · {seen}", d.id)).size(12).color(style::MUTED)].width(Fill),
+        column![text(&d.name), text(format!("{} · {enrolled} · {seen}", d.id)).size(12).color(style::MUTED)]
+            .width(Fill),
         action,
     ]
     .align_y(Alignment::Center);
@@ -194,9 +196,13 @@ fn status(app: &App) -> Element<'_, Message> {
         (Some(peer), false) => format!("{peer} is offline"),
         (None, _) => String::new(),
     };
-    let mut line = row![text(link).color(color).width(Fill), text(peer), button(text("Devices").size(12)).on_press(Message::ToggleDevices)]
-        .spacing(12)
-        .align_y(Alignment::Center);
+    let mut line = row![
+        text(link).color(color).width(Fill),
+        text(peer),
+        button(text("Devices").size(12)).on_press(Message::ToggleDevices)
+    ]
+    .spacing(12)
+    .align_y(Alignment::Center);
     if let Some(notice) = &model.notice {
         line = line.push(text(notice).color(style::ERROR)).push(button(text("×")).on_press(Message::DismissNotice));
     }

@@ -9,8 +9,8 @@ use iced_test::simulator;
 use qchat_client::{Client, Event};
 use qchat_gui::app::{App, Message, INPUT};
 use qchat_gui::join::{join_and_save, JoinMessage};
-use qchat_gui::shell::{Shell, ShellMessage};
 use qchat_gui::model::{Link, Stage};
+use qchat_gui::shell::{Shell, ShellMessage};
 use qchat_shared::identity::Identity;
 use qchat_tests::{write_file, TestClient, TestRelay};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -210,7 +210,9 @@ async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() 
     assert_eq!(shell.title(), "qchat — join");
 
     let mut ui = simulator(shell.view());
-    assert!(ui.find("Paste your invite: the line you got from the relay's owner, or from qchat on your other device.").is_ok());
+    assert!(ui
+        .find("Paste your invite: the line you got from the relay's owner, or from qchat on your other device.")
+        .is_ok());
     ui.click("qchat-invite:…").expect("the invite field");
     ui.typewrite(&line);
     let typed: Vec<ShellMessage> = ui.into_messages().collect();
@@ -252,13 +254,15 @@ async fn the_devices_panel_lists_links_and_revokes() {
     ui.click("Devices").expect("the Devices button");
     let clicked: Vec<Message> = ui.into_messages().collect();
     apply(&mut app, clicked);
-    pump(&mut app, &mut events, "the device list", |app| app.model.devices.as_ref().is_some_and(|d| d.list.is_some())).await;
+    pump(&mut app, &mut events, "the device list", |app| app.model.devices.as_ref().is_some_and(|d| d.list.is_some()))
+        .await;
     let mut ui = simulator(app.view());
     assert!(ui.find("this device").is_ok());
     ui.click("Link a new device").expect("the link button");
     let clicked: Vec<Message> = ui.into_messages().collect();
     apply(&mut app, clicked);
-    pump(&mut app, &mut events, "an invite", |app| app.model.devices.as_ref().is_some_and(|d| d.invite.is_some())).await;
+    pump(&mut app, &mut events, "an invite", |app| app.model.devices.as_ref().is_some_and(|d| d.invite.is_some()))
+        .await;
     let line = app.model.devices.as_ref().unwrap().invite.clone().unwrap();
     let phone = setup.join(&line, "phone").await;
     pump(&mut app, &mut events, "the new device's notice", |app| {
@@ -270,7 +274,8 @@ async fn the_devices_panel_lists_links_and_revokes() {
     let clicked: Vec<Message> = ui.into_messages().collect();
     assert!(clicked.iter().any(|m| matches!(m, Message::RevokeDevice(id) if Some(id.clone()) == phone.device())));
     apply(&mut app, clicked);
-    pump(&mut app, &mut events, "revoked", |app| app.model.notice.as_deref().is_some_and(|n| n.contains("revoked"))).await;
+    pump(&mut app, &mut events, "revoked", |app| app.model.notice.as_deref().is_some_and(|n| n.contains("revoked")))
+        .await;
     let list = app.model.devices.as_ref().and_then(|d| d.list.clone()).unwrap();
     assert!(list.iter().all(|d| d.name != "phone"), "{list:?}");
 }

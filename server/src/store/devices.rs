@@ -69,7 +69,9 @@ pub struct NewDevice {
 /// Checks an invite by id and secret digest. A wrong secret is "invalid", like an unknown
 /// id, so that a guess learns nothing; only the holder of the secret hears its state.
 fn check(txn: &Transaction<'_>, id: &str, digest: &[u8; 32]) -> Result<InviteCheck, StoreError> {
-    let row: Option<(Vec<u8>, String, i64, Option<i64>, Option<i64>)> = txn
+    /// An invite's digest, user, expiry, use and revocation.
+    type InviteRow = (Vec<u8>, String, i64, Option<i64>, Option<i64>);
+    let row: Option<InviteRow> = txn
         .query_row(
             "SELECT digest, user, expires_ms, used_ms, revoked_ms FROM invites WHERE id = ?1",
             params![id],
@@ -96,18 +98,22 @@ fn check(txn: &Transaction<'_>, id: &str, digest: &[u8; 32]) -> Result<InviteChe
 }
 
 fn open_devices(txn: &Transaction<'_>, user: &str) -> Result<i64, StoreError> {
-    Ok(txn.query_row(
-        "SELECT COUNT(*) FROM devices WHERE user = ?1 AND revoked_ms IS NULL",
-        params![user],
-        |r| r.get(0),
-    )?)
+    Ok(txn.query_row("SELECT COUNT(*) FROM devices WHERE user = ?1 AND revoked_ms IS NULL", params![user], |r| {
+        r.get(0)
+    })?)
 }
 
 fn max_seq(txn: &Transaction<'_>) -> Result<i64, StoreError> {
     Ok(txn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |r| r.get(0))?)
 }
 
-fn add_certificate(txn: &Transaction<'_>, user: &str, device: &str, serial: &[u8], not_after_ms: i64) -> Result<(), StoreError> {
+fn add_certificate(
+    txn: &Transaction<'_>,
+    user: &str,
+    device: &str,
+    serial: &[u8],
+    not_after_ms: i64,
+) -> Result<(), StoreError> {
     txn.execute(
         "INSERT INTO device_certs (serial, user, device, not_after_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (serial) DO NOTHING",
@@ -119,7 +125,13 @@ fn add_certificate(txn: &Transaction<'_>, user: &str, device: &str, serial: &[u8
 impl Store {
     /// Records a new invite for `user` (only its secret's digest), unless too many of
     /// theirs wait to be used.
-    pub async fn create_invite(&self, user: &str, id: &str, digest: [u8; 32], expires_ms: i64) -> Result<(), StoreError> {
+    pub async fn create_invite(
+        &self,
+        user: &str,
+        id: &str,
+        digest: [u8; 32],
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
         let (user, id) = (user.to_string(), id.to_string());
         self.submit(
             move |txn| {
@@ -170,7 +182,10 @@ impl Store {
                     )));
                 }
                 let now = now_ms();
-                txn.execute("UPDATE invites SET used_ms = ?2, device = ?3 WHERE id = ?1", params![id, now, new.device])?;
+                txn.execute(
+                    "UPDATE invites SET used_ms = ?2, device = ?3 WHERE id = ?1",
+                    params![id, now, new.device],
+                )?;
                 txn.execute(
                     "INSERT INTO devices (user, id, name, enrolled_ms, cursor) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![new.user, new.device, new.name, now, max_seq(txn)?],
@@ -210,8 +225,7 @@ impl Store {
                     Some(row) if row.revoked_ms.is_some() => return Ok(None),
                     Some(_) => {}
                     None => {
-                        let (name, enrolled_ms) =
-                            if from_certs_tool { ("identity file", 0) } else { ("unknown", now) };
+                        let (name, enrolled_ms) = if from_certs_tool { ("identity file", 0) } else { ("unknown", now) };
                         let cursor: i64 = txn.query_row(
                             "SELECT COALESCE(MIN(seq) - 1, (SELECT COALESCE(MAX(seq), 0) FROM messages))
                              FROM messages WHERE recipient = ?1 AND delivered_ms IS NULL",
@@ -248,7 +262,13 @@ impl Store {
     }
 
     /// Records a renewed certificate of a device that is not revoked; false if it is.
-    pub async fn renew_device(&self, user: &str, device: &str, serial: Vec<u8>, not_after_ms: i64) -> Result<bool, StoreError> {
+    pub async fn renew_device(
+        &self,
+        user: &str,
+        device: &str,
+        serial: Vec<u8>,
+        not_after_ms: i64,
+    ) -> Result<bool, StoreError> {
         let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
@@ -346,7 +366,13 @@ mod tests {
     use crate::store::open;
 
     fn new_device(user: &str, device: &str) -> NewDevice {
-        NewDevice { user: user.into(), device: device.into(), name: "laptop".into(), serial: device.as_bytes().to_vec(), not_after_ms: i64::MAX }
+        NewDevice {
+            user: user.into(),
+            device: device.into(),
+            name: "laptop".into(),
+            serial: device.as_bytes().to_vec(),
+            not_after_ms: i64::MAX,
+        }
     }
 
     #[tokio::test]
@@ -363,7 +389,10 @@ mod tests {
         let valid = InviteCheck::Valid { user: "alice".into() };
         assert_eq!(store.check_invite("aaaaaaaa", digest).await.unwrap(), valid);
         assert_eq!(store.redeem_invite("aaaaaaaa", digest, new_device("alice", "d1")).await.unwrap(), valid);
-        assert_eq!(store.redeem_invite("aaaaaaaa", digest, new_device("alice", "d2")).await.unwrap(), refused("already used"));
+        assert_eq!(
+            store.redeem_invite("aaaaaaaa", digest, new_device("alice", "d2")).await.unwrap(),
+            refused("already used")
+        );
         let devices = store.devices(Some("alice")).await.unwrap();
         assert_eq!(devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1"]);
 
@@ -385,12 +414,14 @@ mod tests {
         let err = store.create_invite("bob", "one-more", [0; 32], now_ms() + 60_000).await.unwrap_err();
         assert!(err.to_string().contains("wait to be used"), "{err}");
         for i in 0..MAX_OPEN_INVITES - 1 {
-            let redeemed = store.redeem_invite(&format!("i{i}"), [i as u8; 32], new_device("bob", &format!("d{i}"))).await;
+            let redeemed =
+                store.redeem_invite(&format!("i{i}"), [i as u8; 32], new_device("bob", &format!("d{i}"))).await;
             assert!(matches!(redeemed.unwrap(), InviteCheck::Valid { .. }));
         }
         store.device_connected("bob", "legacy", true, vec![1], i64::MAX).await.unwrap().unwrap();
         let last = MAX_OPEN_INVITES - 1;
-        let refused = store.redeem_invite(&format!("i{last}"), [last as u8; 32], new_device("bob", "dx")).await.unwrap();
+        let refused =
+            store.redeem_invite(&format!("i{last}"), [last as u8; 32], new_device("bob", "dx")).await.unwrap();
         assert!(matches!(refused, InviteCheck::Refused(ref why) if why.contains("revoke one first")), "{refused:?}");
     }
 }

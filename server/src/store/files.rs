@@ -91,7 +91,8 @@ pub enum Listing {
 impl Listing {
     /// Its filter, with `?1` the user and `device` the parameter of the device.
     fn filter(self, device: &str) -> String {
-        let since_enrolled = format!("created_ms >= (SELECT enrolled_ms FROM devices WHERE user = ?1 AND id = {device})");
+        let since_enrolled =
+            format!("created_ms >= (SELECT enrolled_ms FROM devices WHERE user = ?1 AND id = {device})");
         match self {
             Listing::Incoming => format!("recipient = ?1 AND committed_ms IS NOT NULL AND {since_enrolled}"),
             Listing::Outgoing => "sender = ?1".to_string(),

@@ -414,16 +414,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
         store.device_connected("bob", "b1", true, vec![1], i64::MAX).await.unwrap();
-        let first =
-            store.store_message(MessageId::random(), ("alice", "a1"), "bob", "0123456789", 15 + OVERHEAD).await.unwrap();
-        let err = store.store_message(MessageId::random(), ("alice", "a1"), "bob", "abcdef", 15 + OVERHEAD).await.unwrap_err();
+        let first = store
+            .store_message(MessageId::random(), ("alice", "a1"), "bob", "0123456789", 15 + OVERHEAD)
+            .await
+            .unwrap();
+        let err = store
+            .store_message(MessageId::random(), ("alice", "a1"), "bob", "abcdef", 15 + OVERHEAD)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("waiting on the relay"), "{err}");
         store
             .store_message(MessageId::random(), ("bob", "b1"), "alice", "abcdef", 15 + OVERHEAD)
             .await
             .expect("bob has his own share");
         store.mark_delivered(("bob", "b1"), vec![first.seq]).await.unwrap();
-        let second = store.store_message(MessageId::random(), ("alice", "a1"), "bob", "abcdef", 15 + OVERHEAD).await.unwrap();
+        let second =
+            store.store_message(MessageId::random(), ("alice", "a1"), "bob", "abcdef", 15 + OVERHEAD).await.unwrap();
 
         let expired = store.sweep_messages(i64::MAX / 2, 0).await.unwrap().expired;
         let mut seqs: Vec<u64> = expired.iter().filter(|m| m.sender == "alice").map(|m| m.seq).collect();

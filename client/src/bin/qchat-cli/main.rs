@@ -450,7 +450,8 @@ async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: 
 async fn join(printer: &Printer, invite: &str, out: &std::path::Path, name: Option<String>) -> Result<(), Failed> {
     qchat_client::args::check_new_identity_path(out).map_err(|e| printer.error(&e)).map_err(|_| Failed)?;
     let name = name.unwrap_or_else(qchat_client::args::default_device_name);
-    let joined = qchat_client::enroll::join(invite, &name).await.map_err(|e| printer.error(&e.0)).map_err(|_| Failed)?;
+    let joined =
+        qchat_client::enroll::join(invite, &name).await.map_err(|e| printer.error(&e.0)).map_err(|_| Failed)?;
     qchat_client::args::write_new_identity(out, &joined.identity).map_err(|e| printer.error(&e)).map_err(|_| Failed)?;
     let user = &joined.identity.user;
     printer.emit(
@@ -490,7 +491,9 @@ async fn devices(
                     printer.error(reason);
                     return Err(Failed);
                 }
-                Event::Connection(ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. }) => {
+                Event::Connection(
+                    ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. },
+                ) => {
                     printer.error(reason);
                     return Err(Failed);
                 }
