@@ -62,6 +62,12 @@ struct Cli {
     /// per connection (a far, fast path needs twice its bandwidth-delay product per transfer).
     #[arg(long, default_value = "96M", value_parser = qchat_shared::units::parse_size)]
     window_budget: u64,
+    /// Days a device's certificate is valid (its client renews it in the last third).
+    #[arg(long, default_value_t = 90)]
+    device_cert_days: u64,
+    /// Failed joins (wrong, used or expired invites) one address may make per minute.
+    #[arg(long, default_value_t = 10)]
+    failed_joins_per_minute: u32,
 }
 
 /// Where a subcommand finds the relay's PKI and data (the relay's own flags).
@@ -178,6 +184,8 @@ async fn main() -> Result<()> {
     config.limits.max_transfers_per_user = cli.max_transfers_per_user.clamp(1, config.limits.max_transfers);
     config.limits.stall_timeout = Duration::from_secs(cli.stall_timeout_secs.max(1));
     config.limits.window_budget = cli.window_budget;
+    config.limits.device_lifetime = Duration::from_secs(cli.device_cert_days.max(1) * 24 * 3600);
+    config.limits.enroll_failures_per_minute = cli.failed_joins_per_minute.max(1);
     let relay = Relay::start(config).await?;
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
     wait_for_stop_signal().await;

@@ -255,3 +255,77 @@ async fn a_device_renews_its_certificate_before_it_ends() {
     alice.stop().await;
     relay.client_for(renewed).connected().await;
 }
+
+#[tokio::test]
+async fn the_live_connection_limit_counts_per_device() {
+    let relay = TestRelay::start().await;
+    let mut bob = relay.client("bob");
+    bob.connected().await;
+    let mut laptop = Vec::new();
+    for _ in 0..qchat_shared::limits::MAX_CONNECTIONS_PER_USER {
+        let mut client = relay.client("alice");
+        client.connected().await;
+        laptop.push(client);
+    }
+    let line = device_answer(&mut laptop[0], DeviceRequest::Link, |e| match e {
+        Event::DeviceInvite { line, .. } => Some(line),
+        _ => None,
+    })
+    .await;
+    let mut phone = relay.client_for(relay.join(&line, "phone").await);
+    phone.connected().await;
+    // A fifth connection of the laptop pushes out the laptop's oldest, not the phone.
+    let mut fifth = relay.client("alice");
+    fifth.connected().await;
+    let reason = laptop[0].refused().await;
+    assert!(reason.contains("took this one's place"), "{reason}");
+    phone.client.send_and_wait("the phone is still connected").await.unwrap();
+    message_from(&mut bob, "alice", "the phone is still connected").await;
+    message_from(&mut fifth, "alice", "the phone is still connected").await;
+}
+
+/// An enrollment connection made by hand, to misbehave.
+async fn raw_enrollment(line: &str) -> (quinn::Endpoint, quinn::Connection) {
+    let invite = qchat_shared::invite::Invite::parse(line).unwrap();
+    let (crypto, _) = qchat_shared::tls::enroll_crypto(invite.ca_fingerprint).unwrap();
+    let config = qchat_shared::transport::client_config(crypto).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = invite.server.parse().unwrap();
+    let connection = endpoint.connect_with(config, addr, "127.0.0.1").unwrap().await.unwrap();
+    (endpoint, connection)
+}
+
+#[tokio::test]
+async fn a_hostile_enrollment_gets_nothing_and_uses_up_no_invite() {
+    let relay = TestRelay::start().await;
+    let (mut alice, mut bob) = relay.pair().await;
+    let line = relay.invite("alice", DAY).await;
+    let invite = qchat_shared::invite::Invite::parse(&line).unwrap();
+
+    // Garbage instead of a request: the connection is closed, the relay goes on.
+    let (_endpoint, connection) = raw_enrollment(&line).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(&[0xff; 64]).await.unwrap();
+    let _ = send.finish();
+    let closed = tokio::time::timeout(Duration::from_secs(15), connection.closed()).await;
+    assert!(closed.is_ok(), "closed");
+
+    // A request that is not a valid PKCS#10: refused, and the invite still works.
+    let (_endpoint, connection) = raw_enrollment(&line).await;
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let request = qchat_shared::frame::EnrollRequest {
+        invite: invite.id.clone(),
+        secret: invite.secret.to_vec(),
+        device_name: "evil".into(),
+        csr_der: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+    };
+    qchat_shared::io::write_frame(&mut send, &request).await.unwrap();
+    let reply: qchat_shared::frame::EnrollReply = qchat_shared::io::read_frame(&mut recv).await.unwrap().unwrap();
+    let qchat_shared::frame::EnrollReply::Refused { reason } = reply else { panic!("enrolled with a bad request") };
+    assert!(reason.contains("certificate request is not valid"), "{reason}");
+
+    // The invite was not used up by the refused request; chat went on throughout.
+    relay.join(&line, "honest").await;
+    alice.client.send_and_wait("unharmed").await.unwrap();
+    message_from(&mut bob, "alice", "unharmed").await;
+}
