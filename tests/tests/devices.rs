@@ -298,7 +298,7 @@ async fn raw_enrollment(line: &str) -> (quinn::Endpoint, quinn::Connection) {
 #[tokio::test]
 async fn a_hostile_enrollment_gets_nothing_and_uses_up_no_invite() {
     let relay = TestRelay::start().await;
-    let (mut alice, mut bob) = relay.pair().await;
+    let (alice, mut bob) = relay.pair().await;
     let line = relay.invite("alice", DAY).await;
     let invite = qchat_shared::invite::Invite::parse(&line).unwrap();
 
