@@ -75,6 +75,18 @@ fn write_private(path: &Path, text: &str) -> Result<(), CertsError> {
     write_secret(path, text.as_bytes()).map_err(io_err(path))
 }
 
+/// Runs `change` holding the PKI's lock file (`.lock`), so that changes that read a list
+/// and write it back (users, revocations and the CRL) never lose one another when the
+/// relay (enrolling or revoking devices) and `qchat-certs` or `qchat-server` run at once.
+fn locked<T>(dir: &Path, change: impl FnOnce() -> Result<T, CertsError>) -> Result<T, CertsError> {
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(io_err(&path))?;
+    file.lock().map_err(io_err(&path))?;
+    let result = change();
+    let _ = file.unlock();
+    result
+}
+
 /// The files of a PKI directory.
 #[derive(Debug, Clone)]
 pub struct PkiDir {
@@ -254,8 +266,7 @@ pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptio
     split_host_port(server).map_err(CertsError::BadServer)?;
     let pki = PkiDir::new(dir);
     let ca = Ca::load(&pki)?;
-    let mut users = pki.users()?;
-    if users.iter().any(|u| u == name) {
+    if pki.users()?.iter().any(|u| u == name) {
         return Err(CertsError::UserExists(name.to_string()));
     }
 
@@ -286,9 +297,23 @@ pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptio
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
     }
     write_public(&pki.issued_cert(name), &cert.pem())?;
-    users.push(name.to_string());
-    write_public(&pki.users_file(), &(users.join("\n") + "\n"))?;
+    if !push_user(&pki, name)? {
+        return Err(CertsError::UserExists(name.to_string()));
+    }
     Ok(path)
+}
+
+/// Appends `name` to the users (under the PKI's lock); false if it is there already.
+fn push_user(pki: &PkiDir, name: &str) -> Result<bool, CertsError> {
+    locked(&pki.dir, || {
+        let mut users = pki.users()?;
+        if users.iter().any(|u| u == name) {
+            return Ok(false);
+        }
+        users.push(name.to_string());
+        write_public(&pki.users_file(), &(users.join("\n") + "\n"))?;
+        Ok(true)
+    })
 }
 
 /// Adds `name` to the PKI's users (a person with no identity file yet: their devices
@@ -297,12 +322,7 @@ pub fn add_user(dir: &Path, name: &str) -> Result<(), CertsError> {
     validate_user_name(name).map_err(CertsError::BadName)?;
     let pki = PkiDir::new(dir);
     pki.require()?;
-    let mut users = pki.users()?;
-    if users.iter().any(|u| u == name) {
-        return Ok(());
-    }
-    users.push(name.to_string());
-    write_public(&pki.users_file(), &(users.join("\n") + "\n"))
+    push_user(&pki, name).map(|_| ())
 }
 
 /// A certificate the relay signed for a device.
@@ -354,6 +374,10 @@ pub fn sign_device(
 pub fn revoke_serials(dir: &Path, label: &str, serials: &[Vec<u8>]) -> Result<(), CertsError> {
     let pki = PkiDir::new(dir);
     let ca = Ca::load(&pki)?;
+    locked(dir, || add_revocations(&pki, &ca, label, serials))
+}
+
+fn add_revocations(pki: &PkiDir, ca: &Ca, label: &str, serials: &[Vec<u8>]) -> Result<(), CertsError> {
     let mut revoked = pki.revoked()?;
     let before = revoked.len();
     for serial in serials {
@@ -365,7 +389,7 @@ pub fn revoke_serials(dir: &Path, label: &str, serials: &[Vec<u8>]) -> Result<()
     if revoked.len() == before {
         return Ok(());
     }
-    write_crl(&pki, &ca, &revoked)?;
+    write_crl(pki, ca, &revoked)?;
     let lines: String = revoked.iter().map(|(n, s)| format!("{n} {s}\n")).collect();
     write_public(&pki.revoked_file(), &lines)
 }
@@ -410,16 +434,13 @@ pub fn revoke(dir: &Path, name: &str) -> Result<(), CertsError> {
     if !pki.users()?.iter().any(|u| u == name) {
         return Err(CertsError::UnknownUser(name.to_string()));
     }
-    let mut revoked = pki.revoked()?;
-    if revoked.iter().any(|(n, _)| n == name) {
-        return Err(CertsError::AlreadyRevoked(name.to_string()));
-    }
-    let cert_path = pki.issued_cert(name);
-    let serial = serial_of(&cert_path)?;
-    revoked.push((name.to_string(), serial));
-    write_crl(&pki, &ca, &revoked)?;
-    let lines: String = revoked.iter().map(|(n, s)| format!("{n} {s}\n")).collect();
-    write_public(&pki.revoked_file(), &lines)
+    locked(dir, || {
+        if pki.revoked()?.iter().any(|(n, _)| n == name) {
+            return Err(CertsError::AlreadyRevoked(name.to_string()));
+        }
+        let serial = serial_of(&pki.issued_cert(name))?;
+        add_revocations(&pki, &ca, name, &[qchat_shared::hex::decode(&serial).unwrap_or_default()])
+    })
 }
 
 fn serial_of(cert_path: &Path) -> Result<String, CertsError> {
@@ -537,6 +558,25 @@ mod tests {
         }
         done.store(true, std::sync::atomic::Ordering::Release);
         assert!(reader.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn revocations_made_at_once_are_all_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        init(&dir, &["localhost".into()]).unwrap();
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let dir = dir.clone();
+                std::thread::spawn(move || revoke_serials(&dir, &format!("alice/d{i}"), &[vec![0x10, i]]).unwrap())
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(PkiDir::new(&dir).revoked().unwrap().len(), 8, "no revocation lost to another");
+        let crl = read(&PkiDir::new(&dir).crl()).unwrap();
+        assert_eq!(qchat_shared::tls::revoked_serials(&crl).unwrap().len(), 8);
     }
 
     #[cfg(unix)]

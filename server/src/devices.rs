@@ -87,10 +87,8 @@ pub async fn revoke(store: &Store, pki: &Path, user: &str, device: Option<&str>)
             device.unwrap_or_default()
         )));
     };
-    let label = match device {
-        Some(device) => format!("{user}/{device}"),
-        None => user.to_string(),
-    };
+    // Not the bare name, which `qchat-certs revoke` uses for the identity it issued.
+    let label = format!("{user}/{}", device.unwrap_or("devices"));
     let (pki, list) = (pki.to_path_buf(), revoked.serials.clone());
     tokio::task::spawn_blocking(move || qchat_certs::revoke_serials(&pki, &label, &list))
         .await

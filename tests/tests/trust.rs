@@ -122,7 +122,7 @@ async fn an_expired_certificate_is_refused_with_a_reason() {
 }
 
 #[tokio::test]
-async fn a_client_without_a_certificate_is_refused_at_the_handshake() {
+async fn a_chat_connection_without_a_certificate_is_refused_with_a_reason() {
     let relay = TestRelay::start().await;
     let identity = relay.identity("alice");
     let mut roots = rustls::RootCertStore::empty();
