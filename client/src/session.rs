@@ -8,7 +8,7 @@ use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::{
     ChatSend, ClientControl, Deliver, FileId, FileState, Hello, MessageId, Open, RelayControl, SendReply,
 };
-use qchat_shared::io::{read_frame, write_frame};
+use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
 use qchat_shared::transport::CHAT_PRIORITY;
 use qchat_shared::window::ConnectionWindows;
@@ -499,6 +499,11 @@ async fn read_control(mut recv: quinn::RecvStream, frames: mpsc::Sender<RelayCon
                 }
             }
             Ok(None) => return,
+            // The connection went: its own error says why, to the session loop.
+            Err(ReadFrameError::Io(e)) => {
+                tracing::debug!(error = %e, "the relay's control stream ended");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the relay's control stream is unreadable");
                 return;
