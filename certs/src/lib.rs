@@ -336,11 +336,13 @@ pub struct DeviceCertificate {
 
 /// Signs a certificate for `user`'s device `device` from the device's own request (PKCS#10,
 /// DER): only the request's key is taken from it (its signature proves the device holds
-/// the key); the names, usage and lifetime are the relay's.
+/// the key); the names, usage and lifetime are the relay's. Without a device, the
+/// certificate names none, like one from `qchat-certs user` (whose renewals the relay maps
+/// to their device by serial).
 pub fn sign_device(
     dir: &Path,
     user: &str,
-    device: &str,
+    device: Option<&str>,
     csr_der: &[u8],
     lifetime: std::time::Duration,
 ) -> Result<DeviceCertificate, CertsError> {
@@ -351,7 +353,9 @@ pub fn sign_device(
         CertificateSigningRequestParams::from_der(&der).map_err(|e| CertsError::BadRequest(e.to_string()))?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, user);
-    params.distinguished_name.push(DnType::OrganizationalUnitName, device);
+    if let Some(device) = device {
+        params.distinguished_name.push(DnType::OrganizationalUnitName, device);
+    }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let serial = random_serial();

@@ -200,7 +200,10 @@ async fn device_request(
         }
         ClientControl::Renew { csr_der } => {
             let lifetime = state.limits.device_lifetime;
-            let cert = devices::sign(&state.pki_dir, user, &caller.device, csr_der, lifetime).await?;
+            // A certificate that named no device is renewed as one that names none (its
+            // device and state directory stay what they were).
+            let named = caller.named.then_some(caller.device.as_str());
+            let cert = devices::sign(&state.pki_dir, user, named, csr_der, lifetime).await?;
             if !state.store.renew_device(user, &caller.device, cert.serial.clone(), cert.not_after_ms).await? {
                 return Err(DeviceError::Refused("this device is revoked".into()));
             }

@@ -61,12 +61,12 @@ pub async fn create_invite(store: &Store, user: &str, lifetime: Duration) -> Res
 pub async fn sign(
     pki: &Path,
     user: &str,
-    device: &str,
+    device: Option<&str>,
     csr_der: Vec<u8>,
     lifetime: Duration,
 ) -> Result<qchat_certs::DeviceCertificate, DeviceError> {
-    let (pki, user, device) = (pki.to_path_buf(), user.to_string(), device.to_string());
-    tokio::task::spawn_blocking(move || qchat_certs::sign_device(&pki, &user, &device, &csr_der, lifetime))
+    let (pki, user, device) = (pki.to_path_buf(), user.to_string(), device.map(str::to_string));
+    tokio::task::spawn_blocking(move || qchat_certs::sign_device(&pki, &user, device.as_deref(), &csr_der, lifetime))
         .await
         .map_err(|e| DeviceError::Refused(format!("signing failed: {e}")))?
         .map_err(|e| match e {

@@ -109,7 +109,7 @@ async fn enroll(
     let device = random_id();
     let name = devices::clean_name(&request.device_name);
     let lifetime = state.limits.device_lifetime;
-    let cert = devices::sign(&state.pki_dir, user, &device, request.csr_der.clone(), lifetime).await?;
+    let cert = devices::sign(&state.pki_dir, user, Some(&device), request.csr_der.clone(), lifetime).await?;
     let new = NewDevice {
         user: user.to_string(),
         device: device.clone(),

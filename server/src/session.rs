@@ -38,6 +38,9 @@ const NOTICE_QUEUE: usize = 1024;
 pub struct Caller {
     pub user: String,
     pub device: String,
+    /// The certificate names the device (a joined device's does; one from `qchat-certs
+    /// user`, and its renewals, do not).
+    pub named: bool,
 }
 
 impl Caller {
@@ -74,7 +77,7 @@ pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
         connection.close(CloseCode::Protocol.to_varint(), reason.as_bytes());
         return;
     };
-    let Caller { user, device } = &certified.caller;
+    let Caller { user, device, .. } = &certified.caller;
     let span = tracing::info_span!("session", %user, %device, %remote, conn = connection.stable_id());
     serve(state, connection, certified).instrument(span).await;
 }
@@ -90,9 +93,13 @@ fn certified(connection: &quinn::Connection) -> Option<Certified> {
     let serial = qchat_shared::tls::serial(leaf)?;
     let named = qchat_shared::tls::device_of(leaf);
     let from_certs_tool = named.is_none();
-    let device = named.unwrap_or_else(|| qchat_shared::identity::legacy_device_id(&serial));
+    let caller = Caller {
+        user,
+        named: named.is_some(),
+        device: named.unwrap_or_else(|| qchat_shared::identity::legacy_device_id(&serial)),
+    };
     let not_after_ms = qchat_shared::tls::validity(leaf).map(|(_, end)| end.saturating_mul(1000)).unwrap_or(i64::MAX);
-    Some(Certified { caller: Caller { user, device }, serial, from_certs_tool, not_after_ms })
+    Some(Certified { caller, serial, from_certs_tool, not_after_ms })
 }
 
 /// Closes a connection with a code and a reason a person can read.
@@ -101,7 +108,7 @@ pub(crate) fn close(connection: &quinn::Connection, code: CloseCode, reason: &st
 }
 
 async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified: Certified) {
-    let Certified { caller, serial, from_certs_tool, not_after_ms } = certified;
+    let Certified { mut caller, serial, from_certs_tool, not_after_ms } = certified;
     let user = caller.user.clone();
     let members = state.members();
     if !members.contains(&user) {
@@ -121,6 +128,14 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
             return;
         }
     };
+    if from_certs_tool {
+        // A renewed certificate of `qchat-certs user`'s: the device its serial was given to.
+        match state.store.device_of_serial(&user, serial.clone()).await {
+            Ok(Some(device)) => caller.device = device,
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot look up a certificate's device"),
+        }
+    }
     let seen = state.store.device_connected(&user, &caller.device, from_certs_tool, serial.clone(), not_after_ms).await;
     match seen {
         Ok(Some(_)) => {}

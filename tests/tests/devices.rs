@@ -329,3 +329,43 @@ async fn a_hostile_enrollment_gets_nothing_and_uses_up_no_invite() {
     alice.client.send_and_wait("unharmed").await.unwrap();
     message_from(&mut bob, "alice", "unharmed").await;
 }
+
+#[tokio::test]
+async fn an_identity_from_qchat_certs_renews_and_stays_the_same_device() {
+    let mut relay = TestRelay::start_with_people(RelayLimits::default(), &["bob"]).await;
+    let now = time::OffsetDateTime::now_utc();
+    let short = qchat_certs::UserOptions {
+        not_before: now - time::Duration::hours(1),
+        not_after: now + time::Duration::minutes(5),
+    };
+    let path = qchat_certs::issue_user_with(&relay.pki, "alice", &relay.addr.to_string(), &short).unwrap();
+    relay.restart().await;
+    let identity = qchat_shared::identity::Identity::load(&path).unwrap();
+    let first_id = identity.device().unwrap();
+    let state_dir = qchat_client::state::StateDir::under(&relay.clients_dir, &identity).dir;
+
+    let mut options = relay.client_options(identity.clone());
+    options.identity_path = Some(path.clone());
+    let mut alice = TestClient::start(options);
+    alice.connected().await;
+    alice
+        .expect("a renewed certificate", |e| match e {
+            Event::Renewed { .. } => Some(()),
+            _ => None,
+        })
+        .await;
+    alice.stop().await;
+    let renewed = qchat_shared::identity::Identity::load(&path).unwrap();
+    assert_ne!(renewed.cert_pem, identity.cert_pem);
+    assert_eq!(qchat_client::state::StateDir::under(&relay.clients_dir, &renewed).dir, state_dir, "its history stays");
+
+    let mut alice = relay.client_for(renewed);
+    alice.connected().await;
+    let devices = device_answer(&mut alice, DeviceRequest::List, |e| match e {
+        Event::Devices(devices) => Some(devices),
+        _ => None,
+    })
+    .await;
+    let ids: Vec<(&str, bool)> = devices.iter().map(|d| (d.id.as_str(), d.current)).collect();
+    assert_eq!(ids, [(first_id.as_str(), true)], "one device, the same as before its renewal");
+}

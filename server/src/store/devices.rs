@@ -261,6 +261,24 @@ impl Store {
         .await
     }
 
+    /// The device a certificate (by serial) of `user` was given to, if the store knows it.
+    pub async fn device_of_serial(&self, user: &str, serial: Vec<u8>) -> Result<Option<String>, StoreError> {
+        let user = user.to_string();
+        self.submit(
+            move |txn| {
+                Ok(txn
+                    .query_row(
+                        "SELECT device FROM device_certs WHERE serial = ?1 AND user = ?2",
+                        params![serial, user],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
     /// Records a renewed certificate of a device that is not revoked; false if it is.
     pub async fn renew_device(
         &self,
