@@ -305,8 +305,10 @@ impl Store {
         self.submit(move |txn| entries_page(txn, listing, (&user, &device), after, limit), |_| {}).await
     }
 
-    /// Marks as swept every file past its time: fetched ones after `retention_ms`, unfetched
-    /// or unfinished ones after `expiry_ms`. Returns them, so their spool files can go. The
+    /// Marks as swept every file past its time: fetched ones `retention_ms` after their first
+    /// fetch once every device of the recipient that was there when the file came has it,
+    /// the others (unfetched, unfinished, or still missing on a device) after `expiry_ms`.
+    /// Returns them, so their spool files can go. The
     /// rows of files swept more than `retention_ms` ago go too (their senders saw them
     /// expire in their listing for that long), so the table does not grow with use.
     pub async fn sweep_due(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<SweptFile>, StoreError> {
@@ -319,8 +321,11 @@ impl Store {
                 )?;
                 let mut stmt = txn.prepare_cached(
                     "UPDATE files SET swept_ms = ?1 WHERE swept_ms IS NULL AND (
-                        (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1)
-                        OR (fetched_ms IS NULL AND COALESCE(committed_ms, created_ms) + ?3 <= ?1))
+                        (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1 AND NOT EXISTS (
+                            SELECT 1 FROM devices AS d WHERE d.user = files.recipient AND d.revoked_ms IS NULL
+                            AND d.enrolled_ms <= files.created_ms
+                            AND NOT EXISTS (SELECT 1 FROM fetches WHERE file = files.id AND device = d.id)))
+                        OR COALESCE(committed_ms, created_ms) + ?3 <= ?1)
                      RETURNING id, sender, name, fetched_ms IS NOT NULL",
                 )?;
                 let rows = stmt.query_map(params![now, retention_ms, expiry_ms], |r| {
@@ -395,8 +400,12 @@ mod tests {
         assert_eq!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().len(), 1);
         assert_eq!(store.files_waiting(("bob", "b1")).await.unwrap(), 1);
         assert!(store.file_for("alice", slot.file_id).await.unwrap().is_none(), "only the recipient fetches");
+        store.device_connected("bob", "b2", true, b"b2".to_vec(), i64::MAX).await.unwrap();
         assert_eq!(store.mark_fetched(("bob", "b1"), slot.file_id).await.unwrap().as_deref(), Some("alice"));
         assert_eq!(store.mark_fetched(("bob", "b1"), slot.file_id).await.unwrap(), None);
+        assert!(store.sweep_due(0, i64::MAX / 2).await.unwrap().is_empty(), "kept: bob's b2 has not got it");
+        assert_eq!(store.list_page(("bob", "b2"), Listing::Offers, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(store.mark_fetched(("bob", "b2"), slot.file_id).await.unwrap(), None, "the sender heard once");
 
         let swept = store.sweep_due(0, i64::MAX / 2).await.unwrap();
         assert_eq!(swept.len(), 1);
