@@ -137,8 +137,8 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         }
     }
     let seen = state.store.device_connected(&user, &caller.device, from_certs_tool, serial.clone(), not_after_ms).await;
-    match seen {
-        Ok(Some(_)) => {}
+    let seen_before = match seen {
+        Ok(Some(row)) => row.last_seen_ms,
         Ok(None) => {
             info!("refused: the device is revoked");
             close(&connection, CloseCode::Revoked, &format!("this device of {user} has been revoked"));
@@ -149,7 +149,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
             close(&connection, CloseCode::Shutdown, &e.to_string());
             return;
         }
-    }
+    };
     let Some((control_send, mut control_recv, receipts_after)) = open_control(&connection).await else {
         return;
     };
@@ -198,7 +198,9 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
     tasks.spawn(control::write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span());
     let delivery = delivery::deliver(state.clone(), connection.clone(), caller.clone(), deliveries_rx, flow.clone());
     tasks.spawn(delivery.in_current_span());
-    if greet(&state, &connection, &caller, receipts_after, &replies).await {
+    if greet(&state, &connection, &caller, receipts_after, &replies).await
+        && replay_new_devices(&state, &caller, seen_before, &replies).await
+    {
         tokio::select! {
             _ = accept_streams(&state, &connection, &caller) => {}
             _ = control::read_control(&state, &connection, &caller, &mut control_recv, &replies, &flow) => {}
@@ -270,6 +272,32 @@ async fn greet(
             true
         }
     }
+}
+
+/// Tells a device that was here before of the devices (its person's and the peer's) that
+/// joined since it last connected, as `DeviceAdded`; false when the connection went.
+async fn replay_new_devices(
+    state: &RelayState,
+    caller: &Caller,
+    seen_before: Option<i64>,
+    replies: &mpsc::Sender<RelayControl>,
+) -> bool {
+    let Some(since) = seen_before else { return true };
+    let users = std::iter::once(caller.user.clone()).chain(state.peer_of(&caller.user)).collect();
+    let rows = match state.store.devices_enrolled_since(users, since).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "cannot read the devices that joined");
+            return true;
+        }
+    };
+    for row in rows.iter().filter(|d| d.id != caller.device || d.user != caller.user) {
+        let device = crate::devices::info(row, &caller.device);
+        if replies.send(RelayControl::DeviceAdded { user: row.user.clone(), device }).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Waits for the control stream and its `Hello`, within the first-frame deadline.

@@ -369,3 +369,24 @@ async fn an_identity_from_qchat_certs_renews_and_stays_the_same_device() {
     let ids: Vec<(&str, bool)> = devices.iter().map(|d| (d.id.as_str(), d.current)).collect();
     assert_eq!(ids, [(first_id.as_str(), true)], "one device, the same as before its renewal");
 }
+
+#[tokio::test]
+async fn a_device_that_was_away_hears_of_the_devices_that_joined_meanwhile() {
+    let relay = TestRelay::start().await;
+    let (alice, mut bob) = relay.pair().await;
+    alice.stop().await;
+    let line = device_answer(&mut bob, DeviceRequest::Link, |e| match e {
+        Event::DeviceInvite { line, .. } => Some(line),
+        _ => None,
+    })
+    .await;
+    relay.join(&line, "bob's new phone").await;
+    let mut alice = relay.client("alice");
+    alice.connected().await;
+    alice
+        .expect("the notice of bob's new phone", |e| match e {
+            Event::DeviceAdded { user, device } if user == "bob" && device.name == "bob's new phone" => Some(()),
+            _ => None,
+        })
+        .await;
+}

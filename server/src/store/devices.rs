@@ -198,8 +198,8 @@ impl Store {
         .await
     }
 
-    /// Records that a device connected with a certificate, and returns it, or `None` when
-    /// the device is revoked. A device the store does not know yet (a certificate from
+    /// Records that a device connected with a certificate, and returns it as it was before
+    /// (`last_seen_ms` is its previous connection), or `None` when the device is revoked. A device the store does not know yet (a certificate from
     /// `qchat-certs user`, which names none) is added as the person's device since the
     /// start: it gets what waits for its person and the files they have not fetched.
     pub async fn device_connected(
@@ -244,17 +244,18 @@ impl Store {
                     }
                 }
                 add_certificate(txn, &user, &device, &serial, not_after_ms)?;
-                txn.execute(
-                    "UPDATE devices SET last_seen_ms = ?3 WHERE user = ?1 AND id = ?2",
-                    params![user, device, now],
-                )?;
-                Ok(txn
+                let before = txn
                     .query_row(
                         &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user = ?1 AND id = ?2"),
                         params![user, device],
                         device_row,
                     )
-                    .optional()?)
+                    .optional()?;
+                txn.execute(
+                    "UPDATE devices SET last_seen_ms = ?3 WHERE user = ?1 AND id = ?2",
+                    params![user, device, now],
+                )?;
+                Ok(before)
             },
             |_| {},
         )
@@ -273,6 +274,29 @@ impl Store {
                         |r| r.get(0),
                     )
                     .optional()?)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// The devices of `users` not revoked that enrolled after `since_ms`, oldest first.
+    pub async fn devices_enrolled_since(
+        &self,
+        users: Vec<String>,
+        since_ms: i64,
+    ) -> Result<Vec<DeviceRow>, StoreError> {
+        self.submit(
+            move |txn| {
+                let mut stmt = txn.prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user = ?1 AND enrolled_ms > ?2 AND revoked_ms IS NULL
+                     ORDER BY enrolled_ms"
+                ))?;
+                let mut rows = Vec::new();
+                for user in users {
+                    rows.extend(stmt.query_map(params![user, since_ms], device_row)?.collect::<Result<Vec<_>, _>>()?);
+                }
+                Ok(rows)
             },
             |_| {},
         )
