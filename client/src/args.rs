@@ -66,9 +66,23 @@ pub fn check_new_identity_path(path: &std::path::Path) -> Result<(), String> {
 
 /// Writes a joined device's identity file (0600), refusing to replace one that exists.
 pub fn write_new_identity(path: &std::path::Path, identity: &Identity) -> Result<(), String> {
+    use std::io::Write;
     check_new_identity_path(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    identity.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    // Never replaces a file, even one that appeared since the check.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => check_new_identity_path(path).unwrap_err(),
+        _ => cannot(e),
+    })?;
+    file.write_all(identity.to_text().as_bytes()).and_then(|()| file.sync_all()).map_err(cannot)
 }

@@ -178,6 +178,7 @@ impl Client {
             offers: BTreeMap::new(),
             receive_into: None,
             device_requests: Vec::new(),
+            acks_held: false,
             receive_as_offered: None,
             next_download: 1 << 32,
         };
@@ -275,6 +276,9 @@ pub(crate) struct Core {
     pub next_download: TransferId,
     /// Device requests made while no connection was up, sent once one is.
     pub device_requests: Vec<DeviceRequest>,
+    /// A delivery on this connection could not be written to the history: no later one is
+    /// acknowledged on it (the relay's cursor for this device must not pass it).
+    pub acks_held: bool,
 }
 
 impl Core {
@@ -508,9 +512,18 @@ impl Core {
             .and_then(|certs| certs.first().and_then(|c| qchat_shared::tls::validity(c)))
             .map(|(_, end)| end)
             .unwrap_or_default();
+        if !crate::enroll::certificate_matches_key(&identity) {
+            self.emit(Event::LocalError {
+                reason: "the relay sent a certificate for another key; it is not used".into(),
+            });
+            return;
+        }
         if let Some(path) = self.options.identity_path.clone() {
-            let saved = identity.clone();
-            let written = tokio::task::spawn_blocking(move || saved.save(&path)).await;
+            let text = identity.to_text();
+            let written = tokio::task::spawn_blocking(move || {
+                qchat_shared::replace::replace_file(&path, text.as_bytes(), qchat_shared::replace::Readers::Owner)
+            })
+            .await;
             if !matches!(written, Ok(Ok(()))) {
                 let reason = "the renewed certificate could not be written to the identity file; it is used until \
                               the client stops, and renewed again next time";

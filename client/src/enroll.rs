@@ -42,6 +42,13 @@ pub fn renewal_request(identity: &Identity) -> Result<Vec<u8>, String> {
     certificate_request(&key)
 }
 
+/// Whether an identity's certificate is for its own key (a renewed one must be).
+pub fn certificate_matches_key(identity: &Identity) -> bool {
+    let Ok(key) = KeyPair::from_pem(&identity.key_pem) else { return false };
+    let Ok(certs) = qchat_shared::tls::parse_certs(&identity.cert_pem, "the certificate") else { return false };
+    qchat_shared::tls::public_key(&certs[0]).is_some_and(|spki| spki == key.public_key_der())
+}
+
 /// Whether an identity's certificate is in the last third of its life (or past it): time
 /// to ask for a new one.
 pub fn renewal_due(identity: &Identity, now_s: i64) -> bool {
@@ -90,6 +97,10 @@ pub async fn join(line: &str, device_name: &str) -> Result<Joined, JoinError> {
         EnrollReply::Enrolled { user, device, cert_pem } => (user, device, cert_pem),
         EnrollReply::Refused { reason } => return Err(failed(reason)),
     };
+    // The id names files on this PC: it must be what the relay makes, 8 base32 letters.
+    if device.len() != 8 || !device.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)) {
+        return Err(failed("the relay answered with a device id of another form"));
+    }
     let ca_pem = pinned.ca_pem().ok_or_else(|| failed("the relay's CA was not kept from the handshake"))?;
     let identity = Identity { server: invite.server.clone(), user, cert_pem, ca_pem, key_pem: key.serialize_pem() };
     // What we write must be an identity the rest of qchat reads.

@@ -60,6 +60,8 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     let server = core.options.server().to_string();
     let who = (user, server);
     let hello = Open::Hello(Hello { receipts_after: core.saved.receipts_after });
+    // This connection gets again whatever was not acknowledged on the last.
+    core.acks_held = false;
     let windows = ConnectionWindows::new(connection.clone(), core.transfers.context.windows.clone());
     let Ok((mut control_send, control_recv)) = connection.open_bi().await else {
         return ended(false, &connection, &who).await;
@@ -385,6 +387,13 @@ fn invite_line(core: &Core, id: String, secret: Vec<u8>) -> Result<String, Strin
 /// written again, but not shown again.
 async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
     let Some(last) = ready.iter().map(|d| d.seq).max() else { return Vec::new() };
+    if core.acks_held {
+        // A batch before could not be written: acknowledging a later one would move this
+        // device's cursor past it on the relay. Show, keep nothing, acknowledge nothing;
+        // the next connection brings all of them again.
+        show_new(core, &ready, last);
+        return Vec::new();
+    }
     let me = core.options.identity.user.clone();
     let records = ready
         .iter()
@@ -404,16 +413,22 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
         })
         .collect();
     let kept = core.remember(records, true).await;
+    show_new(core, &ready, last);
+    if !kept {
+        core.acks_held = true;
+        return Vec::new();
+    }
+    core.kept_upto = core.kept_upto.max(last);
+    ready.iter().map(|d| d.seq).collect()
+}
+
+/// Reports the deliveries not shown yet, once each.
+fn show_new(core: &mut Core, ready: &[Deliver], last: u64) {
     for d in ready.iter().filter(|d| d.seq > core.shown_upto) {
         let (id, seq, from, text, time_ms) = (d.id, d.seq, d.from.clone(), d.text.clone(), d.time_ms);
         core.emit(Event::Message(IncomingMessage { id, seq, from, text, time_ms }));
     }
     core.shown_upto = core.shown_upto.max(last);
-    if !kept {
-        return Vec::new();
-    }
-    core.kept_upto = core.kept_upto.max(last);
-    ready.iter().map(|d| d.seq).collect()
 }
 
 async fn send_acks(control: &mut quinn::SendStream, acks: Vec<u64>) -> Result<(), ()> {

@@ -66,7 +66,7 @@ pub async fn make_invite(
     };
     qchat_shared::identity::split_host_port(&server).map_err(anyhow::Error::msg)?;
     let (store, thread) = dirs.open_store()?;
-    let issued = devices::create_invite(&store, user, lifetime).await;
+    let issued = devices::create_invite(&store, user, lifetime, None).await;
     close(store, thread);
     let issued = issued?;
     Ok(OperatorInvite { invite: issued.line(&dirs.pki, &server)?, expires_ms: issued.expires_ms, new_person })

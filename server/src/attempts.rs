@@ -1,6 +1,7 @@
-//! Failed enrollments per address: a wrong, used or expired invite counts; past the limit
-//! an address is refused for the rest of the minute, so guessing is bounded while honest
-//! joins (which do not fail) always go through.
+//! Failed enrollments per address: a wrong, used or expired invite (or one that never came)
+//! counts; past the limit an address is refused for the rest of the minute, so guessing is
+//! bounded while honest joins (which do not fail) go through. An IPv6 address counts by its
+//! /64, which one machine usually has whole.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,9 +10,21 @@ use std::time::{Duration, Instant};
 
 /// The window the limit counts in.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered at most; when full, the stale ones go, and a new address beyond
-/// that is refused until room frees (a flood of addresses cannot take memory).
+/// Addresses remembered at most; when full, the stale ones go, then the one whose minute
+/// began first (a flood of addresses takes no more memory, and never locks others out).
 const ADDRESSES: usize = 4096;
+
+/// What an address counts as: itself, or its /64 for IPv6.
+fn key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
 
 /// Failed attempts per address in the current minute.
 pub struct FailedAttempts {
@@ -30,20 +43,23 @@ impl FailedAttempts {
 
     /// Whether `address` may try now.
     pub fn allowed(&self, address: IpAddr) -> bool {
-        let map = self.map();
-        match map.get(&address) {
+        match self.map().get(&key(address)) {
             Some((since, failures)) => since.elapsed() >= WINDOW || *failures < self.limit,
-            None => map.len() < ADDRESSES || map.values().any(|(since, _)| since.elapsed() >= WINDOW),
+            None => true,
         }
     }
 
     /// Counts a failed attempt of `address`.
     pub fn failed(&self, address: IpAddr) {
+        let address = key(address);
         let mut map = self.map();
         if map.len() >= ADDRESSES && !map.contains_key(&address) {
             map.retain(|_, (since, _)| since.elapsed() < WINDOW);
             if map.len() >= ADDRESSES {
-                return;
+                let oldest = map.iter().min_by_key(|(_, (since, _))| *since).map(|(a, _)| *a);
+                if let Some(oldest) = oldest {
+                    map.remove(&oldest);
+                }
             }
         }
         let entry = map.entry(address).or_insert((Instant::now(), 0));
@@ -71,12 +87,21 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_addresses_is_bounded() {
+    fn a_flood_of_addresses_is_bounded_and_locks_nobody_else_out() {
         let attempts = FailedAttempts::new(1);
         for i in 0..(ADDRESSES as u32 + 10) {
             attempts.failed(IpAddr::from(i.to_be_bytes()));
         }
         assert!(attempts.map().len() <= ADDRESSES);
-        assert!(!attempts.allowed(IpAddr::from([250, 0, 0, 1])), "full of fresh failures: a new address waits");
+        assert!(attempts.allowed(IpAddr::from([250, 0, 0, 1])), "a new address may still try");
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one() {
+        let attempts = FailedAttempts::new(2);
+        attempts.failed("2001:db8::1".parse().unwrap());
+        attempts.failed("2001:db8::2:3".parse().unwrap());
+        assert!(!attempts.allowed("2001:db8::ffff".parse().unwrap()));
+        assert!(attempts.allowed("2001:db8:0:1::1".parse().unwrap()), "another /64");
     }
 }

@@ -183,7 +183,8 @@ async fn device_request(
     Ok(match request {
         ClientControl::LinkDevice => {
             // The client writes the line with the address it reaches the relay at.
-            let invite = devices::create_invite(&state.store, user, state.limits.invite_lifetime).await?;
+            let invite =
+                devices::create_invite(&state.store, user, state.limits.invite_lifetime, Some(&caller.device)).await?;
             info!(invite = %invite.id, "an invite for another device");
             RelayControl::Invite { id: invite.id, secret: invite.secret.to_vec(), expires_ms: invite.expires_ms }
         }
@@ -199,6 +200,11 @@ async fn device_request(
             RelayControl::DeviceRevoked { device }
         }
         ClientControl::Renew { csr_der } => {
+            if !caller.renewable || caller.renewed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                return Err(DeviceError::Refused(
+                    "this device's certificate is renewed once, in the last third of its life, not before".into(),
+                ));
+            }
             let lifetime = state.limits.device_lifetime;
             // A certificate that named no device is renewed as one that names none (its
             // device and state directory stay what they were).

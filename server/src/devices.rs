@@ -45,14 +45,19 @@ impl IssuedInvite {
     }
 }
 
-/// Creates a one-time invite for `user`, valid for `lifetime`. The store keeps only the
-/// secret's digest.
-pub async fn create_invite(store: &Store, user: &str, lifetime: Duration) -> Result<IssuedInvite, DeviceError> {
+/// Creates a one-time invite for `user`, valid for `lifetime`, made by their device
+/// `created_by` (none for the operator's). The store keeps only the secret's digest.
+pub async fn create_invite(
+    store: &Store,
+    user: &str,
+    lifetime: Duration,
+    created_by: Option<&str>,
+) -> Result<IssuedInvite, DeviceError> {
     qchat_shared::names::validate_user_name(user).map_err(DeviceError::Refused)?;
     let id = qchat_shared::invite::random_id();
     let secret: [u8; qchat_shared::invite::SECRET_BYTES] = rand::random();
     let expires_ms = now_ms().saturating_add(lifetime.as_millis() as i64);
-    store.create_invite(user, &id, secret_digest(&secret), expires_ms).await?;
+    store.create_invite(user, &id, secret_digest(&secret), expires_ms, created_by).await?;
     Ok(IssuedInvite { id, secret, expires_ms })
 }
 

@@ -21,25 +21,25 @@ use crate::store::{InviteCheck, NewDevice};
 /// Enrollments served at once; more are refused (their devices try again).
 pub const AT_ONCE: usize = 16;
 /// How long the relay waits for a device to read its answer before it closes.
-const LINGER: Duration = Duration::from_secs(5);
+const LINGER: Duration = Duration::from_secs(3);
 
-/// Serves one enrollment connection: one request, one answer.
+/// Serves one enrollment connection: one request, one answer. The request must come
+/// within the first-frame deadline from the handshake; one that does not counts as a
+/// failed attempt, and the slot is free again before the relay waits for the device to go.
 pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     let address = connection.remote_address().ip();
-    let Ok(_slot) = state.enrollments.clone().try_acquire_owned() else {
+    let Ok(slot) = state.enrollments.clone().try_acquire_owned() else {
         connection.close(0u32.into(), b"the relay is busy enrolling other devices; try again in a moment");
         return;
     };
-    let Ok(Ok((mut send, mut recv))) = timeout(FIRST_FRAME_DEADLINE, connection.accept_bi()).await else {
-        connection.close(0u32.into(), b"no enrollment request in time");
-        return;
+    let request = async {
+        let (send, mut recv) = connection.accept_bi().await.ok()?;
+        Some((send, read_frame::<EnrollRequest, _>(&mut recv).await.ok()??))
     };
-    let request = match timeout(FIRST_FRAME_DEADLINE, read_frame::<EnrollRequest, _>(&mut recv)).await {
-        Ok(Ok(Some(request))) => request,
-        _ => {
-            connection.close(0u32.into(), b"no valid enrollment request in time");
-            return;
-        }
+    let Ok(Some((mut send, request))) = timeout(FIRST_FRAME_DEADLINE, request).await else {
+        state.enroll_attempts.failed(address);
+        connection.close(0u32.into(), b"no valid enrollment request in time");
+        return;
     };
     let reply = answer(&state, address, request).await;
     if let EnrollReply::Refused { reason } = &reply {
@@ -48,6 +48,7 @@ pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     if write_frame(&mut send, &reply).await.is_ok() {
         let _ = send.finish();
     }
+    drop(slot);
     // The device closes once it has the answer.
     let _ = timeout(LINGER, connection.closed()).await;
 }
@@ -97,6 +98,8 @@ async fn enroll(
     digest: [u8; 32],
     user: &str,
 ) -> Result<EnrollReply, DeviceError> {
+    // One enrollment at a time decides on new people, so two cannot both take the last place.
+    let _admitting = state.admitting.lock().await;
     if !state.members().iter().any(|m| m == user) {
         let members = state.members();
         if members.len() >= 2 {

@@ -172,6 +172,9 @@ pub struct RelayState {
     pub enroll_attempts: crate::attempts::FailedAttempts,
     /// Enrollments served at once.
     pub enrollments: Arc<Semaphore>,
+    /// Held while an enrollment may add a person, from the check of the two-person limit
+    /// to the new member's admission.
+    pub admitting: tokio::sync::Mutex<()>,
     members: RwLock<Vec<String>>,
     /// Serial numbers of revoked certificates, as the latest CRL says.
     revoked: RwLock<HashSet<Vec<u8>>>,
@@ -307,6 +310,7 @@ impl Relay {
             pki_dir: config.pki_dir.clone(),
             enroll_attempts: crate::attempts::FailedAttempts::new(config.limits.enroll_failures_per_minute),
             enrollments: Arc::new(Semaphore::new(crate::enroll::AT_ONCE)),
+            admitting: tokio::sync::Mutex::new(()),
             revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),
             stats: RelayStats::default(),

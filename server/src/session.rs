@@ -34,13 +34,17 @@ const REPLY_QUEUE: usize = 16;
 const NOTICE_QUEUE: usize = 1024;
 
 /// Who a connection is: a person and one of their devices, from its certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
     pub device: String,
     /// The certificate names the device (a joined device's does; one from `qchat-certs
     /// user`, and its renewals, do not).
     pub named: bool,
+    /// The certificate is in the last third of its life: it may be renewed, once per
+    /// connection (set once it was).
+    pub renewable: bool,
+    pub renewed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Caller {
@@ -93,12 +97,16 @@ fn certified(connection: &quinn::Connection) -> Option<Certified> {
     let serial = qchat_shared::tls::serial(leaf)?;
     let named = qchat_shared::tls::device_of(leaf);
     let from_certs_tool = named.is_none();
+    let validity = qchat_shared::tls::validity(leaf);
+    let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
     let caller = Caller {
         user,
         named: named.is_some(),
         device: named.unwrap_or_else(|| qchat_shared::identity::legacy_device_id(&serial)),
+        renewable: validity.is_some_and(|(start, end)| end - now_s < (end - start) / 3),
+        renewed: Default::default(),
     };
-    let not_after_ms = qchat_shared::tls::validity(leaf).map(|(_, end)| end.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let not_after_ms = validity.map(|(_, end)| end.saturating_mul(1000)).unwrap_or(i64::MAX);
     Some(Certified { caller, serial, from_certs_tool, not_after_ms })
 }
 

@@ -235,6 +235,12 @@ pub fn device_of(der: &[u8]) -> Option<String> {
     ou.as_str().ok().map(str::to_string)
 }
 
+/// The subject public key info (DER) of a DER certificate.
+pub fn public_key(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.public_key().raw.to_vec())
+}
+
 /// When a DER certificate was issued and when it ends (Unix seconds).
 pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -207,6 +207,12 @@ async fn a_revoked_device_is_cut_off_and_the_others_go_on() {
     let phone_id = phone.device().unwrap();
     let mut lost = relay.client_for(phone.clone());
     lost.connected().await;
+    // Whoever holds the lost phone makes an invite with it, to keep a way in.
+    let left_behind = device_answer(&mut lost, DeviceRequest::Link, |e| match e {
+        Event::DeviceInvite { line, .. } => Some(line),
+        _ => None,
+    })
+    .await;
 
     let revoked = device_answer(&mut alice, DeviceRequest::Revoke(phone_id.clone()), |e| match e {
         Event::DeviceRevoked { id } => Some(id),
@@ -219,6 +225,8 @@ async fn a_revoked_device_is_cut_off_and_the_others_go_on() {
     assert!(reason.contains("revoked"), "{reason}");
     let reason = relay.client_for(phone).refused().await;
     assert!(reason.contains("revoked"), "it cannot come back: {reason}");
+    let err = qchat_client::enroll::join(&left_behind, "thief").await.unwrap_err();
+    assert!(err.0.contains("revoked"), "the invites it made go with it: {err}");
 
     let unknown = device_answer(&mut alice, DeviceRequest::Revoke("nosuchid".into()), |e| match e {
         Event::DeviceRefused { reason } => Some(reason),

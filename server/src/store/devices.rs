@@ -9,6 +9,10 @@ use super::{now_ms, Store, StoreError};
 pub const MAX_DEVICES: i64 = 16;
 /// Invites of one person that wait to be used, at most.
 pub const MAX_OPEN_INVITES: i64 = 16;
+/// Invites made for one person in a day, at most (so that a loop of link, join and revoke
+/// cannot grow the tables and the CRL without end).
+pub const MAX_INVITES_A_DAY: i64 = 32;
+const DAY_MS: i64 = 24 * 3600 * 1000;
 /// How long a used or expired invite's row is kept (so that it is refused as "already
 /// used" or "expired" rather than "invalid").
 const INVITE_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -123,16 +127,18 @@ fn add_certificate(
 }
 
 impl Store {
-    /// Records a new invite for `user` (only its secret's digest), unless too many of
-    /// theirs wait to be used.
+    /// Records a new invite for `user` (only its secret's digest), made by their device
+    /// `created_by` (none for the operator's), unless too many of theirs wait to be used or
+    /// were made today.
     pub async fn create_invite(
         &self,
         user: &str,
         id: &str,
         digest: [u8; 32],
         expires_ms: i64,
+        created_by: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (user, id) = (user.to_string(), id.to_string());
+        let (user, id, created_by) = (user.to_string(), id.to_string(), created_by.map(str::to_string));
         self.submit(
             move |txn| {
                 let now = now_ms();
@@ -147,9 +153,20 @@ impl Store {
                         format!("{open} invites for {user} wait to be used; use or let one expire first").into(),
                     ));
                 }
+                let today: i64 = txn.query_row(
+                    "SELECT COUNT(*) FROM invites WHERE user = ?1 AND created_ms > ?2",
+                    params![user, now - DAY_MS],
+                    |r| r.get(0),
+                )?;
+                if today >= MAX_INVITES_A_DAY {
+                    return Err(StoreError::Refused(
+                        format!("{today} invites were made for {user} in the last day; try again tomorrow").into(),
+                    ));
+                }
                 txn.execute(
-                    "INSERT INTO invites (id, digest, user, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, &digest[..], user, now, expires_ms],
+                    "INSERT INTO invites (id, digest, user, created_ms, expires_ms, created_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, &digest[..], user, now, expires_ms, created_by],
                 )?;
                 Ok(())
             },
@@ -361,16 +378,16 @@ impl Store {
                      AND revoked_ms IS NULL",
                     params![user, device, now],
                 )?;
-                let mut invites = 0;
-                if device.is_none() {
-                    invites = txn.execute(
-                        "UPDATE invites SET revoked_ms = ?2 WHERE user = ?1 AND used_ms IS NULL AND revoked_ms IS NULL
-                         AND expires_ms > ?2",
-                        params![user, now],
-                    )?;
-                } else if changed == 0 {
+                if device.is_some() && changed == 0 {
                     return Ok(None);
                 }
+                // A person's open invites go with them; a device's, with it (a stolen one
+                // cannot leave an invite behind).
+                let invites = txn.execute(
+                    "UPDATE invites SET revoked_ms = ?3 WHERE user = ?1 AND (?2 IS NULL OR created_by = ?2)
+                     AND used_ms IS NULL AND revoked_ms IS NULL AND expires_ms > ?3",
+                    params![user, device, now],
+                )?;
                 let mut stmt = txn.prepare_cached(
                     "SELECT serial FROM device_certs WHERE user = ?1 AND (?2 IS NULL OR device = ?2)
                      AND not_after_ms > ?3",
@@ -422,8 +439,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
         let digest = [9; 32];
-        store.create_invite("alice", "aaaaaaaa", digest, now_ms() + 60_000).await.unwrap();
-        store.create_invite("alice", "bbbbbbbb", digest, now_ms() - 1).await.unwrap();
+        store.create_invite("alice", "aaaaaaaa", digest, now_ms() + 60_000, None).await.unwrap();
+        store.create_invite("alice", "bbbbbbbb", digest, now_ms() - 1, None).await.unwrap();
         let refused = |why: &str| InviteCheck::Refused(why.into());
         assert_eq!(store.check_invite("aaaaaaaa", [8; 32]).await.unwrap(), refused("invalid"));
         assert_eq!(store.check_invite("zzzzzzzz", digest).await.unwrap(), refused("invalid"));
@@ -438,7 +455,7 @@ mod tests {
         let devices = store.devices(Some("alice")).await.unwrap();
         assert_eq!(devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1"]);
 
-        store.create_invite("alice", "cccccccc", digest, now_ms() + 60_000).await.unwrap();
+        store.create_invite("alice", "cccccccc", digest, now_ms() + 60_000, Some("d1")).await.unwrap();
         let revoked = store.revoke_devices("alice", None).await.unwrap().unwrap();
         assert_eq!(revoked, Revoked { serials: vec![b"d1".to_vec()], devices: 1, invites: 1 });
         assert_eq!(store.check_invite("cccccccc", digest).await.unwrap(), refused("revoked"));
@@ -451,9 +468,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
         for i in 0..MAX_OPEN_INVITES {
-            store.create_invite("bob", &format!("i{i}"), [i as u8; 32], now_ms() + 60_000).await.unwrap();
+            store.create_invite("bob", &format!("i{i}"), [i as u8; 32], now_ms() + 60_000, None).await.unwrap();
         }
-        let err = store.create_invite("bob", "one-more", [0; 32], now_ms() + 60_000).await.unwrap_err();
+        let err = store.create_invite("bob", "one-more", [0; 32], now_ms() + 60_000, None).await.unwrap_err();
         assert!(err.to_string().contains("wait to be used"), "{err}");
         for i in 0..MAX_OPEN_INVITES - 1 {
             let redeemed =

@@ -307,7 +307,8 @@ impl Store {
 
     /// Marks as swept every file past its time: fetched ones `retention_ms` after their first
     /// fetch once every device of the recipient that was there when the file came has it,
-    /// the others (unfetched, unfinished, or still missing on a device) after `expiry_ms`.
+    /// the others (unfetched, unfinished, or still missing on a device) after `expiry_ms`
+    /// (and a fetched one never before its retention).
     /// Returns them, so their spool files can go. The
     /// rows of files swept more than `retention_ms` ago go too (their senders saw them
     /// expire in their listing for that long), so the table does not grow with use.
@@ -325,7 +326,8 @@ impl Store {
                             SELECT 1 FROM devices AS d WHERE d.user = files.recipient AND d.revoked_ms IS NULL
                             AND d.enrolled_ms <= files.created_ms
                             AND NOT EXISTS (SELECT 1 FROM fetches WHERE file = files.id AND device = d.id)))
-                        OR COALESCE(committed_ms, created_ms) + ?3 <= ?1)
+                        OR (COALESCE(committed_ms, created_ms) + ?3 <= ?1
+                            AND (fetched_ms IS NULL OR fetched_ms + ?2 <= ?1)))
                      RETURNING id, sender, name, fetched_ms IS NOT NULL",
                 )?;
                 let rows = stmt.query_map(params![now, retention_ms, expiry_ms], |r| {

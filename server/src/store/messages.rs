@@ -288,8 +288,8 @@ pub struct ExpiredMessage {
 impl Store {
     /// Deletes delivered messages older than `retention_ms` (since delivery) that every
     /// device that should have them has (its cursor is past them; the device that sent one
-    /// does not need it, nor does one enrolled after it), and undelivered ones older than
-    /// `expiry_ms` (since they were stored), up to
+    /// does not need it, nor does one enrolled after it), every message older than
+    /// `expiry_ms` (since it was stored; the undelivered ones are returned), up to
     /// [`SWEEP_BATCH`] of each, so that one sweep never holds the store long; returns the
     /// expired ones, so their senders can be told. The caller repeats while any went.
     pub async fn sweep_messages(&self, retention_ms: i64, expiry_ms: i64) -> Result<MessageSweep, StoreError> {
@@ -305,6 +305,12 @@ impl Store {
                          ORDER BY delivered_ms LIMIT ?3)",
                     params![now, retention_ms, SWEEP_BATCH as i64],
                 )?;
+                // A device that never comes back holds nothing past the expiry either.
+                let expired_delivered = txn.execute(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
+                         WHERE delivered_ms IS NOT NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)",
+                    params![now, expiry_ms, SWEEP_BATCH as i64],
+                )?;
                 let mut stmt = txn.prepare_cached(
                     "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
                          WHERE delivered_ms IS NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)
@@ -318,7 +324,8 @@ impl Store {
                     })
                 })?;
                 let expired = rows.collect::<Result<Vec<_>, _>>()?;
-                Ok(MessageSweep { more: retained == SWEEP_BATCH || expired.len() == SWEEP_BATCH, expired })
+                let more = retained == SWEEP_BATCH || expired_delivered == SWEEP_BATCH || expired.len() == SWEEP_BATCH;
+                Ok(MessageSweep { more, expired })
             },
             |_| {},
         )

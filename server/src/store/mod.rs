@@ -139,7 +139,9 @@ fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool
 }
 
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let txn = match conn.transaction() {
+    // Immediate: the write lock is taken at the start, so a write of another process (an
+    // operator's subcommand) makes this wait (busy timeout) rather than fail midway.
+    let txn = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(txn) => txn,
         Err(e) => {
             let err = StoreError::from(e);

@@ -102,9 +102,11 @@ CREATE TABLE invites (
     expires_ms   INTEGER NOT NULL,
     used_ms      INTEGER,
     revoked_ms   INTEGER,
+    created_by   TEXT,
     device       TEXT
 ) WITHOUT ROWID;
 CREATE INDEX invites_expiry ON invites (expires_ms);
+CREATE INDEX invites_of ON invites (user, created_ms);
 CREATE TABLE fetches (
     file         BLOB NOT NULL REFERENCES files (id) ON DELETE CASCADE,
     device       TEXT NOT NULL,
