@@ -398,3 +398,40 @@ async fn a_device_that_was_away_hears_of_the_devices_that_joined_meanwhile() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_certificate_is_not_renewed_before_its_last_third() {
+    let relay = TestRelay::start_with_people(RelayLimits::default(), &[]).await;
+    let identity = relay.join(&relay.invite("alice", DAY).await, "laptop").await;
+    let mut raw = qchat_tests::raw_connect(&identity, relay.addr).await;
+    let csr_der = qchat_client::enroll::renewal_request(&identity).unwrap();
+    qchat_shared::io::write_frame(&mut raw.control.0, &qchat_shared::frame::ClientControl::Renew { csr_der })
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(qchat_tests::WAIT, async {
+        loop {
+            match qchat_shared::io::read_frame::<qchat_shared::frame::RelayControl, _>(&mut raw.control.1).await {
+                Ok(Some(qchat_shared::frame::RelayControl::DeviceRefused { reason })) => return reason,
+                Ok(Some(qchat_shared::frame::RelayControl::Renewed { .. })) => panic!("renewed 90 days early"),
+                Ok(Some(_)) => {}
+                other => panic!("the control stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(reason.contains("last third"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_enrollment_that_never_asks_is_closed_and_counted() {
+    let limits = RelayLimits { enroll_failures_per_minute: 1, ..Default::default() };
+    let relay = TestRelay::start_with_people(limits, &[]).await;
+    let line = relay.invite("alice", DAY).await;
+    let (_endpoint, connection) = raw_enrollment(&line).await;
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(20), connection.closed()).await;
+    assert!(closed.is_ok() && started.elapsed() < Duration::from_secs(15), "closed after the deadline");
+    let err = qchat_client::enroll::join(&line, "next").await.unwrap_err();
+    assert!(err.0.contains("too many failed attempts"), "the silent one counted: {err}");
+}
