@@ -40,6 +40,28 @@ async fn message_from(client: &mut TestClient, from: &str, text: &str) {
         .await;
 }
 
+/// Connects `identity` (its file at `path`), waits for its renewal, and returns the client
+/// and the identity file as it is then (its certificate new).
+async fn connect_and_renew(
+    relay: &TestRelay,
+    identity: &qchat_shared::identity::Identity,
+    path: &std::path::Path,
+) -> (TestClient, qchat_shared::identity::Identity) {
+    let mut options = relay.client_options(identity.clone());
+    options.identity_path = Some(path.to_path_buf());
+    let mut client = TestClient::start(options);
+    client.connected().await;
+    client
+        .expect("a renewed certificate", |e| match e {
+            Event::Renewed { .. } => Some(()),
+            _ => None,
+        })
+        .await;
+    let renewed = qchat_shared::identity::Identity::load(path).unwrap();
+    assert_ne!(renewed.cert_pem, identity.cert_pem, "a new certificate in the identity file");
+    (client, renewed)
+}
+
 async fn device_answer<T>(client: &mut TestClient, request: DeviceRequest, pick: impl FnMut(Event) -> Option<T>) -> T {
     client.client.devices(request);
     client.expect("an answer about devices", pick).await
@@ -246,18 +268,7 @@ async fn a_device_renews_its_certificate_before_it_ends() {
     let identity = relay.join(&relay.invite("alice", DAY).await, "laptop").await;
     let path = relay.tmp.path().join("alice.qchat");
     identity.save(&path).unwrap();
-    let mut options = relay.client_options(identity.clone());
-    options.identity_path = Some(path.clone());
-    let mut alice = TestClient::start(options);
-    alice.connected().await;
-    alice
-        .expect("a renewed certificate", |e| match e {
-            Event::Renewed { .. } => Some(()),
-            _ => None,
-        })
-        .await;
-    let renewed = qchat_shared::identity::Identity::load(&path).unwrap();
-    assert_ne!(renewed.cert_pem, identity.cert_pem);
+    let (alice, renewed) = connect_and_renew(&relay, &identity, &path).await;
     assert_eq!(renewed.key_pem, identity.key_pem, "the same key: it never left the device");
     assert_eq!(renewed.device(), identity.device());
     alice.stop().await;
@@ -352,19 +363,8 @@ async fn an_identity_from_qchat_certs_renews_and_stays_the_same_device() {
     let first_id = identity.device().unwrap();
     let state_dir = qchat_client::state::StateDir::under(&relay.clients_dir, &identity).dir;
 
-    let mut options = relay.client_options(identity.clone());
-    options.identity_path = Some(path.clone());
-    let mut alice = TestClient::start(options);
-    alice.connected().await;
-    alice
-        .expect("a renewed certificate", |e| match e {
-            Event::Renewed { .. } => Some(()),
-            _ => None,
-        })
-        .await;
+    let (alice, renewed) = connect_and_renew(&relay, &identity, &path).await;
     alice.stop().await;
-    let renewed = qchat_shared::identity::Identity::load(&path).unwrap();
-    assert_ne!(renewed.cert_pem, identity.cert_pem);
     assert_eq!(qchat_client::state::StateDir::under(&relay.clients_dir, &renewed).dir, state_dir, "its history stays");
 
     let mut alice = relay.client_for(renewed);
