@@ -26,6 +26,52 @@ fn key(address: IpAddr) -> IpAddr {
     }
 }
 
+/// Enrollments one address may have running at once.
+pub const AT_ONCE_PER_ADDRESS: usize = 4;
+
+/// The enrollments running from each address, so that one address cannot hold every slot.
+#[derive(Default)]
+pub struct RunningAttempts {
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One running enrollment; its address's count goes down when it is dropped.
+pub struct Running<'a> {
+    of: &'a RunningAttempts,
+    address: IpAddr,
+}
+
+impl RunningAttempts {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.by_address.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an enrollment of `address`, unless it has [`AT_ONCE_PER_ADDRESS`] running.
+    /// The map holds only addresses with one running, so it is bounded by the slots.
+    pub fn start(&self, address: IpAddr) -> Option<Running<'_>> {
+        let address = key(address);
+        let mut map = self.map();
+        let running = map.entry(address).or_insert(0);
+        if *running >= AT_ONCE_PER_ADDRESS {
+            return None;
+        }
+        *running += 1;
+        Some(Running { of: self, address })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut map = self.of.map();
+        if let Some(running) = map.get_mut(&self.address) {
+            *running -= 1;
+            if *running == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Failed attempts per address in the current minute.
 pub struct FailedAttempts {
     limit: u32,
@@ -94,6 +140,18 @@ mod tests {
         }
         assert!(attempts.map().len() <= ADDRESSES);
         assert!(attempts.allowed(IpAddr::from([250, 0, 0, 1])), "a new address may still try");
+    }
+
+    #[test]
+    fn one_address_runs_a_few_enrollments_at_once() {
+        let running = RunningAttempts::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..AT_ONCE_PER_ADDRESS).map(|_| running.start(a).unwrap()).collect();
+        assert!(running.start(a).is_none());
+        assert!(running.start("10.0.0.2".parse().unwrap()).is_some(), "others go on");
+        drop(held);
+        assert!(running.start(a).is_some());
+        assert!(running.map().len() <= 1, "only addresses with one running are kept");
     }
 
     #[test]

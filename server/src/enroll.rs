@@ -28,6 +28,10 @@ const LINGER: Duration = Duration::from_secs(3);
 /// failed attempt, and the slot is free again before the relay waits for the device to go.
 pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     let address = connection.remote_address().ip();
+    let Some(from_address) = state.enrolling_from.start(address) else {
+        connection.close(0u32.into(), b"too many enrollments from your address at once; try again in a moment");
+        return;
+    };
     let Ok(slot) = state.enrollments.clone().try_acquire_owned() else {
         connection.close(0u32.into(), b"the relay is busy enrolling other devices; try again in a moment");
         return;
@@ -48,7 +52,7 @@ pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     if write_frame(&mut send, &reply).await.is_ok() {
         let _ = send.finish();
     }
-    drop(slot);
+    drop((slot, from_address));
     // The device closes once it has the answer.
     let _ = timeout(LINGER, connection.closed()).await;
 }

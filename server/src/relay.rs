@@ -170,8 +170,9 @@ pub struct RelayState {
     pub pki_dir: PathBuf,
     /// Failed enrollments per address, to bound guessing.
     pub enroll_attempts: crate::attempts::FailedAttempts,
-    /// Enrollments served at once.
+    /// Enrollments served at once, in all and per address.
     pub enrollments: Arc<Semaphore>,
+    pub enrolling_from: crate::attempts::RunningAttempts,
     /// Held while an enrollment may add a person, from the check of the two-person limit
     /// to the new member's admission.
     pub admitting: tokio::sync::Mutex<()>,
@@ -310,6 +311,7 @@ impl Relay {
             pki_dir: config.pki_dir.clone(),
             enroll_attempts: crate::attempts::FailedAttempts::new(config.limits.enroll_failures_per_minute),
             enrollments: Arc::new(Semaphore::new(crate::enroll::AT_ONCE)),
+            enrolling_from: Default::default(),
             admitting: tokio::sync::Mutex::new(()),
             revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),

@@ -435,3 +435,19 @@ async fn an_enrollment_that_never_asks_is_closed_and_counted() {
     let err = qchat_client::enroll::join(&line, "next").await.unwrap_err();
     assert!(err.0.contains("too many failed attempts"), "the silent one counted: {err}");
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_enrollment_slot() {
+    let relay = TestRelay::start_with_people(RelayLimits::default(), &[]).await;
+    let line = relay.invite("alice", DAY).await;
+    let mut silent = Vec::new();
+    for _ in 0..qchat_server::attempts::AT_ONCE_PER_ADDRESS {
+        silent.push(raw_enrollment(&line).await);
+    }
+    let (_endpoint, one_more) = raw_enrollment(&line).await;
+    let closed = tokio::time::timeout(Duration::from_secs(3), one_more.closed()).await.expect("closed at once");
+    let quinn::ConnectionError::ApplicationClosed(close) = closed else { panic!("{closed:?}") };
+    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    assert!(reason.contains("too many enrollments from your address"), "{reason}");
+    drop(silent);
+}
