@@ -20,18 +20,17 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    fn open_store(&self) -> Result<(Store, std::thread::JoinHandle<()>)> {
+    /// Opens the relay's database for one command, runs `work` on it, and closes it after
+    /// its last job.
+    async fn with_store<T>(&self, work: impl AsyncFnOnce(&Store) -> T) -> Result<T> {
         std::fs::create_dir_all(&self.data).with_context(|| format!("creating {}", self.data.display()))?;
         let (store, _feed, thread) =
             store::open(&self.data.join("relay.db")).context("opening the relay's database")?;
-        Ok((store, thread))
+        let done = work(&store).await;
+        store.close();
+        let _ = thread.join();
+        Ok(done)
     }
-}
-
-/// Closes a store opened for one command, after its last job.
-fn close(store: Store, thread: std::thread::JoinHandle<()>) {
-    store.close();
-    let _ = thread.join();
 }
 
 /// A one-time invite made by the operator.
@@ -65,10 +64,7 @@ pub async fn make_invite(
         None => format!("{}:{}", qchat_certs::relay_host(&dirs.pki)?, qchat_shared::DEFAULT_PORT),
     };
     qchat_shared::identity::split_host_port(&server).map_err(anyhow::Error::msg)?;
-    let (store, thread) = dirs.open_store()?;
-    let issued = devices::create_invite(&store, user, lifetime, None).await;
-    close(store, thread);
-    let issued = issued?;
+    let issued = dirs.with_store(async |store| devices::create_invite(store, user, lifetime, None).await).await??;
     Ok(OperatorInvite { invite: issued.line(&dirs.pki, &server)?, expires_ms: issued.expires_ms, new_person })
 }
 
@@ -87,10 +83,7 @@ pub async fn invite(dirs: &Dirs, user: &str, server: Option<String>, lifetime: D
 /// `qchat-server users`: the people of this relay, with their devices.
 pub async fn users(dirs: &Dirs) -> Result<()> {
     let people = PkiDir::new(&dirs.pki).users()?;
-    let (store, thread) = dirs.open_store()?;
-    let rows = store.devices(None).await;
-    close(store, thread);
-    let rows = rows?;
+    let rows = dirs.with_store(async |store| store.devices(None).await).await??;
     if people.is_empty() {
         println!("no people yet: invite one with `qchat-server invite NAME`");
     }
@@ -119,10 +112,7 @@ fn device_line(row: &DeviceRow) -> String {
 
 /// `qchat-server devices [USER]`: every device (of one person), revoked ones too.
 pub async fn list_devices(dirs: &Dirs, user: Option<&str>) -> Result<()> {
-    let (store, thread) = dirs.open_store()?;
-    let rows = store.devices(user).await;
-    close(store, thread);
-    let rows = rows?;
+    let rows = dirs.with_store(async |store| store.devices(user).await).await??;
     if rows.is_empty() {
         println!("no devices yet (a device appears when it joins, or first connects)");
     }
@@ -136,10 +126,7 @@ pub async fn list_devices(dirs: &Dirs, user: Option<&str>) -> Result<()> {
 /// open invites and their `qchat-certs` identity. The running relay closes their
 /// connections within a second.
 pub async fn revoke(dirs: &Dirs, user: &str, device: Option<&str>) -> Result<()> {
-    let (store, thread) = dirs.open_store()?;
-    let revoked = devices::revoke(&store, &dirs.pki, user, device).await;
-    close(store, thread);
-    let revoked = revoked?;
+    let revoked = dirs.with_store(async |store| devices::revoke(store, &dirs.pki, user, device).await).await??;
     let pki = PkiDir::new(&dirs.pki);
     let mut certs_identity = false;
     if device.is_none() && pki.issued_cert(user).exists() && !pki.revoked()?.iter().any(|(n, _)| n == user) {

@@ -21,15 +21,6 @@ pub enum DeviceError {
     Refused(String),
 }
 
-fn unix_ms(at: std::time::SystemTime) -> i64 {
-    at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    unix_ms(std::time::SystemTime::now())
-}
-
 /// A new invite, as the relay issued it; [`IssuedInvite::line`] makes the line to hand out.
 pub struct IssuedInvite {
     pub id: String,
@@ -56,7 +47,7 @@ pub async fn create_invite(
     qchat_shared::names::validate_user_name(user).map_err(DeviceError::Refused)?;
     let id = qchat_shared::invite::random_id();
     let secret: [u8; qchat_shared::invite::SECRET_BYTES] = rand::random();
-    let expires_ms = now_ms().saturating_add(lifetime.as_millis() as i64);
+    let expires_ms = crate::store::now_ms().saturating_add(lifetime.as_millis() as i64);
     store.create_invite(user, &id, secret_digest(&secret), expires_ms, created_by).await?;
     Ok(IssuedInvite { id, secret, expires_ms })
 }

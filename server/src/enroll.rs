@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qchat_shared::frame::{EnrollReply, EnrollRequest, RelayControl};
+use qchat_shared::frame::{DeviceInfo, EnrollReply, EnrollRequest, RelayControl};
 use qchat_shared::invite::{random_id, secret_digest};
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::FIRST_FRAME_DEADLINE;
@@ -137,17 +137,13 @@ async fn enroll(
         }
     }
     info!(user = %qchat_shared::display::Escaped(user), %device, "a device enrolled");
-    let added = devices::info(
-        &crate::store::DeviceRow {
-            user: user.to_string(),
-            id: device.clone(),
-            name,
-            enrolled_ms: devices::now_ms(),
-            last_seen_ms: None,
-            revoked_ms: None,
-        },
-        "",
-    );
+    let added = DeviceInfo {
+        id: device.clone(),
+        name,
+        enrolled_ms: crate::store::now_ms(),
+        last_seen_ms: None,
+        current: false,
+    };
     let notice = RelayControl::DeviceAdded { user: user.to_string(), device: added };
     state.router.notify(user, notice.clone());
     if let Some(peer) = state.peer_of(user) {

@@ -171,7 +171,8 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     }
 }
 
-pub(super) fn now_ms() -> i64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
