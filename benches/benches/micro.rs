@@ -7,13 +7,16 @@ use qchat_shared::frame::{ChatSend, Deliver, MessageId, Open};
 use qchat_shared::limits::CHUNK;
 
 fn codec_benches(c: &mut Criterion) {
-    let send = Open::Send(ChatSend { id: MessageId([1; 16]), text: "hello, this is a typical chat line".into() });
+    let send =
+        Open::Send(ChatSend { id: MessageId([1; 16]), room: None, text: "hello, this is a typical chat line".into() });
     let deliver = Deliver {
         index: 42,
         id: MessageId([2; 16]),
         seq: 1234,
+        room: "team".into(),
+        room_seq: 77,
         from: "alice".into(),
-        text: "x".repeat(200),
+        body: qchat_shared::frame::Body::Text("x".repeat(200)),
         time_ms: 1_700_000_000_000,
     };
     let bytes = codec::encode(&deliver).unwrap();

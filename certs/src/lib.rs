@@ -5,7 +5,7 @@
 //! - `ca.pem`, `ca.key` — the CA (the key is 0600 and never leaves this directory);
 //! - `relay.pem`, `relay.key` — the relay's certificate (serverAuth, every host a SAN);
 //! - `crl.pem` — revoked user certificates, reloaded by a running relay;
-//! - `users` — every name issued, in order (the first two are the relay's two people);
+//! - `users` — every name issued, in order: the relay's users;
 //! - `issued/NAME.pem` — each user's certificate, kept to revoke it later;
 //! - `revoked` — `NAME SERIAL` per revoked certificate (`NAME/DEVICE SERIAL` for a
 //!   device's, which the relay signed from the device's own request);
@@ -484,8 +484,8 @@ pub struct RelayMaterial {
     pub key_pem: String,
     pub ca_pem: String,
     pub crl_pem: String,
-    /// The relay's two people: the first two names issued.
-    pub members: Vec<String>,
+    /// The relay's users: every name issued.
+    pub users: Vec<String>,
 }
 
 impl RelayMaterial {
@@ -498,7 +498,7 @@ impl RelayMaterial {
             key_pem: read(&pki.relay_key())?,
             ca_pem: read(&pki.ca_cert())?,
             crl_pem,
-            members: pki.users()?.into_iter().take(2).collect(),
+            users: pki.users()?,
         })
     }
 }

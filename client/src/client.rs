@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qchat_shared::frame::{FileId, FileInfo, MessageId, Status};
+use qchat_shared::frame::{ClientControl, FileId, FileInfo, MessageId, Status};
 use qchat_shared::identity::Identity;
 use qchat_shared::window::WindowBudget;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +17,7 @@ use crate::event::TransferId;
 use crate::event::{ConnectionState, Event};
 use crate::history::{ChatLine, History, Record};
 use crate::refusal::Ending;
+use crate::rooms::{RoomRequest, Rooms};
 use crate::session::{self, Outcome};
 use crate::state::{SavedState, StateDir, UploadBook, FETCHED_KEPT};
 use crate::transfers::{Job, TransferContext, Transfers, MAX_TRANSFERS};
@@ -62,10 +63,11 @@ impl ClientOptions {
 }
 
 /// A message stored by the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub id: MessageId,
     pub seq: u64,
+    pub room: String,
     pub time_ms: i64,
 }
 
@@ -81,28 +83,26 @@ pub enum SendError {
 pub(crate) type SendReplyTx = oneshot::Sender<Result<Sent, SendError>>;
 
 pub(crate) enum Command {
-    Send {
-        id: MessageId,
-        text: String,
-        reply: Option<SendReplyTx>,
-    },
+    Send(Outgoing),
     Status,
     SendFile {
         transfer: TransferId,
         path: PathBuf,
+        room: Option<String>,
     },
     /// Receive every file offered now; with `keep`, every file offered later too, as it
     /// is offered (arriving ones included).
     ReceiveAll {
         out_dir: Option<PathBuf>,
         keep: bool,
+        room: Option<String>,
     },
     ListFiles,
     Cancel {
         transfer: TransferId,
     },
-    /// A request about this person's devices.
-    Device(DeviceRequest),
+    /// A request about this person's devices or rooms, as it goes to the relay.
+    Request(ClientControl),
     Shutdown,
 }
 
@@ -132,8 +132,34 @@ pub fn default_download_dir() -> PathBuf {
 /// A message waiting for the relay's `Stored`.
 pub(crate) struct Outgoing {
     pub id: MessageId,
+    /// The room it goes to (none: the default room).
+    pub room: Option<String>,
     pub text: String,
     pub reply: Option<SendReplyTx>,
+}
+
+impl DeviceRequest {
+    /// The request as it goes to the relay.
+    fn frame(self) -> ClientControl {
+        match self {
+            DeviceRequest::Link => ClientControl::LinkDevice,
+            DeviceRequest::List => ClientControl::ListDevices,
+            DeviceRequest::Revoke(device) => ClientControl::RevokeDevice { device },
+        }
+    }
+}
+
+impl RoomRequest {
+    /// The request as it goes to the relay.
+    fn frame(self) -> ClientControl {
+        match self {
+            RoomRequest::List => ClientControl::ListRooms,
+            RoomRequest::Create { name, members } => ClientControl::CreateRoom { name, members },
+            RoomRequest::Add { room, user } => ClientControl::AddMember { room, user },
+            RoomRequest::Remove { room, user } => ClientControl::RemoveMember { room, user },
+            RoomRequest::Leave { room } => ClientControl::LeaveRoom { room },
+        }
+    }
 }
 
 /// A handle to a running client; cheap to clone. The client stops when `shutdown` is
@@ -177,32 +203,49 @@ impl Client {
             transfers: Transfers::new(context),
             offers: BTreeMap::new(),
             receive_into: None,
-            device_requests: Vec::new(),
+            requests: Vec::new(),
+            rooms: Rooms::default(),
             acks_held: false,
             receive_as_offered: None,
+            receive_room: None,
             next_download: 1 << 32,
         };
         tokio::spawn(core.run());
         (Client { commands, next_transfer: Arc::new(AtomicU64::new(1)) }, events_rx)
     }
 
-    /// Queues a file to upload; its events carry the returned id.
+    /// Queues a file to upload to the default room; its events carry the returned id.
     pub fn send_file(&self, path: impl Into<PathBuf>) -> TransferId {
+        self.send_file_to(None, path)
+    }
+
+    /// Queues a file to upload to `room` (none: the default room).
+    pub fn send_file_to(&self, room: Option<String>, path: impl Into<PathBuf>) -> TransferId {
         let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::SendFile { transfer, path: path.into() });
+        let _ = self.commands.send(Command::SendFile { transfer, path: path.into(), room });
         transfer
     }
 
     /// Fetches every file waiting for this user into `out_dir` (default: the download
     /// folder); `Event::Receiving` says how many.
     pub fn receive_all(&self, out_dir: Option<PathBuf>) {
-        let _ = self.commands.send(Command::ReceiveAll { out_dir, keep: false });
+        self.receive_all_in(None, out_dir)
+    }
+
+    /// Like [`Client::receive_all`], only the files of `room` (every room with none).
+    pub fn receive_all_in(&self, room: Option<String>, out_dir: Option<PathBuf>) {
+        let _ = self.commands.send(Command::ReceiveAll { out_dir, keep: false, room });
     }
 
     /// Like [`Client::receive_all`], and goes on receiving every file offered later, as
     /// soon as it is offered: a file still being uploaded is downloaded as it arrives.
     pub fn receive_as_offered(&self, out_dir: Option<PathBuf>) {
-        let _ = self.commands.send(Command::ReceiveAll { out_dir, keep: true });
+        self.receive_as_offered_in(None, out_dir)
+    }
+
+    /// Like [`Client::receive_as_offered`], only the files of `room` (every room with none).
+    pub fn receive_as_offered_in(&self, room: Option<String>, out_dir: Option<PathBuf>) {
+        let _ = self.commands.send(Command::ReceiveAll { out_dir, keep: true, room });
     }
 
     /// Asks for the files waiting for this user and this user's own; `Event::Files` follows.
@@ -215,31 +258,49 @@ impl Client {
         let _ = self.commands.send(Command::Cancel { transfer });
     }
 
-    /// Queues a message; `Stored` or `SendFailed` follows as an event. Returns its id.
+    /// Queues a message to the default room; `Stored` or `SendFailed` follows as an event.
+    /// Returns its id.
     pub fn send(&self, text: impl Into<String>) -> MessageId {
+        self.send_to(None, text)
+    }
+
+    /// Queues a message to `room` (none: the default room).
+    pub fn send_to(&self, room: Option<String>, text: impl Into<String>) -> MessageId {
         let id = MessageId::random();
-        let _ = self.commands.send(Command::Send { id, text: text.into(), reply: None });
+        let _ = self.commands.send(Command::Send(Outgoing { id, room, text: text.into(), reply: None }));
         id
     }
 
-    /// Sends a message and waits until the relay has stored it. While the relay is out of
-    /// reach it keeps trying, so callers that need a bound should use a timeout.
+    /// Sends a message to the default room and waits until the relay has stored it. While
+    /// the relay is out of reach it keeps trying, so callers that need a bound should use
+    /// a timeout.
     pub async fn send_and_wait(&self, text: impl Into<String>) -> Result<Sent, SendError> {
+        self.send_and_wait_to(None, text).await
+    }
+
+    /// Like [`Client::send_and_wait`], to `room`.
+    pub async fn send_and_wait_to(&self, room: Option<String>, text: impl Into<String>) -> Result<Sent, SendError> {
         let (reply, answer) = oneshot::channel();
         let id = MessageId::random();
         self.commands
-            .send(Command::Send { id, text: text.into(), reply: Some(reply) })
+            .send(Command::Send(Outgoing { id, room, text: text.into(), reply: Some(reply) }))
             .map_err(|_| SendError::Stopped("the client has stopped".into()))?;
         answer.await.map_err(|_| SendError::Stopped("the client has stopped".into()))?
     }
 
-    /// Asks the relay for a fresh status; an `Event::Status` follows.
     /// Asks about this person's devices: an invite for another, the list, or a revocation.
     /// The answer comes as an event (or [`Event::DeviceRefused`]).
     pub fn devices(&self, request: DeviceRequest) {
-        let _ = self.commands.send(Command::Device(request));
+        let _ = self.commands.send(Command::Request(request.frame()));
     }
 
+    /// Asks about rooms: the list, a new one, or a change of members. The answer comes as
+    /// [`Event::Rooms`] or [`Event::Room`] (or [`Event::RoomRefused`]).
+    pub fn rooms(&self, request: RoomRequest) {
+        let _ = self.commands.send(Command::Request(request.frame()));
+    }
+
+    /// Asks the relay for a fresh status; an `Event::Status` follows.
     pub fn request_status(&self) {
         let _ = self.commands.send(Command::Status);
     }
@@ -272,10 +333,14 @@ pub(crate) struct Core {
     pub receive_into: Option<PathBuf>,
     /// Where every new offer is received at once, after `receive_as_offered`.
     pub receive_as_offered: Option<PathBuf>,
+    /// The room whose files `receive_all` and `receive_as_offered` take (all with none).
+    pub receive_room: Option<String>,
     /// Numbers downloads that `receive_all` starts (uploads get theirs from the handle).
     pub next_download: TransferId,
-    /// Device requests made while no connection was up, sent once one is.
-    pub device_requests: Vec<DeviceRequest>,
+    /// Device and room requests made while no connection was up, sent once one is.
+    pub requests: Vec<ClientControl>,
+    /// Our rooms.
+    pub rooms: Rooms,
     /// A delivery on this connection could not be written to the history: no later one is
     /// acknowledged on it (the relay's cursor for this device must not pass it).
     pub acks_held: bool,
@@ -320,16 +385,9 @@ impl Core {
             let outgoing = self.outbox.remove(pos);
             match &result {
                 Ok(sent) => {
-                    history.push(Record::Line(ChatLine {
-                        id,
-                        seq: Some(sent.seq),
-                        from: self.options.identity.user.clone(),
-                        text: outgoing.text.clone(),
-                        time_ms: sent.time_ms,
-                        mine: true,
-                        delivered: false,
-                    }));
-                    self.emit(Event::Stored { id, seq: sent.seq, time_ms: sent.time_ms })
+                    let from = self.options.identity.user.clone();
+                    history.push(Record::Line(ChatLine::mine(id, sent, from, outgoing.text.clone())));
+                    self.emit(Event::Stored { id, seq: sent.seq, room: sent.room.clone(), time_ms: sent.time_ms })
                 }
                 Err(e) => self.emit(Event::SendFailed { id, reason: e.to_string() }),
             }
@@ -342,24 +400,26 @@ impl Core {
     /// Takes a command while no connection is up. Returns false on shutdown.
     fn queue_offline(&mut self, command: Option<Command>) -> bool {
         match command {
-            Some(Command::Send { id, text, reply }) => self.outbox.push(Outgoing { id, text, reply }),
-            Some(Command::SendFile { transfer, path }) => self.queue_upload(transfer, path),
-            Some(Command::ReceiveAll { out_dir, keep }) => self.receive(out_dir, keep),
+            Some(Command::Send(outgoing)) => self.outbox.push(outgoing),
+            Some(Command::SendFile { transfer, path, room }) => self.queue_upload(transfer, path, room),
+            Some(Command::ReceiveAll { out_dir, keep, room }) => self.receive(out_dir, keep, room),
             Some(Command::Cancel { transfer }) => self.cancel(transfer),
-            Some(Command::Device(request)) => self.device_requests.push(request),
+            Some(Command::Request(request)) => self.requests.push(request),
             Some(Command::Status | Command::ListFiles) => {}
             Some(Command::Shutdown) | None => return false,
         }
         true
     }
 
-    /// Queues an upload; it starts when connected.
-    pub fn queue_upload(&mut self, transfer: TransferId, path: PathBuf) {
+    /// Queues an upload to `room` (none: the default room); it starts when connected.
+    pub fn queue_upload(&mut self, transfer: TransferId, path: PathBuf, room: Option<String>) {
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                self.emit(Event::UploadQueued { transfer, path: path.clone(), name, size: meta.len() });
-                self.transfers.add(transfer, Job::Upload { path });
+                let queued =
+                    Event::UploadQueued { transfer, room: room.clone(), path: path.clone(), name, size: meta.len() };
+                self.emit(queued);
+                self.transfers.add(transfer, Job::Upload { path, room });
             }
             Ok(_) => self.emit(Event::TransferFailed {
                 transfer,
@@ -376,8 +436,12 @@ impl Core {
 
     /// Queues a download of every offer not saved or queued yet; returns how many.
     pub fn queue_downloads(&mut self, out_dir: PathBuf) -> usize {
-        let offers: Vec<FileInfo> =
-            self.offers.values().filter(|o| !self.transfers.has_download(o.file_id)).cloned().collect();
+        let offers: Vec<FileInfo> = self
+            .offers
+            .values()
+            .filter(|o| self.takes_room(&o.room) && !self.transfers.has_download(o.file_id))
+            .cloned()
+            .collect();
         for offer in &offers {
             self.queue_download(offer.clone(), out_dir.clone());
         }
@@ -400,7 +464,10 @@ impl Core {
             return false;
         }
         let known = self.offers.insert(offer.file_id, offer.clone());
-        let queue = self.receive_as_offered.clone().filter(|_| !self.transfers.has_download(offer.file_id));
+        let queue = self
+            .receive_as_offered
+            .clone()
+            .filter(|_| self.takes_room(&offer.room) && !self.transfers.has_download(offer.file_id));
         if known.as_ref().is_none_or(|old| old.blake3 != offer.blake3) {
             self.emit(Event::FileOffered(offer.clone()));
         }
@@ -410,9 +477,16 @@ impl Core {
         true
     }
 
-    /// Starts receiving what is offered into `out_dir` (the download folder by default),
-    /// once the relay's listing comes; with `keep`, every later offer too.
-    pub fn receive(&mut self, out_dir: Option<PathBuf>, keep: bool) {
+    /// Whether receiving takes the files of `room`.
+    fn takes_room(&self, room: &str) -> bool {
+        self.receive_room.as_deref().is_none_or(|r| r == room)
+    }
+
+    /// Starts receiving what is offered (in `room`, or in every room) into `out_dir` (the
+    /// download folder by default), once the relay's listing comes; with `keep`, every
+    /// later offer too.
+    pub fn receive(&mut self, out_dir: Option<PathBuf>, keep: bool, room: Option<String>) {
+        self.receive_room = room;
         let out_dir = out_dir.unwrap_or_else(|| self.options.download_dir());
         if keep {
             self.receive_as_offered = Some(out_dir.clone());
@@ -437,7 +511,8 @@ impl Core {
 
     async fn run(mut self) {
         let history = self.history.clone();
-        let lines = tokio::task::spawn_blocking(move || history.load()).await.unwrap_or_default();
+        let mut lines = tokio::task::spawn_blocking(move || history.load()).await.unwrap_or_default();
+        crate::history::assign_rooms(&mut lines, &self.options.identity.user);
         self.emit(Event::History(lines));
         let server = self.options.server().to_string();
         let mut backoff = FIRST_BACKOFF;

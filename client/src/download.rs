@@ -218,6 +218,7 @@ mod tests {
     fn offer(size: u64) -> FileInfo {
         FileInfo {
             file_id: FileId([1; 16]),
+            room: "alice+bob".into(),
             name: "a.bin".into(),
             size,
             from: "alice".into(),

@@ -2,16 +2,19 @@
 
 use std::path::PathBuf;
 
-use qchat_shared::frame::{Blake3, DeviceInfo, FileEntry, FileId, FileInfo, MessageId, Status};
+use qchat_shared::frame::{Blake3, Body, DeviceInfo, FileEntry, FileId, FileInfo, MessageId, RoomInfo, Status};
 
 /// A file transfer of this client, numbered from 1 in each run.
 pub type TransferId = u64;
 
-/// A chat message from the peer.
+/// A chat message from someone in one of our rooms (or from another of our devices).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {
     pub id: MessageId,
     pub seq: u64,
+    pub room: String,
+    /// Its number in its room.
+    pub room_seq: u64,
     pub from: String,
     pub text: String,
     /// The relay's commit time, Unix milliseconds.
@@ -46,12 +49,30 @@ pub enum Event {
     /// The conversation kept on disk, sent once when the client starts.
     History(Vec<crate::history::ChatLine>),
     Connection(ConnectionState),
-    /// A message from the peer (each id once per run, in the relay's order).
+    /// A message (each id once per run, in the relay's order).
     Message(IncomingMessage),
-    /// The relay stored a message of ours.
+    /// A room's members changed (each change once per run, in the relay's order).
+    RoomChanged {
+        room: String,
+        /// Who made the change.
+        by: String,
+        change: Body,
+        time_ms: i64,
+    },
+    /// Our rooms, as they are now: after each connect, each change, and each answer to a
+    /// room request.
+    Rooms(Vec<RoomInfo>),
+    /// A room request was done: the room as it is now.
+    Room(RoomInfo),
+    /// A room request was refused.
+    RoomRefused {
+        reason: String,
+    },
+    /// The relay stored a message of ours, in `room`.
     Stored {
         id: MessageId,
         seq: u64,
+        room: String,
         time_ms: i64,
     },
     /// The relay refused a message of ours; it will not be retried.
@@ -59,16 +80,19 @@ pub enum Event {
         id: MessageId,
         reason: String,
     },
-    /// The peer received a message of ours.
+    /// `by` received a message of ours; with `everyone`, every member of its room has it.
     Delivered {
         id: MessageId,
         seq: u64,
+        room: String,
+        by: String,
+        everyone: bool,
     },
     /// The relay recorded our acknowledgement of these messages: they will not come again.
     AckConfirmed {
         seqs: Vec<u64>,
     },
-    /// The peer came online or went offline.
+    /// Someone who shares a room with us came online or went offline.
     Presence {
         user: String,
         online: bool,
@@ -84,9 +108,10 @@ pub enum Event {
         file_id: FileId,
         held: u64,
     },
-    /// An upload is queued.
+    /// An upload is queued (to a room by name, or to the default room).
     UploadQueued {
         transfer: TransferId,
+        room: Option<String>,
         path: PathBuf,
         name: String,
         size: u64,
@@ -111,16 +136,17 @@ pub enum Event {
         done: u64,
         total: u64,
     },
-    /// The relay holds our file, verified, and has offered it to the peer.
+    /// The relay holds our file, verified, and has offered it to the members of `room`.
     Uploaded {
         transfer: TransferId,
         file_id: FileId,
+        room: String,
         path: PathBuf,
         name: String,
         size: u64,
         blake3: Blake3,
     },
-    /// A file from the peer is saved and its hash checked.
+    /// A file offered to us is saved and its hash checked.
     FileSaved {
         transfer: TransferId,
         file_id: FileId,
@@ -137,9 +163,10 @@ pub enum Event {
     Receiving {
         count: usize,
     },
-    /// The peer saved and verified a file we sent.
+    /// `by` saved and verified a file we sent.
     FileFetched {
         file_id: FileId,
+        by: String,
     },
     /// A file we sent was swept from the relay.
     FileExpired {
@@ -173,7 +200,7 @@ pub enum Event {
     DeviceRefused {
         reason: String,
     },
-    /// A new device joined, ours or the peer's.
+    /// A new device joined, ours or of someone who shares a room with us.
     DeviceAdded {
         user: String,
         device: DeviceInfo,

@@ -1,6 +1,6 @@
-//! The conversation as this client has seen it, kept on disk per identity, so that it is
-//! still there after a restart: an append-only `history.jsonl` (0600) of messages and
-//! receipts. Writes run on a blocking thread, never on tokio's workers; messages from the
+//! The conversations as this client has seen them, kept on disk per identity, so that
+//! they are still there after a restart: an append-only `history.jsonl` (0600) of
+//! messages, changes of rooms' members, and receipts. Writes run on a blocking thread, never on tokio's workers; messages from the
 //! peer are fsynced before the client acknowledges them to the relay.
 
 use std::collections::HashMap;
@@ -18,6 +18,11 @@ pub struct ChatLine {
     pub id: MessageId,
     /// The relay's order; a message of ours not stored yet has none.
     pub seq: Option<u64>,
+    /// The room it is in (none for a line of a client from before rooms, until
+    /// [`assign_rooms`] gives it one; a message not stored yet is in the room it was sent to,
+    /// or the default room).
+    #[serde(default)]
+    pub room: String,
     pub from: String,
     pub text: String,
     /// The relay's commit time (Unix milliseconds); for a message not stored yet, when it
@@ -25,11 +30,41 @@ pub struct ChatLine {
     pub time_ms: i64,
     /// Written by this user.
     pub mine: bool,
-    /// The peer received it.
+    /// Every member of its room received it.
     pub delivered: bool,
+    /// Who received it (a message of ours).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received_by: Vec<String>,
+    /// A change of the room's members, in words, rather than a message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notice: bool,
 }
 
 impl ChatLine {
+    /// A message of ours the relay stored.
+    pub fn mine(id: MessageId, sent: &crate::client::Sent, from: String, text: String) -> Self {
+        ChatLine {
+            id,
+            seq: Some(sent.seq),
+            room: sent.room.clone(),
+            from,
+            text,
+            time_ms: sent.time_ms,
+            mine: true,
+            delivered: false,
+            received_by: Vec::new(),
+            notice: false,
+        }
+    }
+
+    /// Records that `by` received it, and whether everyone has now.
+    pub fn received(&mut self, by: &str, everyone: bool) {
+        if !self.received_by.iter().any(|b| b == by) {
+            self.received_by.push(by.to_string());
+        }
+        self.delivered |= everyone;
+    }
+
     /// Where the line goes in the log: stored lines in the relay's order, then ours not yet
     /// stored, in the order they were written.
     pub fn order(&self) -> (bool, Option<u64>, i64) {
@@ -41,7 +76,24 @@ impl ChatLine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Record {
     Line(ChatLine),
+    /// Every member received it (all a receipt said before rooms).
     Delivered(MessageId),
+    /// `by` received it; with `everyone`, so has every member.
+    Receipt {
+        id: MessageId,
+        by: String,
+        everyone: bool,
+    },
+}
+
+/// Gives the lines of a client from before rooms their room: the direct room of `me` and
+/// the one other person of those days (whoever wrote the first line that is not ours).
+pub fn assign_rooms(lines: &mut [ChatLine], me: &str) {
+    let Some(peer) = lines.iter().find(|l| l.room.is_empty() && !l.mine).map(|l| l.from.clone()) else { return };
+    let room = qchat_shared::names::direct_room(me, &peer);
+    for line in lines.iter_mut().filter(|l| l.room.is_empty()) {
+        line.room = room.clone();
+    }
 }
 
 /// The history file of one identity.
@@ -63,7 +115,10 @@ impl History {
         for record in text.lines().filter_map(|l| serde_json::from_str::<Record>(l).ok()) {
             match record {
                 Record::Line(line) => match at.get(&line.id) {
-                    Some(&i) => lines[i] = ChatLine { delivered: lines[i].delivered || line.delivered, ..line },
+                    Some(&i) => {
+                        let received_by = std::mem::take(&mut lines[i].received_by);
+                        lines[i] = ChatLine { delivered: lines[i].delivered || line.delivered, received_by, ..line }
+                    }
                     None => {
                         at.insert(line.id, lines.len());
                         lines.push(line);
@@ -72,6 +127,11 @@ impl History {
                 Record::Delivered(id) => {
                     if let Some(&i) = at.get(&id) {
                         lines[i].delivered = true;
+                    }
+                }
+                Record::Receipt { id, by, everyone } => {
+                    if let Some(&i) = at.get(&id) {
+                        lines[i].received(&by, everyone);
                     }
                 }
             }
@@ -131,12 +191,29 @@ mod tests {
         ChatLine {
             id: MessageId([seq as u8; 16]),
             seq: Some(seq),
+            room: String::new(),
             from: if mine { "alice" } else { "bob" }.into(),
             text: format!("m{seq}"),
             time_ms: seq as i64,
             mine,
             delivered: false,
+            received_by: Vec::new(),
+            notice: false,
         }
+    }
+
+    #[test]
+    fn a_history_from_before_rooms_is_the_direct_room_and_receipts_say_who() {
+        // A line as a client from before rooms wrote it: no room, no receipts by name.
+        let mut old = serde_json::to_value(Record::Line(line(1, true))).unwrap();
+        old["Line"].as_object_mut().unwrap().remove("room");
+        let Record::Line(first) = serde_json::from_value(old).unwrap() else { panic!() };
+        let mut lines = vec![first, line(2, false)];
+        assign_rooms(&mut lines, "alice");
+        assert!(lines.iter().all(|l| l.room == "alice+bob"));
+        lines[0].received("bob", false);
+        lines[0].received("bob", true);
+        assert_eq!((lines[0].received_by.len(), lines[0].delivered), (1, true));
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! - [`enroll`]: joining with an invite (a key made here), and certificate renewal;
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
 //! - [`reorder`]: deliveries put back in the relay's order, with a bound;
+//! - [`rooms`]: the rooms this user is in, kept up to date;
 //! - [`event`]: what the core reports;
 //! - [`transfers`], [`upload`], [`download`]: files, one stream each, resumable;
 //! - [`state`], [`history`]: what the client keeps on disk, per identity;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod history;
 pub mod refusal;
 pub mod reorder;
+pub mod rooms;
 pub mod session;
 pub mod state;
 pub mod transfers;
@@ -29,3 +31,4 @@ pub mod upload;
 
 pub use client::{Client, ClientOptions, DeviceRequest, SendError};
 pub use event::{ConnectionState, Event, IncomingMessage, TransferId};
+pub use rooms::RoomRequest;

@@ -69,8 +69,10 @@ mod tests {
             index,
             id: MessageId([index as u8; 16]),
             seq: index.wrapping_mul(2),
+            room: "a+b".into(),
+            room_seq: index,
             from: "a".into(),
-            text: String::new(),
+            body: qchat_shared::frame::Body::Text(String::new()),
             time_ms: 0,
         }
     }

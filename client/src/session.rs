@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::{
-    ChatSend, ClientControl, Deliver, FileId, FileState, Hello, MessageId, Open, RelayControl, SendReply,
+    Body, ChatSend, ClientControl, Deliver, FileId, FileState, Hello, MessageId, Open, RelayControl, SendReply,
 };
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
@@ -15,7 +15,7 @@ use qchat_shared::window::ConnectionWindows;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::{Command, Core, DeviceRequest, Outgoing, SendError, Sent};
+use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::{ChatLine, Record};
 use crate::refusal::{explain, Ending};
@@ -85,7 +85,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     let (send_queue, queue_rx) = mpsc::unbounded_channel();
     tasks.spawn(send_in_order(connection.clone(), queue_rx, result_tx));
     for outgoing in &core.outbox {
-        let _ = send_queue.send((outgoing.id, outgoing.text.clone()));
+        let _ = send_queue.send(queued(outgoing));
     }
 
     let mut welcomed = false;
@@ -96,13 +96,15 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
         let gap = reorder.gap_deadline();
         tokio::select! {
             command = core.commands.recv() => match command {
-                Some(Command::Send { id, text, reply }) => {
-                    if let Some(reason) = refuse_locally(&text) {
-                        core.outbox.push(Outgoing { id, text, reply });
+                Some(Command::Send(outgoing)) => {
+                    let id = outgoing.id;
+                    let refused = refuse_locally(&outgoing.text);
+                    if refused.is_none() {
+                        let _ = send_queue.send(queued(&outgoing));
+                    }
+                    core.outbox.push(outgoing);
+                    if let Some(reason) = refused {
                         core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
-                    } else {
-                        let _ = send_queue.send((id, text.clone()));
-                        core.outbox.push(Outgoing { id, text, reply });
                     }
                 }
                 Some(Command::Status) => {
@@ -110,9 +112,9 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         break ended(welcomed, &connection, &who).await;
                     }
                 }
-                Some(Command::SendFile { transfer, path }) => core.queue_upload(transfer, path),
-                Some(Command::ReceiveAll { out_dir, keep }) => {
-                    core.receive(out_dir, keep);
+                Some(Command::SendFile { transfer, path, room }) => core.queue_upload(transfer, path, room),
+                Some(Command::ReceiveAll { out_dir, keep, room }) => {
+                    core.receive(out_dir, keep, room);
                     if write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err() {
                         break ended(welcomed, &connection, &who).await;
                     }
@@ -123,8 +125,8 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     }
                 }
                 Some(Command::Cancel { transfer }) => core.cancel(transfer),
-                Some(Command::Device(request)) => {
-                    if write_frame(&mut control_send, &device_frame(request)).await.is_err() {
+                Some(Command::Request(request)) => {
+                    if write_frame(&mut control_send, &request).await.is_err() {
                         break ended(welcomed, &connection, &who).await;
                     }
                 }
@@ -147,7 +149,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                             break ended(welcomed, &connection, &who).await;
                         }
                         let mut requests: Vec<ClientControl> = renewal(core).into_iter().collect();
-                        requests.extend(core.device_requests.drain(..).map(device_frame));
+                        requests.append(&mut core.requests);
                         let mut written = true;
                         for request in requests {
                             written &= write_frame(&mut control_send, &request).await.is_ok();
@@ -228,12 +230,11 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     outcome
 }
 
-fn device_frame(request: DeviceRequest) -> ClientControl {
-    match request {
-        DeviceRequest::Link => ClientControl::LinkDevice,
-        DeviceRequest::List => ClientControl::ListDevices,
-        DeviceRequest::Revoke(device) => ClientControl::RevokeDevice { device },
-    }
+/// A message as the sending task takes it.
+type Queued = (MessageId, Option<String>, String);
+
+fn queued(outgoing: &Outgoing) -> Queued {
+    (outgoing.id, outgoing.room.clone(), outgoing.text.clone())
 }
 
 /// A request for a new certificate, when this device's is in the last third of its life.
@@ -317,7 +318,7 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
             }
         }
         RelayControl::FileArriving { file_id, held } => core.emit(Event::FileArriving { file_id, held }),
-        RelayControl::FileFetched { file_id } => core.emit(Event::FileFetched { file_id }),
+        RelayControl::FileFetched { file_id, by } => core.emit(Event::FileFetched { file_id, by }),
         RelayControl::FileExpired { file_id, name, fetched } => {
             core.emit(Event::FileExpired { file_id, name, fetched })
         }
@@ -337,12 +338,32 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
         }
         RelayControl::Welcome(status) => core.emit(Event::Connection(ConnectionState::Connected(status))),
         RelayControl::Status(status) => core.emit_status(status),
-        RelayControl::Presence { user, online } => core.emit(Event::Presence { user, online }),
+        RelayControl::Presence { user, online } => {
+            core.rooms.presence(&user, online);
+            core.emit(Event::Presence { user, online });
+        }
+        RelayControl::Rooms { rooms, last } => {
+            if core.rooms.listed(rooms, last) {
+                core.emit(Event::Rooms(core.rooms.list()));
+            }
+        }
+        RelayControl::Room(room) => {
+            core.rooms.update(&core.options.identity.user, room.clone());
+            core.emit(Event::Room(room));
+            core.emit(Event::Rooms(core.rooms.list()));
+        }
+        RelayControl::RoomRefused { reason } => core.emit(Event::RoomRefused { reason }),
         RelayControl::AckConfirmed { seqs } => core.emit(Event::AckConfirmed { seqs }),
-        RelayControl::Delivered { messages, all_delivered_upto } => {
-            core.remember(messages.iter().map(|(id, _)| Record::Delivered(*id)).collect(), false).await;
+        RelayControl::Delivered { room, by, messages, everyone, all_delivered_upto } => {
+            let records = messages.iter().map(|(id, seq)| Record::Receipt {
+                id: *id,
+                by: by.clone(),
+                everyone: everyone.contains(seq),
+            });
+            core.remember(records.collect(), false).await;
             for (id, seq) in messages {
-                core.emit(Event::Delivered { id, seq });
+                let (room, by, everyone) = (room.clone(), by.clone(), everyone.contains(&seq));
+                core.emit(Event::Delivered { id, seq, room, by, everyone });
             }
             if all_delivered_upto > core.saved.receipts_after {
                 core.saved.receipts_after = all_delivered_upto;
@@ -401,14 +422,18 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
         .map(|d| {
             // One of ours, sent from another of our devices: shown as ours.
             let mine = d.from == me;
+            let notice = !matches!(d.body, Body::Text(_));
             Record::Line(ChatLine {
                 id: d.id,
                 seq: Some(d.seq),
+                room: d.room.clone(),
                 from: d.from.clone(),
-                text: d.text.clone(),
+                text: crate::rooms::describe(&d.from, &d.body),
                 time_ms: d.time_ms,
                 mine,
                 delivered: !mine,
+                received_by: Vec::new(),
+                notice,
             })
         })
         .collect();
@@ -422,11 +447,26 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
     ready.iter().map(|d| d.seq).collect()
 }
 
-/// Reports the deliveries not shown yet, once each.
+/// Reports the deliveries not shown yet, once each; a change of members also changes our
+/// rooms.
 fn show_new(core: &mut Core, ready: &[Deliver], last: u64) {
+    let me = core.options.identity.user.clone();
     for d in ready.iter().filter(|d| d.seq > core.shown_upto) {
-        let (id, seq, from, text, time_ms) = (d.id, d.seq, d.from.clone(), d.text.clone(), d.time_ms);
-        core.emit(Event::Message(IncomingMessage { id, seq, from, text, time_ms }));
+        let (id, seq, room, room_seq, from, time_ms) =
+            (d.id, d.seq, d.room.clone(), d.room_seq, d.from.clone(), d.time_ms);
+        match &d.body {
+            Body::Text(text) => {
+                let text = text.clone();
+                core.emit(Event::Message(IncomingMessage { id, seq, room, room_seq, from, text, time_ms }));
+            }
+            change => {
+                let changed = core.rooms.apply(&me, (&room, room_seq), &from, change);
+                core.emit(Event::RoomChanged { room, by: from, change: change.clone(), time_ms });
+                if changed {
+                    core.emit(Event::Rooms(core.rooms.list()));
+                }
+            }
+        }
     }
     core.shown_upto = core.shown_upto.max(last);
 }
@@ -444,13 +484,13 @@ fn on_send_result(
     id: MessageId,
     result: SendResult,
     history: &mut Vec<Record>,
-) -> Option<(MessageId, String)> {
+) -> Option<Queued> {
     match result {
         // Keep it and send it again (same id: the relay stores it once); if the link is
         // dead, the reconnect resends it.
-        SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).map(|o| (id, o.text.clone())),
-        SendResult::Reply(SendReply::Stored { seq, time_ms, .. }) => {
-            core.settle(id, Ok(Sent { id, seq, time_ms }), history)
+        SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).map(queued),
+        SendResult::Reply(SendReply::Stored { seq, room, time_ms, .. }) => {
+            core.settle(id, Ok(Sent { id, seq, room, time_ms }), history)
         }
         SendResult::Reply(SendReply::Refused { reason }) => core.settle(id, Err(SendError::Refused(reason)), history),
         // The connection is going: the message stays queued and is sent again (same id, so
@@ -465,12 +505,12 @@ fn on_send_result(
 /// stores a connection's messages in stream order), and awaits the answers side by side.
 async fn send_in_order(
     connection: quinn::Connection,
-    mut queue: mpsc::UnboundedReceiver<(MessageId, String)>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
     results: mpsc::UnboundedSender<(MessageId, SendResult)>,
 ) {
     let mut answers = JoinSet::new();
-    while let Some((id, text)) = queue.recv().await {
-        match open_and_write(&connection, id, text).await {
+    while let Some((id, room, text)) = queue.recv().await {
+        match open_and_write(&connection, ChatSend { id, room, text }).await {
             Ok(recv) => {
                 let results = results.clone();
                 answers.spawn(async move {
@@ -484,14 +524,10 @@ async fn send_in_order(
     }
 }
 
-async fn open_and_write(
-    connection: &quinn::Connection,
-    id: MessageId,
-    text: String,
-) -> Result<quinn::RecvStream, String> {
+async fn open_and_write(connection: &quinn::Connection, message: ChatSend) -> Result<quinn::RecvStream, String> {
     let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let _ = send.set_priority(CHAT_PRIORITY);
-    write_frame(&mut send, &Open::Send(ChatSend { id, text })).await.map_err(|e| e.to_string())?;
+    write_frame(&mut send, &Open::Send(message)).await.map_err(|e| e.to_string())?;
     let _ = send.finish();
     Ok(recv)
 }

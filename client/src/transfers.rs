@@ -24,8 +24,15 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// What a transfer does.
 #[derive(Debug, Clone)]
 pub enum Job {
-    Upload { path: PathBuf },
-    Download { offer: FileInfo, out_dir: PathBuf },
+    /// To a room by name, or to the default room.
+    Upload {
+        path: PathBuf,
+        room: Option<String>,
+    },
+    Download {
+        offer: FileInfo,
+        out_dir: PathBuf,
+    },
 }
 
 /// How a transfer task ended.
@@ -149,7 +156,9 @@ impl Transfers {
             let cancelled = entry.cancelled.clone();
             entry.running = Some(tasks.spawn(async move {
                 let outcome = match job {
-                    Job::Upload { path } => upload::run(&context, &windows, transfer, path, cancelled).await,
+                    Job::Upload { path, room } => {
+                        upload::run(&context, &windows, transfer, (path, room), cancelled).await
+                    }
                     Job::Download { offer, out_dir } => {
                         download::run(&context, &windows, transfer, offer, out_dir).await
                     }

@@ -39,12 +39,13 @@ fn inspect(path: &Path) -> Result<Local, String> {
     Ok(Local { size: meta.len(), modified_ms, name })
 }
 
-/// Uploads `path`; reports progress and the result as events.
+/// Uploads `path` to `room` (the default room with none); reports progress and the result
+/// as events.
 pub async fn run(
     ctx: &TransferContext,
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
-    path: PathBuf,
+    (path, room): (PathBuf, Option<String>),
     cancelled: Arc<AtomicBool>,
 ) -> Outcome {
     let connection = windows.connection();
@@ -53,7 +54,7 @@ pub async fn run(
         Err(reason) => return ctx.fail(transfer, None, reason),
     };
     let Ok(_permit) = ctx.permits.acquire().await else { return Outcome::Interrupted };
-    match send_file(ctx, windows, transfer, &path, &local, cancelled).await {
+    match send_file(ctx, windows, transfer, (&path, room), &local, cancelled).await {
         Ok(outcome) => outcome,
         Err((file_id, reason)) if connection.close_reason().is_none() => ctx.fail(transfer, file_id, reason),
         Err(_) => Outcome::Interrupted,
@@ -83,7 +84,7 @@ async fn send_file(
     ctx: &TransferContext,
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
-    path: &Path,
+    (path, room): (&Path, Option<String>),
     local: &Local,
     cancelled: Arc<AtomicBool>,
 ) -> Result<Outcome, Failure> {
@@ -94,10 +95,10 @@ async fn send_file(
     let mut stream = UploadStream { send, cancelled };
     let send = &mut stream.send;
     let _ = send.set_priority(FILE_PRIORITY);
-    let start = UploadStart { name: local.name.clone(), size: local.size, resume };
+    let start = UploadStart { room, name: local.name.clone(), size: local.size, resume };
     write_frame(send, &Open::Upload(start)).await.map_err(|e| (None, e.to_string()))?;
-    let (file_id, offset) = match read_frame::<UploadReply, _>(&mut recv).await {
-        Ok(Some(UploadReply::Ready { file_id, offset })) => (file_id, offset),
+    let (file_id, offset, room) = match read_frame::<UploadReply, _>(&mut recv).await {
+        Ok(Some(UploadReply::Ready { file_id, offset, room })) => (file_id, offset, room),
         Ok(Some(UploadReply::Refused { reason })) => {
             ctx.forget_upload(path).await;
             return Ok(ctx.fail(transfer, None, format!("the relay refused {}: {reason}", local.name)));
@@ -142,7 +143,7 @@ async fn send_file(
         Ok(Some(UploadReply::Committed { file_id, blake3 })) => {
             ctx.forget_upload(path).await;
             let (path, name, size) = (path.to_path_buf(), local.name.clone(), local.size);
-            ctx.emit(Event::Uploaded { transfer, file_id, path, name, size, blake3 });
+            ctx.emit(Event::Uploaded { transfer, file_id, room, path, name, size, blake3 });
             Ok(Outcome::Uploaded)
         }
         Ok(Some(UploadReply::Refused { reason })) => {

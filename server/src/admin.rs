@@ -41,8 +41,7 @@ pub struct OperatorInvite {
     pub new_person: bool,
 }
 
-/// Makes a one-time invite for `user` (a new person, within the two-person limit, or
-/// another device of one), for the relay reached at `server` (default: its certificate's
+/// Makes a one-time invite for `user` (a new person, or another device of one), for the relay reached at `server` (default: its certificate's
 /// first host and the default port).
 pub async fn make_invite(
     dirs: &Dirs,
@@ -51,14 +50,7 @@ pub async fn make_invite(
     lifetime: Duration,
 ) -> Result<OperatorInvite> {
     qchat_shared::names::validate_user_name(user).map_err(anyhow::Error::msg)?;
-    let members: Vec<String> = PkiDir::new(&dirs.pki).users()?.into_iter().take(2).collect();
-    let new_person = !members.iter().any(|m| m == user);
-    if new_person && members.len() >= 2 {
-        bail!(
-            "this relay is for {} only; {user} cannot be invited (rooms for more people come later)",
-            members.join(" and ")
-        );
-    }
+    let new_person = !PkiDir::new(&dirs.pki).users()?.iter().any(|u| u == user);
     let server = match server {
         Some(server) => server,
         None => format!("{}:{}", qchat_certs::relay_host(&dirs.pki)?, qchat_shared::DEFAULT_PORT),
@@ -87,10 +79,9 @@ pub async fn users(dirs: &Dirs) -> Result<()> {
     if people.is_empty() {
         println!("no people yet: invite one with `qchat-server invite NAME`");
     }
-    for (i, user) in people.iter().enumerate() {
+    for user in &people {
         let active = rows.iter().filter(|d| d.user == *user && d.revoked_ms.is_none()).count();
-        let role = if i < 2 { "" } else { " (not served: the relay serves its first two people)" };
-        println!("{}\t{active} device{}{role}", Escaped(user), if active == 1 { "" } else { "s" });
+        println!("{}\t{active} device{}", Escaped(user), if active == 1 { "" } else { "s" });
     }
     Ok(())
 }

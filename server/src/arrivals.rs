@@ -32,7 +32,8 @@ pub enum Arrival {
 #[derive(Debug)]
 pub struct ArrivingFile {
     pub info: FileInfo,
-    pub recipient: String,
+    /// Who it is offered to (the room's members but its sender, when the upload began).
+    pub audience: Vec<String>,
     state: Mutex<Arrival>,
     changed: Condvar,
 }
@@ -129,14 +130,14 @@ impl Arrivals {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn entry(&self, info: &FileInfo, recipient: &str, on_disk: u64) -> (Arc<ArrivingFile>, bool) {
+    fn entry(&self, info: &FileInfo, audience: &[String], on_disk: u64) -> (Arc<ArrivingFile>, bool) {
         let mut files = self.lock();
         if let Some(file) = files.get(&info.file_id) {
             return (file.clone(), false);
         }
         let file = Arc::new(ArrivingFile {
             info: info.clone(),
-            recipient: recipient.to_string(),
+            audience: audience.to_vec(),
             state: Mutex::new(Arrival::Writing { on_disk, paused_since: Some(Instant::now()) }),
             changed: Condvar::new(),
         });
@@ -146,16 +147,16 @@ impl Arrivals {
 
     /// An upload (re)starts with `on_disk` bytes held; ends (or pauses) when the returned
     /// guard says so or is dropped.
-    pub fn begin(&self, info: &FileInfo, recipient: &str, on_disk: u64) -> Upload {
-        let (file, _) = self.entry(info, recipient, on_disk);
+    pub fn begin(&self, info: &FileInfo, audience: &[String], on_disk: u64) -> Upload {
+        let (file, _) = self.entry(info, audience, on_disk);
         file.set(Arrival::Writing { on_disk, paused_since: None });
         Upload { arrivals: self.clone(), file, ended: false }
     }
 
     /// A download follows the arriving `info`, of which the store holds `held` bytes;
     /// true if nothing was known of it in memory (its upload is not running).
-    pub fn follow(&self, info: &FileInfo, recipient: &str, held: u64) -> (Arc<ArrivingFile>, bool) {
-        self.entry(info, recipient, held)
+    pub fn follow(&self, info: &FileInfo, follower: &str, held: u64) -> (Arc<ArrivingFile>, bool) {
+        self.entry(info, &[follower.to_string()], held)
     }
 
     /// A download stopped following `file`: a paused entry nobody else holds goes.
@@ -175,11 +176,16 @@ impl Arrivals {
         }
     }
 
-    /// The files arriving for `recipient` whose upload runs now.
-    pub fn arriving_for(&self, recipient: &str) -> Vec<FileInfo> {
+    /// The files arriving for `user` whose upload runs now.
+    pub fn arriving_for(&self, user: &str) -> Vec<FileInfo> {
         let files = self.lock();
         let running = |f: &&Arc<ArrivingFile>| matches!(f.state(), Arrival::Writing { paused_since: None, .. });
-        files.values().filter(|f| f.recipient == recipient).filter(running).map(|f| f.info.clone()).collect()
+        files
+            .values()
+            .filter(|f| f.audience.iter().any(|u| u == user))
+            .filter(running)
+            .map(|f| f.info.clone())
+            .collect()
     }
 
     /// How many entries there are (for tests: they must not pile up).
@@ -227,14 +233,22 @@ mod tests {
     use super::*;
 
     fn info(size: u64) -> FileInfo {
-        FileInfo { file_id: FileId::random(), name: "f".into(), size, from: "alice".into(), blake3: None, time_ms: 0 }
+        FileInfo {
+            file_id: FileId::random(),
+            room: "alice+bob".into(),
+            name: "f".into(),
+            size,
+            from: "alice".into(),
+            blake3: None,
+            time_ms: 0,
+        }
     }
 
     #[test]
     fn a_follower_reads_what_is_written_and_learns_how_it_ended() {
         let arrivals = Arrivals::default();
         let info = info(10);
-        let upload = arrivals.begin(&info, "bob", 0);
+        let upload = arrivals.begin(&info, &["bob".to_string()], 0);
         let (file, fresh) = arrivals.follow(&info, "bob", 0);
         assert!(!fresh, "the running upload's entry is followed");
         let following = Following { file: file.clone(), patience: RESUME_PATIENCE };
@@ -258,7 +272,7 @@ mod tests {
     fn a_paused_upload_keeps_its_entry_only_while_followed_and_a_long_pause_fails_the_follower() {
         let arrivals = Arrivals::default();
         let info = info(10);
-        drop(arrivals.begin(&info, "bob", 3));
+        drop(arrivals.begin(&info, &["bob".to_string()], 3));
         assert!(arrivals.is_empty(), "nobody follows a paused upload: nothing is kept");
         let (file, fresh) = arrivals.follow(&info, "bob", 3);
         assert!(fresh);
@@ -275,7 +289,7 @@ mod tests {
     fn a_withdrawn_upload_fails_its_followers_with_the_reason() {
         let arrivals = Arrivals::default();
         let info = info(10);
-        let upload = arrivals.begin(&info, "bob", 0);
+        let upload = arrivals.begin(&info, &["bob".to_string()], 0);
         let (file, _) = arrivals.follow(&info, "bob", 0);
         upload.end(Arrival::Withdrawn("the sender cancelled it".into()));
         let following = Following { file: file.clone(), patience: RESUME_PATIENCE };

@@ -6,7 +6,7 @@
 use qchat_shared::codes::CloseCode;
 use std::collections::BTreeMap;
 
-use qchat_shared::frame::{ClientControl, MessageId, RelayControl};
+use qchat_shared::frame::{ClientControl, MessageId, RelayControl, RoomInfo};
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::MAX_ACKS_PER_FRAME;
 use tokio::sync::mpsc;
@@ -17,29 +17,83 @@ use crate::devices::{self, DeviceError};
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::session::{close, Caller};
-use crate::store::Receipt;
+use crate::store::{Receipt, RoomChange};
 
 /// Receipts replayed to a reconnecting sender, at most.
 const RECEIPT_REPLAY: usize = 10_000;
 
-/// Receipts as `Delivered` frames, one per sender and up to [`MAX_ACKS_PER_FRAME`]
-/// messages each: a peer acknowledging a long backlog sends its sender a few notices, not
-/// one per message.
+/// The receipts of one sender, room and member, gathered into frames.
+#[derive(Default)]
+struct ReceiptGroup {
+    messages: Vec<(MessageId, u64)>,
+    everyone: Vec<u64>,
+    upto: u64,
+}
+
+/// Receipts as `Delivered` frames, one per sender, room and member who received, up to
+/// [`MAX_ACKS_PER_FRAME`] messages each: a member acknowledging a long backlog sends its
+/// senders a few notices, not one per message.
 fn receipt_frames(receipts: Vec<Receipt>) -> Vec<(String, RelayControl)> {
-    let mut by_sender: BTreeMap<String, (Vec<(MessageId, u64)>, u64)> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, String), ReceiptGroup> = BTreeMap::new();
     for r in receipts {
-        let (messages, upto) = by_sender.entry(r.sender).or_default();
-        messages.push((r.id, r.seq));
-        *upto = (*upto).max(r.all_delivered_upto);
+        let group = groups.entry((r.sender, r.room, r.by)).or_default();
+        group.messages.push((r.id, r.seq));
+        if r.everyone {
+            group.everyone.push(r.seq);
+        }
+        group.upto = group.upto.max(r.all_delivered_upto);
     }
     let mut frames = Vec::new();
-    for (sender, (messages, upto)) in by_sender {
-        for chunk in messages.chunks(MAX_ACKS_PER_FRAME) {
-            let frame = RelayControl::Delivered { messages: chunk.to_vec(), all_delivered_upto: upto };
+    for ((sender, room, by), group) in groups {
+        for chunk in group.messages.chunks(MAX_ACKS_PER_FRAME) {
+            let everyone = chunk.iter().map(|(_, seq)| *seq).filter(|seq| group.everyone.contains(seq)).collect();
+            let frame = RelayControl::Delivered {
+                room: room.clone(),
+                by: by.clone(),
+                messages: chunk.to_vec(),
+                everyone,
+                all_delivered_upto: group.upto,
+            };
             frames.push((sender.clone(), frame));
         }
     }
     frames
+}
+
+/// Sends `user`'s rooms as `Rooms` pages that each fit a frame, the last marked; false
+/// when the connection went.
+pub async fn send_rooms(state: &RelayState, user: &str, replies: &mpsc::Sender<RelayControl>) -> bool {
+    let rooms = match state.rooms_of(user).await {
+        Ok(rooms) => rooms,
+        Err(e) => {
+            warn!(error = %e, "cannot read the rooms");
+            Vec::new()
+        }
+    };
+    for frame in room_pages(rooms) {
+        if replies.send(frame).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Rooms in `Rooms` pages within the frame limit (a room of the most members fits one).
+fn room_pages(rooms: Vec<RoomInfo>) -> Vec<RelayControl> {
+    let budget = qchat_shared::limits::MAX_FRAME - 64;
+    let mut pages = vec![Vec::new()];
+    let mut bytes = 0;
+    for room in rooms {
+        let len = qchat_shared::codec::encoded_len(&room).unwrap_or(budget);
+        if bytes + len > budget && pages.last().is_some_and(|p| !p.is_empty()) {
+            pages.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        pages.last_mut().expect("one page at least").push(room);
+    }
+    let count = pages.len();
+    pages.into_iter().enumerate().map(|(i, rooms)| RelayControl::Rooms { rooms, last: i + 1 == count }).collect()
 }
 
 /// Replays receipts above the client's cursor; false when the connection went.
@@ -150,12 +204,23 @@ async fn answer(
             match state.store.mark_fetched(caller.key(), file_id).await {
                 Ok(Some(sender)) => {
                     info!(file = %file_id, "fetched");
-                    state.router.notify(&sender, RelayControl::FileFetched { file_id });
+                    state.router.notify(&sender, RelayControl::FileFetched { file_id, by: caller.user.clone() });
                 }
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "cannot record a fetch"),
             }
             true
+        }
+        ClientControl::ListRooms => send_rooms(state, &caller.user, replies).await,
+        ClientControl::CreateRoom { .. }
+        | ClientControl::AddMember { .. }
+        | ClientControl::RemoveMember { .. }
+        | ClientControl::LeaveRoom { .. } => {
+            let reply = room_request(state, caller, request).await.unwrap_or_else(|reason| {
+                info!(%reason, "a room request was refused");
+                RelayControl::RoomRefused { reason }
+            });
+            replies.send(reply).await.is_ok()
         }
         ClientControl::LinkDevice
         | ClientControl::ListDevices
@@ -220,6 +285,21 @@ async fn device_request(
     })
 }
 
+/// Answers a request about rooms: the list, or a change of one's members (the store checks
+/// who may make it).
+async fn room_request(state: &RelayState, caller: &Caller, request: ClientControl) -> Result<RelayControl, String> {
+    let (room, change) = match request {
+        ClientControl::CreateRoom { name, members } => (name, RoomChange::Create { members }),
+        ClientControl::AddMember { room, user } => (room, RoomChange::Add { user }),
+        ClientControl::RemoveMember { room, user } => (room, RoomChange::Remove { user }),
+        ClientControl::LeaveRoom { room } => (room, RoomChange::Leave),
+        _ => unreachable!("only changes of rooms come here"),
+    };
+    let row = state.store.change_room(caller.key(), &room, change, state.users()).await.map_err(|e| e.to_string())?;
+    info!(room = %qchat_shared::display::Escaped(&room), "a room changed");
+    Ok(RelayControl::Room(state.room_info(row)))
+}
+
 /// Records acknowledgements, confirms them and tells the senders; false when the
 /// connection went.
 async fn acknowledge(
@@ -251,7 +331,10 @@ mod tests {
         let receipt = |sender: &str, seq: u64| Receipt {
             id: MessageId([seq as u8; 16]),
             seq,
+            room: "team".into(),
             sender: sender.into(),
+            by: "carol".into(),
+            everyone: seq % 2 == 0,
             all_delivered_upto: seq,
         };
         let mut receipts: Vec<Receipt> = (1..=2500).map(|seq| receipt("alice", seq)).collect();
@@ -261,7 +344,8 @@ mod tests {
         for (_, frame) in &frames {
             qchat_shared::codec::encode(frame).expect("fits a frame");
         }
-        let RelayControl::Delivered { messages, all_delivered_upto } = &frames[0].1 else { panic!() };
+        let RelayControl::Delivered { messages, all_delivered_upto, everyone, .. } = &frames[0].1 else { panic!() };
         assert_eq!((messages.len(), *all_delivered_upto), (MAX_ACKS_PER_FRAME, 2500));
+        assert_eq!(everyone.len(), MAX_ACKS_PER_FRAME / 2, "those every member has, of this frame's");
     }
 }

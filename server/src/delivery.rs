@@ -146,8 +146,10 @@ async fn send_delivery(connection: &quinn::Connection, index: u64, message: &Sto
         index,
         id: message.id,
         seq: message.seq,
+        room: message.room.clone(),
+        room_seq: message.room_seq,
         from: message.sender.clone(),
-        text: message.text.clone(),
+        body: message.body.clone(),
         time_ms: message.time_ms,
     };
     tracing::debug!(index, seq = message.seq, "delivering");

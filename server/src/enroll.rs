@@ -94,25 +94,16 @@ async fn answer(state: &RelayState, address: IpAddr, request: EnrollRequest) -> 
     }
 }
 
-/// Makes the device of a valid invite: admits a new person (within the two-person limit),
-/// signs the certificate, redeems the invite and tells every device of both people.
+/// Makes the device of a valid invite: admits a new person, signs the certificate, redeems
+/// the invite and tells every device of the person and of those who share a room with them.
 async fn enroll(
     state: &RelayState,
     request: &EnrollRequest,
     digest: [u8; 32],
     user: &str,
 ) -> Result<EnrollReply, DeviceError> {
-    // One enrollment at a time decides on new people, so two cannot both take the last place.
+    // One enrollment at a time adds new people, so the PKI's list of users is written by one.
     let _admitting = state.admitting.lock().await;
-    if !state.members().iter().any(|m| m == user) {
-        let members = state.members();
-        if members.len() >= 2 {
-            return Err(DeviceError::Refused(format!(
-                "this relay is for {} only; {user} cannot join (rooms for more people come later)",
-                members.join(" and ")
-            )));
-        }
-    }
     let device = random_id();
     let name = devices::clean_name(&request.device_name);
     let lifetime = state.limits.device_lifetime;
@@ -127,14 +118,12 @@ async fn enroll(
     if let InviteCheck::Refused(why) = state.store.redeem_invite(&request.invite, digest, new).await? {
         return Ok(refused(invite_refusal(&why)));
     }
-    if !state.members().iter().any(|m| m == user) {
+    if !state.is_user(user) {
         let (pki, name) = (state.pki_dir.clone(), user.to_string());
         tokio::task::spawn_blocking(move || qchat_certs::add_user(&pki, &name))
             .await
             .map_err(|e| DeviceError::Refused(e.to_string()))??;
-        if !state.admit_member(user) {
-            return Err(DeviceError::Refused("the relay has its two people already".into()));
-        }
+        state.admit_user(user);
     }
     info!(user = %qchat_shared::display::Escaped(user), %device, "a device enrolled");
     let added = DeviceInfo {
@@ -146,8 +135,8 @@ async fn enroll(
     };
     let notice = RelayControl::DeviceAdded { user: user.to_string(), device: added };
     state.router.notify(user, notice.clone());
-    if let Some(peer) = state.peer_of(user) {
-        state.router.notify(&peer, notice);
+    for other in state.others_of(user).await {
+        state.router.notify(&other, notice.clone());
     }
     Ok(EnrollReply::Enrolled { user: user.to_string(), device, cert_pem: cert.pem })
 }

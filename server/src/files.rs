@@ -39,14 +39,14 @@ const DISK_FULL: &str = "the relay's disk is full; nothing was kept. Ask the rel
 /// Serves one upload stream.
 pub async fn upload(
     state: Arc<RelayState>,
-    user: String,
+    caller: crate::session::Caller,
     windows: &Arc<ConnectionWindows>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     start: UploadStart,
 ) {
     let _ = send.set_priority(FILE_PRIORITY);
-    let reply = match receive_upload(&state, &user, windows, &mut send, &mut recv, start).await {
+    let reply = match receive_upload(&state, &caller, windows, &mut send, &mut recv, start).await {
         Ok(reply) => reply,
         Err(Stop::Refuse(reason)) => {
             info!(%reason, "upload refused");
@@ -61,7 +61,7 @@ pub async fn upload(
 
 async fn receive_upload(
     state: &Arc<RelayState>,
-    user: &str,
+    caller: &crate::session::Caller,
     windows: &Arc<ConnectionWindows>,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
@@ -70,13 +70,16 @@ async fn receive_upload(
     if start.name.is_empty() || start.name.len() > MAX_FILE_NAME {
         return Err(Stop::Refuse(format!("a file name must be 1 to {MAX_FILE_NAME} bytes long")));
     }
-    let peer = state.peer_of(user).ok_or_else(|| Stop::Refuse("there is no one to send files to yet".into()))?;
+    let user = caller.user.as_str();
     let _slot = state.transfers.acquire(user).await.ok_or(Stop::Gone)?;
+    let limits = state.limits.upload_limits();
     let slot = state
         .store
-        .start_upload(user, &peer, &start.name, start.size, start.resume, state.limits.upload_limits())
+        .start_upload(caller.key(), start.room.as_deref(), &start.name, start.size, start.resume, limits, state.users())
         .await
         .map_err(|e| Stop::Refuse(e.to_string()))?;
+    let audience = state.store.room_members(&slot.room).await.map_err(|e| Stop::Refuse(e.to_string()))?;
+    let audience: Vec<String> = audience.into_iter().filter(|m| m != user).collect();
     let spool = state.spool.clone();
     let opened = tokio::task::spawn_blocking(move || spool.open_for_append(slot.file_id, slot.held)).await;
     let (file, hasher, held) = match opened {
@@ -85,19 +88,23 @@ async fn receive_upload(
         Err(e) => return Err(Stop::Refuse(format!("the relay failed: {e}"))),
     };
     info!(file = %slot.file_id, name = %Escaped(&start.name), size = start.size, held, "upload");
-    write_frame(send, &UploadReply::Ready { file_id: slot.file_id, offset: held }).await.map_err(|_| Stop::Gone)?;
+    let ready = UploadReply::Ready { file_id: slot.file_id, offset: held, room: slot.room.clone() };
+    write_frame(send, &ready).await.map_err(|_| Stop::Gone)?;
 
-    // Offered at once to the recipient, as arriving: a download can follow the upload.
+    // Offered at once to the room's members, as arriving: a download can follow the upload.
     let offer = FileInfo {
         file_id: slot.file_id,
+        room: slot.room.clone(),
         name: start.name.clone(),
         size: start.size,
         from: user.to_string(),
         blake3: None,
         time_ms: slot.created_ms,
     };
-    let arrival = state.arrivals.begin(&offer, &peer, held);
-    state.router.notify(&peer, RelayControl::FileOffered(offer));
+    let arrival = state.arrivals.begin(&offer, &audience, held);
+    for member in &audience {
+        state.router.notify(member, RelayControl::FileOffered(offer.clone()));
+    }
     let spool_path = state.spool.path(slot.file_id);
     let written = arrival.file.clone();
     let options = SinkOptions {
@@ -106,7 +113,8 @@ async fn receive_upload(
         on_disk: Some(Box::new(move |on_disk| written.wrote(on_disk))),
     };
     let mut sink = Sink::start(file, hasher, held, options);
-    let checkpoints = tokio::spawn(keep_checkpoints(state.clone(), slot, sink.durable.clone(), arrival.file.clone()));
+    let checkpoints =
+        tokio::spawn(keep_checkpoints(state.clone(), slot.clone(), sink.durable.clone(), arrival.file.clone()));
     let mut counted = 0;
     let stall = Some(state.limits.stall_timeout);
     let tuner = windows.tune(Direction::Receive);
@@ -170,11 +178,13 @@ async fn receive_upload(
                 .into(),
         ));
     }
-    let (recipient, offer) =
+    let (members, offer) =
         state.store.commit_upload(slot.file_id, blake3).await.map_err(|e| Stop::Refuse(e.to_string()))?;
     info!(file = %slot.file_id, "upload committed");
     arrival.end(Arrival::Committed(blake3));
-    state.router.notify(&recipient, RelayControl::FileOffered(offer));
+    for member in &members {
+        state.router.notify(member, RelayControl::FileOffered(offer.clone()));
+    }
     Ok(UploadReply::Committed { file_id: slot.file_id, blake3 })
 }
 
@@ -196,8 +206,8 @@ async fn drop_upload(state: &RelayState, slot: UploadSlot, arrival: Option<Uploa
     }
 }
 
-/// Records the upload's durable length in the store as it grows, and tells the recipient
-/// how much has arrived.
+/// Records the upload's durable length in the store as it grows, and tells the members it
+/// is offered to how much has arrived.
 async fn keep_checkpoints(
     state: Arc<RelayState>,
     slot: UploadSlot,
@@ -213,7 +223,9 @@ async fn keep_checkpoints(
             last = now;
         }
         if let Some(held) = arriving.on_disk().filter(|&held| held > told) {
-            state.router.notify(&arriving.recipient, RelayControl::FileArriving { file_id: slot.file_id, held });
+            for member in &arriving.audience {
+                state.router.notify(member, RelayControl::FileArriving { file_id: slot.file_id, held });
+            }
             told = held;
         }
     }

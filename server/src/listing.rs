@@ -106,6 +106,7 @@ mod tests {
         FileEntry {
             info: FileInfo {
                 file_id: FileId::random(),
+                room: "r".repeat(65),
                 name: "n".repeat(name_len),
                 size: u64::MAX,
                 from: "a".repeat(32),

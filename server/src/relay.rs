@@ -11,7 +11,7 @@ use std::time::Duration;
 use qchat_certs::RelayMaterial;
 use qchat_shared::codes::CloseCode;
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::Status;
+use qchat_shared::frame::{Member, RelayControl, RoomInfo, Status};
 use qchat_shared::tls::{server_crypto, ServerTls};
 use qchat_shared::window::WindowBudget;
 use tokio::sync::Semaphore;
@@ -23,7 +23,7 @@ use crate::router::Router;
 use crate::session::Caller;
 use crate::slots::{PendingConnections, TransferSlots};
 use crate::spool::Spool;
-use crate::store::{self, Store, StoreError, UploadLimits};
+use crate::store::{self, RoomRow, Store, StoreError, UploadLimits, Users};
 use crate::{session, sweep};
 
 /// How often the PKI directory is checked for a new CRL or new users.
@@ -173,33 +173,32 @@ pub struct RelayState {
     /// Enrollments served at once, in all and per address.
     pub enrollments: Arc<Semaphore>,
     pub enrolling_from: crate::attempts::RunningAttempts,
-    /// Held while an enrollment may add a person, from the check of the two-person limit
-    /// to the new member's admission.
+    /// Held while an enrollment may add a person, from the check of the invite to the new
+    /// user's admission.
     pub admitting: tokio::sync::Mutex<()>,
-    members: RwLock<Vec<String>>,
+    users: RwLock<Users>,
     /// Serial numbers of revoked certificates, as the latest CRL says.
     revoked: RwLock<HashSet<Vec<u8>>>,
     next_id: AtomicU64,
 }
 
 impl RelayState {
-    /// The relay's two people, in the order the PKI issued them.
-    pub fn members(&self) -> Vec<String> {
-        self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The relay's users, in the order the PKI issued them.
+    pub fn users(&self) -> Users {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Adds `user` to the members (a new person's first device enrolled); false when the
-    /// relay has its two people already.
-    pub fn admit_member(&self, user: &str) -> bool {
-        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
-        if members.iter().any(|m| m == user) {
-            return true;
+    /// Whether `user` is one of the relay's users.
+    pub fn is_user(&self, user: &str) -> bool {
+        self.users().iter().any(|u| u == user)
+    }
+
+    /// Adds `user` to the users (a new person's first device enrolled).
+    pub fn admit_user(&self, user: &str) {
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if !users.iter().any(|u| u == user) {
+            Arc::make_mut(&mut users).push(user.to_string());
         }
-        if members.len() >= 2 {
-            return false;
-        }
-        members.push(user.to_string());
-        true
     }
 
     /// Takes revoked certificates into account at once (the PKI's watcher would within a
@@ -209,20 +208,38 @@ impl RelayState {
         close_revoked(self);
     }
 
-    /// The other member, if there is one.
-    pub fn peer_of(&self, user: &str) -> Option<String> {
-        self.members().into_iter().find(|m| m != user)
+    /// Who hears of `user`: everyone who shares a room with them, and on a relay of two
+    /// the other one (whose status names them as the peer) before they share one.
+    pub async fn others_of(&self, user: &str) -> Vec<String> {
+        let mut others = self.store.co_members(user).await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read who shares a room");
+            Vec::new()
+        });
+        if let [a, b] = self.users().as_slice() {
+            let peer = if a == user { b } else { a };
+            if (a == user || b == user) && !others.contains(peer) {
+                others.push(peer.clone());
+            }
+        }
+        others
     }
 
-    /// Whether a connection with this certificate may still be served: its user is a
-    /// member and the certificate is not revoked. Asked after a connection is registered,
+    /// Tells those who hear of `user` that they came online or went offline.
+    pub async fn tell_presence(&self, user: &str, online: bool) {
+        for other in self.others_of(user).await {
+            self.router.notify(&other, RelayControl::Presence { user: user.to_string(), online });
+        }
+    }
+
+    /// Whether a connection with this certificate may still be served: its user is one of
+    /// the relay's and the certificate is not revoked. Asked after a connection is registered,
     /// so that a reload of the PKI either sees the connection or is seen by this.
     pub fn still_admitted(&self, user: &str, serial: &[u8]) -> Result<(), (CloseCode, String)> {
         if self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(serial) {
             return Err((CloseCode::Revoked, revoked_reason(user)));
         }
-        if !self.members().iter().any(|m| m == user) {
-            return Err((CloseCode::NotAMember, "no longer one of this relay's people".into()));
+        if !self.is_user(user) {
+            return Err((CloseCode::NotAMember, "no longer one of this relay's users".into()));
         }
         Ok(())
     }
@@ -234,7 +251,12 @@ impl RelayState {
     /// The status a device sees.
     pub async fn status(&self, caller: &Caller) -> Result<Status, StoreError> {
         let user = caller.user.as_str();
-        let peer = self.peer_of(user);
+        let users = self.users();
+        let others: Vec<&String> = users.iter().filter(|u| *u != user).collect();
+        let peer = match others.as_slice() {
+            [only] => Some(only.to_string()),
+            _ => None,
+        };
         let (waiting_for_you, waiting_for_peer) = self.store.waiting(caller.key()).await?;
         let files_for_you = self.store.files_waiting(caller.key()).await?;
         Ok(Status {
@@ -242,9 +264,22 @@ impl RelayState {
             user: user.to_string(),
             peer_online: peer.as_deref().is_some_and(|p| self.router.is_online(p)),
             peer,
+            other_users: others.len() as u64,
             waiting_for_you,
             waiting_for_peer,
         })
+    }
+
+    /// `user`'s rooms as they see them (who is online now included).
+    pub async fn rooms_of(&self, user: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        Ok(self.store.rooms(user).await?.into_iter().map(|row| self.room_info(row)).collect())
+    }
+
+    /// A room as its members see it.
+    pub fn room_info(&self, row: RoomRow) -> RoomInfo {
+        let members =
+            row.members.into_iter().map(|user| Member { online: self.router.is_online(&user), user }).collect();
+        RoomInfo { name: row.name, direct: row.direct, creator: row.creator, members, last_seq: row.last_seq }
     }
 }
 
@@ -316,11 +351,11 @@ impl Relay {
             revoked: RwLock::new(revoked_serials(&material)),
             limits: config.limits.clone(),
             stats: RelayStats::default(),
-            members: RwLock::new(material.members.clone()),
+            users: RwLock::new(Arc::new(material.users.clone())),
             next_id: AtomicU64::new(1),
         });
         info!(addr = %endpoint.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?,
-              members = ?material.members, "relay listening");
+              users = material.users.len(), "relay listening");
 
         let router_state = state.clone();
         let route = tokio::spawn(async move {
@@ -433,7 +468,7 @@ fn revoked_reason(user: &str) -> String {
 }
 
 /// Closes live connections whose certificate is now revoked, or whose user is no longer
-/// one of the relay's two people. Connections not registered yet check for themselves
+/// one of the relay's. Connections not registered yet check for themselves
 /// ([`RelayState::still_admitted`]).
 fn close_revoked(state: &RelayState) {
     for (user, live) in state.router.all() {
@@ -444,7 +479,7 @@ fn close_revoked(state: &RelayState) {
     }
 }
 
-/// Reloads the CRL and the member list when they change, without a restart: new
+/// Reloads the CRL and the list of users when they change, without a restart: new
 /// handshakes use the new CRL at once.
 async fn watch_pki(endpoint: quinn::Endpoint, state: Arc<RelayState>, dir: PathBuf, mut current: RelayMaterial) {
     let mut interval = tokio::time::interval(PKI_POLL);
@@ -454,15 +489,15 @@ async fn watch_pki(endpoint: quinn::Endpoint, state: Arc<RelayState>, dir: PathB
         let Ok(Ok(fresh)) = tokio::task::spawn_blocking(move || RelayMaterial::load(&dir2)).await else {
             continue;
         };
-        if fresh.crl_pem == current.crl_pem && fresh.members == current.members {
+        if fresh.crl_pem == current.crl_pem && fresh.users == current.users {
             continue;
         }
         match quic_config(&fresh) {
             Ok(config) => {
                 endpoint.set_server_config(Some(config));
-                *state.members.write().unwrap_or_else(|p| p.into_inner()) = fresh.members.clone();
+                *state.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh.users.clone());
                 *state.revoked.write().unwrap_or_else(|p| p.into_inner()) = revoked_serials(&fresh);
-                info!(members = ?fresh.members, "PKI reloaded (CRL and members)");
+                info!(users = fresh.users.len(), "PKI reloaded (CRL and users)");
                 close_revoked(&state);
                 current = fresh;
             }

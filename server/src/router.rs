@@ -83,20 +83,17 @@ impl Router {
         self.users().get(user).is_some_and(|l| !l.is_empty())
     }
 
-    /// Queues a committed message on every live connection of its recipient, and of its
-    /// sender's other devices.
+    /// Queues a committed event on every live connection of its audience (a message not
+    /// on the device that wrote it).
     pub fn deliver(&self, message: StoredMessage) {
         let message = Arc::new(message);
         let users = self.users();
-        let to_recipient = users.get(&message.recipient).into_iter().flatten();
-        let to_sender = users
-            .get(&message.sender)
-            .into_iter()
-            .flatten()
-            .filter(|live| message.sender_device.as_ref().is_some_and(|from| *from != live.device));
-        for live in to_recipient.chain(to_sender) {
-            if let Err(TrySendError::Full(_)) = live.deliveries.try_send(message.clone()) {
-                live.flow.lag();
+        for user in &message.audience {
+            let devices = users.get(user).into_iter().flatten();
+            for live in devices.filter(|live| message.goes_to_device(user, &live.device)) {
+                if let Err(TrySendError::Full(_)) = live.deliveries.try_send(message.clone()) {
+                    live.flow.lag();
+                }
             }
         }
     }

@@ -21,6 +21,7 @@ use crate::delivery::DeliveryFlow;
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::router::LiveConnection;
+use crate::store::Stored;
 use crate::turnstile::{Ticket, Turnstile};
 use crate::{control, delivery};
 
@@ -118,13 +119,9 @@ pub(crate) fn close(connection: &quinn::Connection, code: CloseCode, reason: &st
 async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified: Certified) {
     let Certified { mut caller, serial, from_certs_tool, not_after_ms } = certified;
     let user = caller.user.clone();
-    let members = state.members();
-    if !members.contains(&user) {
-        info!("refused: not one of this relay's two people");
-        let reason = format!(
-            "this relay is for {} only; {user} is not one of them (rooms for more people come later)",
-            members.join(" and ")
-        );
+    if !state.is_user(&user) {
+        info!("refused: not one of this relay's users");
+        let reason = format!("{user} is not one of this relay's users; ask its operator for an invite");
         close(&connection, CloseCode::NotAMember, &reason);
         return;
     }
@@ -196,11 +193,8 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         close(&old.connection, CloseCode::Evicted, &reason);
     }
     info!(connection = id, "connected");
-    let peer = state.peer_of(&user);
     if registered.came_online {
-        if let Some(peer) = &peer {
-            state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: true });
-        }
+        state.tell_presence(&user, true).await;
     }
     let mut tasks = JoinSet::new();
     tasks.spawn(control::write_control(connection.clone(), control_send, replies_rx, notices_rx).in_current_span());
@@ -221,9 +215,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         close(&connection, CloseCode::Normal, "the control stream ended");
     }
     if state.router.unregister(&user, id) {
-        if let Some(peer) = &peer {
-            state.router.notify(peer, RelayControl::Presence { user: user.clone(), online: false });
-        }
+        state.tell_presence(&user, false).await;
     }
     info!(connection = id, reason = %connection.close_reason().map(|r| r.to_string()).unwrap_or_default(), "disconnected");
 }
@@ -262,7 +254,9 @@ async fn greet(
             return false;
         }
     }
-    if !control::replay_receipts(state, user, receipts_after, replies).await {
+    if !control::replay_receipts(state, user, receipts_after, replies).await
+        || !control::send_rooms(state, user, replies).await
+    {
         return false;
     }
     match listing::replay_offers(state, caller, replies).await {
@@ -282,8 +276,9 @@ async fn greet(
     }
 }
 
-/// Tells a device that was here before of the devices (its person's and the peer's) that
-/// joined since it last connected, as `DeviceAdded`; false when the connection went.
+/// Tells a device that was here before of the devices (its person's, and of those who
+/// share a room with them) that joined since it last connected, as `DeviceAdded`; false
+/// when the connection went.
 async fn replay_new_devices(
     state: &RelayState,
     caller: &Caller,
@@ -291,7 +286,8 @@ async fn replay_new_devices(
     replies: &mpsc::Sender<RelayControl>,
 ) -> bool {
     let Some(since) = seen_before else { return true };
-    let users = std::iter::once(caller.user.clone()).chain(state.peer_of(&caller.user)).collect();
+    let others = state.others_of(&caller.user).await;
+    let users = std::iter::once(caller.user.clone()).chain(others).collect();
     let rows = match state.store.devices_enrolled_since(users, since).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -368,7 +364,7 @@ async fn handle_stream(
         }
         Ok(Ok(Some(Open::Upload(start)))) => {
             drop(ticket);
-            crate::files::upload(state, caller.user, &windows, send, recv, start).await
+            crate::files::upload(state, caller, &windows, send, recv, start).await
         }
         Ok(Ok(Some(Open::Download(start)))) => {
             drop(ticket);
@@ -396,19 +392,17 @@ fn queue_message(
     caller: &Caller,
     message: ChatSend,
 ) -> impl std::future::Future<Output = SendReply> + use<> {
-    let user = caller.user.as_str();
     let checked = if message.text.is_empty() {
         Err("an empty message is not sent".to_string())
     } else if message.text.len() > MAX_TEXT {
         Err(format!("the message is {} bytes; the limit is {MAX_TEXT}", message.text.len()))
     } else {
-        state
-            .peer_of(user)
-            .ok_or_else(|| "there is no one to talk to yet: the relay's PKI has issued only one identity".to_string())
+        Ok(())
     };
-    let queued = checked.map(|peer| {
+    let queued = checked.map(|()| {
         let limit = state.limits.max_waiting_message_bytes;
-        state.store.store_message(message.id, caller.key(), &peer, &message.text, limit)
+        let room = message.room.as_deref();
+        state.store.store_message(message.id, caller.key(), room, &message.text, limit, state.users())
     });
     let id = message.id;
     async move {
@@ -417,7 +411,8 @@ fn queue_message(
             Ok(stored) => match stored.await {
                 Ok(stored) => {
                     debug!(seq = stored.seq, fresh = stored.fresh, "stored");
-                    SendReply::Stored { id, seq: stored.seq, time_ms: stored.time_ms }
+                    let Stored { seq, room, room_seq, time_ms, .. } = stored;
+                    SendReply::Stored { id, seq, room, room_seq, time_ms }
                 }
                 Err(e) => {
                     warn!(error = %e, "message not stored");

@@ -1,4 +1,4 @@
-//! The frames of protocol `qchat/4`: what each kind of stream carries.
+//! The frames of protocol `qchat/5`: what each kind of stream carries.
 //!
 //! Streams:
 //! - the control stream: the first bidirectional stream a client opens. It starts with
@@ -74,10 +74,17 @@ pub enum Open {
     Download(DownloadStart),
 }
 
+/// Which room a message or file goes to: a room's name, or none for the sender's default
+/// (their only room, or, when the relay has exactly one other user, the direct room with
+/// them). A direct room's name is [`crate::names::direct_room`]'s; sending to one that does
+/// not exist yet creates it.
+pub type RoomTarget = Option<String>;
+
 /// Opens an upload stream. After [`UploadReply::Ready`] the client writes the file's bytes
 /// from the offset to the end, then one [`UploadEnd`] frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadStart {
+    pub room: RoomTarget,
     /// The file's name as the sender sees it (the receiver sanitizes it).
     pub name: String,
     pub size: u64,
@@ -88,9 +95,10 @@ pub struct UploadStart {
 /// The relay's answers on an upload stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UploadReply {
-    /// Send the bytes from `offset` on (the relay holds the ones before).
-    Ready { file_id: FileId, offset: u64 },
-    /// The whole file is held, its hash matched, and it is offered to the peer.
+    /// Send the bytes from `offset` on (the relay holds the ones before); the file goes to
+    /// `room`.
+    Ready { file_id: FileId, offset: u64, room: String },
+    /// The whole file is held, its hash matched, and it is offered to the room's members.
     Committed { file_id: FileId, blake3: Blake3 },
     /// Not accepted, and why.
     Refused { reason: String },
@@ -130,6 +138,8 @@ pub enum DownloadReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
     pub file_id: FileId,
+    /// The room it was offered to.
+    pub room: String,
     pub name: String,
     pub size: u64,
     pub from: String,
@@ -144,11 +154,12 @@ pub struct FileInfo {
 pub enum FileState {
     /// Still arriving; the relay holds this many bytes.
     Uploading { held: u64 },
-    /// Committed and waiting for the recipient.
+    /// Committed and waiting to be fetched.
     Offered,
-    /// The recipient has it; the relay keeps it for the retention period.
+    /// Fetched (by this device, in a listing of files for it; by a member, in the sender's);
+    /// the relay keeps it for the retention period.
     Fetched,
-    /// Swept from the relay (`fetched` tells whether the recipient got it first).
+    /// Swept from the relay (`fetched` tells whether it was fetched first).
     Expired { fetched: bool },
 }
 
@@ -170,14 +181,16 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatSend {
     pub id: MessageId,
+    pub room: RoomTarget,
     pub text: String,
 }
 
 /// The relay's answer on a chat stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SendReply {
-    /// Committed durably; `seq` orders it in the conversation, `time_ms` is the commit time.
-    Stored { id: MessageId, seq: u64, time_ms: i64 },
+    /// Committed durably in `room`; `seq` orders it among everything this device gets,
+    /// `room_seq` in its room; `time_ms` is the commit time.
+    Stored { id: MessageId, seq: u64, room: String, room_seq: u64, time_ms: i64 },
     /// Not stored, and why.
     Refused { reason: String },
 }
@@ -203,6 +216,16 @@ pub enum ClientControl {
     /// Asks for a new certificate for this device's key, before the current one ends
     /// ([`RelayControl::Renewed`]). `csr_der` is a PKCS#10 request signed by the key.
     Renew { csr_der: Vec<u8> },
+    /// Asks for the rooms this user is in ([`RelayControl::Rooms`]).
+    ListRooms,
+    /// Creates a room with this user and `members` in it ([`RelayControl::Room`]).
+    CreateRoom { name: String, members: Vec<String> },
+    /// Adds a user to a room this user created.
+    AddMember { room: String, user: String },
+    /// Removes a member from a room this user created.
+    RemoveMember { room: String, user: String },
+    /// Leaves a room.
+    LeaveRoom { room: String },
 }
 
 /// Frames from the relay on the control stream.
@@ -212,12 +235,13 @@ pub enum RelayControl {
     Welcome(Status),
     /// The answer to [`ClientControl::Status`].
     Status(Status),
-    /// The other person came online or went offline.
+    /// Someone who shares a room with this user came online or went offline.
     Presence { user: String, online: bool },
-    /// The peer received these messages of this user (id and sequence number, at most
-    /// [`crate::limits::MAX_ACKS_PER_FRAME`]). Every message of this user up to
-    /// `all_delivered_upto` has been delivered.
-    Delivered { messages: Vec<(MessageId, u64)>, all_delivered_upto: u64 },
+    /// `by` received these messages of this user in `room` (id and sequence number, at
+    /// most [`crate::limits::MAX_ACKS_PER_FRAME`]); those in `everyone` (by sequence
+    /// number) have now reached every member. Every message of this user, in any room, up
+    /// to `all_delivered_upto` has reached every member of its room.
+    Delivered { room: String, by: String, messages: Vec<(MessageId, u64)>, everyone: Vec<u64>, all_delivered_upto: u64 },
     /// These acknowledgements are committed: the messages will not come again.
     AckConfirmed { seqs: Vec<u64> },
     /// A file waits for this user (sent when committed, and again after each connect). One
@@ -227,8 +251,8 @@ pub enum RelayControl {
     /// A file offered while arriving has this many bytes on the relay (a few times a
     /// second at most).
     FileArriving { file_id: FileId, held: u64 },
-    /// The peer saved and verified a file this user sent.
-    FileFetched { file_id: FileId },
+    /// `by` saved and verified a file this user sent.
+    FileFetched { file_id: FileId, by: String },
     /// A file this user sent was swept from the relay.
     FileExpired { file_id: FileId, name: String, fetched: bool },
     /// One page of the answer to [`ClientControl::ListFiles`]: files for this user, and
@@ -250,8 +274,64 @@ pub enum RelayControl {
     Renewed { cert_pem: String },
     /// A device request was refused, and why.
     DeviceRefused { reason: String },
-    /// A device was enrolled for `user` (this person or the peer): every device sees it.
+    /// A device was enrolled for `user` (this person or someone who shares a room with
+    /// them): every device sees it.
     DeviceAdded { user: String, device: DeviceInfo },
+    /// One page of this user's rooms (after the welcome, and as the answer to
+    /// [`ClientControl::ListRooms`]); `last` marks the final page.
+    Rooms { rooms: Vec<RoomInfo>, last: bool },
+    /// A room request was done: the room as it is now.
+    Room(RoomInfo),
+    /// A room request was refused, and why.
+    RoomRefused { reason: String },
+}
+
+/// A room, as one of its members sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    /// A conversation of two people, made when either first wrote to the other.
+    pub direct: bool,
+    /// Who adds and removes members (none for a direct room).
+    pub creator: Option<String>,
+    /// Its members, in the order they joined.
+    pub members: Vec<Member>,
+    /// The number of its latest event: a client applies only later changes to this.
+    pub last_seq: u64,
+}
+
+impl RoomInfo {
+    /// Whether `user` is a member.
+    pub fn has(&self, user: &str) -> bool {
+        self.members.iter().any(|m| m.user == user)
+    }
+}
+
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: String,
+    pub online: bool,
+}
+
+/// What an event of a room's sequence is: a message, or a change of its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    Text(String),
+    /// The room was made with these members (its sender among them).
+    Created {
+        members: Vec<String>,
+    },
+    /// The sender added `user`.
+    Added {
+        user: String,
+    },
+    /// The sender removed `user`.
+    Removed {
+        user: String,
+    },
+    /// The sender left.
+    Left,
 }
 
 /// One device of a person, as the relay knows it.
@@ -300,31 +380,38 @@ pub enum EnrollReply {
     Refused { reason: String },
 }
 
-/// Who this connection is, who the peer is, and what waits.
+/// Who this connection is, who else is on the relay, and what waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The user name the relay read from this client's certificate.
     pub user: String,
-    /// The other person, once the PKI has issued a second identity.
+    /// The relay's only other user, when it has exactly one.
     pub peer: Option<String>,
     pub peer_online: bool,
-    /// Messages waiting for this user (they follow on delivery streams).
+    /// How many other users the relay serves.
+    pub other_users: u64,
+    /// Messages waiting for this device (they follow on delivery streams).
     pub waiting_for_you: u64,
-    /// This user's messages the peer has not received yet.
+    /// This user's messages some member of their room has not received yet.
     pub waiting_for_peer: u64,
     /// Files offered to this user and not fetched yet.
     pub files_for_you: u64,
 }
 
-/// One message delivered to a recipient, on a unidirectional stream of its own.
+/// One event of a room (a message, or a change of its members) delivered to a member, on
+/// a unidirectional stream of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deliver {
     /// Counts the deliveries on this connection from 0, so that the client can put them
     /// back in order whatever order the streams arrived in.
     pub index: u64,
     pub id: MessageId,
+    /// The order of everything this device gets.
     pub seq: u64,
+    pub room: String,
+    /// The relay's number for it in its room: one order for every member.
+    pub room_seq: u64,
     pub from: String,
-    pub text: String,
+    pub body: Body,
     pub time_ms: i64,
 }

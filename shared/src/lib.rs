@@ -28,8 +28,10 @@ pub mod window;
 /// `qchat/3` offers a file while it is still arriving and lets its download follow the
 /// upload (cut-through); `qchat/4` knows devices (each device of a person has its own
 /// certificate and delivery cursor, and gets the messages its person sends from the
-/// others). A peer of another version is refused at the handshake with "another version".
-pub const ALPN: &[u8] = b"qchat/4";
+/// others); `qchat/5` has rooms (any number of users; every message and file goes to a
+/// room, numbered by the relay per room, with its changes of members in the same order).
+/// A peer of another version is refused at the handshake with "another version".
+pub const ALPN: &[u8] = b"qchat/5";
 
 /// The ALPN of enrollment: a device without a certificate proves an invite's secret and
 /// gets its certificate signed ([`frame::EnrollRequest`]). A connection with this ALPN can

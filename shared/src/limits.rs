@@ -23,3 +23,9 @@ pub const CHUNK: usize = 1024 * 1024;
 
 /// Longest file name a sender may give, in bytes of UTF-8.
 pub const MAX_FILE_NAME: usize = 1024;
+
+/// Members one room may have at once.
+pub const MAX_ROOM_MEMBERS: usize = 256;
+
+/// Rooms one user may be in at once (direct ones included).
+pub const MAX_ROOMS_PER_USER: usize = 256;

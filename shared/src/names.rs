@@ -15,9 +15,44 @@ pub fn validate_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that `name` can name a room the relay's users create: the alphabet and length
+/// of user names (a direct room's name, with its `+`, is never one).
+pub fn validate_room_name(name: &str) -> Result<(), String> {
+    validate_user_name(name).map_err(|e| e.replacen("user name", "room name", 1))
+}
+
+/// The name of the direct room of two users: both names, in order, joined by `+`.
+pub fn direct_room(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}+{b}")
+    } else {
+        format!("{b}+{a}")
+    }
+}
+
+/// The two users of a direct room's name, if it is one (two valid, different names in
+/// order).
+pub fn direct_pair(name: &str) -> Option<(&str, &str)> {
+    let (a, b) = name.split_once('+')?;
+    (a < b && validate_user_name(a).is_ok() && validate_user_name(b).is_ok()).then_some((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_rooms_have_one_name_for_both_people() {
+        assert_eq!(direct_room("bob", "alice"), "alice+bob");
+        assert_eq!(direct_room("alice", "bob"), "alice+bob");
+        assert_eq!(direct_pair("alice+bob"), Some(("alice", "bob")));
+        for bad in ["bob+alice", "alice+alice", "alice", "alice+", "a+b+c", "Alice+bob"] {
+            assert_eq!(direct_pair(bad), None, "{bad}");
+        }
+        assert!(validate_room_name("team-1").is_ok());
+        let err = validate_room_name("a+b").unwrap_err();
+        assert!(err.starts_with("room name"), "{err}");
+    }
 
     #[test]
     fn accepts_the_allowed_alphabet() {

@@ -3,22 +3,28 @@
 
 use proptest::prelude::*;
 use qchat_shared::codec::{decode, encode};
-use qchat_shared::frame::{ChatSend, ClientControl, Deliver, FileId, MessageId, Open, UploadStart};
+use qchat_shared::frame::{Body, ChatSend, ClientControl, Deliver, FileId, MessageId, Open, UploadStart};
 use qchat_shared::names::{sanitize_file_name, MAX_SAVED_NAME};
 
 proptest! {
     #[test]
-    fn chat_frames_round_trip(id in any::<[u8; 16]>(), text in ".{0,2000}") {
-        let frame = Open::Send(ChatSend { id: MessageId(id), text });
+    fn chat_frames_round_trip(id in any::<[u8; 16]>(), room in proptest::option::of("[a-z+]{1,65}"), text in ".{0,2000}") {
+        let frame = Open::Send(ChatSend { id: MessageId(id), room, text });
         let (back, used): (Open, usize) = decode(&encode(&frame).unwrap()).unwrap();
         prop_assert_eq!(back, frame);
         prop_assert!(used > 4);
     }
 
     #[test]
-    fn deliveries_and_acks_round_trip(index: u64, seq: u64, time_ms: i64, from in "[a-z]{1,32}", text in ".{0,500}",
+    fn deliveries_and_acks_round_trip(index: u64, seq: u64, room_seq: u64, time_ms: i64, from in "[a-z]{1,32}",
+                                      text in ".{0,500}", added in proptest::option::of("[a-z]{1,32}"),
                                       seqs in proptest::collection::vec(any::<u64>(), 0..200)) {
-        let deliver = Deliver { index, id: MessageId([7; 16]), seq, from, text, time_ms };
+        let body = match added {
+            Some(user) => Body::Added { user },
+            None => Body::Text(text),
+        };
+        let room = "team".to_string();
+        let deliver = Deliver { index, id: MessageId([7; 16]), seq, room, room_seq, from, body, time_ms };
         prop_assert_eq!(decode::<Deliver>(&encode(&deliver).unwrap()).unwrap().0, deliver);
         let ack = ClientControl::Ack { seqs };
         prop_assert_eq!(decode::<ClientControl>(&encode(&ack).unwrap()).unwrap().0, ack);
@@ -26,7 +32,7 @@ proptest! {
 
     #[test]
     fn uploads_round_trip(name in ".{1,300}", size: u64, resume in proptest::option::of(any::<[u8; 16]>())) {
-        let frame = Open::Upload(UploadStart { name, size, resume: resume.map(FileId) });
+        let frame = Open::Upload(UploadStart { room: None, name, size, resume: resume.map(FileId) });
         prop_assert_eq!(decode::<Open>(&encode(&frame).unwrap()).unwrap().0, frame);
     }
 

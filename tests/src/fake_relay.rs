@@ -50,11 +50,13 @@ impl FakeRelay {
             user: user.into(),
             peer: Some(peer.into()),
             peer_online: true,
+            other_users: 1,
             waiting_for_you: 0,
             waiting_for_peer: 0,
             files_for_you: 0,
         };
         write_frame(&mut send, &RelayControl::Welcome(status)).await.expect("welcome");
+        write_frame(&mut send, &RelayControl::Rooms { rooms: Vec::new(), last: true }).await.expect("rooms");
         FakeSession { connection, control: (send, recv) }
     }
 }

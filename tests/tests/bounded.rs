@@ -69,7 +69,9 @@ async fn a_client_that_never_reads_its_replies_stops_being_read() {
 /// Opens an upload on a raw connection and returns its streams once the relay is ready.
 async fn raw_upload(connection: &quinn::Connection, name: &str, size: u64) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Upload(UploadStart { name: name.into(), size, resume: None })).await.unwrap();
+    write_frame(&mut send, &Open::Upload(UploadStart { room: None, name: name.into(), size, resume: None }))
+        .await
+        .unwrap();
     let ready = read_frame::<UploadReply, _>(&mut recv).await.unwrap();
     assert!(matches!(ready, Some(UploadReply::Ready { .. })), "{ready:?}");
     (send, recv)

@@ -40,9 +40,12 @@ async fn malformed_and_oversized_frames_close_only_their_stream() {
 
     // The same connection still works, and so do the others.
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Send(ChatSend { id: MessageId::random(), text: "after the noise".into() }))
-        .await
-        .unwrap();
+    write_frame(
+        &mut send,
+        &Open::Send(ChatSend { id: MessageId::random(), room: None, text: "after the noise".into() }),
+    )
+    .await
+    .unwrap();
     send.finish().unwrap();
     assert!(matches!(read_frame::<SendReply, _>(&mut recv).await.unwrap(), Some(SendReply::Stored { .. })));
     assert_eq!(bob.messages(1).await[0].text, "after the noise");
@@ -79,7 +82,9 @@ async fn a_stream_that_never_finishes_its_frame_is_timed_out() {
     assert!(started.elapsed() >= qchat_shared::limits::FIRST_FRAME_DEADLINE - std::time::Duration::from_secs(1));
     // The connection itself is fine.
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Send(ChatSend { id: MessageId::random(), text: "still fine".into() })).await.unwrap();
+    write_frame(&mut send, &Open::Send(ChatSend { id: MessageId::random(), room: None, text: "still fine".into() }))
+        .await
+        .unwrap();
     send.finish().unwrap();
     assert!(matches!(read_frame::<SendReply, _>(&mut recv).await.unwrap(), Some(SendReply::Stored { .. })));
 }
@@ -93,7 +98,7 @@ async fn two_thousand_streams_at_once_are_bounded_and_all_answered() {
         let connection = raw.connection.clone();
         tasks.spawn(async move {
             let (mut send, mut recv) = connection.open_bi().await.unwrap();
-            let frame = Open::Send(ChatSend { id: MessageId::random(), text: format!("flood {i}") });
+            let frame = Open::Send(ChatSend { id: MessageId::random(), room: None, text: format!("flood {i}") });
             write_frame(&mut send, &frame).await.unwrap();
             send.finish().unwrap();
             read_frame::<SendReply, _>(&mut recv).await.unwrap()
@@ -115,7 +120,7 @@ async fn raw_upload(
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
     write_frame(&mut send, &Open::Upload(start)).await.unwrap();
     match read_frame::<UploadReply, _>(&mut recv).await.unwrap() {
-        Some(UploadReply::Ready { file_id, offset: 0 }) => (send, recv, file_id),
+        Some(UploadReply::Ready { file_id, offset: 0, .. }) => (send, recv, file_id),
         other => panic!("{other:?}"),
     }
 }
@@ -125,14 +130,14 @@ async fn uploads_that_lie_about_size_or_hash_are_refused_and_leave_nothing() {
     let relay = TestRelay::start().await;
     let raw = relay.raw("alice").await;
 
-    let start = UploadStart { name: "short.bin".into(), size: 100, resume: None };
+    let start = UploadStart { room: None, name: "short.bin".into(), size: 100, resume: None };
     let (mut send, mut recv, _) = raw_upload(&raw, start).await;
     send.write_all(&[1u8; 50]).await.unwrap();
     send.finish().unwrap();
     let reply = read_frame::<UploadReply, _>(&mut recv).await.unwrap();
     assert!(matches!(&reply, Some(UploadReply::Refused { reason }) if reason.contains("50 of 100")), "{reply:?}");
 
-    let start = UploadStart { name: "../../etc/passwd".into(), size: 1000, resume: None };
+    let start = UploadStart { room: None, name: "../../etc/passwd".into(), size: 1000, resume: None };
     let (mut send, mut recv, file_id) = raw_upload(&raw, start).await;
     send.write_all(&[2u8; 1000]).await.unwrap();
     write_frame(&mut send, &UploadEnd { blake3: [0; 32] }).await.unwrap();

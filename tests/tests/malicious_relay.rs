@@ -28,8 +28,10 @@ fn deliver(index: u64, text: &str) -> Deliver {
         index,
         id: MessageId([index as u8 + 1; 16]),
         seq: index + 1,
+        room: "alice+bob".into(),
+        room_seq: index + 1,
         from: "alice".into(),
-        text: text.into(),
+        body: qchat_shared::frame::Body::Text(text.into()),
         time_ms: 0,
     }
 }
@@ -37,6 +39,7 @@ fn deliver(index: u64, text: &str) -> Deliver {
 fn offer(bytes: &[u8]) -> FileInfo {
     FileInfo {
         file_id: FileId([5; 16]),
+        room: "alice+bob".into(),
         name: "small.txt".into(),
         size: bytes.len() as u64,
         from: "alice".into(),

@@ -71,25 +71,27 @@ async fn a_revoked_user_is_refused_without_a_relay_restart() {
 }
 
 #[tokio::test]
-async fn a_third_user_is_refused_with_a_clear_message() {
+async fn a_third_user_the_pki_issues_is_served_and_there_is_no_single_peer_any_more() {
     let relay = TestRelay::start().await;
-    let carol = relay.issue("carol");
-    let reason = relay.client_for(carol).refused().await;
-    assert!(reason.contains("carol is not one of them"), "{reason}");
-    assert!(reason.contains("alice and bob"), "{reason}");
+    let mut carol = relay.client_for(relay.issue("carol"));
+    let status = carol.connected().await;
+    assert_eq!((status.other_users, status.peer), (2, None));
+    let refused = carol.client.send_and_wait("to whom?").await.unwrap_err();
+    assert!(refused.to_string().contains("name one (--room NAME) or a person (--to USER)"), "{refused}");
 }
 
 #[tokio::test]
-async fn a_client_of_another_protocol_version_is_told_so() {
+async fn a_client_of_the_version_before_rooms_is_told_to_update() {
     let relay = TestRelay::start().await;
     let identity = relay.identity("alice");
-    let crypto = qchat_shared::tls::client_crypto_with_alpn(&identity, b"qchat/0").unwrap();
+    let crypto = qchat_shared::tls::client_crypto_with_alpn(&identity, b"qchat/4").unwrap();
     let config = qchat_shared::transport::client_config(crypto).unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let err = endpoint.connect_with(config, relay.addr, "localhost").unwrap().await.unwrap_err();
     let ending = qchat_client::refusal::explain(&err, "alice", &relay.addr.to_string());
     assert!(ending.fatal);
     assert!(ending.reason.contains("another version"), "{}", ending.reason);
+    assert!(ending.reason.contains("update the client"), "{}", ending.reason);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use iced::futures::SinkExt;
 use iced::widget::{operation, text_editor};
 use iced::{event, window, Subscription, Task};
-use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, TransferId};
+use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, RoomRequest, TransferId};
 
 use crate::model::{Devices, Model};
 
@@ -55,6 +55,33 @@ pub enum Message {
     RevokeDevice(String),
     /// "Copy" next to an invite.
     CopyInvite(String),
+    /// A room in the room list was chosen.
+    SelectRoom(String),
+    /// The new room's name, or its members (names separated by commas), changed.
+    NewRoomName(String),
+    NewRoomMembers(String),
+    /// "Create": make the room.
+    CreateRoom,
+    /// The name to add to the shown room changed.
+    AddMemberName(String),
+    /// "Add": add that user to the shown room.
+    AddMember,
+    /// "Remove" next to a member of the shown room.
+    RemoveMember(String),
+    /// "Leave" the shown room.
+    LeaveRoom,
+    /// The window gained or lost the focus.
+    Focused(bool),
+    /// A desktop notification was shown (or could not be: no notification service).
+    Notified(Result<(), String>),
+}
+
+/// What the room forms hold while they are typed in.
+#[derive(Debug, Clone, Default)]
+pub struct RoomForms {
+    pub name: String,
+    pub members: String,
+    pub add: String,
 }
 
 /// The window's state.
@@ -65,6 +92,7 @@ pub struct App {
     pub options: Arc<ClientOptions>,
     pub input: text_editor::Content,
     pub path: String,
+    pub forms: RoomForms,
 }
 
 /// Identifies the core subscription (one per identity and relay).
@@ -91,14 +119,19 @@ impl App {
             options: Arc::new(options),
             input: text_editor::Content::new(),
             path: String::new(),
+            forms: RoomForms::default(),
         };
         (app, operation::focus(INPUT))
     }
 
     pub fn title(&self) -> String {
-        match &self.model.peer {
-            Some(peer) => format!("qchat — {} ↔ {peer}", self.model.me),
-            None => format!("qchat — {}", self.model.me),
+        let unread: usize = self.model.unread.values().sum();
+        let unread = if unread > 0 { format!(" ({unread})") } else { String::new() };
+        match &self.model.selected {
+            Some(room) => {
+                format!("qchat{unread} — {} · {}", self.model.me, qchat_client::rooms::title(&self.model.me, room))
+            }
+            None => format!("qchat{unread} — {}", self.model.me),
         }
     }
 
@@ -111,10 +144,20 @@ impl App {
                     // Show what we sent earlier and where it is now.
                     client.list_files();
                 }
+                let notify = match &event {
+                    Event::Message(m) if !self.model.focused && m.from != self.model.me => {
+                        let room = qchat_client::rooms::title(&self.model.me, &m.room);
+                        Some(crate::notify::show(format!("{} · {room}", m.from), m.text.clone()))
+                    }
+                    _ => None,
+                };
                 self.model.apply(event, Instant::now());
+                let mut tasks = Vec::new();
+                tasks.extend(notify.map(|shown| Task::perform(shown, Message::Notified)));
                 if scroll {
-                    return operation::snap_to_end(LOG);
+                    tasks.push(operation::snap_to_end(LOG));
                 }
+                return Task::batch(tasks);
             }
             Message::Edit(action) => self.input.perform(action),
             Message::Send => return self.send(),
@@ -136,7 +179,7 @@ impl App {
             Message::FileDropped(path) => self.send_file(path),
             Message::Receive => {
                 if let Some(client) = &self.client {
-                    client.receive_all(None);
+                    client.receive_all_in(self.model.selected.clone(), None);
                 }
             }
             Message::OpenDownloads => {
@@ -169,8 +212,61 @@ impl App {
             Message::LinkDevice => self.ask(DeviceRequest::Link),
             Message::RevokeDevice(id) => self.ask(DeviceRequest::Revoke(id)),
             Message::CopyInvite(line) => return iced::clipboard::write(line),
+            Message::SelectRoom(room) => {
+                self.model.select(room);
+                return operation::snap_to_end(LOG);
+            }
+            Message::NewRoomName(name) => self.forms.name = name,
+            Message::NewRoomMembers(members) => self.forms.members = members,
+            Message::CreateRoom => {
+                let name = self.forms.name.trim().to_string();
+                let members = self.forms.members.split(',').map(str::trim).filter(|m| !m.is_empty());
+                let members = members.map(str::to_string).collect();
+                if !name.is_empty() {
+                    self.ask_rooms(RoomRequest::Create { name, members });
+                    self.forms.name.clear();
+                    self.forms.members.clear();
+                }
+            }
+            Message::AddMemberName(user) => self.forms.add = user,
+            Message::AddMember => {
+                let user = self.forms.add.trim().to_string();
+                if let (Some(room), false) = (self.model.selected.clone(), user.is_empty()) {
+                    self.ask_rooms(RoomRequest::Add { room, user });
+                    self.forms.add.clear();
+                }
+            }
+            Message::RemoveMember(user) => {
+                if let Some(room) = self.model.selected.clone() {
+                    self.ask_rooms(RoomRequest::Remove { room, user });
+                }
+            }
+            Message::LeaveRoom => {
+                if let Some(room) = self.model.selected.clone() {
+                    self.ask_rooms(RoomRequest::Leave { room });
+                }
+            }
+            Message::Focused(focused) => {
+                self.model.focused = focused;
+                if let (true, Some(room)) = (focused, self.model.selected.clone()) {
+                    self.model.select(room);
+                }
+            }
+            Message::Notified(shown) => {
+                if let Err(reason) = shown {
+                    tracing::debug!(%reason, "no desktop notification");
+                }
+            }
         }
         Task::none()
+    }
+
+    /// Sends a room request to the core (it waits for a connection if there is none).
+    fn ask_rooms(&mut self, request: RoomRequest) {
+        match &self.client {
+            Some(client) => client.rooms(request),
+            None => self.model.notice = Some("not connected yet; try again in a moment".into()),
+        }
     }
 
     /// Sends a device request to the core (it waits for a connection if there is none).
@@ -190,7 +286,7 @@ impl App {
         if text.trim().is_empty() {
             return Task::none();
         }
-        let id = client.send(text.clone());
+        let id = client.send_to(self.model.selected.clone(), text.clone());
         self.model.sending(id, text, now_ms());
         self.input = text_editor::Content::new();
         operation::snap_to_end(LOG)
@@ -199,7 +295,7 @@ impl App {
     fn send_file(&mut self, path: PathBuf) {
         match &self.client {
             Some(client) => {
-                client.send_file(path);
+                client.send_file_to(self.model.selected.clone(), path);
             }
             None => self.model.notice = Some("not connected yet; try again in a moment".into()),
         }
@@ -213,6 +309,8 @@ impl App {
         let core = Subscription::run_with(CoreKey(self.options.clone()), run_core);
         let drops = event::listen_with(|event, _status, _window| match event {
             iced::Event::Window(window::Event::FileDropped(path)) => Some(Message::FileDropped(path)),
+            iced::Event::Window(window::Event::Focused) => Some(Message::Focused(true)),
+            iced::Event::Window(window::Event::Unfocused) => Some(Message::Focused(false)),
             _ => None,
         });
         Subscription::batch([core, drops])

@@ -4,13 +4,15 @@
 //! - [`join`]: the first-start screen: paste an invite, or open a saved identity;
 //! - [`app`]: the chat window: state, messages, update, subscriptions;
 //! - [`model`]: what the window shows, as plain data changed only by core events;
-//! - [`view`]: the two panels and the status line;
+//! - [`view`]: the room list, the files and chat panels, and the status line;
+//! - [`notify`]: desktop notifications while the window is not focused;
 //! - [`style`], [`format`]: colours, and sizes, speeds and times for people.
 
 pub mod app;
 pub mod format;
 pub mod join;
 pub mod model;
+pub mod notify;
 pub mod shell;
 pub mod style;
 pub mod view;

@@ -1,13 +1,15 @@
-//! What the window shows, as plain data: the chat log, the transfers, the link to the
-//! relay. It changes only by applying the core's events (and the user's own sends), so it
+//! What the window shows, as plain data: the rooms (with unread counts), the chat log,
+//! the transfers, the link to the relay. It changes only by applying the core's events (and the user's own sends), so it
 //! is tested without any window.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use qchat_client::history::ChatLine;
 use qchat_client::{ConnectionState, Event, TransferId};
-use qchat_shared::frame::{DeviceInfo, FileEntry, FileId, FileState, MessageId};
+use qchat_shared::frame::{DeviceInfo, FileEntry, FileId, FileState, MessageId, RoomInfo};
+use qchat_shared::names::direct_room;
 
 /// The link to the relay, as the status line tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +33,9 @@ pub enum Direction {
 pub enum Stage {
     Queued,
     Uploading,
-    /// Uploaded and verified; waiting for the peer.
+    /// Uploaded and verified; waiting to be fetched.
     OnRelay,
-    /// The peer saved it.
+    /// A member saved it.
     PeerHasIt,
     /// Offered to us; press Receive.
     Offered,
@@ -74,6 +76,8 @@ impl Speed {
 pub struct Transfer {
     pub transfer: Option<TransferId>,
     pub file_id: Option<FileId>,
+    /// The room it is in (none: an upload to the default room, until the relay says).
+    pub room: Option<String>,
     pub name: String,
     pub size: u64,
     pub done: u64,
@@ -89,6 +93,7 @@ impl Transfer {
         Transfer {
             transfer: None,
             file_id: None,
+            room: None,
             name,
             size,
             done: 0,
@@ -110,9 +115,19 @@ impl Transfer {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub me: String,
+    /// The relay's only other user, when it has exactly one.
     pub peer: Option<String>,
     pub peer_online: bool,
     pub link: Link,
+    /// Our rooms, by name.
+    pub rooms: Vec<RoomInfo>,
+    /// The room shown (a direct room may be shown before it exists: it does once written to).
+    pub selected: Option<String>,
+    /// Messages not seen yet, per room.
+    pub unread: BTreeMap<String, usize>,
+    /// Whether the window has the focus (unread counts grow in the shown room without it).
+    pub focused: bool,
+    /// Every room's lines, in the relay's order.
     pub lines: Vec<ChatLine>,
     pub transfers: Vec<Transfer>,
     /// The last error worth a person's attention.
@@ -137,6 +152,10 @@ impl Model {
             peer: None,
             peer_online: false,
             link: Link::Connecting,
+            rooms: Vec::new(),
+            selected: None,
+            unread: BTreeMap::new(),
+            focused: true,
             lines: Vec::new(),
             transfers: Vec::new(),
             notice: None,
@@ -144,16 +163,72 @@ impl Model {
         }
     }
 
-    /// Files offered to us and not being fetched yet.
+    /// Files offered to us in the shown room and not being fetched yet.
     pub fn offers(&self) -> usize {
-        self.transfers.iter().filter(|t| t.stage == Stage::Offered).count()
+        self.shown_transfers().filter(|t| t.stage == Stage::Offered).count()
+    }
+
+    /// Whether `room` is the one shown.
+    fn shows(&self, room: &str) -> bool {
+        self.selected.as_deref() == Some(room)
+    }
+
+    /// The shown room's lines.
+    pub fn shown_lines(&self) -> impl Iterator<Item = &ChatLine> {
+        self.lines.iter().filter(|l| self.shows(&l.room))
+    }
+
+    /// The shown room's files (and uploads the relay has not placed yet).
+    pub fn shown_transfers(&self) -> impl Iterator<Item = &Transfer> {
+        self.transfers.iter().filter(|t| t.room.as_deref().is_none_or(|r| self.shows(r)))
+    }
+
+    /// The shown room, if we are in it yet.
+    pub fn shown_room(&self) -> Option<&RoomInfo> {
+        self.rooms.iter().find(|r| Some(&r.name) == self.selected.as_ref())
+    }
+
+    /// Shows `room` and marks it read.
+    pub fn select(&mut self, room: String) {
+        self.unread.remove(&room);
+        self.selected = Some(room);
     }
 
     /// Shows a message of ours at once, before the relay has it (no tick yet).
     pub fn sending(&mut self, id: MessageId, text: String, now_ms: i64) {
-        let line =
-            ChatLine { id, seq: None, from: self.me.clone(), text, time_ms: now_ms, mine: true, delivered: false };
+        let line = ChatLine {
+            id,
+            seq: None,
+            room: self.selected.clone().unwrap_or_default(),
+            from: self.me.clone(),
+            text,
+            time_ms: now_ms,
+            mine: true,
+            delivered: false,
+            received_by: Vec::new(),
+            notice: false,
+        };
         self.lines.push(line);
+    }
+
+    /// Picks a room to show when none is (or the shown one is gone): the first room, or
+    /// the direct room with the relay's only other user.
+    fn keep_a_room_shown(&mut self) {
+        let direct = self.peer.as_ref().map(|peer| direct_room(&self.me, peer));
+        let gone = self
+            .selected
+            .as_ref()
+            .is_some_and(|s| !self.rooms.iter().any(|r| &r.name == s) && Some(s) != direct.as_ref());
+        if self.selected.is_none() || gone {
+            self.selected = self.rooms.first().map(|r| r.name.clone()).or(direct);
+        }
+    }
+
+    /// Counts a new line of `room` as unread, unless it is in view.
+    fn arrived(&mut self, room: &str) {
+        if !(self.focused && self.shows(room)) {
+            *self.unread.entry(room.to_string()).or_default() += 1;
+        }
     }
 
     fn line(&mut self, id: MessageId) -> Option<&mut ChatLine> {
@@ -188,41 +263,79 @@ impl Model {
                 if self.line(m.id).is_none() {
                     // One of ours from another of our devices is shown as ours.
                     let mine = m.from == self.me;
+                    if !mine {
+                        self.arrived(&m.room);
+                    }
                     self.place(ChatLine {
                         id: m.id,
                         seq: Some(m.seq),
+                        room: m.room,
                         from: m.from,
                         text: m.text,
                         time_ms: m.time_ms,
                         mine,
                         delivered: !mine,
+                        received_by: Vec::new(),
+                        notice: false,
                     });
                 }
             }
-            Event::Stored { id, seq, time_ms } => {
+            Event::RoomChanged { room, by, change, time_ms } => {
+                let text = qchat_client::rooms::describe(&by, &change);
+                let line = ChatLine {
+                    id: MessageId::random(),
+                    seq: None,
+                    room,
+                    from: by,
+                    text,
+                    time_ms,
+                    mine: false,
+                    delivered: true,
+                    received_by: Vec::new(),
+                    notice: true,
+                };
+                // Placed by time among the room's lines (a change has no place in our log
+                // of its own until the history is read again).
+                let at = self.lines.partition_point(|l| l.seq.is_some() && l.time_ms <= time_ms);
+                self.lines.insert(at, line);
+            }
+            Event::Rooms(rooms) => {
+                self.rooms = rooms;
+                self.keep_a_room_shown();
+            }
+            Event::Room(room) => {
+                if room.has(&self.me) {
+                    self.select(room.name);
+                }
+            }
+            Event::RoomRefused { reason } => self.notice = Some(reason),
+            Event::Stored { id, seq, room, time_ms } => {
                 if let Some(at) = self.lines.iter().position(|l| l.id == id) {
                     let line = self.lines.remove(at);
-                    self.place(ChatLine { seq: Some(seq), time_ms, ..line });
+                    self.place(ChatLine { seq: Some(seq), room, time_ms, ..line });
                 }
             }
             Event::SendFailed { id, reason } => {
                 self.lines.retain(|l| l.id != id || l.seq.is_some());
                 self.notice = Some(format!("message not sent: {reason}"));
             }
-            Event::Delivered { id, .. } => {
+            Event::Delivered { id, by, everyone, .. } => {
                 if let Some(line) = self.line(id) {
-                    line.delivered = true;
+                    line.received(&by, everyone);
                 }
             }
             Event::Presence { user, online } => {
-                if self.peer.as_deref() == Some(user.as_str()) || self.peer.is_none() {
-                    self.peer = Some(user);
+                if self.peer.as_deref() == Some(user.as_str()) {
                     self.peer_online = online;
+                }
+                for member in self.rooms.iter_mut().flat_map(|r| r.members.iter_mut()).filter(|m| m.user == user) {
+                    member.online = online;
                 }
             }
             Event::Status(status) => {
                 self.peer = status.peer;
                 self.peer_online = status.peer_online;
+                self.keep_a_room_shown();
             }
             Event::Files { outgoing, .. } => self.outgoing_files(outgoing),
             Event::AckConfirmed { .. } => {}
@@ -275,7 +388,7 @@ impl Model {
                 FileState::Expired { .. } => (Stage::Expired, entry.info.size),
             };
             let mut row = Transfer::new(Direction::Up, entry.info.name, entry.info.size, stage);
-            (row.file_id, row.done) = (Some(entry.info.file_id), done);
+            (row.file_id, row.done, row.room) = (Some(entry.info.file_id), done, Some(entry.info.room));
             self.transfers.push(row);
         }
     }
@@ -286,6 +399,7 @@ impl Model {
             ConnectionState::Connected(status) => {
                 self.peer = status.peer;
                 self.peer_online = status.peer_online;
+                self.keep_a_room_shown();
                 Link::Connected
             }
             ConnectionState::Reconnecting { reason, .. } => {
@@ -308,9 +422,9 @@ impl Model {
                     // Offered again once committed: no longer arriving.
                     Some(row) => row.arriving = arriving,
                     None => {
+                        self.arrived(&offer.room);
                         let mut row = Transfer::new(Direction::Down, offer.name, offer.size, Stage::Offered);
-                        row.file_id = Some(offer.file_id);
-                        row.arriving = arriving;
+                        (row.file_id, row.room, row.arriving) = (Some(offer.file_id), Some(offer.room), arriving);
                         self.transfers.push(row);
                     }
                 }
@@ -320,9 +434,9 @@ impl Model {
                     row.arriving = Some(held);
                 }
             }
-            Event::UploadQueued { transfer, name, size, .. } => {
+            Event::UploadQueued { transfer, room, name, size, .. } => {
                 let mut row = Transfer::new(Direction::Up, name, size, Stage::Queued);
-                row.transfer = Some(transfer);
+                (row.transfer, row.room) = (Some(transfer), room);
                 self.transfers.push(row);
             }
             Event::DownloadQueued { transfer, file_id, .. } => {
@@ -342,9 +456,9 @@ impl Model {
                     };
                 }
             }
-            Event::Uploaded { transfer, file_id, size, .. } => {
+            Event::Uploaded { transfer, file_id, room, size, .. } => {
                 if let Some(t) = self.by_transfer(transfer) {
-                    (t.file_id, t.done, t.stage) = (Some(file_id), size, Stage::OnRelay);
+                    (t.file_id, t.room, t.done, t.stage) = (Some(file_id), Some(room), size, Stage::OnRelay);
                 }
             }
             Event::FileSaved { transfer, path, .. } => {
@@ -359,7 +473,7 @@ impl Model {
                     t.stage = Stage::Failed(reason);
                 }
             }
-            Event::FileFetched { file_id } => {
+            Event::FileFetched { file_id, .. } => {
                 if let Some(t) = self.by_file(file_id) {
                     t.stage = Stage::PeerHasIt;
                 }
@@ -386,22 +500,29 @@ mod tests {
         let id = MessageId([1; 16]);
         model.sending(id, "hi".into(), 5);
         assert_eq!(model.lines[0].seq, None);
+        let room = "alice+bob".to_string();
+        model.select(room.clone());
+        let (from, text) = ("bob".to_string(), "yo".to_string());
         let incoming =
-            IncomingMessage { id: MessageId([2; 16]), seq: 7, from: "bob".into(), text: "yo".into(), time_ms: 9 };
+            IncomingMessage { id: MessageId([2; 16]), seq: 7, room: room.clone(), room_seq: 2, from, text, time_ms: 9 };
         model.apply(Event::Message(incoming), now);
-        model.apply(Event::Stored { id, seq: 6, time_ms: 8 }, now);
+        model.apply(Event::Stored { id, seq: 6, room: room.clone(), time_ms: 8 }, now);
         assert_eq!(model.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(6), Some(7)]);
-        model.apply(Event::Delivered { id, seq: 6 }, now);
+        model.apply(Event::Delivered { id, seq: 6, room, by: "bob".into(), everyone: true }, now);
         assert!(model.lines[0].delivered);
+        assert_eq!(model.lines[0].received_by, ["bob"]);
+        assert!(model.unread.is_empty(), "seen: the room is shown and the window has the focus");
     }
 
     #[test]
     fn a_download_goes_from_offered_to_saved_with_speed() {
         let mut model = Model::new("bob");
+        model.select("alice+bob".into());
         let file_id = FileId([3; 16]);
         let t0 = Instant::now();
         let offer = qchat_shared::frame::FileInfo {
             file_id,
+            room: "alice+bob".into(),
             name: "a.bin".into(),
             size: 1000,
             from: "alice".into(),

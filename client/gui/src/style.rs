@@ -4,6 +4,7 @@
 use iced::widget::container;
 use iced::{Background, Border, Color, Theme};
 
+pub const ROOMS_BG: Color = Color::from_rgb(0.95, 0.95, 0.97);
 pub const FILES_BG: Color = Color::from_rgb(1.0, 0.98, 0.80);
 pub const CHAT_BG: Color = Color::from_rgb(0.88, 0.94, 1.0);
 pub const STATUS_BG: Color = Color::from_rgb(0.93, 0.93, 0.93);

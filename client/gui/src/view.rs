@@ -1,5 +1,5 @@
-//! The window: files on the left (light yellow), chat on the right (light blue), a
-//! status line at the foot.
+//! The window: the room list at the left edge, the shown room's files (light yellow) and
+//! chat (light blue), a status line at the foot.
 
 use iced::keyboard::key::Named;
 use iced::keyboard::Key;
@@ -12,7 +12,8 @@ use crate::app::{App, Message, INPUT, LOG};
 use crate::format::{clock, date, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
 use crate::style;
-use qchat_shared::frame::DeviceInfo;
+use qchat_client::rooms::title;
+use qchat_shared::frame::{DeviceInfo, RoomInfo};
 
 /// The whole window.
 pub fn window(app: &App) -> Element<'_, Message> {
@@ -21,14 +22,93 @@ pub fn window(app: &App) -> Element<'_, Message> {
         None => files(app),
     };
     let panels = row![
+        container(rooms(app)).width(Length::Fixed(190.0)).height(Fill).padding(10).style(style::panel(style::ROOMS_BG)),
         container(left).width(Length::FillPortion(2)).height(Fill).padding(10).style(style::panel(style::FILES_BG)),
         container(chat(app)).width(Length::FillPortion(3)).height(Fill).padding(10).style(style::panel(style::CHAT_BG)),
     ];
     column![panels, status(app)].into()
 }
 
+/// The room list (each with its unread count and whether anyone else in it is online),
+/// and the form for a new room.
+fn rooms(app: &App) -> Element<'_, Message> {
+    let model = &app.model;
+    let mut list = Column::new().spacing(4);
+    let direct_to_be = model.selected.as_ref().filter(|s| !model.rooms.iter().any(|r| &r.name == *s));
+    for name in model.rooms.iter().map(|r| &r.name).chain(direct_to_be) {
+        let room = model.rooms.iter().find(|r| &r.name == name);
+        let online = room.is_some_and(|r| r.members.iter().any(|m| m.online && m.user != model.me));
+        let unread = model.unread.get(name).copied().unwrap_or(0);
+        let label = row![
+            text(if online { "●" } else { "○" }).size(12).color(if online { style::OK } else { style::MUTED }),
+            text(title(&model.me, name)).width(Fill),
+        ]
+        .push((unread > 0).then(|| text(unread.to_string()).size(12).color(style::THEIRS)))
+        .spacing(6)
+        .align_y(Alignment::Center);
+        let chosen = model.selected.as_ref() == Some(name);
+        let style = if chosen { button::primary } else { button::text };
+        list = list.push(button(label).width(Fill).style(style).on_press(Message::SelectRoom(name.clone())));
+    }
+    let forms = &app.forms;
+    let create = (!forms.name.trim().is_empty()).then_some(Message::CreateRoom);
+    column![
+        text("Rooms").size(18),
+        scrollable(list).height(Fill).width(Fill),
+        text("New room").size(14),
+        text_input("name", &forms.name).on_input(Message::NewRoomName).on_submit(Message::CreateRoom),
+        text_input("members: bob, carol", &forms.members)
+            .on_input(Message::NewRoomMembers)
+            .on_submit(Message::CreateRoom),
+        button("Create").on_press_maybe(create),
+    ]
+    .spacing(6)
+    .into()
+}
+
+/// The shown room's name and members, and what its creator may change.
+fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Message> {
+    let me = &app.model.me;
+    let name = app.model.selected.as_deref().map(|s| title(me, s)).unwrap_or_else(|| "Chat".into());
+    let Some(room) = room else {
+        let hint = if app.model.selected.is_some() { "(starts when one of you writes)" } else { "" };
+        return row![text(name).size(18), text(hint).size(12).color(style::MUTED)].spacing(8).into();
+    };
+    let members = room.members.iter().map(|m| format!("{}{}", m.user, if m.online { " ●" } else { "" }));
+    let mut head = column![
+        row![text(name).size(18).width(Fill)]
+            .push((!room.direct).then(|| button(text("Leave").size(12)).on_press(Message::LeaveRoom)))
+            .align_y(Alignment::Center),
+        text(members.collect::<Vec<_>>().join(", ")).size(12).color(style::MUTED),
+    ]
+    .spacing(4);
+    if room.creator.as_deref() == Some(me.as_str()) && !room.direct {
+        let add = (!app.forms.add.trim().is_empty()).then_some(Message::AddMember);
+        let others = room.members.iter().filter(|m| &m.user != me);
+        let removals = others.map(|m| {
+            button(text(format!("× {}", m.user)).size(12))
+                .style(button::text)
+                .on_press(Message::RemoveMember(m.user.clone()))
+                .into()
+        });
+        head = head.push(
+            row![
+                text_input("add a member", &app.forms.add)
+                    .on_input(Message::AddMemberName)
+                    .on_submit(Message::AddMember),
+                button(text("Add").size(12)).on_press_maybe(add),
+            ]
+            .spacing(6)
+            .align_y(Alignment::Center),
+        );
+        head = head.push(row(removals).spacing(2));
+    }
+    head.into()
+}
+
 fn chat(app: &App) -> Element<'_, Message> {
-    let log = Column::with_children(app.model.lines.iter().map(chat_line)).spacing(6).padding(4);
+    let room = app.model.shown_room();
+    let log = Column::with_children(app.model.shown_lines().map(|line| chat_line(line, room))).spacing(6).padding(4);
     let input = text_editor(&app.input)
         .id(INPUT)
         .placeholder("Write a message; Enter sends, Shift+Enter starts a new line")
@@ -44,7 +124,7 @@ fn chat(app: &App) -> Element<'_, Message> {
     ]
     .spacing(6)
     .align_y(Alignment::Center);
-    column![text("Chat").size(18), scrollable(log).id(LOG).anchor_bottom().height(Fill).width(Fill), input, file_row,]
+    column![room_head(app, room), scrollable(log).id(LOG).anchor_bottom().height(Fill).width(Fill), input, file_row,]
         .spacing(8)
         .into()
 }
@@ -57,28 +137,50 @@ fn enter_sends(press: KeyPress) -> Option<Binding<Message>> {
     Binding::from_key_press(press)
 }
 
-fn chat_line(line: &ChatLine) -> Element<'_, Message> {
+/// One line of the chat: a message (ours with its ticks: ✓ stored, ✓✓ every member has
+/// it, and who has it so far in a room of more), or a change of members in grey.
+fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>) -> Element<'a, Message> {
+    if line.notice {
+        let said = format!("{} · {}", clock(line.time_ms), line.text);
+        return text(said).size(12).color(style::MUTED).into();
+    }
     let color = if line.mine { style::MINE } else { style::THEIRS };
     // A receipt may overtake the relay's `Stored` (they travel on different streams):
     // delivered implies stored.
     let ticks = match (line.mine, line.seq.is_some(), line.delivered) {
-        (false, _, _) => "",
-        (true, _, true) => "✓✓",
-        (true, true, false) => "✓",
-        (true, false, false) => "…",
+        (false, _, _) => String::new(),
+        (true, _, true) => "✓✓".into(),
+        (true, true, false) if room.is_some_and(|r| r.members.len() > 2) && !line.received_by.is_empty() => {
+            format!("✓ {}/{}", line.received_by.len(), room.map_or(0, |r| r.members.len() - 1))
+        }
+        (true, true, false) => "✓".into(),
+        (true, false, false) => "…".into(),
+    };
+    let ticks = text(ticks).size(12).color(style::OK);
+    let ticks: Element<'a, Message> = if line.mine && !line.received_by.is_empty() {
+        let who = format!("received by {}", line.received_by.join(", "));
+        iced::widget::tooltip(
+            ticks,
+            container(text(who).size(12)).padding(4).style(style::card),
+            iced::widget::tooltip::Position::Left,
+        )
+        .into()
+    } else {
+        ticks.into()
     };
     row![
         text(clock(line.time_ms)).size(12).color(style::MUTED),
         text(format!("{}:", line.from)).color(color),
         text(&line.text).width(Fill),
-        text(ticks).size(12).color(style::OK),
+        ticks,
     ]
     .spacing(8)
     .into()
 }
 
 fn files(app: &App) -> Element<'_, Message> {
-    let list = Column::with_children(app.model.transfers.iter().rev().map(transfer)).spacing(8);
+    let shown: Vec<&Transfer> = app.model.shown_transfers().collect();
+    let list = Column::with_children(shown.into_iter().rev().map(transfer)).spacing(8);
     let offers = app.model.offers();
     let receive = button(text(format!("Receive ({offers})"))).on_press_maybe((offers > 0).then_some(Message::Receive));
     column![
@@ -137,8 +239,8 @@ fn stage_text(t: &Transfer) -> (String, iced::Color) {
     match &t.stage {
         Stage::Queued => ("waiting to start".into(), style::MUTED),
         Stage::Uploading => ("uploading".into(), style::MINE),
-        Stage::OnRelay => ("on the relay, waiting for the peer".into(), style::OK),
-        Stage::PeerHasIt => ("received by the peer".into(), style::OK),
+        Stage::OnRelay => ("on the relay, waiting to be fetched".into(), style::OK),
+        Stage::PeerHasIt => ("received".into(), style::OK),
         Stage::Offered => match t.arriving {
             Some(held) => (
                 format!("arriving ({} on the relay): press Receive to get it as it comes", human_bytes(held)),

@@ -155,7 +155,7 @@ async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay()
     .await;
     let mut ui = simulator(app.view());
     assert!(ui.find("8.0 MiB of 8.0 MiB").is_ok());
-    assert!(ui.find("on the relay, waiting for the peer").is_ok());
+    assert!(ui.find("on the relay, waiting to be fetched").is_ok());
 }
 
 #[tokio::test]
@@ -181,6 +181,7 @@ async fn a_file_still_arriving_is_marked_so_with_what_the_relay_holds() {
     let file_id = qchat_shared::frame::FileId([5; 16]);
     let offer = qchat_shared::frame::FileInfo {
         file_id,
+        room: "alice+bob".into(),
         name: "film.mkv".into(),
         size: 4 << 30,
         from: "bob".into(),

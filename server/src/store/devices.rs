@@ -243,9 +243,12 @@ impl Store {
                     Some(_) => {}
                     None => {
                         let (name, enrolled_ms) = if from_certs_tool { ("identity file", 0) } else { ("unknown", now) };
+                        // From the first message of someone else its person has not received.
                         let cursor: i64 = txn.query_row(
-                            "SELECT COALESCE(MIN(seq) - 1, (SELECT COALESCE(MAX(seq), 0) FROM messages))
-                             FROM messages WHERE recipient = ?1 AND delivered_ms IS NULL",
+                            "SELECT COALESCE(MIN(m.seq) - 1, (SELECT COALESCE(MAX(seq), 0) FROM messages))
+                             FROM messages AS m JOIN members AS mb ON mb.room = m.room AND mb.user = ?1
+                                 AND mb.until_seq IS NULL
+                             WHERE m.room_seq > mb.delivered_upto AND m.sender != ?1",
                             params![user],
                             |r| r.get(0),
                         )?;
@@ -253,9 +256,12 @@ impl Store {
                             "INSERT INTO devices (user, id, name, enrolled_ms, cursor) VALUES (?1, ?2, ?3, ?4, ?5)",
                             params![user, device, name, enrolled_ms, cursor],
                         )?;
+                        // What its person fetched in a direct room before devices, it has.
                         txn.execute(
-                            "INSERT INTO fetches (file, device, at_ms) SELECT id, ?2, fetched_ms FROM files
-                             WHERE recipient = ?1 AND fetched_ms IS NOT NULL ON CONFLICT DO NOTHING",
+                            "INSERT INTO fetches (file, device, user, at_ms) SELECT id, ?2, ?1, fetched_ms FROM files
+                             WHERE fetched_ms IS NOT NULL AND sender != ?1 AND room IN (SELECT name FROM rooms
+                                 WHERE direct = 1 AND name IN (SELECT room FROM members WHERE user = ?1))
+                             ON CONFLICT DO NOTHING",
                             params![user, device],
                         )?;
                     }

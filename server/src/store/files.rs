@@ -4,16 +4,19 @@
 use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, FileState};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use super::rooms::{resolve, Users};
 use super::{now_ms, Store, StoreError};
 
 /// Where an upload starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadSlot {
     pub file_id: FileId,
     /// Bytes the relay already holds (at the last checkpoint).
     pub held: u64,
     /// When the upload first began (Unix milliseconds).
     pub created_ms: i64,
+    /// The room it goes to.
+    pub room: String,
 }
 
 /// A file removed from the relay by the sweep.
@@ -25,7 +28,7 @@ pub struct SweptFile {
     pub fetched: bool,
 }
 
-const COLUMNS: &str = "id, name, size, sender, blake3, created_ms, held, committed_ms, fetched_ms, swept_ms";
+const COLUMNS: &str = "id, name, size, sender, blake3, created_ms, held, committed_ms, fetched_ms, swept_ms, room";
 
 fn file_id(bytes: Vec<u8>) -> FileId {
     FileId(bytes.try_into().unwrap_or_default())
@@ -35,6 +38,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<FileEntry> {
     let blake3: Option<Vec<u8>> = row.get(4)?;
     let info = FileInfo {
         file_id: file_id(row.get(0)?),
+        room: row.get(10)?,
         name: row.get(1)?,
         size: row.get::<_, i64>(2)? as u64,
         from: row.get(3)?,
@@ -65,7 +69,7 @@ fn entries_page(
     let filter = listing.filter("?4");
     let sql = format!("SELECT {columns}, rowid FROM files WHERE {filter} AND rowid > ?2 ORDER BY rowid LIMIT ?3");
     let mut stmt = txn.prepare_cached(&sql)?;
-    let row = |r: &Row<'_>| Ok((r.get(10)?, entry(r)?));
+    let row = |r: &Row<'_>| Ok((r.get(11)?, entry(r)?));
     let rows = if sql.contains("?4") {
         stmt.query_map(params![user, after, limit as i64, device], row)?.collect::<Result<Vec<_>, _>>()
     } else {
@@ -77,16 +81,22 @@ fn entries_page(
 /// Which of a user's files a listing shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
-    /// Committed files for the user since the device enrolled, fetched or not, until their
-    /// row is dropped; "fetched" means by this device.
+    /// Committed files of others in the user's rooms, offered since the user joined the
+    /// room and the device enrolled, fetched or not, until their row is dropped; "fetched"
+    /// means by this device.
     Incoming,
     /// Every file the user sent, in any state, until its row is dropped; "fetched" means by
-    /// a device of the recipient.
+    /// a member.
     Outgoing,
-    /// Committed files for the user since the device enrolled that this device has not
-    /// fetched: its offers.
+    /// The incoming files this device has not fetched and the relay still holds: its
+    /// offers.
     Offers,
 }
+
+/// A file `?1` may fetch: offered by someone else to a room `?1` is in, since they joined.
+pub(super) const FOR_MEMBER: &str = "sender != ?1 AND EXISTS (SELECT 1 FROM members
+    WHERE members.room = files.room AND members.user = ?1 AND members.until_seq IS NULL
+    AND members.added_ms <= files.created_ms)";
 
 impl Listing {
     /// Its filter, with `?1` the user and `device` the parameter of the device.
@@ -94,11 +104,11 @@ impl Listing {
         let since_enrolled =
             format!("created_ms >= (SELECT enrolled_ms FROM devices WHERE user = ?1 AND id = {device})");
         match self {
-            Listing::Incoming => format!("recipient = ?1 AND committed_ms IS NOT NULL AND {since_enrolled}"),
+            Listing::Incoming => format!("{FOR_MEMBER} AND committed_ms IS NOT NULL AND {since_enrolled}"),
             Listing::Outgoing => "sender = ?1".to_string(),
             Listing::Offers => format!(
-                "recipient = ?1 AND committed_ms IS NOT NULL AND swept_ms IS NULL AND {since_enrolled}
-                 AND NOT EXISTS (SELECT 1 FROM fetches WHERE file = files.id AND device = {device})"
+                "{FOR_MEMBER} AND committed_ms IS NOT NULL AND swept_ms IS NULL AND {since_enrolled}
+                 AND NOT EXISTS (SELECT 1 FROM fetches WHERE file = files.id AND device = {device} AND user = ?1)"
             ),
         }
     }
@@ -107,9 +117,10 @@ impl Listing {
     fn columns(self) -> String {
         match self {
             Listing::Outgoing => COLUMNS.to_string(),
-            Listing::Incoming | Listing::Offers => {
-                COLUMNS.replace("fetched_ms", "(SELECT at_ms FROM fetches WHERE file = files.id AND device = ?4)")
-            }
+            Listing::Incoming | Listing::Offers => COLUMNS.replace(
+                "fetched_ms",
+                "(SELECT at_ms FROM fetches WHERE file = files.id AND device = ?4 AND user = ?1)",
+            ),
         }
     }
 }
@@ -123,86 +134,105 @@ pub struct UploadLimits {
     pub max_waiting_files: u64,
 }
 
+/// Starts a new upload of `sender`'s to `room`, within the size limit, the sender's count
+/// of unfetched files and quota.
+fn new_upload(
+    txn: &Transaction<'_>,
+    sender: &str,
+    room: String,
+    name: &str,
+    size: u64,
+    limits: UploadLimits,
+) -> Result<UploadSlot, StoreError> {
+    if size > limits.max_file_size {
+        return Err(StoreError::Refused(
+            format!(
+                "the file is {}; this relay takes files of at most {}",
+                qchat_shared::units::human_bytes(size),
+                qchat_shared::units::human_bytes(limits.max_file_size)
+            )
+            .into(),
+        ));
+    }
+    let waiting: i64 = txn.query_row(
+        "SELECT COUNT(*) FROM files WHERE sender = ?1 AND fetched_ms IS NULL AND swept_ms IS NULL",
+        params![sender],
+        |r| r.get(0),
+    )?;
+    if waiting as u64 >= limits.max_waiting_files {
+        return Err(StoreError::Refused(
+            format!(
+                "you have {waiting} files on the relay that nobody has fetched yet, and {} is the \
+                         limit; wait until they are fetched (or expire)",
+                limits.max_waiting_files
+            )
+            .into(),
+        ));
+    }
+    let used: i64 = txn.query_row(
+        "SELECT COALESCE(SUM(size), 0) FROM files WHERE sender = ?1 AND swept_ms IS NULL",
+        params![sender],
+        |r| r.get(0),
+    )?;
+    if used as u64 + size > limits.quota {
+        return Err(StoreError::Refused(
+            format!(
+                "over your quota: you have {} on the relay, this file is {}, the quota is {}; \
+                         wait until your earlier files are fetched and expire",
+                qchat_shared::units::human_bytes(used as u64),
+                qchat_shared::units::human_bytes(size),
+                qchat_shared::units::human_bytes(limits.quota)
+            )
+            .into(),
+        ));
+    }
+    let file_id = FileId::random();
+    let created_ms = now_ms();
+    txn.execute(
+        "INSERT INTO files (id, sender, room, name, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![&file_id.0[..], sender, room, name, size as i64, created_ms],
+    )?;
+    Ok(UploadSlot { file_id, held: 0, created_ms, room })
+}
+
 impl Store {
-    /// Starts an upload, or resumes `resume` if it is an unfinished upload of `sender` of
-    /// the same size and name. Refuses what is over the size limit or the sender's quota.
+    /// Starts an upload to the room `target` resolves to for `sender`, or resumes `resume`
+    /// if it is an unfinished upload of `sender` of the same size and name (to a room the
+    /// sender is still in). Refuses what is over the size limit or the sender's quota.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_upload(
         &self,
-        sender: &str,
-        recipient: &str,
+        (sender, device): (&str, &str),
+        target: Option<&str>,
         name: &str,
         size: u64,
         resume: Option<FileId>,
         limits: UploadLimits,
+        users: Users,
     ) -> Result<UploadSlot, StoreError> {
-        let (sender, recipient, name) = (sender.to_string(), recipient.to_string(), name.to_string());
-        self.submit(
-            move |txn| {
-                if let Some(id) = resume {
-                    let held: Option<(i64, i64)> = txn
-                        .query_row(
-                            "SELECT held, created_ms FROM files WHERE id = ?1 AND sender = ?2 AND size = ?3
-                             AND name = ?4 AND committed_ms IS NULL AND swept_ms IS NULL",
-                            params![&id.0[..], sender, size as i64, name],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    if let Some((held, created_ms)) = held {
-                        return Ok(UploadSlot { file_id: id, held: held as u64, created_ms });
+        let (sender, device, name) = (sender.to_string(), device.to_string(), name.to_string());
+        let target = target.map(str::to_string);
+        self.submit_publishing(move |txn| {
+            if let Some(id) = resume {
+                let held: Option<(i64, i64, String)> = txn
+                    .query_row(
+                        "SELECT held, created_ms, room FROM files WHERE id = ?1 AND sender = ?2 AND size = ?3
+                         AND name = ?4 AND committed_ms IS NULL AND swept_ms IS NULL",
+                        params![&id.0[..], sender, size as i64, name],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                if let Some((held, created_ms, room)) = held {
+                    if super::rooms::is_member(txn, &room, &sender)? {
+                        return Ok((UploadSlot { file_id: id, held: held as u64, created_ms, room }, Vec::new()));
                     }
                 }
-                if size > limits.max_file_size {
-                    return Err(StoreError::Refused(
-                        format!(
-                            "the file is {}; this relay takes files of at most {}",
-                            qchat_shared::units::human_bytes(size),
-                            qchat_shared::units::human_bytes(limits.max_file_size)
-                        )
-                        .into(),
-                    ));
-                }
-                let waiting: i64 = txn.query_row(
-                    "SELECT COUNT(*) FROM files WHERE sender = ?1 AND fetched_ms IS NULL AND swept_ms IS NULL",
-                    params![sender],
-                    |r| r.get(0),
-                )?;
-                if waiting as u64 >= limits.max_waiting_files {
-                    return Err(StoreError::Refused(
-                        format!(
-                            "you have {waiting} files on the relay that nobody has fetched yet, and {} is the \
-                             limit; wait until they are fetched (or expire)",
-                            limits.max_waiting_files
-                        )
-                        .into(),
-                    ));
-                }
-                let used: i64 = txn.query_row(
-                    "SELECT COALESCE(SUM(size), 0) FROM files WHERE sender = ?1 AND swept_ms IS NULL",
-                    params![sender],
-                    |r| r.get(0),
-                )?;
-                if used as u64 + size > limits.quota {
-                    return Err(StoreError::Refused(
-                        format!(
-                            "over your quota: you have {} on the relay, this file is {}, the quota is {}; \
-                             wait until the peer has fetched your earlier files and they expire",
-                            qchat_shared::units::human_bytes(used as u64),
-                            qchat_shared::units::human_bytes(size),
-                            qchat_shared::units::human_bytes(limits.quota)
-                        )
-                        .into(),
-                    ));
-                }
-                let file_id = FileId::random();
-                let created_ms = now_ms();
-                txn.execute(
-                    "INSERT INTO files (id, sender, recipient, name, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![&file_id.0[..], sender, recipient, name, size as i64, created_ms],
-                )?;
-                Ok(UploadSlot { file_id, held: 0, created_ms })
-            },
-            |_| {},
-        )
+            }
+            let mut made = Vec::new();
+            let room = resolve(txn, (&sender, &device), target.as_deref(), &users, &mut made)?;
+            let slot = new_upload(txn, &sender, room, &name, size, limits)?;
+            Ok((slot, made))
+        })
         .await
     }
 
@@ -221,16 +251,19 @@ impl Store {
         .await
     }
 
-    /// Commits a complete, verified upload; returns what to offer the recipient.
-    pub async fn commit_upload(&self, file_id: FileId, blake3: Blake3) -> Result<(String, FileInfo), StoreError> {
+    /// Commits a complete, verified upload; returns what to offer the room's members, and
+    /// who they are.
+    pub async fn commit_upload(&self, file_id: FileId, blake3: Blake3) -> Result<(Vec<String>, FileInfo), StoreError> {
         self.submit(
             move |txn| {
                 txn.execute(
                     "UPDATE files SET blake3 = ?2, committed_ms = ?3, held = size WHERE id = ?1",
                     params![&file_id.0[..], &blake3[..], now_ms()],
                 )?;
-                let sql = format!("SELECT {COLUMNS}, recipient FROM files WHERE id = ?1");
-                Ok(txn.query_row(&sql, params![&file_id.0[..]], |r| Ok((r.get(10)?, entry(r)?.info)))?)
+                let sql = format!("SELECT {COLUMNS} FROM files WHERE id = ?1");
+                let info = txn.query_row(&sql, params![&file_id.0[..]], |r| Ok(entry(r)?.info))?;
+                let members = super::rooms::current_members(txn, &info.room)?;
+                Ok((members.into_iter().filter(|m| *m != info.from).collect(), info))
             },
             |_| {},
         )
@@ -249,43 +282,50 @@ impl Store {
         .await
     }
 
-    /// A file for `recipient` that is still held: committed (waiting or fetched) or still
+    /// A file `user` may fetch that is still held: committed (waiting or fetched) or still
     /// arriving.
-    pub async fn file_for(&self, recipient: &str, file_id: FileId) -> Result<Option<FileEntry>, StoreError> {
-        let recipient = recipient.to_string();
+    pub async fn file_for(&self, user: &str, file_id: FileId) -> Result<Option<FileEntry>, StoreError> {
+        let user = user.to_string();
         self.submit(
             move |txn| {
-                let sql = format!("SELECT {COLUMNS} FROM files WHERE id = ?1 AND recipient = ?2 AND swept_ms IS NULL");
-                Ok(txn.query_row(&sql, params![&file_id.0[..], recipient], entry).optional()?)
+                let sql = format!("SELECT {COLUMNS} FROM files WHERE {FOR_MEMBER} AND id = ?2 AND swept_ms IS NULL");
+                Ok(txn.query_row(&sql, params![user, &file_id.0[..]], entry).optional()?)
             },
             |_| {},
         )
         .await
     }
 
-    /// Records that `device` of `recipient` saved and verified a file; returns its sender
-    /// the first time any device of the recipient has it.
+    /// Records that `device` of `user` saved and verified a file; returns its sender the
+    /// first time a device of `user` has it.
     pub async fn mark_fetched(
         &self,
-        (recipient, device): (&str, &str),
+        (user, device): (&str, &str),
         file_id: FileId,
     ) -> Result<Option<String>, StoreError> {
-        let (recipient, device) = (recipient.to_string(), device.to_string());
+        let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
+                let now = now_ms();
+                let sql = format!(
+                    "INSERT INTO fetches (file, device, user, at_ms) SELECT id, ?3, ?1, ?4 FROM files
+                     WHERE {FOR_MEMBER} AND id = ?2 AND committed_ms IS NOT NULL ON CONFLICT DO NOTHING"
+                );
+                if txn.execute(&sql, params![user, &file_id.0[..], device, now])? == 0 {
+                    return Ok(None);
+                }
                 txn.execute(
-                    "INSERT INTO fetches (file, device, at_ms) SELECT id, ?3, ?4 FROM files
-                     WHERE id = ?1 AND recipient = ?2 AND committed_ms IS NOT NULL ON CONFLICT DO NOTHING",
-                    params![&file_id.0[..], recipient, device, now_ms()],
+                    "UPDATE files SET fetched_ms = ?2 WHERE id = ?1 AND fetched_ms IS NULL",
+                    params![&file_id.0[..], now],
                 )?;
-                Ok(txn
-                    .query_row(
-                        "UPDATE files SET fetched_ms = ?3 WHERE id = ?1 AND recipient = ?2
-                         AND committed_ms IS NOT NULL AND fetched_ms IS NULL RETURNING sender",
-                        params![&file_id.0[..], recipient, now_ms()],
-                        |r| r.get(0),
-                    )
-                    .optional()?)
+                let fetches: i64 = txn.query_row(
+                    "SELECT COUNT(*) FROM fetches WHERE file = ?1 AND user = ?2",
+                    params![&file_id.0[..], user],
+                    |r| r.get(0),
+                )?;
+                let sender =
+                    txn.query_row("SELECT sender FROM files WHERE id = ?1", params![&file_id.0[..]], |r| r.get(0));
+                Ok((fetches == 1).then_some(sender?))
             },
             |_| {},
         )
@@ -306,7 +346,8 @@ impl Store {
     }
 
     /// Marks as swept every file past its time: fetched ones `retention_ms` after their first
-    /// fetch once every device of the recipient that was there when the file came has it,
+    /// fetch once every device of every member (but its sender) that was there when the
+    /// file came has it,
     /// the others (unfetched, unfinished, or still missing on a device) after `expiry_ms`
     /// (and a fetched one never before its retention).
     /// Returns them, so their spool files can go. The
@@ -323,9 +364,12 @@ impl Store {
                 let mut stmt = txn.prepare_cached(
                     "UPDATE files SET swept_ms = ?1 WHERE swept_ms IS NULL AND (
                         (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1 AND NOT EXISTS (
-                            SELECT 1 FROM devices AS d WHERE d.user = files.recipient AND d.revoked_ms IS NULL
-                            AND d.enrolled_ms <= files.created_ms
-                            AND NOT EXISTS (SELECT 1 FROM fetches WHERE file = files.id AND device = d.id)))
+                            SELECT 1 FROM members AS mb JOIN devices AS d ON d.user = mb.user
+                            WHERE mb.room = files.room AND mb.until_seq IS NULL AND mb.user != files.sender
+                            AND mb.added_ms <= files.created_ms
+                            AND d.revoked_ms IS NULL AND d.enrolled_ms <= files.created_ms
+                            AND NOT EXISTS (SELECT 1 FROM fetches
+                                WHERE file = files.id AND fetches.device = d.id AND fetches.user = d.user)))
                         OR (COALESCE(committed_ms, created_ms) + ?3 <= ?1
                             AND (fetched_ms IS NULL OR fetched_ms + ?2 <= ?1)))
                      RETURNING id, sender, name, fetched_ms IS NOT NULL",
@@ -379,6 +423,11 @@ mod tests {
 
     const LIMITS: UploadLimits = UploadLimits { max_file_size: 1000, quota: 1500, max_waiting_files: 4 };
 
+    /// A relay of two people, alice and bob: files go to their direct room.
+    fn two() -> Users {
+        std::sync::Arc::new(vec!["alice".into(), "bob".into()])
+    }
+
     #[tokio::test]
     async fn upload_resume_commit_fetch_and_sweep() {
         let dir = tempfile::tempdir().unwrap();
@@ -386,19 +435,23 @@ mod tests {
         for (user, device) in [("alice", "a1"), ("bob", "b1")] {
             store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
-        let slot = store.start_upload("alice", "bob", "a.bin", 800, None, LIMITS).await.unwrap();
+        let slot = store.start_upload(("alice", "a1"), None, "a.bin", 800, None, LIMITS, two()).await.unwrap();
         assert_eq!(slot.held, 0);
         store.checkpoint(slot.file_id, 300).await.unwrap();
-        let resumed = store.start_upload("alice", "bob", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
-        assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300, created_ms: slot.created_ms });
-        let other_size = store.start_upload("alice", "bob", "a.bin", 10, Some(slot.file_id), LIMITS).await.unwrap();
+        let resumed =
+            store.start_upload(("alice", "a1"), None, "a.bin", 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
+        let room = "alice+bob".to_string();
+        assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300, created_ms: slot.created_ms, room });
+        let other_size =
+            store.start_upload(("alice", "a1"), None, "a.bin", 10, Some(slot.file_id), LIMITS, two()).await.unwrap();
         assert_ne!(other_size.file_id, slot.file_id, "a different file is a new upload");
-        let stolen = store.start_upload("bob", "alice", "a.bin", 800, Some(slot.file_id), LIMITS).await.unwrap();
+        let stolen =
+            store.start_upload(("bob", "b1"), None, "a.bin", 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
         assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
 
         assert!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().is_empty());
-        let (recipient, info) = store.commit_upload(slot.file_id, [7; 32]).await.unwrap();
-        assert_eq!((recipient.as_str(), info.size, info.blake3), ("bob", 800, Some([7; 32])));
+        let (members, info) = store.commit_upload(slot.file_id, [7; 32]).await.unwrap();
+        assert_eq!((members, info.size, info.blake3), (vec!["bob".to_string()], 800, Some([7; 32])));
         assert_eq!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().len(), 1);
         assert_eq!(store.files_waiting(("bob", "b1")).await.unwrap(), 1);
         assert!(store.file_for("alice", slot.file_id).await.unwrap().is_none(), "only the recipient fetches");
@@ -428,13 +481,13 @@ mod tests {
         for (user, device) in [("alice", "a1"), ("bob", "b1")] {
             store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
-        let err = store.start_upload("alice", "bob", "big", 1001, None, LIMITS).await.unwrap_err();
+        let err = store.start_upload(("alice", "a1"), None, "big", 1001, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
-        store.start_upload("alice", "bob", "one", 1000, None, LIMITS).await.unwrap();
-        let err = store.start_upload("alice", "bob", "two", 501, None, LIMITS).await.unwrap_err();
+        store.start_upload(("alice", "a1"), None, "one", 1000, None, LIMITS, two()).await.unwrap();
+        let err = store.start_upload(("alice", "a1"), None, "two", 501, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("quota"), "{err}");
-        store.start_upload("alice", "bob", "two", 500, None, LIMITS).await.unwrap();
-        store.start_upload("bob", "alice", "theirs", 1000, None, LIMITS).await.unwrap();
+        store.start_upload(("alice", "a1"), None, "two", 500, None, LIMITS, two()).await.unwrap();
+        store.start_upload(("bob", "b1"), None, "theirs", 1000, None, LIMITS, two()).await.unwrap();
     }
 
     #[tokio::test]
@@ -446,11 +499,12 @@ mod tests {
         }
         let mut ids = Vec::new();
         for i in 0..4 {
-            let slot = store.start_upload("alice", "bob", &format!("empty{i}"), 0, None, LIMITS).await.unwrap();
+            let slot =
+                store.start_upload(("alice", "a1"), None, &format!("empty{i}"), 0, None, LIMITS, two()).await.unwrap();
             store.commit_upload(slot.file_id, [0; 32]).await.unwrap();
             ids.push(slot.file_id);
         }
-        let err = store.start_upload("alice", "bob", "one more", 0, None, LIMITS).await.unwrap_err();
+        let err = store.start_upload(("alice", "a1"), None, "one more", 0, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("4 files on the relay that nobody has fetched"), "{err}");
         let (mut after, mut listed) = (0, Vec::new());
         loop {
@@ -461,6 +515,6 @@ mod tests {
         }
         assert_eq!(listed, ids, "every offer once, oldest first");
         store.mark_fetched(("bob", "b1"), ids[0]).await.unwrap();
-        store.start_upload("alice", "bob", "fits again", 0, None, LIMITS).await.unwrap();
+        store.start_upload(("alice", "a1"), None, "fits again", 0, None, LIMITS, two()).await.unwrap();
     }
 }

@@ -5,17 +5,19 @@
 //! (one fsync for many messages) and only then answers each job. Committed messages are
 //! published on the commit feed in sequence order, for live delivery.
 //!
-//! [`messages`] and [`files`] hold the queries of each kind of record; [`schema`] the
-//! migrations that bring an older database up to date.
+//! [`messages`], [`rooms`] and [`files`] hold the queries of each kind of record;
+//! [`schema`] the migrations that bring an older database up to date.
 
 mod devices;
 mod files;
 mod messages;
+mod rooms;
 pub mod schema;
 
 pub use devices::{DeviceRow, InviteCheck, NewDevice, Revoked};
 pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
 pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
+pub use rooms::{RoomChange, RoomRow, Users};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -215,5 +217,32 @@ impl Store {
             queued?;
             rx.await.map_err(|_| StoreError::Closed)?
         }
+    }
+
+    /// Like [`Store::submit`], for work that appends events to rooms: they go on the commit
+    /// feed (in commit order) once they are durable.
+    pub(super) fn submit_publishing<T, W>(
+        &self,
+        work: W,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + use<T, W>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Transaction<'_>) -> Result<(T, Vec<StoredMessage>), StoreError> + Send + 'static,
+    {
+        let feed = self.feed.clone();
+        let made = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let published = made.clone();
+        self.submit(
+            move |txn| {
+                let (value, events) = work(txn)?;
+                *made.lock().unwrap_or_else(|p| p.into_inner()) = events;
+                Ok(value)
+            },
+            move |_| {
+                for event in published.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                    let _ = feed.send(event);
+                }
+            },
+        )
     }
 }

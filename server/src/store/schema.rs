@@ -117,8 +117,57 @@ ALTER TABLE messages ADD COLUMN sender_device TEXT;
 CREATE INDEX messages_to ON messages (recipient, seq);
 ";
 
+/// qchat 5: rooms. Every message (`messages.room`, was `recipient`) and file
+/// (`files.room`) belongs to a room; a room numbers its events (`room_seq`: messages, and
+/// changes of its members, `kind` > 0) in one order. A membership covers the room's events
+/// from `since_seq` (the event that added the member) to `until_seq` (the one that removed
+/// them, or none while they are in), and `delivered_upto` is how far a device of theirs
+/// has received. A two-person relay's conversation becomes the direct room of its two
+/// people, with every message and file it had; a fetch records whose device made it.
+const V4: &str = "
+CREATE TABLE rooms (
+    name         TEXT PRIMARY KEY,
+    direct       INTEGER NOT NULL DEFAULT 0,
+    creator      TEXT,
+    created_ms   INTEGER NOT NULL,
+    last_seq     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE members (
+    room           TEXT NOT NULL,
+    user           TEXT NOT NULL,
+    since_seq      INTEGER NOT NULL,
+    until_seq      INTEGER,
+    added_ms       INTEGER NOT NULL,
+    delivered_upto INTEGER NOT NULL,
+    PRIMARY KEY (room, user, since_seq)
+) WITHOUT ROWID;
+CREATE INDEX members_of ON members (user, room);
+ALTER TABLE messages RENAME COLUMN recipient TO room;
+ALTER TABLE messages ADD COLUMN room_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET room = CASE WHEN sender < room THEN sender || '+' || room ELSE room || '+' || sender END;
+UPDATE messages SET room_seq = numbered.n FROM
+    (SELECT seq, ROW_NUMBER() OVER (PARTITION BY room ORDER BY seq) AS n FROM messages) AS numbered
+    WHERE messages.seq = numbered.seq;
+CREATE INDEX messages_in_room ON messages (room, room_seq);
+ALTER TABLE fetches ADD COLUMN user TEXT;
+UPDATE fetches SET user = (SELECT recipient FROM files WHERE files.id = fetches.file);
+ALTER TABLE files RENAME COLUMN recipient TO room;
+UPDATE files SET room = CASE WHEN sender < room THEN sender || '+' || room ELSE room || '+' || sender END;
+INSERT INTO rooms (name, direct, created_ms, last_seq)
+    SELECT room, 1, MIN(at), MAX(room_seq) FROM (
+        SELECT room, created_ms AS at, room_seq FROM messages
+        UNION ALL SELECT room, created_ms, 0 FROM files)
+    GROUP BY room;
+INSERT INTO members (room, user, since_seq, added_ms, delivered_upto)
+    SELECT name, who, 1, 0, COALESCE((SELECT MAX(room_seq) FROM messages
+        WHERE messages.room = pairs.name AND sender != pairs.who AND delivered_ms IS NOT NULL), 0)
+    FROM (SELECT name, substr(name, 1, instr(name, '+') - 1) AS who FROM rooms
+          UNION ALL SELECT name, substr(name, instr(name, '+') + 1) FROM rooms) AS pairs;
+";
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 /// What each waiting message costs beyond its text, in the sender's share.
@@ -126,7 +175,7 @@ pub const MESSAGE_OVERHEAD: u64 = 256;
 
 /// The schema version this relay runs.
 pub fn latest_version() -> usize {
-    3
+    4
 }
 
 /// Brings the database up to the latest schema.

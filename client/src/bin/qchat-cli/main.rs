@@ -2,14 +2,16 @@
 
 mod output;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use qchat_client::args::ConnectArgs;
-use qchat_client::{Client, ConnectionState, Event};
+use qchat_client::rooms::Rooms;
+use qchat_client::{Client, ConnectionState, Event, RoomRequest};
+use qchat_shared::frame::Status;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -27,18 +29,35 @@ struct Cli {
     command: Command,
 }
 
+/// The room a command is about.
+#[derive(clap::Args, Clone, Default)]
+struct Target {
+    /// A room you are in.
+    #[arg(long, conflicts_with = "to")]
+    room: Option<String>,
+    /// The direct room with this user (made when either first writes to the other).
+    #[arg(long)]
+    to: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Send one message and wait until the relay has stored it.
+    /// Send one message and wait until the relay has stored it. Without --room or --to it
+    /// goes to your only room, or to the direct room with the relay's only other user.
     Send {
+        #[command(flatten)]
+        target: Target,
         #[arg(required = true)]
         text: Vec<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Print messages as they arrive (those that waited first) and acknowledge them.
+    /// Print messages as they arrive (those that waited first) and acknowledge them: of
+    /// every room of yours, or only of the one named.
     Listen {
+        #[command(flatten)]
+        target: Target,
         /// Exit after this many messages, once the relay confirmed their acknowledgement.
         #[arg(long)]
         count: Option<usize>,
@@ -46,19 +65,28 @@ enum Command {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// An interactive chat: lines you type are sent; `/status` and `/quit` work too.
-    Chat,
-    /// Show the connection, the peer, and what waits.
+    /// An interactive chat: lines you type are sent (to the room named, or the default
+    /// room); messages of every room are shown; `/status` and `/quit` work too.
+    Chat {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the connection, who else is on the relay, and what waits.
     Status,
-    /// Upload a file to the relay; exit once the relay has it, verified.
+    /// Upload a file to the relay for a room's members; exit once the relay has it, verified.
     SendFile {
+        #[command(flatten)]
+        target: Target,
         path: PathBuf,
         /// Give up after this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// Fetch every file waiting for you, verify each, and save it.
+    /// Fetch every file waiting for you (in every room, or the one named), verify each,
+    /// and save it.
     Receive {
+        #[command(flatten)]
+        target: Target,
         /// Where to save (default: your download folder's `qchat`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -71,8 +99,17 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// List the files waiting for you and the files you sent.
-    Files,
+    /// List the files waiting for you and the files you sent (in every room, or the one
+    /// named).
+    Files {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Your rooms: the list, a new one, or a change of members.
+    Rooms {
+        #[command(subcommand)]
+        action: RoomsAction,
+    },
     /// Join a relay as a new device with an invite: makes this device's key (it never
     /// leaves it) and writes its identity file. Needs no --identity.
     Join {
@@ -102,8 +139,42 @@ enum DevicesAction {
     Revoke { id: String },
 }
 
+#[derive(Subcommand)]
+enum RoomsAction {
+    /// Lists your rooms, their members, and who is online.
+    List,
+    /// Makes a room (its name unique on the relay) with you and these users in it.
+    Create {
+        name: String,
+        /// Users of the relay, separated by commas.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    /// Adds a user to a room you created.
+    Add { name: String, user: String },
+    /// Removes a member from a room you created.
+    Remove { name: String, user: String },
+    /// Leaves a room.
+    Leave { name: String },
+}
+
 /// Why a command failed, already said to the user.
 struct Failed;
+
+/// The core's events, with those read ahead while waiting for something first.
+struct Inbox {
+    early: VecDeque<Event>,
+    events: UnboundedReceiver<Event>,
+}
+
+impl Inbox {
+    async fn recv(&mut self) -> Option<Event> {
+        match self.early.pop_front() {
+            Some(event) => Some(event),
+            None => self.events.recv().await,
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -126,19 +197,27 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    options.receive = matches!(cli.command, Command::Listen { .. } | Command::Chat);
-    let (client, mut events) = Client::start(options);
+    options.receive = matches!(cli.command, Command::Listen { .. } | Command::Chat { .. });
+    printer.me = options.identity.user.clone();
+    let (client, events) = Client::start(options);
+    let mut events = Inbox { early: VecDeque::new(), events };
+    let (events, printer) = (&mut events, &mut printer);
     let result = match cli.command {
-        Command::Send { text, timeout } => send(&client, &mut events, &mut printer, text.join(" "), timeout).await,
-        Command::Listen { count, timeout } => listen(&mut events, &mut printer, count, timeout).await,
-        Command::Chat => chat(&client, &mut events, &mut printer).await,
-        Command::Status => status(&client, &mut events, &mut printer).await,
-        Command::SendFile { path, timeout } => send_file(&client, &mut events, &mut printer, path, timeout).await,
-        Command::Receive { out, timeout, wait } => {
-            receive_files(&client, &mut events, &mut printer, out, timeout, wait).await
+        Command::Send { target, text, timeout } => {
+            send(&client, events, printer, &target, text.join(" "), timeout).await
         }
-        Command::Files => files(&client, &mut events, &mut printer).await,
-        Command::Devices { action } => devices(&client, &mut events, &mut printer, action).await,
+        Command::Listen { target, count, timeout } => listen(events, printer, &target, count, timeout).await,
+        Command::Chat { target } => chat(&client, events, printer, &target).await,
+        Command::Status => status(&client, events, printer).await,
+        Command::SendFile { target, path, timeout } => {
+            send_file(&client, events, printer, &target, path, timeout).await
+        }
+        Command::Receive { target, out, timeout, wait } => {
+            receive_files(&client, events, printer, &target, out, timeout, wait).await
+        }
+        Command::Files { target } => files(&client, events, printer, &target).await,
+        Command::Rooms { action } => rooms(&client, events, printer, action).await,
+        Command::Devices { action } => devices(&client, events, printer, action).await,
         Command::Join { .. } => unreachable!("joined above"),
     };
     client.shutdown();
@@ -157,10 +236,10 @@ async fn main() -> ExitCode {
 }
 
 /// Waits for the first connection; a refusal or a failed first attempt ends the command.
-async fn connected(events: &mut UnboundedReceiver<Event>, printer: &Printer) -> Result<(), Failed> {
+async fn connected(events: &mut Inbox, printer: &Printer) -> Result<Status, Failed> {
     while let Some(event) = events.recv().await {
         match event {
-            Event::Connection(ConnectionState::Connected(_)) => return Ok(()),
+            Event::Connection(ConnectionState::Connected(status)) => return Ok(status),
             Event::Connection(ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. }) => {
                 printer.error(&reason);
                 return Err(Failed);
@@ -169,6 +248,40 @@ async fn connected(events: &mut UnboundedReceiver<Event>, printer: &Printer) -> 
         }
     }
     Err(Failed)
+}
+
+/// Waits for the first connection and the list of rooms that follows it (what comes in
+/// between is kept for later); returns our rooms and the room `target` names, checked
+/// (none: the default, or every room).
+async fn connected_to(
+    events: &mut Inbox,
+    printer: &Printer,
+    target: &Target,
+) -> Result<(Rooms, Option<String>), Failed> {
+    let status = connected(events, printer).await?;
+    let mut early = VecDeque::new();
+    let mut rooms = Rooms::default();
+    loop {
+        match events.recv().await {
+            Some(Event::Rooms(list)) => {
+                rooms.listed(list, true);
+                break;
+            }
+            Some(Event::Connection(
+                ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. },
+            )) => {
+                printer.error(&reason);
+                return Err(Failed);
+            }
+            Some(event) => early.push_back(event),
+            None => return Err(Failed),
+        }
+    }
+    early.append(&mut events.early);
+    events.early = early;
+    let room = rooms.target(&status.user, target.room.as_deref(), target.to.as_deref());
+    let room = room.map_err(|reason| printer.error(&reason)).map_err(|_| Failed)?;
+    Ok((rooms, room))
 }
 
 /// Runs `work`, giving up after `secs` seconds if given.
@@ -185,7 +298,7 @@ async fn with_deadline<F: std::future::Future<Output = Result<(), Failed>>>(
 /// Prints events until `outcome` says the command succeeded (`Some(true)`) or failed
 /// (`Some(false)`), or the relay refuses us; with `echo`, the events on the way too.
 async fn until_outcome(
-    events: &mut UnboundedReceiver<Event>,
+    events: &mut Inbox,
     printer: &mut Printer,
     outcome: impl Fn(&Event) -> Option<bool>,
     echo: bool,
@@ -217,14 +330,15 @@ fn or_gave_up(printer: &Printer, what: &str, result: Result<Result<(), Failed>, 
 
 async fn send(
     client: &Client,
-    events: &mut UnboundedReceiver<Event>,
+    events: &mut Inbox,
     printer: &mut Printer,
+    target: &Target,
     text: String,
     secs: u64,
 ) -> Result<(), Failed> {
     let result = with_deadline(Some(secs), async {
-        connected(events, printer).await?;
-        let id = client.send(text);
+        let (_, room) = connected_to(events, printer, target).await?;
+        let id = client.send_to(room, text);
         let outcome = |event: &Event| match event {
             Event::Stored { id: stored, .. } if *stored == id => Some(true),
             Event::SendFailed { id: failed, .. } if *failed == id => Some(false),
@@ -237,8 +351,9 @@ async fn send(
 }
 
 async fn listen(
-    events: &mut UnboundedReceiver<Event>,
+    events: &mut Inbox,
     printer: &mut Printer,
+    target: &Target,
     count: Option<usize>,
     secs: Option<u64>,
 ) -> Result<(), Failed> {
@@ -247,7 +362,8 @@ async fn listen(
         None => "listen".into(),
     };
     let result = with_deadline(secs, async {
-        connected(events, printer).await?;
+        let (_, room) = connected_to(events, printer, target).await?;
+        let in_room = |name: &str| room.as_deref().is_none_or(|r| r == name);
         let mut printed = 0usize;
         let mut unconfirmed: HashSet<u64> = HashSet::new();
         if count == Some(0) {
@@ -255,7 +371,7 @@ async fn listen(
         }
         while let Some(event) = events.recv().await {
             match &event {
-                Event::Message(m) if count.is_none_or(|n| printed < n) => {
+                Event::Message(m) if in_room(&m.room) && count.is_none_or(|n| printed < n) => {
                     printer.event(&event, false);
                     printed += 1;
                     unconfirmed.insert(m.seq);
@@ -269,7 +385,9 @@ async fn listen(
                     printer.error(reason);
                     return Err(Failed);
                 }
-                Event::Connection(_) | Event::FileOffered(_) => printer.event(&event, false),
+                Event::FileOffered(offer) if in_room(&offer.room) => printer.event(&event, false),
+                Event::RoomChanged { room, .. } if in_room(room) => printer.event(&event, false),
+                Event::Connection(_) => printer.event(&event, false),
                 _ => {}
             }
             if count.is_some_and(|n| printed >= n) && unconfirmed.is_empty() {
@@ -282,8 +400,8 @@ async fn listen(
     or_gave_up(printer, &what, result)
 }
 
-async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {
-    connected(events, printer).await?;
+async fn chat(client: &Client, events: &mut Inbox, printer: &mut Printer, target: &Target) -> Result<(), Failed> {
+    let (_, room) = connected_to(events, printer, target).await?;
     client.request_status();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -294,7 +412,7 @@ async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &
                     "/quit" => return Ok(()),
                     "/status" => client.request_status(),
                     _ => {
-                        client.send(line);
+                        client.send_to(room.clone(), line);
                     }
                 },
                 _ => return Ok(()),
@@ -311,7 +429,7 @@ async fn chat(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &
     }
 }
 
-async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {
+async fn status(client: &Client, events: &mut Inbox, printer: &mut Printer) -> Result<(), Failed> {
     let result = with_deadline(Some(30), async {
         connected(events, printer).await?;
         client.request_status();
@@ -323,14 +441,15 @@ async fn status(client: &Client, events: &mut UnboundedReceiver<Event>, printer:
 
 async fn send_file(
     client: &Client,
-    events: &mut UnboundedReceiver<Event>,
+    events: &mut Inbox,
     printer: &mut Printer,
+    target: &Target,
     path: PathBuf,
     secs: Option<u64>,
 ) -> Result<(), Failed> {
     let what = format!("send-file {}", path.display());
-    connected(events, printer).await?;
-    let transfer = client.send_file(path);
+    let (_, room) = connected_to(events, printer, target).await?;
+    let transfer = client.send_file_to(room, path);
     let outcome = |event: &Event| match event {
         Event::Uploaded { transfer: t, .. } if *t == transfer => Some(true),
         Event::TransferFailed { transfer: t, .. } if *t == transfer => Some(false),
@@ -345,17 +464,18 @@ async fn send_file(
 /// offered until a stop signal or the timeout. Fails at the end if a file failed.
 async fn receive_files(
     client: &Client,
-    events: &mut UnboundedReceiver<Event>,
+    events: &mut Inbox,
     printer: &mut Printer,
+    target: &Target,
     out: Option<PathBuf>,
     secs: Option<u64>,
     wait: bool,
 ) -> Result<(), Failed> {
-    connected(events, printer).await?;
+    let (_, room) = connected_to(events, printer, target).await?;
     if wait {
-        client.receive_as_offered(out);
+        client.receive_as_offered_in(room, out);
     } else {
-        client.receive_all(out);
+        client.receive_all_in(room, out);
     }
     let (mut saved, mut failed) = (0usize, 0usize);
     let work = async {
@@ -420,9 +540,10 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn files(client: &Client, events: &mut UnboundedReceiver<Event>, printer: &mut Printer) -> Result<(), Failed> {
+async fn files(client: &Client, events: &mut Inbox, printer: &mut Printer, target: &Target) -> Result<(), Failed> {
     let result = with_deadline(Some(30), async {
-        connected(events, printer).await?;
+        let (_, room) = connected_to(events, printer, target).await?;
+        printer.only_room = room;
         client.list_files();
         // A listing comes in pages: print each, and stop after the last.
         while let Some(event) = events.recv().await {
@@ -467,10 +588,33 @@ async fn join(printer: &Printer, invite: &str, out: &std::path::Path, name: Opti
     Ok(())
 }
 
+/// `rooms list|create|add|remove|leave`: the list as it came on connect, or one request and
+/// its answer printed.
+async fn rooms(client: &Client, events: &mut Inbox, printer: &mut Printer, action: RoomsAction) -> Result<(), Failed> {
+    let (rooms, _) = connected_to(events, printer, &Target::default()).await?;
+    let request = match action {
+        RoomsAction::List => {
+            printer.event(&Event::Rooms(rooms.list()), false);
+            return Ok(());
+        }
+        RoomsAction::Create { name, members } => RoomRequest::Create { name, members },
+        RoomsAction::Add { name, user } => RoomRequest::Add { room: name, user },
+        RoomsAction::Remove { name, user } => RoomRequest::Remove { room: name, user },
+        RoomsAction::Leave { name } => RoomRequest::Leave { room: name },
+    };
+    client.rooms(request);
+    let done = |event: &Event| match event {
+        Event::Room(_) => Some(Ok(())),
+        Event::RoomRefused { reason } => Some(Err(reason.clone())),
+        _ => None,
+    };
+    answer(events, printer, "an answer about rooms", done).await
+}
+
 /// `devices link|list|revoke`: one request, its answer printed.
 async fn devices(
     client: &Client,
-    events: &mut UnboundedReceiver<Event>,
+    events: &mut Inbox,
     printer: &mut Printer,
     action: DevicesAction,
 ) -> Result<(), Failed> {
@@ -480,19 +624,38 @@ async fn devices(
         DevicesAction::List => qchat_client::DeviceRequest::List,
         DevicesAction::Revoke { id } => qchat_client::DeviceRequest::Revoke(id),
     });
+    let done = |event: &Event| match event {
+        Event::DeviceInvite { .. } | Event::Devices(_) | Event::DeviceRevoked { .. } => Some(Ok(())),
+        Event::DeviceRefused { reason } => Some(Err(reason.clone())),
+        _ => None,
+    };
+    answer(events, printer, "an answer about devices", done).await
+}
+
+/// Waits (30 s at most) for the answer to a request: the event `done` accepts (`Ok`,
+/// printed) or a refusal (`Err`, its reason printed).
+async fn answer(
+    events: &mut Inbox,
+    printer: &mut Printer,
+    what: &str,
+    done: impl Fn(&Event) -> Option<Result<(), String>>,
+) -> Result<(), Failed> {
     let answer = async {
         while let Some(event) = events.recv().await {
-            match &event {
-                Event::DeviceInvite { .. } | Event::Devices(_) | Event::DeviceRevoked { .. } => {
+            match (&event, done(&event)) {
+                (_, Some(Ok(()))) => {
                     printer.event(&event, false);
                     return Ok(());
                 }
-                Event::DeviceRefused { reason } => {
-                    printer.error(reason);
+                (_, Some(Err(reason))) => {
+                    printer.error(&reason);
                     return Err(Failed);
                 }
-                Event::Connection(
-                    ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. },
+                (
+                    Event::Connection(
+                        ConnectionState::Refused { reason } | ConnectionState::Reconnecting { reason, .. },
+                    ),
+                    None,
                 ) => {
                     printer.error(reason);
                     return Err(Failed);
@@ -503,5 +666,5 @@ async fn devices(
         Err(Failed)
     };
     let answered = tokio::time::timeout(Duration::from_secs(30), answer).await.map_err(|_| 30);
-    or_gave_up(printer, "an answer about devices", answered)
+    or_gave_up(printer, what, answered)
 }

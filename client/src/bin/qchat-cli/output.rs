@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use qchat_client::rooms::{describe, title};
 use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::{DeviceInfo, FileEntry, FileState, Status};
+use qchat_shared::frame::{Body, DeviceInfo, FileEntry, FileState, RoomInfo, Status};
 use qchat_shared::hex;
 use qchat_shared::units::human_bytes;
 use serde_json::{json, Value};
@@ -22,6 +23,10 @@ pub struct Printer {
     /// lines only; with `--json` each page is a `files` event of its own).
     listing: (Vec<FileEntry>, Vec<FileEntry>),
     multi: MultiProgress,
+    /// Who this is, to name direct rooms by the other person.
+    pub me: String,
+    /// File listings show only this room's files (all with none).
+    pub only_room: Option<String>,
 }
 
 pub use qchat_shared::units::rfc3339;
@@ -37,6 +42,7 @@ fn status_json(status: &Status) -> Value {
         "user": status.user,
         "peer": status.peer,
         "peer_online": status.peer_online,
+        "other_users": status.other_users,
         "waiting_for_you": status.waiting_for_you,
         "waiting_for_peer": status.waiting_for_peer,
     })
@@ -45,10 +51,11 @@ fn status_json(status: &Status) -> Value {
 fn status_text(status: &Status) -> String {
     let peer = match &status.peer {
         Some(peer) => format!("{} is {}", Escaped(peer), if status.peer_online { "online" } else { "offline" }),
-        None => "no peer yet (the relay's PKI has one identity)".into(),
+        None if status.other_users == 0 => "no one else on the relay yet".into(),
+        None => format!("{} other users on the relay", status.other_users),
     };
     format!(
-        "connected as {}; {peer}; {} message(s) waiting for you, {} of yours waiting for the peer",
+        "connected as {}; {peer}; {} message(s) waiting for you, {} of yours not yet received by everyone",
         Escaped(&status.user),
         status.waiting_for_you,
         status.waiting_for_peer
@@ -64,7 +71,7 @@ fn entry_json(entry: &FileEntry) -> Value {
         FileState::Expired { fetched: false } => ("expired_unfetched", None),
     };
     json!({
-        "id": entry.info.file_id.to_string(), "name": entry.info.name, "size": entry.info.size,
+        "id": entry.info.file_id.to_string(), "room": entry.info.room, "name": entry.info.name, "size": entry.info.size,
         "from": entry.info.from, "state": state, "held": held,
         "blake3": entry.info.blake3.map(|h| hex::encode(&h)), "time": rfc3339(entry.info.time_ms),
     })
@@ -81,9 +88,49 @@ fn entry_text(entry: &FileEntry) -> String {
     format!("  {id}  {size:>10}  {name}  [{state}]")
 }
 
+fn room_json(room: &RoomInfo) -> Value {
+    let members: Vec<Value> = room.members.iter().map(|m| json!({"user": m.user, "online": m.online})).collect();
+    json!({"name": room.name, "direct": room.direct, "creator": room.creator, "members": members})
+}
+
+/// A room on one line: its name (a direct room's other person), who made it, its members
+/// (`*` online).
+fn room_text(me: &str, room: &RoomInfo) -> String {
+    let members: Vec<String> =
+        room.members.iter().map(|m| format!("{}{}", Escaped(&m.user), if m.online { "*" } else { "" })).collect();
+    let made = match &room.creator {
+        Some(creator) => format!("made by {}", Escaped(creator)),
+        None => "direct".into(),
+    };
+    format!("{}  ({made})  {}", Escaped(&title(me, &room.name)), members.join(", "))
+}
+
+/// What a change of members is called in JSON, and whom it names.
+fn change_json(change: &Body) -> (&'static str, Value) {
+    match change {
+        Body::Text(_) => ("message", Value::Null),
+        Body::Created { members } => ("created", json!(members)),
+        Body::Added { user } => ("added", json!(user)),
+        Body::Removed { user } => ("removed", json!(user)),
+        Body::Left => ("left", Value::Null),
+    }
+}
+
 impl Printer {
     pub fn new(json: bool) -> Self {
-        Printer { json, bars: HashMap::new(), listing: Default::default(), multi: MultiProgress::new() }
+        let (bars, listing, multi) = (HashMap::new(), Default::default(), MultiProgress::new());
+        Printer { json, bars, listing, multi, me: String::new(), only_room: None }
+    }
+
+    /// How a room is named in a line: nothing for a direct room on a line from its other
+    /// person, else its title.
+    fn room_tag(&self, room: &str, from: &str) -> String {
+        let name = title(&self.me, room);
+        if name == from {
+            String::new()
+        } else {
+            format!("{} ", Escaped(&name))
+        }
     }
 
     pub fn emit(&self, value: Value, text: String) {
@@ -115,8 +162,13 @@ impl Printer {
         }
     }
 
-    /// Prints a page of a file listing.
+    /// Prints a page of a file listing (of [`Printer::only_room`], if set).
     pub fn files(&mut self, incoming: &[FileEntry], outgoing: &[FileEntry], last: bool) {
+        let shown = |entries: &[FileEntry]| -> Vec<FileEntry> {
+            let room = self.only_room.as_deref();
+            entries.iter().filter(|e| room.is_none_or(|r| r == e.info.room)).cloned().collect()
+        };
+        let (incoming, outgoing) = (&shown(incoming)[..], &shown(outgoing)[..]);
         if self.json {
             let value = json!({"event": "files", "incoming": incoming.iter().map(entry_json).collect::<Vec<_>>(),
                                "outgoing": outgoing.iter().map(entry_json).collect::<Vec<_>>(), "last": last});
@@ -171,14 +223,27 @@ impl Printer {
         self.emit(status_json(status), status_text(status));
     }
 
+    /// Prints our rooms: one `rooms` event, or a line each.
+    pub fn rooms(&self, rooms: &[RoomInfo]) {
+        if self.json {
+            println!("{}", json!({"event": "rooms", "rooms": rooms.iter().map(room_json).collect::<Vec<_>>()}));
+        } else if rooms.is_empty() {
+            println!("no rooms yet: make one with `rooms create NAME --members a,b`, or write to someone with --to");
+        } else {
+            rooms.iter().for_each(|r| println!("{}", room_text(&self.me, r)));
+        }
+    }
+
     /// Prints one event from the core; `verbose` adds connection changes.
     pub fn event(&mut self, event: &Event, verbose: bool) {
         match event {
             Event::FileOffered(offer) => self.emit(
-                json!({"event": "file_offered", "id": offer.file_id.to_string(), "name": offer.name,
-                       "size": offer.size, "from": offer.from, "arriving": offer.blake3.is_none()}),
+                json!({"event": "file_offered", "id": offer.file_id.to_string(), "room": offer.room,
+                       "name": offer.name, "size": offer.size, "from": offer.from,
+                       "arriving": offer.blake3.is_none()}),
                 format!(
-                    "[Newfile] {} offers {} ({}{}): receive it with `receive`",
+                    "[Newfile] {}{} offers {} ({}{}): receive it with `receive`",
+                    self.room_tag(&offer.room, &offer.from),
                     Escaped(&offer.from),
                     Escaped(&offer.name),
                     human_bytes(offer.size),
@@ -220,15 +285,16 @@ impl Printer {
                     bar.set_position(*done);
                 }
             }
-            Event::Uploaded { transfer, file_id, name, size, blake3, .. } => {
+            Event::Uploaded { transfer, file_id, room, name, size, blake3, .. } => {
                 self.end_bar(*transfer);
                 self.emit(
-                    json!({"event": "uploaded", "id": file_id.to_string(), "name": name, "size": size,
-                           "blake3": hex::encode(blake3)}),
+                    json!({"event": "uploaded", "id": file_id.to_string(), "room": room, "name": name,
+                           "size": size, "blake3": hex::encode(blake3)}),
                     format!(
-                        "uploaded {} ({}), verified by the relay; the peer can fetch it",
+                        "uploaded {} ({}) to {}, verified by the relay; its members can fetch it",
                         Escaped(name),
-                        human_bytes(*size)
+                        human_bytes(*size),
+                        Escaped(&title(&self.me, room))
                     ),
                 );
             }
@@ -250,16 +316,16 @@ impl Printer {
             Event::Receiving { count } => {
                 self.emit(json!({"event": "receiving", "count": count}), format!("receiving {count} file(s)"))
             }
-            Event::FileFetched { file_id } => self.emit(
-                json!({"event": "file_fetched", "id": file_id.to_string()}),
-                format!("✓✓ the peer saved file {file_id}"),
+            Event::FileFetched { file_id, by } => self.emit(
+                json!({"event": "file_fetched", "id": file_id.to_string(), "by": by}),
+                format!("✓✓ {} saved file {file_id}", Escaped(by)),
             ),
             Event::FileExpired { file_id, name, fetched } => self.emit(
                 json!({"event": "file_expired", "id": file_id.to_string(), "name": name, "fetched": fetched}),
                 format!(
                     "{} was removed from the relay{}",
                     Escaped(name),
-                    if *fetched { "" } else { " before the peer fetched it" }
+                    if *fetched { "" } else { " before anyone fetched it" }
                 ),
             ),
             Event::Files { incoming, outgoing, last } => self.files(incoming, outgoing, *last),
@@ -292,17 +358,42 @@ impl Printer {
                 format!("* this device's certificate was renewed, until {}", rfc3339(not_after_s.saturating_mul(1000))),
             ),
             Event::Message(m) => self.emit(
-                json!({"event": "message", "id": m.id.to_string(), "seq": m.seq, "from": m.from,
-                       "text": m.text, "time": rfc3339(m.time_ms)}),
-                format!("[{}] {}: {}", clock(m.time_ms), Escaped(&m.from), Escaped(&m.text)),
+                json!({"event": "message", "id": m.id.to_string(), "seq": m.seq, "room": m.room,
+                       "room_seq": m.room_seq, "from": m.from, "text": m.text, "time": rfc3339(m.time_ms)}),
+                format!(
+                    "[{}] {}{}: {}",
+                    clock(m.time_ms),
+                    self.room_tag(&m.room, &m.from),
+                    Escaped(&m.from),
+                    Escaped(&m.text)
+                ),
             ),
-            Event::Stored { id, seq, time_ms } => self.emit(
-                json!({"event": "stored", "id": id.to_string(), "seq": seq, "time": rfc3339(*time_ms)}),
-                format!("✓ stored ({id})"),
-            ),
-            Event::Delivered { id, .. } => {
-                self.emit(json!({"event": "delivered", "id": id.to_string()}), format!("✓✓ delivered ({id})"))
+            Event::RoomChanged { room, by, change, time_ms } => {
+                let (kind, user) = change_json(change);
+                self.emit(
+                    json!({"event": "room_changed", "room": room, "by": by, "change": kind, "user": user,
+                           "time": rfc3339(*time_ms)}),
+                    format!("* {}: {}", Escaped(&title(&self.me, room)), Escaped(&describe(by, change))),
+                )
             }
+            Event::Rooms(rooms) => self.rooms(rooms),
+            Event::Room(room) => {
+                self.emit(json!({"event": "room", "room": room_json(room)}), format!("* {}", room_text(&self.me, room)))
+            }
+            Event::RoomRefused { reason } => self.error(reason),
+            Event::Stored { id, seq, room, time_ms } => self.emit(
+                json!({"event": "stored", "id": id.to_string(), "seq": seq, "room": room,
+                       "time": rfc3339(*time_ms)}),
+                format!("✓ stored in {} ({id})", Escaped(&title(&self.me, room))),
+            ),
+            Event::Delivered { id, room, by, everyone, .. } => self.emit(
+                json!({"event": "delivered", "id": id.to_string(), "room": room, "by": by, "everyone": everyone}),
+                if *everyone {
+                    format!("✓✓ delivered to everyone in {} ({id})", Escaped(&title(&self.me, room)))
+                } else {
+                    format!("✓ received by {} ({id})", Escaped(by))
+                },
+            ),
             Event::Presence { user, online } => self.emit(
                 json!({"event": "presence", "user": user, "online": online}),
                 format!("* {} is {}", Escaped(user), if *online { "online" } else { "offline" }),
