@@ -431,7 +431,7 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
                 text: crate::rooms::describe(&d.from, &d.body),
                 time_ms: d.time_ms,
                 mine,
-                delivered: !mine,
+                delivered: !mine && !notice,
                 received_by: Vec::new(),
                 notice,
             })

@@ -318,6 +318,18 @@ impl TestClient {
         (saved, failed)
     }
 
+    /// Asks for a change of rooms and waits for the answer: the room as it is after, or
+    /// the refusal's reason.
+    pub async fn room(&mut self, request: qchat_client::RoomRequest) -> Result<qchat_shared::frame::RoomInfo, String> {
+        self.client.rooms(request);
+        self.expect("an answer about rooms", |e| match e {
+            Event::Room(room) => Some(Ok(room)),
+            Event::RoomRefused { reason } => Some(Err(reason)),
+            _ => None,
+        })
+        .await
+    }
+
     /// Collects the next `n` messages.
     pub async fn messages(&mut self, n: usize) -> Vec<IncomingMessage> {
         let mut out = Vec::with_capacity(n);

@@ -77,7 +77,7 @@ async fn a_third_user_the_pki_issues_is_served_and_there_is_no_single_peer_any_m
     let status = carol.connected().await;
     assert_eq!((status.other_users, status.peer), (2, None));
     let refused = carol.client.send_and_wait("to whom?").await.unwrap_err();
-    assert!(refused.to_string().contains("name one (--room NAME) or a person (--to USER)"), "{refused}");
+    assert!(refused.to_string().contains("write to a person (--to USER) or make a room"), "{refused}");
 }
 
 #[tokio::test]

@@ -290,7 +290,7 @@ impl Model {
                     text,
                     time_ms,
                     mine: false,
-                    delivered: true,
+                    delivered: false,
                     received_by: Vec::new(),
                     notice: true,
                 };

@@ -190,6 +190,7 @@ pub(super) fn resolve(
                 ([only], _) => return Ok(only.clone()),
                 (_, [peer]) => direct_room(user, peer),
                 ([], []) => return Err(refused("there is no one else on this relay yet")),
+                ([], _) => return Err(refused("you are in no room yet: write to a person (--to USER) or make a room")),
                 _ => {
                     return Err(refused(format!(
                         "you are in {} rooms: name one (--room NAME) or a person (--to USER)",

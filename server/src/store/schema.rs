@@ -6,8 +6,9 @@
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-/// qchat 1's schema, as its relays created it (their `user_version` is 0).
-const V1: &str = "
+/// qchat 1's schema, as its relays created it (their `user_version` is 0); public so that
+/// tests can make a qchat 1 data directory.
+pub const V1: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           BLOB NOT NULL UNIQUE,
@@ -238,5 +239,42 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM messages WHERE sender_device IS NULL"), 1, "kept, from no device");
         assert_eq!(count("SELECT COUNT(*) FROM devices"), 0, "devices appear when they connect");
         assert_eq!(count("SELECT message_bytes FROM waiting WHERE user = 'alice'"), 2 + 256);
+    }
+
+    #[test]
+    fn a_two_person_conversation_becomes_their_direct_room_numbered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)]).to_latest(&mut conn).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (id, sender, recipient, body, created_ms, delivered_ms)
+                     VALUES (x'01', 'bob', 'alice', 'one', 1, 2), (x'02', 'alice', 'bob', 'two', 3, 4),
+                            (x'03', 'bob', 'alice', 'three', 5, NULL);
+                 INSERT INTO files (id, sender, recipient, name, size, created_ms, fetched_ms)
+                     VALUES (x'04', 'alice', 'bob', 'f', 9, 1, 2);
+                 INSERT INTO fetches (file, device, at_ms) VALUES (x'04', 'b1', 2);",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            rows("SELECT room || ' ' || room_seq || ' ' || body FROM messages ORDER BY seq"),
+            ["alice+bob 1 one", "alice+bob 2 two", "alice+bob 3 three"]
+        );
+        assert_eq!(rows("SELECT name || ' ' || direct || ' ' || last_seq FROM rooms"), ["alice+bob 1 3"]);
+        assert_eq!(
+            rows("SELECT user || ' ' || since_seq || ' ' || delivered_upto FROM members ORDER BY user"),
+            ["alice 1 1", "bob 1 2"],
+            "each has what was delivered to them"
+        );
+        assert_eq!(rows("SELECT room FROM files"), ["alice+bob"]);
+        assert_eq!(rows("SELECT user FROM fetches"), ["bob"]);
     }
 }
