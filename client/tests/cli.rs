@@ -12,10 +12,15 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&["alice", "bob"]).await
+}
+
+/// A relay whose PKI issued `people`.
+async fn setup_with(people: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["127.0.0.1".into()]).unwrap();
-    for name in ["alice", "bob"] {
+    for name in people {
         qchat_certs::issue_user(&pki, name, "127.0.0.1:21567").unwrap();
     }
     let config = RelayConfig::new(pki, tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
@@ -80,6 +85,65 @@ async fn send_then_listen_prints_json_and_acknowledges() {
     let (ok, events) = setup.cli("bob", &["listen", "--count", "1", "--timeout", "2"]).await;
     assert!(!ok, "nothing more to hear: {events:?}");
     assert_eq!(events.last().unwrap()["event"], "error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_are_made_named_and_checked_from_the_command_line() {
+    let setup = setup_with(&["alice", "bob", "carol", "dave"]).await;
+    let (ok, events) = setup.cli("alice", &["send", "hi"]).await;
+    assert!(!ok, "three others and no room: one must be named");
+    assert!(events[0]["message"].as_str().unwrap().contains("--to USER"), "{events:?}");
+
+    let (ok, events) = setup.cli("alice", &["rooms", "create", "team", "--members", "bob,carol"]).await;
+    assert!(ok, "{events:?}");
+    assert_eq!(events[0]["event"], "room");
+    assert_eq!(events[0]["room"]["name"], "team");
+    assert_eq!(events[0]["room"]["creator"], "alice");
+    let (ok, events) = setup.cli("alice", &["send", "--room", "team", "standup", "at", "ten"]).await;
+    assert!(ok, "{events:?}");
+    assert_eq!((events[0]["event"].as_str(), events[0]["room"].as_str()), (Some("stored"), Some("team")));
+    let (ok, _) = setup.cli("alice", &["send", "psst"]).await;
+    assert!(ok, "her only room is the default");
+    let (ok, events) = setup.cli("dave", &["send", "--to", "bob", "hello bob"]).await;
+    assert!(ok, "{events:?}");
+    assert_eq!(events[0]["room"], "bob+dave", "the direct room, made on first use");
+
+    let (ok, events) = setup.cli("bob", &["rooms", "list"]).await;
+    assert!(ok);
+    let names: Vec<&str> = events[0]["rooms"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bob+dave", "team"]);
+    let (ok, events) = setup.cli("bob", &["listen", "--room", "team", "--count", "2", "--timeout", "20"]).await;
+    assert!(ok, "{events:?}");
+    let texts: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "message")
+        .map(|e| (e["room"].as_str().unwrap(), e["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(texts, [("team", "standup at ten"), ("team", "psst")]);
+    assert!(events.iter().any(|e| e["event"] == "room_changed" && e["change"] == "created"), "{events:?}");
+
+    // Naming a room one is not in fails at once, with an error event.
+    for args in [&["listen", "--room", "team"][..], &["send", "--room", "team", "x"], &["files", "--room", "nope"]] {
+        let (ok, events) = setup.cli("dave", args).await;
+        assert!(!ok, "{args:?}");
+        let last = events.last().unwrap();
+        assert_eq!(last["event"], "error");
+        assert!(last["message"].as_str().unwrap().contains("not in a room named"), "{events:?}");
+    }
+    let (ok, events) = setup.cli("bob", &["rooms", "add", "team", "dave"]).await;
+    assert!(!ok);
+    assert!(events[0]["message"].as_str().unwrap().contains("only alice"), "{events:?}");
+    let (ok, _) = setup.cli("alice", &["rooms", "add", "team", "dave"]).await;
+    assert!(ok);
+    let (ok, events) = setup.cli("alice", &["rooms", "remove", "team", "carol"]).await;
+    assert!(ok);
+    let members: Vec<&str> =
+        events[0]["room"]["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    assert_eq!(members, ["alice", "bob", "dave"]);
+    let (ok, events) = setup.cli("bob", &["rooms", "leave", "team"]).await;
+    assert!(ok, "{events:?}");
+    let (_, events) = setup.cli("bob", &["rooms", "list"]).await;
+    assert_eq!(events[0]["rooms"].as_array().unwrap().len(), 1, "only the direct room is left");
 }
 
 #[tokio::test(flavor = "multi_thread")]
