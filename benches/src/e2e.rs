@@ -34,6 +34,11 @@ pub fn write_payload(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// The room alice and bob share (the relay has other users too: it is named).
+pub fn direct() -> Option<String> {
+    Some(qchat_shared::names::direct_room("alice", "bob"))
+}
+
 /// One client and its events.
 pub struct Peer {
     pub client: Client,
@@ -95,6 +100,11 @@ impl Peer {
         .map_err(anyhow::Error::msg)
     }
 
+    /// The client and its events, to read them elsewhere.
+    pub fn into_parts(self) -> (Client, UnboundedReceiver<Event>) {
+        (self.client, self.events)
+    }
+
     /// Shuts the client down and waits until it has closed its connection.
     pub async fn stop(mut self) {
         self.client.shutdown();
@@ -119,7 +129,7 @@ impl E2e {
     pub async fn upload(&mut self, file: &Path) -> Result<f64> {
         let size = std::fs::metadata(file)?.len();
         let start = Instant::now();
-        let transfer = self.alice.client.send_file(file);
+        let transfer = self.alice.client.send_file_to(direct(), file);
         self.alice.uploaded(transfer).await?;
         Ok(mib_per_s(size, start.elapsed()))
     }
@@ -136,7 +146,7 @@ impl E2e {
     /// One message from alice to bob, send to receipt at bob.
     async fn one_message(&mut self, text: String) -> Result<Duration> {
         let start = Instant::now();
-        let id = self.alice.client.send(text);
+        let id = self.alice.client.send_to(direct(), text);
         self.bob.until(|e| matches!(e, Event::Message(m) if m.id == id).then_some(())).await?;
         Ok(start.elapsed())
     }
@@ -155,7 +165,7 @@ impl E2e {
     pub async fn chat_latency_during_upload(&mut self, file: &Path, n: usize) -> Result<Latency> {
         let mut samples = Vec::with_capacity(n);
         while samples.len() < n {
-            let transfer = self.alice.client.send_file(file);
+            let transfer = self.alice.client.send_file_to(direct(), file);
             // Wait until bytes move, then chat until the upload is committed.
             self.alice
                 .until(|e| matches!(e, Event::Progress { transfer: t, .. } if t == transfer).then_some(()))
@@ -199,7 +209,7 @@ impl E2e {
         // Let the request reach the relay's listing before the upload starts.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = Instant::now();
-        self.alice.client.send_file(file);
+        self.alice.client.send_file_to(direct(), file);
         let saved = self.bob.saved().await?;
         let seconds = started.elapsed().as_secs_f64();
         std::fs::remove_file(saved)?;
@@ -210,7 +220,7 @@ impl E2e {
     pub async fn messages_per_second(&mut self, n: usize) -> Result<f64> {
         let start = Instant::now();
         for i in 0..n {
-            self.alice.client.send(format!("burst {i}"));
+            self.alice.client.send_to(direct(), format!("burst {i}"));
         }
         let mut stored = 0;
         while stored < n {

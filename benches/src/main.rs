@@ -1,16 +1,18 @@
 //! `qchat-bench`: end-to-end figures for qchat on this machine, in one run, next to raw
 //! QUIC: file upload and download through a real relay (a child process with its SQLite
 //! store and spool), chat latency idle and during a transfer, durable chat messages per
-//! second, and the relay's peak memory.
+//! second, fan-out through rooms of many users, and the relay's peak memory.
 
 mod e2e;
 mod raw;
 mod relay_child;
 mod report;
+mod rooms;
 mod scp;
 mod wan;
 
 use raw::Raw;
+use rooms::RoomsPlan;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -43,6 +45,14 @@ struct Cli {
     /// Also time scp (AES-128-GCM) copying the file to a loopback sshd, beside the handoff.
     #[arg(long)]
     scp: bool,
+    /// Users in the rooms case (each a client with its own connection).
+    #[arg(long, default_value_t = 50)]
+    room_users: usize,
+    /// Rooms in the rooms case, each of `--room-members` users.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    room_members: usize,
     /// One JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -72,9 +82,17 @@ fn main() -> Result<()> {
     let size = if cli.quick { 64 << 20 } else { cli.size };
     let messages = if cli.quick { 1000 } else { 5000 };
     let rounds = if cli.quick { 1 } else { cli.rounds.max(1) };
+    let room_members = cli.room_members.clamp(2, cli.room_users.max(2));
+    let rooms = rooms::RoomsPlan {
+        users: cli.room_users.max(room_members),
+        rooms: cli.rooms.max(1),
+        members_per_room: room_members,
+        messages: if cli.quick { 500 } else { 5000 },
+    };
     let plan = Plan {
         size,
         messages,
+        rooms,
         rounds: if cli.only_wan { 0 } else { rounds },
         scp: cli.scp,
         wan: cli.wan.map(|spec| (spec, if cli.quick { cli.wan_size.min(64 << 20) } else { cli.wan_size })),
@@ -92,6 +110,7 @@ fn main() -> Result<()> {
 struct Plan {
     size: u64,
     messages: usize,
+    rooms: rooms::RoomsPlan,
     /// Loopback rounds; 0 for none (and then no chat figures either).
     rounds: usize,
     /// The emulated link and the file's size over it.
@@ -100,11 +119,12 @@ struct Plan {
 }
 
 async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
-    let Plan { size, messages, rounds, wan, scp } = plan;
+    let Plan { size, messages, rooms: rooms_plan, rounds, wan, scp } = plan;
     let tmp = tempfile::Builder::new().prefix("qchat-bench").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()])?;
-    for user in ["alice", "bob"] {
+    let room_users = if rounds > 0 { rooms::user_names(rooms_plan.users) } else { Vec::new() };
+    for user in ["alice".to_string(), "bob".to_string()].iter().chain(&room_users) {
         qchat_certs::issue_user(&pki, user, "127.0.0.1:21567")?;
     }
     let file = tmp.path().join("payload.bin");
@@ -182,7 +202,14 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
     } else {
         None
     };
+    let rooms = if rounds > 0 {
+        let RoomsPlan { users, rooms, members_per_room, messages } = rooms_plan;
+        eprintln!("rooms: {users} users, {rooms} rooms of {members_per_room}, {messages} messages …");
+        Some(rooms::run(&pki, relay.addr, &tmp.path().join("rooms"), rooms_plan).await?)
+    } else {
+        None
+    };
     let peak_rss = peak_rss.max(relay.peak_rss_mib()?);
     relay.stop();
-    Ok(report::Figures { size, throughput, chat, handoff, wan, relay_peak_rss_mib: peak_rss })
+    Ok(report::Figures { size, throughput, chat, handoff, rooms, wan, relay_peak_rss_mib: peak_rss })
 }

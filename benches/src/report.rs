@@ -122,6 +122,7 @@ pub struct Figures {
     /// None when only the emulated link was measured.
     pub chat: Option<Chat>,
     pub handoff: Option<Handoff>,
+    pub rooms: Option<crate::rooms::RoomsFigures>,
     pub wan: Option<WanFigures>,
     pub relay_peak_rss_mib: f64,
 }
@@ -179,6 +180,14 @@ impl Figures {
                 line["scp_s"] = json!(round(scp));
                 line["handoff_vs_scp"] = json!(round(handoff.seconds / scp));
             }
+        }
+        if let Some(r) = &self.rooms {
+            line["rooms"] = json!({
+                "users": r.plan.users, "rooms": r.plan.rooms, "members_per_room": r.plan.members_per_room,
+                "messages": r.plan.messages, "msgs_per_s": round(r.msgs_per_s),
+                "deliveries_per_s": round(r.deliveries_per_s),
+                "to_all_p50_ms": round(r.to_all.p50), "to_all_p99_ms": round(r.to_all.p99),
+            });
         }
         if let Some(w) = &self.wan {
             line["wan"] = json!({
@@ -247,6 +256,17 @@ impl Figures {
                 format!(" (scp to a loopback sshd {scp:.2} s: {:.2}x)", handoff.seconds / scp)
             });
             println!("{:<44} {:>8.2} s{scp}", "handoff, send-file to saved (cut-through)", handoff.seconds);
+        }
+        if let Some(r) = &self.rooms {
+            let p = r.plan;
+            println!(
+                "{:<44} {:>8.0} /s ({:.0} deliveries/s); to every member p50 {:.2} ms, p99 {:.2} ms",
+                format!("rooms: {} users, {} rooms of {}", p.users, p.rooms, p.members_per_room),
+                r.msgs_per_s,
+                r.deliveries_per_s,
+                r.to_all.p50,
+                r.to_all.p99
+            );
         }
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC", t.raw_cpu.bench());

@@ -74,7 +74,7 @@ pub async fn run(pki: &Path, relay: &RelayChild, dir: &Path, spec: WanSpec, file
     let link = EmulatedLink::start(relay.addr, spec.link())?;
     let started = Instant::now();
     let mut peer = Peer::start(alice, link.addr, &dir.join("alice")).await.context("alice over the link")?;
-    let transfer = peer.client.send_file(file);
+    let transfer = peer.client.send_file_to(crate::e2e::direct(), file);
     peer.uploaded(transfer).await?;
     let upload_s = started.elapsed().as_secs_f64();
     peer.stop().await;

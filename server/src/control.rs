@@ -334,7 +334,7 @@ mod tests {
             room: "team".into(),
             sender: sender.into(),
             by: "carol".into(),
-            everyone: seq % 2 == 0,
+            everyone: seq.is_multiple_of(2),
             all_delivered_upto: seq,
         };
         let mut receipts: Vec<Receipt> = (1..=2500).map(|seq| receipt("alice", seq)).collect();

@@ -33,7 +33,7 @@ impl Settings {
 /// The screen showing.
 pub enum Shell {
     Join(JoinScreen, Settings),
-    Chat(App),
+    Chat(Box<App>),
 }
 
 /// A message for either screen.
@@ -47,7 +47,7 @@ impl Shell {
     /// The chat of `options`' identity.
     pub fn chat(options: ClientOptions) -> (Shell, Task<ShellMessage>) {
         let (app, task) = App::new(options);
-        (Shell::Chat(app), task.map(ShellMessage::Chat))
+        (Shell::Chat(Box::new(app)), task.map(ShellMessage::Chat))
     }
 
     /// The join screen, with the identities already in `dir`.
