@@ -2,7 +2,7 @@
 //! connect, then each change of members as it is delivered (in the room's order, so a
 //! change older than the listing is not applied twice), and who is online.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use qchat_shared::frame::{Body, Member, RoomInfo, Status};
 use qchat_shared::names::{direct_pair, direct_room};
@@ -28,6 +28,8 @@ pub struct Rooms {
     rooms: BTreeMap<String, RoomInfo>,
     /// A listing's pages so far.
     listing: Vec<RoomInfo>,
+    /// Who is online, as the relay last said, for members a change brings in.
+    online: BTreeSet<String>,
 }
 
 impl Rooms {
@@ -38,11 +40,25 @@ impl Rooms {
             return false;
         }
         self.rooms = std::mem::take(&mut self.listing).into_iter().map(|r| (r.name.clone(), r)).collect();
+        let rooms: Vec<RoomInfo> = self.rooms.values().cloned().collect();
+        rooms.iter().for_each(|r| self.saw(r));
         true
+    }
+
+    /// Notes who the relay says is online in `room`.
+    fn saw(&mut self, room: &RoomInfo) {
+        for member in &room.members {
+            if member.online {
+                self.online.insert(member.user.clone());
+            } else {
+                self.online.remove(&member.user);
+            }
+        }
     }
 
     /// Takes one room as the relay says it is now (the answer to a request).
     pub fn update(&mut self, me: &str, room: RoomInfo) {
+        self.saw(&room);
         if room.has(me) {
             self.rooms.insert(room.name.clone(), room);
         } else {
@@ -56,7 +72,8 @@ impl Rooms {
         if self.rooms.get(room).is_some_and(|r| r.last_seq >= room_seq) {
             return false;
         }
-        let member = |user: &str| Member { user: user.to_string(), online: false };
+        let online = &self.online;
+        let member = |user: &str| Member { user: user.to_string(), online: online.contains(user) };
         match change {
             Body::Created { members } => {
                 let direct = direct_pair(room).is_some();
@@ -109,6 +126,11 @@ impl Rooms {
 
     /// Someone came online or went offline.
     pub fn presence(&mut self, user: &str, online: bool) {
+        if online {
+            self.online.insert(user.to_string());
+        } else {
+            self.online.remove(user);
+        }
         for member in self.rooms.values_mut().flat_map(|r| r.members.iter_mut()).filter(|m| m.user == user) {
             member.online = online;
         }

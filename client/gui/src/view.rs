@@ -74,7 +74,8 @@ fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Messag
         let hint = if app.model.selected.is_some() { "(starts when one of you writes)" } else { "" };
         return row![text(name).size(18), text(hint).size(12).color(style::MUTED)].spacing(8).into();
     };
-    let members = room.members.iter().map(|m| format!("{}{}", m.user, if m.online { " ●" } else { "" }));
+    let online = |m: &&qchat_shared::frame::Member| m.online && m.user != *me;
+    let members = room.members.iter().map(|m| format!("{}{}", m.user, if online(&m) { " ●" } else { "" }));
     let mut head = column![
         row![text(name).size(18).width(Fill)]
             .push((!room.direct).then(|| button(text("Leave").size(12)).on_press(Message::LeaveRoom)))

@@ -280,3 +280,57 @@ async fn the_devices_panel_lists_links_and_revokes() {
     let list = app.model.devices.as_ref().and_then(|d| d.list.clone()).unwrap();
     assert!(list.iter().all(|d| d.name != "phone"), "{list:?}");
 }
+
+#[tokio::test]
+async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread() {
+    let setup = TestRelay::start_with_people(Default::default(), &["alice", "bob", "carol"]).await;
+    let mut carol = peer(&setup, "carol").await;
+    let bob = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    bob.client.send_and_wait_to(Some("alice+bob".into()), "hi alice").await.unwrap();
+    pump(&mut app, &mut events, "bob's direct room", |app| app.model.rooms.len() == 1).await;
+    assert_eq!(app.model.selected.as_deref(), Some("alice+bob"), "the only room is shown");
+
+    // Make "team" with bob and carol from the form.
+    let mut ui = simulator(app.view());
+    ui.click("name").expect("the new room's name");
+    ui.typewrite("team");
+    ui.click("members: bob, carol").expect("the members field");
+    ui.typewrite("bob, carol");
+    let typed: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, typed);
+    let mut ui = simulator(app.view());
+    ui.click("Create").expect("the Create button");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    pump(&mut app, &mut events, "the room", |app| app.model.selected.as_deref() == Some("team")).await;
+    pump(&mut app, &mut events, "in the list", |app| app.model.rooms.len() == 2).await;
+    {
+        let mut ui = simulator(app.view());
+        assert!(ui.find("#team").is_ok());
+        assert!(ui.find("alice, bob ●, carol ●").is_ok(), "members, and who is online: {:?}", app.model.shown_room());
+    }
+
+    // A message in the room not shown counts as unread until it is chosen.
+    let mut ui = simulator(app.view());
+    ui.click("bob").expect("bob's direct room in the list");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    carol
+        .expect("the room", |e| matches!(e, Event::Rooms(r) if r.iter().any(|r| r.name == "team")).then_some(()))
+        .await;
+    carol.client.send_and_wait_to(Some("team".into()), "hello team").await.unwrap();
+    pump(&mut app, &mut events, "unread", |app| app.model.unread.get("team") == Some(&1)).await;
+    assert!(app.title().contains("(1)"), "{}", app.title());
+    let mut ui = simulator(app.view());
+    assert!(ui.find("1").is_ok(), "the unread count");
+    assert!(ui.find("hello team").is_err(), "not in the room shown");
+    ui.click("#team").expect("the team room");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    assert!(app.model.unread.is_empty());
+    let mut ui = simulator(app.view());
+    assert!(ui.find("hello team").is_ok());
+    assert!(ui.find("carol:").is_ok());
+}
