@@ -11,7 +11,7 @@ use std::time::Duration;
 use qchat_certs::RelayMaterial;
 use qchat_shared::codes::CloseCode;
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::{Member, RelayControl, RoomInfo, Status};
+use qchat_shared::frame::{Body, Member, RelayControl, RoomInfo, Status};
 use qchat_shared::tls::{server_crypto, ServerTls};
 use qchat_shared::window::WindowBudget;
 use tokio::sync::Semaphore;
@@ -270,6 +270,23 @@ impl RelayState {
         })
     }
 
+    /// Tells `newcomers` of a room who of its other `members` is online, and them of the
+    /// newcomers who are: people who now share a room hear of each other as they would
+    /// after a reconnect.
+    pub fn introduce(&self, newcomers: &[String], members: &[String]) {
+        let presence = |user: &String| RelayControl::Presence { user: user.clone(), online: true };
+        for new in newcomers {
+            for other in members.iter().filter(|m| *m != new) {
+                if self.router.is_online(other) {
+                    self.router.notify(new, presence(other));
+                }
+                if self.router.is_online(new) && !newcomers.contains(other) {
+                    self.router.notify(other, presence(new));
+                }
+            }
+        }
+    }
+
     /// `user`'s rooms as they see them (who is online now included).
     pub async fn rooms_of(&self, user: &str) -> Result<Vec<RoomInfo>, StoreError> {
         Ok(self.store.rooms(user).await?.into_iter().map(|row| self.room_info(row)).collect())
@@ -360,6 +377,11 @@ impl Relay {
         let router_state = state.clone();
         let route = tokio::spawn(async move {
             while let Some(message) = feed.recv().await {
+                match &message.body {
+                    Body::Created { members } => router_state.introduce(members, members),
+                    Body::Added { user } => router_state.introduce(std::slice::from_ref(user), &message.audience),
+                    _ => {}
+                }
                 router_state.router.deliver(message);
             }
         });

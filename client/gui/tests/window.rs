@@ -305,7 +305,10 @@ async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread()
     let clicked: Vec<Message> = ui.into_messages().collect();
     apply(&mut app, clicked);
     pump(&mut app, &mut events, "the room", |app| app.model.selected.as_deref() == Some("team")).await;
-    pump(&mut app, &mut events, "in the list", |app| app.model.rooms.len() == 2).await;
+    let everyone_online = |app: &App| {
+        app.model.rooms.len() == 2 && app.model.shown_room().is_some_and(|r| r.members.iter().all(|m| m.online))
+    };
+    pump(&mut app, &mut events, "in the list, with who is online", everyone_online).await;
     {
         let mut ui = simulator(app.view());
         assert!(ui.find("#team").is_ok());
