@@ -102,7 +102,8 @@ fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Messag
             .spacing(6)
             .align_y(Alignment::Center),
         );
-        head = head.push(row(removals).spacing(2));
+        let label = text("remove:").size(12).color(style::MUTED);
+        head = head.push(row![label].extend(removals).spacing(2).align_y(Alignment::Center));
     }
     head.into()
 }
