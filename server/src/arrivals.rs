@@ -32,8 +32,6 @@ pub enum Arrival {
 #[derive(Debug)]
 pub struct ArrivingFile {
     pub info: FileInfo,
-    /// Who it is offered to (the room's members but its sender, when the upload began).
-    pub audience: Vec<String>,
     state: Mutex<Arrival>,
     changed: Condvar,
 }
@@ -130,14 +128,13 @@ impl Arrivals {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn entry(&self, info: &FileInfo, audience: &[String], on_disk: u64) -> (Arc<ArrivingFile>, bool) {
+    fn entry(&self, info: &FileInfo, on_disk: u64) -> (Arc<ArrivingFile>, bool) {
         let mut files = self.lock();
         if let Some(file) = files.get(&info.file_id) {
             return (file.clone(), false);
         }
         let file = Arc::new(ArrivingFile {
             info: info.clone(),
-            audience: audience.to_vec(),
             state: Mutex::new(Arrival::Writing { on_disk, paused_since: Some(Instant::now()) }),
             changed: Condvar::new(),
         });
@@ -147,16 +144,16 @@ impl Arrivals {
 
     /// An upload (re)starts with `on_disk` bytes held; ends (or pauses) when the returned
     /// guard says so or is dropped.
-    pub fn begin(&self, info: &FileInfo, audience: &[String], on_disk: u64) -> Upload {
-        let (file, _) = self.entry(info, audience, on_disk);
+    pub fn begin(&self, info: &FileInfo, on_disk: u64) -> Upload {
+        let (file, _) = self.entry(info, on_disk);
         file.set(Arrival::Writing { on_disk, paused_since: None });
         Upload { arrivals: self.clone(), file, ended: false }
     }
 
     /// A download follows the arriving `info`, of which the store holds `held` bytes;
     /// true if nothing was known of it in memory (its upload is not running).
-    pub fn follow(&self, info: &FileInfo, follower: &str, held: u64) -> (Arc<ArrivingFile>, bool) {
-        self.entry(info, &[follower.to_string()], held)
+    pub fn follow(&self, info: &FileInfo, held: u64) -> (Arc<ArrivingFile>, bool) {
+        self.entry(info, held)
     }
 
     /// A download stopped following `file`: a paused entry nobody else holds goes.
@@ -176,13 +173,13 @@ impl Arrivals {
         }
     }
 
-    /// The files arriving for `user` whose upload runs now.
-    pub fn arriving_for(&self, user: &str) -> Vec<FileInfo> {
+    /// The files arriving for `user`, a member of `rooms` now, whose upload runs now.
+    pub fn arriving_for(&self, user: &str, rooms: &[String]) -> Vec<FileInfo> {
         let files = self.lock();
         let running = |f: &&Arc<ArrivingFile>| matches!(f.state(), Arrival::Writing { paused_since: None, .. });
         files
             .values()
-            .filter(|f| f.audience.iter().any(|u| u == user))
+            .filter(|f| f.info.from != user && rooms.contains(&f.info.room))
             .filter(running)
             .map(|f| f.info.clone())
             .collect()
@@ -248,8 +245,8 @@ mod tests {
     fn a_follower_reads_what_is_written_and_learns_how_it_ended() {
         let arrivals = Arrivals::default();
         let info = info(10);
-        let upload = arrivals.begin(&info, &["bob".to_string()], 0);
-        let (file, fresh) = arrivals.follow(&info, "bob", 0);
+        let upload = arrivals.begin(&info, 0);
+        let (file, fresh) = arrivals.follow(&info, 0);
         assert!(!fresh, "the running upload's entry is followed");
         let following = Following { file: file.clone(), patience: RESUME_PATIENCE };
         let writer = std::thread::spawn({
@@ -261,7 +258,9 @@ mod tests {
         });
         assert_eq!(following.wait_beyond(0).unwrap(), 4, "woken by the write");
         writer.join().unwrap();
-        assert_eq!(arrivals.arriving_for("bob"), vec![info.clone()]);
+        assert_eq!(arrivals.arriving_for("bob", &["alice+bob".to_string()]), vec![info.clone()]);
+        assert!(arrivals.arriving_for("bob", &[]).is_empty(), "not for someone outside its room");
+        assert!(arrivals.arriving_for("alice", &["alice+bob".to_string()]).is_empty(), "nor back to its sender");
         upload.end(Arrival::Committed([7; 32]));
         assert_eq!(following.wait_beyond(4).unwrap(), 10, "committed: all of it");
         assert_eq!(file.wait_end(RESUME_PATIENCE), Ok([7; 32]));
@@ -272,11 +271,14 @@ mod tests {
     fn a_paused_upload_keeps_its_entry_only_while_followed_and_a_long_pause_fails_the_follower() {
         let arrivals = Arrivals::default();
         let info = info(10);
-        drop(arrivals.begin(&info, &["bob".to_string()], 3));
+        drop(arrivals.begin(&info, 3));
         assert!(arrivals.is_empty(), "nobody follows a paused upload: nothing is kept");
-        let (file, fresh) = arrivals.follow(&info, "bob", 3);
+        let (file, fresh) = arrivals.follow(&info, 3);
         assert!(fresh);
-        assert!(arrivals.arriving_for("bob").is_empty(), "a paused upload is not offered as arriving");
+        assert!(
+            arrivals.arriving_for("bob", &["alice+bob".to_string()]).is_empty(),
+            "a paused upload is not offered as arriving"
+        );
         let impatient = Following { file: file.clone(), patience: Duration::ZERO };
         std::thread::sleep(Duration::from_millis(5));
         assert!(impatient.wait_beyond(3).unwrap_err().to_string().contains("did not go on"));
@@ -289,8 +291,8 @@ mod tests {
     fn a_withdrawn_upload_fails_its_followers_with_the_reason() {
         let arrivals = Arrivals::default();
         let info = info(10);
-        let upload = arrivals.begin(&info, &["bob".to_string()], 0);
-        let (file, _) = arrivals.follow(&info, "bob", 0);
+        let upload = arrivals.begin(&info, 0);
+        let (file, _) = arrivals.follow(&info, 0);
         upload.end(Arrival::Withdrawn("the sender cancelled it".into()));
         let following = Following { file: file.clone(), patience: RESUME_PATIENCE };
         assert!(following.wait_beyond(0).unwrap_err().to_string().contains("cancelled"));

@@ -101,7 +101,7 @@ async fn receive_upload(
         blake3: None,
         time_ms: slot.created_ms,
     };
-    let arrival = state.arrivals.begin(&offer, &audience, held);
+    let arrival = state.arrivals.begin(&offer, held);
     for member in &audience {
         state.router.notify(member, RelayControl::FileOffered(offer.clone()));
     }
@@ -178,8 +178,16 @@ async fn receive_upload(
                 .into(),
         ));
     }
-    let (members, offer) =
-        state.store.commit_upload(slot.file_id, blake3).await.map_err(|e| Stop::Refuse(e.to_string()))?;
+    let (members, offer) = match state.store.commit_upload(slot.file_id, blake3, user).await {
+        Ok(committed) => committed,
+        Err(e) => {
+            // The sender left the room meanwhile (or the store failed): nothing is offered.
+            let reason = e.to_string();
+            let _ = drop_upload(state, slot, Some(arrival), TransferError::Disk(std::io::Error::other(reason.clone())))
+                .await;
+            return Err(Stop::Refuse(reason));
+        }
+    };
     info!(file = %slot.file_id, "upload committed");
     arrival.end(Arrival::Committed(blake3));
     for member in &members {
@@ -223,7 +231,9 @@ async fn keep_checkpoints(
             last = now;
         }
         if let Some(held) = arriving.on_disk().filter(|&held| held > told) {
-            for member in &arriving.audience {
+            // The room's members now: someone removed meanwhile hears no more.
+            let members = state.store.room_members(&slot.room).await.unwrap_or_default();
+            for member in members.iter().filter(|m| **m != arriving.info.from) {
                 state.router.notify(member, RelayControl::FileArriving { file_id: slot.file_id, held });
             }
             told = held;
@@ -332,7 +342,7 @@ async fn file_to_send(
         Err(e) => return Err(Stop::Refuse(e.to_string())),
     };
     let FileState::Uploading { held } = entry.state else { return Ok(Some((entry.info, None))) };
-    let (arriving, fresh) = state.arrivals.follow(&entry.info, user, held);
+    let (arriving, fresh) = state.arrivals.follow(&entry.info, held);
     if !fresh {
         return Ok(Some((entry.info, Some(arriving))));
     }

@@ -261,7 +261,9 @@ async fn greet(
     }
     match listing::replay_offers(state, caller, replies).await {
         Ok(()) => {
-            for offer in state.arrivals.arriving_for(user) {
+            let rooms: Vec<String> =
+                state.store.rooms(user).await.unwrap_or_default().into_iter().map(|r| r.name).collect();
+            for offer in state.arrivals.arriving_for(user, &rooms) {
                 if replies.send(RelayControl::FileOffered(offer)).await.is_err() {
                     return false;
                 }

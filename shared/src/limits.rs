@@ -29,3 +29,7 @@ pub const MAX_ROOM_MEMBERS: usize = 256;
 
 /// Rooms one user may be in at once (direct ones included).
 pub const MAX_ROOMS_PER_USER: usize = 256;
+
+/// Rooms (direct ones too) one user may make in a day: each puts others in a room, so
+/// this bounds how fast anyone fills the others' [`MAX_ROOMS_PER_USER`].
+pub const MAX_ROOMS_MADE_PER_DAY: usize = 64;

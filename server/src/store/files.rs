@@ -251,11 +251,24 @@ impl Store {
         .await
     }
 
-    /// Commits a complete, verified upload; returns what to offer the room's members, and
-    /// who they are.
-    pub async fn commit_upload(&self, file_id: FileId, blake3: Blake3) -> Result<(Vec<String>, FileInfo), StoreError> {
+    /// Commits a complete, verified upload of `sender`, still a member of its room; returns
+    /// what to offer the room's members, and who they are.
+    pub async fn commit_upload(
+        &self,
+        file_id: FileId,
+        blake3: Blake3,
+        sender: &str,
+    ) -> Result<(Vec<String>, FileInfo), StoreError> {
+        let sender = sender.to_string();
         self.submit(
             move |txn| {
+                let room: String =
+                    txn.query_row("SELECT room FROM files WHERE id = ?1", params![&file_id.0[..]], |r| r.get(0))?;
+                if !super::rooms::is_member(txn, &room, &sender)? {
+                    return Err(StoreError::Refused(
+                        format!("you are no longer in {room}, so the file was not offered there").into(),
+                    ));
+                }
                 txn.execute(
                     "UPDATE files SET blake3 = ?2, committed_ms = ?3, held = size WHERE id = ?1",
                     params![&file_id.0[..], &blake3[..], now_ms()],
@@ -450,7 +463,7 @@ mod tests {
         assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
 
         assert!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().is_empty());
-        let (members, info) = store.commit_upload(slot.file_id, [7; 32]).await.unwrap();
+        let (members, info) = store.commit_upload(slot.file_id, [7; 32], "alice").await.unwrap();
         assert_eq!((members, info.size, info.blake3), (vec!["bob".to_string()], 800, Some([7; 32])));
         assert_eq!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().len(), 1);
         assert_eq!(store.files_waiting(("bob", "b1")).await.unwrap(), 1);
@@ -501,7 +514,7 @@ mod tests {
         for i in 0..4 {
             let slot =
                 store.start_upload(("alice", "a1"), None, &format!("empty{i}"), 0, None, LIMITS, two()).await.unwrap();
-            store.commit_upload(slot.file_id, [0; 32]).await.unwrap();
+            store.commit_upload(slot.file_id, [0; 32], "alice").await.unwrap();
             ids.push(slot.file_id);
         }
         let err = store.start_upload(("alice", "a1"), None, "one more", 0, None, LIMITS, two()).await.unwrap_err();

@@ -171,20 +171,27 @@ impl Store {
                     "UPDATE devices SET cursor = MAX(cursor, ?3) WHERE user = ?1 AND id = ?2",
                     params![user, device, *last as i64],
                 )?;
-                // How far in each room these take the person.
-                let mut reached: std::collections::BTreeMap<String, i64> = Default::default();
-                let mut stmt = txn.prepare_cached("SELECT room, room_seq FROM messages WHERE seq = ?1")?;
+                // How far in each room these take the person: per membership (someone
+                // removed and added again has one for each time in the room).
+                let mut reached: std::collections::BTreeMap<(String, i64), i64> = Default::default();
+                let mut stmt = txn.prepare_cached(
+                    "SELECT m.room, mb.since_seq, m.room_seq FROM messages AS m JOIN members AS mb
+                         ON mb.room = m.room AND mb.user = ?2 AND m.room_seq >= mb.since_seq
+                         AND (mb.until_seq IS NULL OR m.room_seq <= mb.until_seq)
+                     WHERE m.seq = ?1",
+                )?;
                 for seq in &seqs {
-                    let row: Option<(String, i64)> =
-                        stmt.query_row(params![*seq as i64], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-                    if let Some((room, room_seq)) = row {
-                        let upto = reached.entry(room).or_default();
+                    let row: Option<(String, i64, i64)> = stmt
+                        .query_row(params![*seq as i64, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()?;
+                    if let Some((room, since, room_seq)) = row {
+                        let upto = reached.entry((room, since)).or_default();
                         *upto = (*upto).max(room_seq);
                     }
                 }
                 let mut receipts = Vec::new();
-                for (room, upto) in reached {
-                    receipts.extend(reach(txn, &user, &room, upto)?);
+                for ((room, since), upto) in reached {
+                    receipts.extend(reach(txn, &user, (&room, since), upto)?);
                 }
                 let mut watermarks = std::collections::HashMap::new();
                 for receipt in &mut receipts {
@@ -254,22 +261,21 @@ impl Store {
     }
 }
 
-/// Moves `user`'s place in `room` up to `upto`; returns a receipt for each message of
-/// someone else it passes, marking those that every member now has as delivered.
-fn reach(txn: &Transaction<'_>, user: &str, room: &str, upto: i64) -> Result<Vec<Receipt>, StoreError> {
+/// Moves `user`'s place in `room`, in their membership since `since`, up to `upto`;
+/// returns a receipt for each message of someone else it passes, marking those that every
+/// member now has as delivered.
+fn reach(txn: &Transaction<'_>, user: &str, (room, since): (&str, i64), upto: i64) -> Result<Vec<Receipt>, StoreError> {
     let before: Option<i64> = txn
         .query_row(
-            "SELECT delivered_upto FROM members WHERE room = ?1 AND user = ?2 AND since_seq <= ?3
-             AND (until_seq IS NULL OR until_seq >= ?3)",
-            params![room, user, upto],
+            "SELECT delivered_upto FROM members WHERE room = ?1 AND user = ?2 AND since_seq = ?3",
+            params![room, user, since],
             |r| r.get(0),
         )
         .optional()?;
     let Some(before) = before.filter(|b| *b < upto) else { return Ok(Vec::new()) };
     txn.execute(
-        "UPDATE members SET delivered_upto = ?4 WHERE room = ?1 AND user = ?2 AND since_seq <= ?4
-         AND (until_seq IS NULL OR until_seq >= ?4) AND delivered_upto = ?3",
-        params![room, user, before, upto],
+        "UPDATE members SET delivered_upto = ?4 WHERE room = ?1 AND user = ?2 AND since_seq = ?3",
+        params![room, user, since, upto],
     )?;
     let mut stmt = txn.prepare_cached(
         "SELECT id, seq, sender, room_seq FROM messages

@@ -3,7 +3,7 @@
 //! changes of members), which the relay numbers.
 
 use qchat_shared::frame::{Body, MessageId};
-use qchat_shared::limits::{MAX_ROOMS_PER_USER, MAX_ROOM_MEMBERS};
+use qchat_shared::limits::{MAX_ROOMS_MADE_PER_DAY, MAX_ROOMS_PER_USER, MAX_ROOM_MEMBERS};
 use qchat_shared::names::{direct_pair, direct_room, validate_room_name, validate_user_name};
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -156,10 +156,21 @@ fn make_room(
         check_room_count(txn, member)?;
     }
     let now = now_ms();
+    let made_today: i64 = txn.query_row(
+        "SELECT COUNT(*) FROM rooms WHERE made_by = ?1 AND created_ms > ?2",
+        params![creator.0, now - 24 * 3600 * 1000],
+        |r| r.get(0),
+    )?;
+    if made_today as usize >= MAX_ROOMS_MADE_PER_DAY {
+        return Err(refused(format!(
+            "you have made {MAX_ROOMS_MADE_PER_DAY} rooms (direct ones too) in the last day, the most one may; \
+             try again tomorrow"
+        )));
+    }
     let owner = (!direct).then_some(creator.0);
     txn.execute(
-        "INSERT INTO rooms (name, direct, creator, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![name, direct, owner, now],
+        "INSERT INTO rooms (name, direct, creator, made_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, direct, owner, creator.0, now],
     )?;
     for member in members {
         txn.execute(
@@ -429,5 +440,51 @@ mod tests {
         assert_eq!((left.members, left.creator.as_deref()), (vec!["carol".to_string()], Some("carol")));
         assert!(store.rooms("alice").await.unwrap().is_empty());
         assert_eq!(store.co_members("carol").await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_member_removed_and_added_again_still_completes_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let all = users(&["alice", "bob"]);
+        store.device_connected("bob", "b1", false, vec![1], i64::MAX).await.unwrap();
+        let create = RoomChange::Create { members: vec!["bob".into()] };
+        store.change_room(("alice", "a1"), "team", create, all.clone()).await.unwrap();
+        let mut sent = Vec::new();
+        for text in ["one", "two"] {
+            let stored =
+                store.store_message(MessageId::random(), ("alice", "a1"), Some("team"), text, u64::MAX, all.clone());
+            sent.push(stored.await.unwrap().seq);
+        }
+        for change in [RoomChange::Remove { user: "bob".into() }, RoomChange::Add { user: "bob".into() }] {
+            store.change_room(("alice", "a1"), "team", change, all.clone()).await.unwrap();
+        }
+        // Bob comes back and takes everything at once: his first time in the room, his
+        // removal, his second time.
+        let seqs: Vec<u64> = store.pending(("bob", "b1"), 0, 100).await.unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(seqs.len(), 5, "made, one, two, removed, added");
+        let receipts = store.mark_delivered(("bob", "b1"), seqs).await.unwrap();
+        let complete: Vec<u64> = receipts.iter().filter(|r| r.everyone).map(|r| r.seq).collect();
+        assert_eq!(complete, sent, "both reached everyone: bob has them from his first time in");
+        assert_eq!(store.waiting(("alice", "a1")).await.unwrap().1, 0);
+    }
+
+    #[tokio::test]
+    async fn one_user_makes_a_bounded_number_of_rooms_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
+        let all = users(&["alice", "bob"]);
+        for i in 0..MAX_ROOMS_MADE_PER_DAY {
+            let create = RoomChange::Create { members: vec![] };
+            store.change_room(("alice", "a1"), &format!("r{i}"), create, all.clone()).await.unwrap();
+            store.change_room(("alice", "a1"), &format!("r{i}"), RoomChange::Leave, all.clone()).await.unwrap();
+        }
+        let create = RoomChange::Create { members: vec!["bob".into()] };
+        let refused = store.change_room(("alice", "a1"), "one-more", create, all.clone()).await.unwrap_err();
+        assert!(refused.to_string().contains("in the last day"), "{refused}");
+        let direct = store.store_message(MessageId::random(), ("alice", "a1"), None, "hi", u64::MAX, all.clone());
+        assert!(direct.await.unwrap_err().to_string().contains("in the last day"), "a direct room is a room too");
+        let create = RoomChange::Create { members: vec![] };
+        store.change_room(("bob", "b1"), "bobs", create, all).await.expect("bob has his own count");
     }
 }

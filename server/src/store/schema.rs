@@ -123,16 +123,19 @@ CREATE INDEX messages_to ON messages (recipient, seq);
 /// changes of its members, `kind` > 0) in one order. A membership covers the room's events
 /// from `since_seq` (the event that added the member) to `until_seq` (the one that removed
 /// them, or none while they are in), and `delivered_upto` is how far a device of theirs
-/// has received. A two-person relay's conversation becomes the direct room of its two
+/// has received. `made_by` is who made a room (`creator`, who changes its members, passes
+/// on when they leave), to bound the rooms one user makes. A two-person relay's conversation becomes the direct room of its two
 /// people, with every message and file it had; a fetch records whose device made it.
 const V4: &str = "
 CREATE TABLE rooms (
     name         TEXT PRIMARY KEY,
     direct       INTEGER NOT NULL DEFAULT 0,
     creator      TEXT,
+    made_by      TEXT,
     created_ms   INTEGER NOT NULL,
     last_seq     INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE INDEX rooms_made ON rooms (made_by, created_ms);
 CREATE TABLE members (
     room           TEXT NOT NULL,
     user           TEXT NOT NULL,
