@@ -53,6 +53,8 @@ pub enum Event {
     Message(IncomingMessage),
     /// A room's members changed (each change once per run, in the relay's order).
     RoomChanged {
+        id: MessageId,
+        seq: u64,
         room: String,
         /// Who made the change.
         by: String,

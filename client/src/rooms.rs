@@ -30,6 +30,8 @@ pub struct Rooms {
     listing: Vec<RoomInfo>,
     /// Who is online, as the relay last said, for members a change brings in.
     online: BTreeSet<String>,
+    /// We were added to a room: only the relay's listing says who else is in it.
+    stale: bool,
 }
 
 impl Rooms {
@@ -77,18 +79,22 @@ impl Rooms {
         match change {
             Body::Created { members } => {
                 let direct = direct_pair(room).is_some();
+                // In the relay's order: those who came at once, by name.
+                let mut members: Vec<Member> = members.iter().map(|m| member(m)).collect();
+                members.sort_by(|a, b| a.user.cmp(&b.user));
                 let info = RoomInfo {
                     name: room.to_string(),
                     direct,
                     creator: (!direct).then(|| by.to_string()),
-                    members: members.iter().map(|m| member(m)).collect(),
+                    members,
                     last_seq: room_seq,
                 };
                 self.rooms.insert(room.to_string(), info);
                 return true;
             }
             Body::Added { user } if user == me && !self.rooms.contains_key(room) => {
-                // We were added: the listing after the next connect brings the others.
+                // We were added: until the relay's listing comes, we know of two.
+                self.stale = true;
                 let info = RoomInfo {
                     name: room.to_string(),
                     direct: false,
@@ -122,6 +128,11 @@ impl Rooms {
             _ => {}
         }
         true
+    }
+
+    /// Whether to ask the relay for the rooms (we were added to one); asks once.
+    pub fn take_stale(&mut self) -> bool {
+        std::mem::take(&mut self.stale)
     }
 
     /// Someone came online or went offline.

@@ -179,6 +179,9 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 if !acks.is_empty() && send_acks(&mut control_send, acks).await.is_err() {
                     break ended(welcomed, &connection, &who).await;
                 }
+                if core.rooms.take_stale() && write_frame(&mut control_send, &ClientControl::ListRooms).await.is_err() {
+                    break ended(welcomed, &connection, &who).await;
+                }
             }
             _ = sleep_until(gap), if gap.is_some() => {
                 break lost_delivery(&connection, welcomed, "a message from the relay did not arrive in time", &who).await;
@@ -461,7 +464,7 @@ fn show_new(core: &mut Core, ready: &[Deliver], last: u64) {
             }
             change => {
                 let changed = core.rooms.apply(&me, (&room, room_seq), &from, change);
-                core.emit(Event::RoomChanged { room, by: from, change: change.clone(), time_ms });
+                core.emit(Event::RoomChanged { id, seq, room, by: from, change: change.clone(), time_ms });
                 if changed {
                     core.emit(Event::Rooms(core.rooms.list()));
                 }

@@ -280,27 +280,28 @@ impl Model {
                     });
                 }
             }
-            Event::RoomChanged { room, by, change, time_ms } => {
-                let text = qchat_client::rooms::describe(&by, &change);
-                let line = ChatLine {
-                    id: MessageId::random(),
-                    seq: None,
-                    room,
-                    from: by,
-                    text,
-                    time_ms,
-                    mine: false,
-                    delivered: false,
-                    received_by: Vec::new(),
-                    notice: true,
-                };
-                // Placed by time among the room's lines (a change has no place in our log
-                // of its own until the history is read again).
-                let at = self.lines.partition_point(|l| l.seq.is_some() && l.time_ms <= time_ms);
-                self.lines.insert(at, line);
+            Event::RoomChanged { id, seq, room, by, change, time_ms } => {
+                if self.line(id).is_none() {
+                    let text = qchat_client::rooms::describe(&by, &change);
+                    self.place(ChatLine {
+                        id,
+                        seq: Some(seq),
+                        room,
+                        from: by,
+                        text,
+                        time_ms,
+                        mine: false,
+                        delivered: false,
+                        received_by: Vec::new(),
+                        notice: true,
+                    });
+                }
             }
             Event::Rooms(rooms) => {
                 self.rooms = rooms;
+                // Nothing stays unread in a room we are no longer in.
+                let rooms = &self.rooms;
+                self.unread.retain(|name, _| rooms.iter().any(|r| &r.name == name));
                 self.keep_a_room_shown();
             }
             Event::Room(room) => {
@@ -492,6 +493,7 @@ impl Model {
 mod tests {
     use super::*;
     use qchat_client::IncomingMessage;
+    use qchat_shared::frame::Body;
 
     #[test]
     fn my_message_gets_its_ticks_and_the_log_stays_in_relay_order() {
@@ -512,6 +514,37 @@ mod tests {
         assert!(model.lines[0].delivered);
         assert_eq!(model.lines[0].received_by, ["bob"]);
         assert!(model.unread.is_empty(), "seen: the room is shown and the window has the focus");
+    }
+
+    #[test]
+    fn changes_of_members_take_their_place_and_a_room_left_leaves_nothing_unread() {
+        let mut model = Model::new("alice");
+        let now = Instant::now();
+        let message = |seq: u64, room: &str| IncomingMessage {
+            id: MessageId([seq as u8; 16]),
+            seq,
+            room: room.into(),
+            room_seq: seq,
+            from: "bob".into(),
+            text: format!("m{seq}"),
+            time_ms: seq as i64,
+        };
+        model.select("team".into());
+        model.apply(Event::Message(message(1, "team")), now);
+        let (id, room, by, time_ms) = (MessageId([2; 16]), "team".to_string(), "bob".to_string(), 2);
+        let change = Body::Added { user: "carol".into() };
+        model.apply(Event::RoomChanged { id, seq: 2, room, by, change: change.clone(), time_ms }, now);
+        let (room, by) = ("team".to_string(), "bob".to_string());
+        model.apply(Event::RoomChanged { id, seq: 2, room, by, change, time_ms }, now);
+        model.apply(Event::Message(message(3, "team")), now);
+        let texts: Vec<&str> = model.shown_lines().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["m1", "bob added carol", "m3"], "in the relay's order, once");
+
+        model.apply(Event::Message(message(4, "other")), now);
+        assert_eq!(model.unread.get("other"), Some(&1));
+        let team = RoomInfo { name: "team".into(), direct: false, creator: None, members: vec![], last_seq: 3 };
+        model.apply(Event::Rooms(vec![team]), now);
+        assert!(model.unread.is_empty(), "not in \"other\" any more: nothing unread there");
     }
 
     #[test]

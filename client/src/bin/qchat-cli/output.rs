@@ -368,7 +368,7 @@ impl Printer {
                     Escaped(&m.text)
                 ),
             ),
-            Event::RoomChanged { room, by, change, time_ms } => {
+            Event::RoomChanged { room, by, change, time_ms, .. } => {
                 let (kind, user) = change_json(change);
                 self.emit(
                     json!({"event": "room_changed", "room": room, "by": by, "change": kind, "user": user,
