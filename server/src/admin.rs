@@ -11,7 +11,7 @@ use qchat_shared::display::Escaped;
 use qchat_shared::units::rfc3339;
 
 use crate::devices;
-use crate::store::{self, DeviceRow, Store};
+use crate::store::{self, DeviceRow, DeviceStore, Store};
 
 /// Where the relay keeps its trust and its data.
 pub struct Dirs {

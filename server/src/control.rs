@@ -249,7 +249,8 @@ async fn device_request(
         ClientControl::LinkDevice => {
             // The client writes the line with the address it reaches the relay at.
             let invite =
-                devices::create_invite(&state.store, user, state.limits.invite_lifetime, Some(&caller.device)).await?;
+                devices::create_invite(state.store.as_ref(), user, state.limits.invite_lifetime, Some(&caller.device))
+                    .await?;
             info!(invite = %invite.id, "an invite for another device");
             RelayControl::Invite { id: invite.id, secret: invite.secret.to_vec(), expires_ms: invite.expires_ms }
         }
@@ -259,7 +260,7 @@ async fn device_request(
             RelayControl::Devices { devices: devices.collect() }
         }
         ClientControl::RevokeDevice { device } => {
-            let revoked = devices::revoke(&state.store, &state.pki_dir, user, Some(&device)).await?;
+            let revoked = devices::revoke(state.store.as_ref(), &state.pki_dir, user, Some(&device)).await?;
             info!(%device, "a device revoked by its person");
             state.revoke_now(&revoked.serials);
             RelayControl::DeviceRevoked { device }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use qchat_shared::frame::DeviceInfo;
 use qchat_shared::invite::{secret_digest, Invite};
 
-use crate::store::{DeviceRow, Revoked, Store, StoreError};
+use crate::store::{Backend, DeviceRow, Revoked, StoreError};
 
 /// Why a device operation failed, in words for the person who asked.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ impl IssuedInvite {
 /// Creates a one-time invite for `user`, valid for `lifetime`, made by their device
 /// `created_by` (none for the operator's). The store keeps only the secret's digest.
 pub async fn create_invite(
-    store: &Store,
+    store: &dyn Backend,
     user: &str,
     lifetime: Duration,
     created_by: Option<&str>,
@@ -76,7 +76,7 @@ pub async fn sign(
 /// Revokes one device of `user` (every device and open invite of theirs with `None`):
 /// marks it in the store and puts its certificates on the CRL. Returns what it revoked;
 /// an unknown device is refused.
-pub async fn revoke(store: &Store, pki: &Path, user: &str, device: Option<&str>) -> Result<Revoked, DeviceError> {
+pub async fn revoke(store: &dyn Backend, pki: &Path, user: &str, device: Option<&str>) -> Result<Revoked, DeviceError> {
     let Some(revoked) = store.revoke_devices(user, device).await? else {
         return Err(DeviceError::Refused(format!(
             "{user} has no device {} that is not revoked already",

@@ -22,8 +22,8 @@ use crate::arrivals::Arrivals;
 use crate::router::Router;
 use crate::session::Caller;
 use crate::slots::{PendingConnections, TransferSlots};
-use crate::spool::Spool;
-use crate::store::{self, RoomRow, Store, StoreError, UploadLimits, Users};
+use crate::spool::{BlobStore, Spool};
+use crate::store::{self, Backend, RoomRow, StoreError, UploadLimits, Users};
 use crate::{session, sweep};
 
 /// How often the PKI directory is checked for a new CRL or new users.
@@ -151,9 +151,11 @@ pub enum RelayError {
 
 /// What every session shares.
 pub struct RelayState {
-    pub store: Store,
+    /// What the relay keeps (SQLite by default), behind the store's interfaces.
+    pub store: Arc<dyn Backend>,
     pub router: Router,
-    pub spool: Spool,
+    /// Where file bodies live (the local spool by default).
+    pub spool: Arc<dyn BlobStore>,
     pub limits: RelayLimits,
     pub stats: RelayStats,
     /// Bounds the file transfers served at once, in fair shares.
@@ -352,9 +354,9 @@ impl Relay {
         let (store, mut feed, store_thread) = store::open(&config.data_dir.join("relay.db"))?;
         let endpoint = bind(server_config, config.listen, &material)?;
         let state = Arc::new(RelayState {
-            store,
+            store: Arc::new(store),
             router: Router::default(),
-            spool,
+            spool: Arc::new(spool),
             transfers: TransferSlots::new(config.limits.max_transfers, config.limits.max_transfers_per_user),
             pending: PendingConnections::new(config.limits.max_pending_per_user, config.limits.max_pending),
             handshakes: Arc::new(Semaphore::new(config.limits.max_pending)),

@@ -1,5 +1,6 @@
-//! File bodies on the relay's disk: `data/spool/<file id>`, named by the id the relay gave,
-//! never by a name a client sent. Blocking calls: run them off tokio's workers.
+//! File bodies: the [`BlobStore`] interface, and [`Spool`], its default on the relay's disk
+//! (`data/spool/<file id>`, named by the id the relay gave, never by a name a client sent).
+//! Blocking calls: run them off tokio's workers.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -8,6 +9,24 @@ use std::path::PathBuf;
 
 use qchat_shared::frame::FileId;
 use qchat_shared::hash::hash_prefix;
+
+/// Where file bodies live while the relay holds them. Uploads append to, and downloads
+/// read from, a local file (the transfer code fsyncs it, and reads it as the writer
+/// grows it); a backend on object storage would keep these as its local stage and move a
+/// committed body out (and back on demand) behind the same calls.
+pub trait BlobStore: Send + Sync {
+    /// The local file of a body (for reading it as it grows, and for page-cache hints).
+    fn path(&self, id: FileId) -> PathBuf;
+    /// Opens an upload's body to append from `held` (cut back to it, its prefix hashed
+    /// again); returns the bytes really held.
+    fn open_for_append(&self, id: FileId, held: u64) -> io::Result<(File, blake3::Hasher, u64)>;
+    /// Opens a body for reading from `offset`.
+    fn open_for_read(&self, id: FileId, offset: u64) -> io::Result<File>;
+    /// Removes a body; a missing one is fine.
+    fn remove(&self, id: FileId) -> io::Result<()>;
+    /// Removes every body not in `keep`; returns how many.
+    fn remove_orphans(&self, keep: &HashSet<FileId>) -> io::Result<usize>;
+}
 
 /// The spool directory.
 #[derive(Debug, Clone)]
@@ -21,15 +40,17 @@ impl Spool {
         std::fs::create_dir_all(&dir)?;
         Ok(Spool { dir })
     }
+}
 
-    pub fn path(&self, id: FileId) -> PathBuf {
+impl BlobStore for Spool {
+    fn path(&self, id: FileId) -> PathBuf {
         self.dir.join(id.to_string())
     }
 
     /// Opens an upload's file to append from `held`: anything past the last checkpoint (left
     /// by a crash or a cut connection) is cut off, and the prefix is hashed again. Returns the
     /// bytes really held, which is less than `held` only if the file lost bytes it had.
-    pub fn open_for_append(&self, id: FileId, held: u64) -> io::Result<(File, blake3::Hasher, u64)> {
+    fn open_for_append(&self, id: FileId, held: u64) -> io::Result<(File, blake3::Hasher, u64)> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -46,14 +67,14 @@ impl Spool {
     }
 
     /// Opens a committed file for reading from `offset`.
-    pub fn open_for_read(&self, id: FileId, offset: u64) -> io::Result<File> {
+    fn open_for_read(&self, id: FileId, offset: u64) -> io::Result<File> {
         let mut file = File::open(self.path(id))?;
         file.seek(SeekFrom::Start(offset))?;
         Ok(file)
     }
 
     /// Removes a file's body; a missing one is fine.
-    pub fn remove(&self, id: FileId) -> io::Result<()> {
+    fn remove(&self, id: FileId) -> io::Result<()> {
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -62,7 +83,7 @@ impl Spool {
 
     /// Removes every spool file that is not in `keep` (left by a crash between a sweep's
     /// commit and its deletions, or by anything else); returns how many.
-    pub fn remove_orphans(&self, keep: &HashSet<FileId>) -> io::Result<usize> {
+    fn remove_orphans(&self, keep: &HashSet<FileId>) -> io::Result<usize> {
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;

@@ -3,6 +3,9 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use async_trait::async_trait;
+
+use super::interfaces::DeviceStore;
 use super::{now_ms, Store, StoreError};
 
 /// Devices one person may have (revoked ones do not count).
@@ -126,11 +129,12 @@ fn add_certificate(
     Ok(())
 }
 
-impl Store {
+#[async_trait]
+impl DeviceStore for Store {
     /// Records a new invite for `user` (only its secret's digest), made by their device
     /// `created_by` (none for the operator's), unless too many of theirs wait to be used or
     /// were made today.
-    pub async fn create_invite(
+    async fn create_invite(
         &self,
         user: &str,
         id: &str,
@@ -176,7 +180,7 @@ impl Store {
     }
 
     /// Whether an invite may be used now (it is used only by [`Store::redeem_invite`]).
-    pub async fn check_invite(&self, id: &str, digest: [u8; 32]) -> Result<InviteCheck, StoreError> {
+    async fn check_invite(&self, id: &str, digest: [u8; 32]) -> Result<InviteCheck, StoreError> {
         let id = id.to_string();
         self.submit(move |txn| check(txn, &id, &digest), |_| {}).await
     }
@@ -184,7 +188,7 @@ impl Store {
     /// Uses an invite for a device whose certificate is signed: checks it again, marks it
     /// used and adds the device, whose cursor starts at the last message stored (it gets
     /// what comes from now on), all in one transaction, so an invite works once.
-    pub async fn redeem_invite(&self, id: &str, digest: [u8; 32], new: NewDevice) -> Result<InviteCheck, StoreError> {
+    async fn redeem_invite(&self, id: &str, digest: [u8; 32], new: NewDevice) -> Result<InviteCheck, StoreError> {
         let id = id.to_string();
         self.submit(
             move |txn| {
@@ -219,7 +223,7 @@ impl Store {
     /// (`last_seen_ms` is its previous connection), or `None` when the device is revoked. A device the store does not know yet (a certificate from
     /// `qchat-certs user`, which names none) is added as the person's device since the
     /// start: it gets what waits for its person and the files they have not fetched.
-    pub async fn device_connected(
+    async fn device_connected(
         &self,
         user: &str,
         device: &str,
@@ -286,7 +290,7 @@ impl Store {
     }
 
     /// The device a certificate (by serial) of `user` was given to, if the store knows it.
-    pub async fn device_of_serial(&self, user: &str, serial: Vec<u8>) -> Result<Option<String>, StoreError> {
+    async fn device_of_serial(&self, user: &str, serial: Vec<u8>) -> Result<Option<String>, StoreError> {
         let user = user.to_string();
         self.submit(
             move |txn| {
@@ -304,11 +308,7 @@ impl Store {
     }
 
     /// The devices of `users` not revoked that enrolled after `since_ms`, oldest first.
-    pub async fn devices_enrolled_since(
-        &self,
-        users: Vec<String>,
-        since_ms: i64,
-    ) -> Result<Vec<DeviceRow>, StoreError> {
+    async fn devices_enrolled_since(&self, users: Vec<String>, since_ms: i64) -> Result<Vec<DeviceRow>, StoreError> {
         self.submit(
             move |txn| {
                 let mut stmt = txn.prepare_cached(&format!(
@@ -327,7 +327,7 @@ impl Store {
     }
 
     /// Records a renewed certificate of a device that is not revoked; false if it is.
-    pub async fn renew_device(
+    async fn renew_device(
         &self,
         user: &str,
         device: &str,
@@ -355,7 +355,7 @@ impl Store {
     }
 
     /// The devices of `user` (of everyone with `None`), revoked ones too, by enrollment.
-    pub async fn devices(&self, user: Option<&str>) -> Result<Vec<DeviceRow>, StoreError> {
+    async fn devices(&self, user: Option<&str>) -> Result<Vec<DeviceRow>, StoreError> {
         let user = user.map(str::to_string);
         self.submit(
             move |txn| {
@@ -374,7 +374,7 @@ impl Store {
     /// for them not used yet. Returns the serials of the certificates to put on the CRL
     /// (those not past their end) and how many devices and invites it revoked, or `None`
     /// when there was no such device.
-    pub async fn revoke_devices(&self, user: &str, device: Option<&str>) -> Result<Option<Revoked>, StoreError> {
+    async fn revoke_devices(&self, user: &str, device: Option<&str>) -> Result<Option<Revoked>, StoreError> {
         let (user, device) = (user.to_string(), device.map(str::to_string));
         self.submit(
             move |txn| {
@@ -408,7 +408,7 @@ impl Store {
     }
 
     /// Removes invites used or expired a while ago, and certificates past their end.
-    pub async fn sweep_devices(&self) -> Result<(), StoreError> {
+    async fn sweep_devices(&self) -> Result<(), StoreError> {
         self.submit(
             |txn| {
                 let now = now_ms();

@@ -5,6 +5,9 @@ use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, FileState};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::rooms::{resolve, Users};
+use async_trait::async_trait;
+
+use super::interfaces::FileStore;
 use super::{now_ms, Store, StoreError};
 
 /// Where an upload starts.
@@ -195,12 +198,13 @@ fn new_upload(
     Ok(UploadSlot { file_id, held: 0, created_ms, room })
 }
 
-impl Store {
+#[async_trait]
+impl FileStore for Store {
     /// Starts an upload to the room `target` resolves to for `sender`, or resumes `resume`
     /// if it is an unfinished upload of `sender` of the same size and name (to a room the
     /// sender is still in). Refuses what is over the size limit or the sender's quota.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start_upload(
+    async fn start_upload(
         &self,
         (sender, device): (&str, &str),
         target: Option<&str>,
@@ -237,7 +241,7 @@ impl Store {
     }
 
     /// Records that the spool file holds `held` bytes on disk (after an fsync).
-    pub async fn checkpoint(&self, file_id: FileId, held: u64) -> Result<(), StoreError> {
+    async fn checkpoint(&self, file_id: FileId, held: u64) -> Result<(), StoreError> {
         self.submit(
             move |txn| {
                 txn.execute(
@@ -253,7 +257,7 @@ impl Store {
 
     /// Commits a complete, verified upload of `sender`, still a member of its room; returns
     /// what to offer the room's members, and who they are.
-    pub async fn commit_upload(
+    async fn commit_upload(
         &self,
         file_id: FileId,
         blake3: Blake3,
@@ -284,7 +288,7 @@ impl Store {
     }
 
     /// Forgets an upload (its hash did not match, or the disk filled).
-    pub async fn drop_upload(&self, file_id: FileId) -> Result<(), StoreError> {
+    async fn drop_upload(&self, file_id: FileId) -> Result<(), StoreError> {
         self.submit(
             move |txn| {
                 txn.execute("DELETE FROM files WHERE id = ?1 AND committed_ms IS NULL", params![&file_id.0[..]])?;
@@ -297,7 +301,7 @@ impl Store {
 
     /// A file `user` may fetch that is still held: committed (waiting or fetched) or still
     /// arriving.
-    pub async fn file_for(&self, user: &str, file_id: FileId) -> Result<Option<FileEntry>, StoreError> {
+    async fn file_for(&self, user: &str, file_id: FileId) -> Result<Option<FileEntry>, StoreError> {
         let user = user.to_string();
         self.submit(
             move |txn| {
@@ -311,11 +315,7 @@ impl Store {
 
     /// Records that `device` of `user` saved and verified a file; returns its sender the
     /// first time a device of `user` has it.
-    pub async fn mark_fetched(
-        &self,
-        (user, device): (&str, &str),
-        file_id: FileId,
-    ) -> Result<Option<String>, StoreError> {
+    async fn mark_fetched(&self, (user, device): (&str, &str), file_id: FileId) -> Result<Option<String>, StoreError> {
         let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
@@ -347,7 +347,7 @@ impl Store {
 
     /// One page of a user's files after row `after` (0 for the first), oldest first, each
     /// with the row to continue from.
-    pub async fn list_page(
+    async fn list_page(
         &self,
         (user, device): (&str, &str),
         listing: Listing,
@@ -366,7 +366,7 @@ impl Store {
     /// Returns them, so their spool files can go. The
     /// rows of files swept more than `retention_ms` ago go too (their senders saw them
     /// expire in their listing for that long), so the table does not grow with use.
-    pub async fn sweep_due(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<SweptFile>, StoreError> {
+    async fn sweep_due(&self, retention_ms: i64, expiry_ms: i64) -> Result<Vec<SweptFile>, StoreError> {
         self.submit(
             move |txn| {
                 let now = now_ms();
@@ -403,7 +403,7 @@ impl Store {
     }
 
     /// Ids of every file whose bytes the spool should still hold.
-    pub async fn held_files(&self) -> Result<Vec<FileId>, StoreError> {
+    async fn held_files(&self) -> Result<Vec<FileId>, StoreError> {
         self.submit(
             |txn| {
                 let mut stmt = txn.prepare_cached("SELECT id FROM files WHERE swept_ms IS NULL")?;
@@ -416,7 +416,7 @@ impl Store {
     }
 
     /// How many files wait for this device of `user`.
-    pub async fn files_waiting(&self, (user, device): (&str, &str)) -> Result<u64, StoreError> {
+    async fn files_waiting(&self, (user, device): (&str, &str)) -> Result<u64, StoreError> {
         let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
@@ -433,6 +433,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::open;
+    use crate::store::DeviceStore;
 
     const LIMITS: UploadLimits = UploadLimits { max_file_size: 1000, quota: 1500, max_waiting_files: 4 };
 

@@ -5,6 +5,9 @@
 use qchat_shared::frame::{Body, MessageId};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use async_trait::async_trait;
+
+use super::interfaces::{MessageStore, Queued};
 use super::rooms::{decode_body, resolve, Users};
 use super::{now_ms, Store, StoreError};
 
@@ -87,12 +90,13 @@ const FOR_DEVICE: &str = "messages AS m JOIN members AS mb ON mb.room = m.room A
     AND m.room_seq >= mb.since_seq AND (mb.until_seq IS NULL OR m.room_seq <= mb.until_seq)
     WHERE NOT (m.kind = 0 AND m.sender = ?1 AND (m.sender_device IS NULL OR m.sender_device = ?2))";
 
-impl Store {
+#[async_trait]
+impl MessageStore for Store {
     /// Stores a message once, in the room `target` resolves to for its sender: a resend of
     /// a known id returns the original answer. Queues the message at once (so messages
     /// queued one after another get increasing sequence numbers) and resolves once it is
     /// durable.
-    pub fn store_message(
+    fn store_message(
         &self,
         id: MessageId,
         (sender, sender_device): (&str, &str),
@@ -100,10 +104,10 @@ impl Store {
         text: &str,
         max_waiting_bytes: u64,
         users: Users,
-    ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + use<> {
+    ) -> Queued<Stored> {
         let (sender, sender_device, text) = (sender.to_string(), sender_device.to_string(), text.to_string());
         let target = target.map(str::to_string);
-        self.submit_publishing(move |txn| {
+        Box::pin(self.submit_publishing(move |txn| {
             if let Some(known) = earlier(txn, id, &sender)? {
                 return Ok((known, Vec::new()));
             }
@@ -129,12 +133,12 @@ impl Store {
                 Stored { seq: message.seq, room, room_seq: message.room_seq, time_ms: message.time_ms, fresh: true };
             made.push(message);
             Ok((stored, made))
-        })
+        }))
     }
 
     /// Events for `device` of `user` with a sequence number above `after` and its cursor,
     /// oldest first.
-    pub async fn pending(
+    async fn pending(
         &self,
         (user, device): (&str, &str),
         after: u64,
@@ -158,11 +162,7 @@ impl Store {
     /// order: its cursor moves to the last, and so does its person's place in each room);
     /// returns the receipts for the senders of the messages that reached `user` first
     /// with these.
-    pub async fn mark_delivered(
-        &self,
-        (user, device): (&str, &str),
-        seqs: Vec<u64>,
-    ) -> Result<Vec<Receipt>, StoreError> {
+    async fn mark_delivered(&self, (user, device): (&str, &str), seqs: Vec<u64>) -> Result<Vec<Receipt>, StoreError> {
         let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
@@ -209,7 +209,7 @@ impl Store {
 
     /// Receipts for `sender`'s messages above `after` that reached someone, to replay on
     /// reconnect: one for each member who has each.
-    pub async fn receipts(&self, sender: &str, after: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+    async fn receipts(&self, sender: &str, after: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
         let sender = sender.to_string();
         self.submit(
             move |txn| {
@@ -241,7 +241,7 @@ impl Store {
 
     /// How many messages wait for this device of `user`, and how many of `user`'s messages
     /// have not reached every member of their room yet.
-    pub async fn waiting(&self, (user, device): (&str, &str)) -> Result<(u64, u64), StoreError> {
+    async fn waiting(&self, (user, device): (&str, &str)) -> Result<(u64, u64), StoreError> {
         let (user, device) = (user.to_string(), device.to_string());
         self.submit(
             move |txn| {
@@ -254,6 +254,56 @@ impl Store {
                     |r| r.get(0),
                 )?;
                 Ok((for_device as u64, for_others as u64))
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Deletes delivered messages older than `retention_ms` (since every member had them)
+    /// that every device that should have them has (a device of a member then, whose
+    /// cursor is past them; the device that sent one does not need it, nor does one
+    /// enrolled after it), every message older than
+    /// `expiry_ms` (since it was stored; the undelivered ones are returned), up to
+    /// [`SWEEP_BATCH`] of each, so that one sweep never holds the store long; returns the
+    /// expired ones, so their senders can be told. The caller repeats while any went.
+    async fn sweep_messages(&self, retention_ms: i64, expiry_ms: i64) -> Result<MessageSweep, StoreError> {
+        self.submit(
+            move |txn| {
+                let now = now_ms();
+                let retained = txn.execute(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages AS m
+                         WHERE delivered_ms IS NOT NULL AND delivered_ms + ?2 <= ?1
+                         AND NOT EXISTS (SELECT 1 FROM members AS mb JOIN devices AS d ON d.user = mb.user
+                             WHERE mb.room = m.room AND m.room_seq >= mb.since_seq
+                             AND (mb.until_seq IS NULL OR m.room_seq <= mb.until_seq)
+                             AND d.revoked_ms IS NULL AND d.cursor < m.seq
+                             AND NOT (m.kind = 0 AND d.user = m.sender
+                                 AND (m.sender_device IS NULL OR d.id = m.sender_device)))
+                         ORDER BY delivered_ms LIMIT ?3)",
+                    params![now, retention_ms, SWEEP_BATCH as i64],
+                )?;
+                // A device that never comes back holds nothing past the expiry either.
+                let expired_delivered = txn.execute(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
+                         WHERE delivered_ms IS NOT NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)",
+                    params![now, expiry_ms, SWEEP_BATCH as i64],
+                )?;
+                let mut stmt = txn.prepare_cached(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
+                         WHERE delivered_ms IS NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)
+                     RETURNING id, seq, sender",
+                )?;
+                let rows = stmt.query_map(params![now, expiry_ms, SWEEP_BATCH as i64], |r| {
+                    Ok(ExpiredMessage {
+                        id: MessageId(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or_default()),
+                        seq: r.get::<_, i64>(1)? as u64,
+                        sender: r.get(2)?,
+                    })
+                })?;
+                let expired = rows.collect::<Result<Vec<_>, _>>()?;
+                let more = retained == SWEEP_BATCH || expired_delivered == SWEEP_BATCH || expired.len() == SWEEP_BATCH;
+                Ok(MessageSweep { more, expired })
             },
             |_| {},
         )
@@ -357,58 +407,6 @@ pub struct ExpiredMessage {
     pub sender: String,
 }
 
-impl Store {
-    /// Deletes delivered messages older than `retention_ms` (since every member had them)
-    /// that every device that should have them has (a device of a member then, whose
-    /// cursor is past them; the device that sent one does not need it, nor does one
-    /// enrolled after it), every message older than
-    /// `expiry_ms` (since it was stored; the undelivered ones are returned), up to
-    /// [`SWEEP_BATCH`] of each, so that one sweep never holds the store long; returns the
-    /// expired ones, so their senders can be told. The caller repeats while any went.
-    pub async fn sweep_messages(&self, retention_ms: i64, expiry_ms: i64) -> Result<MessageSweep, StoreError> {
-        self.submit(
-            move |txn| {
-                let now = now_ms();
-                let retained = txn.execute(
-                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages AS m
-                         WHERE delivered_ms IS NOT NULL AND delivered_ms + ?2 <= ?1
-                         AND NOT EXISTS (SELECT 1 FROM members AS mb JOIN devices AS d ON d.user = mb.user
-                             WHERE mb.room = m.room AND m.room_seq >= mb.since_seq
-                             AND (mb.until_seq IS NULL OR m.room_seq <= mb.until_seq)
-                             AND d.revoked_ms IS NULL AND d.cursor < m.seq
-                             AND NOT (m.kind = 0 AND d.user = m.sender
-                                 AND (m.sender_device IS NULL OR d.id = m.sender_device)))
-                         ORDER BY delivered_ms LIMIT ?3)",
-                    params![now, retention_ms, SWEEP_BATCH as i64],
-                )?;
-                // A device that never comes back holds nothing past the expiry either.
-                let expired_delivered = txn.execute(
-                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
-                         WHERE delivered_ms IS NOT NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)",
-                    params![now, expiry_ms, SWEEP_BATCH as i64],
-                )?;
-                let mut stmt = txn.prepare_cached(
-                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages
-                         WHERE delivered_ms IS NULL AND created_ms + ?2 <= ?1 ORDER BY created_ms LIMIT ?3)
-                     RETURNING id, seq, sender",
-                )?;
-                let rows = stmt.query_map(params![now, expiry_ms, SWEEP_BATCH as i64], |r| {
-                    Ok(ExpiredMessage {
-                        id: MessageId(r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or_default()),
-                        seq: r.get::<_, i64>(1)? as u64,
-                        sender: r.get(2)?,
-                    })
-                })?;
-                let expired = rows.collect::<Result<Vec<_>, _>>()?;
-                let more = retained == SWEEP_BATCH || expired_delivered == SWEEP_BATCH || expired.len() == SWEEP_BATCH;
-                Ok(MessageSweep { more, expired })
-            },
-            |_| {},
-        )
-        .await
-    }
-}
-
 /// The highest sequence number up to which every message of `sender` is delivered.
 fn delivered_watermark(txn: &Transaction<'_>, sender: &str) -> Result<u64, StoreError> {
     let first_undelivered: Option<i64> = txn.query_row(
@@ -426,6 +424,7 @@ fn delivered_watermark(txn: &Transaction<'_>, sender: &str) -> Result<u64, Store
 mod tests {
     use super::*;
     use crate::store::open;
+    use crate::store::DeviceStore;
 
     /// A relay of two people, alice and bob: a message goes to their direct room.
     fn two() -> Users {

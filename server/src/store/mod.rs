@@ -5,17 +5,20 @@
 //! (one fsync for many messages) and only then answers each job. Committed messages are
 //! published on the commit feed in sequence order, for live delivery.
 //!
-//! [`messages`], [`rooms`] and [`files`] hold the queries of each kind of record;
-//! [`schema`] the migrations that bring an older database up to date.
+//! [`interfaces`] is what the relay asks of a store; [`messages`], [`rooms`], [`files`] and
+//! [`devices`] implement it for SQLite, each for one kind of record; [`schema`] holds the
+//! migrations that bring an older database up to date.
 
 mod devices;
 mod files;
+pub mod interfaces;
 mod messages;
 mod rooms;
 pub mod schema;
 
 pub use devices::{DeviceRow, InviteCheck, NewDevice, Revoked};
 pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
+pub use interfaces::{Backend, DeviceStore, FileStore, MessageStore, Queued, RoomStore};
 pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
 pub use rooms::{RoomChange, RoomRow, Users};
 
@@ -176,6 +179,12 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+impl Backend for Store {
+    fn close(&self) {
+        Store::close(self)
+    }
 }
 
 impl Store {

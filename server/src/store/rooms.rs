@@ -8,6 +8,9 @@ use qchat_shared::names::{direct_pair, direct_room, validate_room_name, validate
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::messages::StoredMessage;
+use async_trait::async_trait;
+
+use super::interfaces::RoomStore;
 use super::{now_ms, Store, StoreError};
 
 /// A room as the store knows it.
@@ -336,11 +339,12 @@ fn end_membership(txn: &Transaction<'_>, room: &str, user: &str) -> Result<(), S
     Ok(())
 }
 
-impl Store {
+#[async_trait]
+impl RoomStore for Store {
     /// Makes a change of `room`'s members by `actor` (checked here: only its creator adds
     /// and removes, names must be users of the relay, limits hold); returns the room as it
     /// is after, and publishes the change to its members.
-    pub async fn change_room(
+    async fn change_room(
         &self,
         actor: (&str, &str),
         room: &str,
@@ -357,7 +361,7 @@ impl Store {
     }
 
     /// The rooms `user` is in, by name.
-    pub async fn rooms(&self, user: &str) -> Result<Vec<RoomRow>, StoreError> {
+    async fn rooms(&self, user: &str) -> Result<Vec<RoomRow>, StoreError> {
         let user = user.to_string();
         self.submit(
             move |txn| {
@@ -373,13 +377,13 @@ impl Store {
     }
 
     /// The members of `room` now.
-    pub async fn room_members(&self, room: &str) -> Result<Vec<String>, StoreError> {
+    async fn room_members(&self, room: &str) -> Result<Vec<String>, StoreError> {
         let room = room.to_string();
         self.submit(move |txn| current_members(txn, &room), |_| {}).await
     }
 
     /// Everyone who shares a room with `user` now (not `user`).
-    pub async fn co_members(&self, user: &str) -> Result<Vec<String>, StoreError> {
+    async fn co_members(&self, user: &str) -> Result<Vec<String>, StoreError> {
         let user = user.to_string();
         self.submit(
             move |txn| {
@@ -401,6 +405,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::open;
+    use crate::store::{DeviceStore, MessageStore};
 
     fn users(names: &[&str]) -> Users {
         std::sync::Arc::new(names.iter().map(|n| n.to_string()).collect())
