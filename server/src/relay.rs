@@ -195,6 +195,22 @@ impl RelayState {
         self.users().iter().any(|u| u == user)
     }
 
+    /// Whether `user` is one of the relay's users, reading the PKI's list again when not
+    /// (someone issued a moment ago, before the watcher saw it, is not refused).
+    pub async fn is_user_now(&self, user: &str) -> bool {
+        if self.is_user(user) {
+            return true;
+        }
+        let pki = qchat_certs::PkiDir::new(&self.pki_dir);
+        match tokio::task::spawn_blocking(move || pki.users()).await {
+            Ok(Ok(users)) if users.iter().any(|u| u == user) => {
+                self.admit_user(user);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Adds `user` to the users (a new person's first device enrolled).
     pub fn admit_user(&self, user: &str) {
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());

@@ -119,7 +119,7 @@ pub(crate) fn close(connection: &quinn::Connection, code: CloseCode, reason: &st
 async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified: Certified) {
     let Certified { mut caller, serial, from_certs_tool, not_after_ms } = certified;
     let user = caller.user.clone();
-    if !state.is_user(&user) {
+    if !state.is_user_now(&user).await {
         info!("refused: not one of this relay's users");
         let reason = format!("{user} is not one of this relay's users; ask its operator for an invite");
         close(&connection, CloseCode::NotAMember, &reason);

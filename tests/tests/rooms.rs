@@ -53,6 +53,16 @@ async fn change(client: &mut TestClient, room: &str) -> (String, Body) {
         .await
 }
 
+/// The next list of rooms a client gets (after connecting, or after a change).
+async fn rooms_listed(client: &mut TestClient) -> Vec<qchat_shared::frame::RoomInfo> {
+    client
+        .expect("the rooms", |e| match e {
+            Event::Rooms(rooms) => Some(rooms),
+            _ => None,
+        })
+        .await
+}
+
 /// Whether any message reaches `client` within `wait`.
 async fn gets_a_message_within(client: &mut TestClient, wait: Duration) -> bool {
     let events = &mut client.events;
@@ -183,12 +193,7 @@ async fn a_non_member_is_refused_and_a_removed_member_gets_nothing_new() {
     // Not on reconnect either.
     let mut carol_again = relay.client("carol");
     carol_again.connected().await;
-    let rooms = carol_again
-        .expect("the rooms", |e| match e {
-            Event::Rooms(rooms) => Some(rooms),
-            _ => None,
-        })
-        .await;
+    let rooms = rooms_listed(&mut carol_again).await;
     assert!(rooms.iter().all(|r| r.name != "team"), "{rooms:?}");
     assert!(!gets_a_message_within(&mut carol_again, Duration::from_millis(300)).await);
 }
@@ -302,12 +307,7 @@ async fn a_qchat_1_data_directory_keeps_its_history_and_waiting_file_as_the_dire
 
     let mut alice = relay.client("alice");
     alice.connected().await;
-    let rooms = alice
-        .expect("the rooms", |e| match e {
-            Event::Rooms(rooms) => Some(rooms),
-            _ => None,
-        })
-        .await;
+    let rooms = rooms_listed(&mut alice).await;
     assert_eq!(rooms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["alice+bob"]);
     assert!(rooms[0].direct);
     // The conversation goes on in it.
