@@ -296,6 +296,15 @@ async fn room_request(state: &RelayState, caller: &Caller, request: ClientContro
         ClientControl::LeaveRoom { room } => (room, RoomChange::Leave),
         _ => unreachable!("only changes of rooms come here"),
     };
+    // Someone issued a moment ago may not be in the relay's list yet: it is read again.
+    let named: Vec<&String> = match &change {
+        RoomChange::Create { members } => members.iter().collect(),
+        RoomChange::Add { user } => vec![user],
+        _ => Vec::new(),
+    };
+    for user in named {
+        state.is_user_now(user).await;
+    }
     let row = state.store.change_room(caller.key(), &room, change, state.users()).await.map_err(|e| e.to_string())?;
     info!(room = %qchat_shared::display::Escaped(&room), "a room changed");
     Ok(RelayControl::Room(state.room_info(row)))

@@ -315,3 +315,14 @@ async fn a_qchat_1_data_directory_keeps_its_history_and_waiting_file_as_the_dire
     assert_eq!(sent.room, "alice+bob");
     assert_eq!(room_messages(&mut bob, "alice+bob", 1).await[0].0, 3);
 }
+
+#[tokio::test]
+async fn someone_issued_a_moment_ago_can_be_put_in_a_room_at_once() {
+    let relay = TestRelay::start().await;
+    let mut alice = relay.client("alice");
+    alice.connected().await;
+    relay.issue("carol");
+    let members = vec!["carol".to_string()];
+    let room = alice.room(RoomRequest::Create { name: "new".into(), members }).await;
+    assert!(room.expect("carol is a user already").has("carol"));
+}
