@@ -71,6 +71,7 @@ async fn receive_upload(
         return Err(Stop::Refuse(format!("a file name must be 1 to {MAX_FILE_NAME} bytes long")));
     }
     let user = caller.user.as_str();
+    state.know_direct_room(start.room.as_deref()).await;
     let _slot = state.transfers.acquire(user).await.ok_or(Stop::Gone)?;
     let limits = state.limits.upload_limits();
     let slot = state

@@ -211,6 +211,16 @@ impl RelayState {
         }
     }
 
+    /// Makes sure the relay knows the two people of `room` if it names a direct room (one
+    /// of them may have been issued a moment ago).
+    pub async fn know_direct_room(&self, room: Option<&str>) {
+        if let Some((a, b)) = room.and_then(qchat_shared::names::direct_pair) {
+            for user in [a, b] {
+                self.is_user_now(user).await;
+            }
+        }
+    }
+
     /// Adds `user` to the users (a new person's first device enrolled).
     pub fn admit_user(&self, user: &str) {
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());

@@ -356,6 +356,7 @@ async fn handle_stream(
         }
         Ok(Ok(Some(Open::Send(message)))) => {
             let _ = send.set_priority(CHAT_PRIORITY);
+            state.know_direct_room(message.room.as_deref()).await;
             ticket.wait().await;
             let stored = queue_message(&state, &caller, message);
             ticket.pass();

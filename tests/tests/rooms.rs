@@ -325,4 +325,7 @@ async fn someone_issued_a_moment_ago_can_be_put_in_a_room_at_once() {
     let members = vec!["carol".to_string()];
     let room = alice.room(RoomRequest::Create { name: "new".into(), members }).await;
     assert!(room.expect("carol is a user already").has("carol"));
+    relay.issue("dave");
+    let sent = alice.client.send_and_wait_to(Some("alice+dave".into()), "welcome, dave").await;
+    assert_eq!(sent.expect("dave is a user already").room, "alice+dave");
 }
