@@ -41,9 +41,9 @@ impl Rooms {
         if !last {
             return false;
         }
-        self.rooms = std::mem::take(&mut self.listing).into_iter().map(|r| (r.name.clone(), r)).collect();
-        let rooms: Vec<RoomInfo> = self.rooms.values().cloned().collect();
-        rooms.iter().for_each(|r| self.saw(r));
+        let listing = std::mem::take(&mut self.listing);
+        listing.iter().for_each(|r| self.saw(r));
+        self.rooms = listing.into_iter().map(|r| (r.name.clone(), r)).collect();
         true
     }
 

@@ -60,9 +60,9 @@ fn receipt_frames(receipts: Vec<Receipt>) -> Vec<(String, RelayControl)> {
     frames
 }
 
-/// Sends `user`'s rooms as `Rooms` pages that each fit a frame, the last marked; false
-/// when the connection went.
-pub async fn send_rooms(state: &RelayState, user: &str, replies: &mpsc::Sender<RelayControl>) -> bool {
+/// Sends `user`'s rooms as `Rooms` pages that each fit a frame, the last marked; returns
+/// their names, or none when the connection went.
+pub async fn send_rooms(state: &RelayState, user: &str, replies: &mpsc::Sender<RelayControl>) -> Option<Vec<String>> {
     let rooms = match state.rooms_of(user).await {
         Ok(rooms) => rooms,
         Err(e) => {
@@ -70,17 +70,16 @@ pub async fn send_rooms(state: &RelayState, user: &str, replies: &mpsc::Sender<R
             Vec::new()
         }
     };
+    let names = rooms.iter().map(|r| r.name.clone()).collect();
     for frame in room_pages(rooms) {
-        if replies.send(frame).await.is_err() {
-            return false;
-        }
+        replies.send(frame).await.ok()?;
     }
-    true
+    Some(names)
 }
 
 /// Rooms in `Rooms` pages within the frame limit (a room of the most members fits one).
 fn room_pages(rooms: Vec<RoomInfo>) -> Vec<RelayControl> {
-    let budget = qchat_shared::limits::MAX_FRAME - 64;
+    let budget = listing::PAGE_BUDGET;
     let mut pages = vec![Vec::new()];
     let mut bytes = 0;
     for room in rooms {
@@ -211,7 +210,7 @@ async fn answer(
             }
             true
         }
-        ClientControl::ListRooms => send_rooms(state, &caller.user, replies).await,
+        ClientControl::ListRooms => send_rooms(state, &caller.user, replies).await.is_some(),
         ClientControl::CreateRoom { .. }
         | ClientControl::AddMember { .. }
         | ClientControl::RemoveMember { .. }

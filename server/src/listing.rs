@@ -12,8 +12,9 @@ use crate::store::{Listing, StoreError};
 
 /// Rows read from the store per query.
 const ROWS_PER_QUERY: usize = 256;
-/// Room left in a frame for the enum tag, the two lengths and `last`.
-const PAGE_BUDGET: usize = MAX_FRAME - 64;
+/// What one page of a listing may hold: room left in a frame for the enum tag, the
+/// lengths and `last`.
+pub const PAGE_BUDGET: usize = MAX_FRAME - 64;
 
 /// Why a listing stopped.
 #[derive(Debug, thiserror::Error)]

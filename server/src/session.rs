@@ -254,15 +254,12 @@ async fn greet(
             return false;
         }
     }
-    if !control::replay_receipts(state, user, receipts_after, replies).await
-        || !control::send_rooms(state, user, replies).await
-    {
+    if !control::replay_receipts(state, user, receipts_after, replies).await {
         return false;
     }
+    let Some(rooms) = control::send_rooms(state, user, replies).await else { return false };
     match listing::replay_offers(state, caller, replies).await {
         Ok(()) => {
-            let rooms: Vec<String> =
-                state.store.rooms(user).await.unwrap_or_default().into_iter().map(|r| r.name).collect();
             for offer in state.arrivals.arriving_for(user, &rooms) {
                 if replies.send(RelayControl::FileOffered(offer)).await.is_err() {
                     return false;

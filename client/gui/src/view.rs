@@ -34,10 +34,11 @@ pub fn window(app: &App) -> Element<'_, Message> {
 fn rooms(app: &App) -> Element<'_, Message> {
     let model = &app.model;
     let mut list = Column::new().spacing(4);
-    let direct_to_be = model.selected.as_ref().filter(|s| !model.rooms.iter().any(|r| &r.name == *s));
-    for name in model.rooms.iter().map(|r| &r.name).chain(direct_to_be) {
-        let room = model.rooms.iter().find(|r| &r.name == name);
-        let online = room.is_some_and(|r| r.members.iter().any(|m| m.online && m.user != model.me));
+    let others_online = |r: &RoomInfo| r.members.iter().any(|m| m.online && m.user != model.me);
+    let listed = model.rooms.iter().map(|r| (&r.name, others_online(r)));
+    // The direct room shown before it exists (it does once one of the two writes).
+    let direct_to_be = model.selected.as_ref().filter(|_| model.shown_room().is_none()).map(|s| (s, false));
+    for (name, online) in listed.chain(direct_to_be) {
         let unread = model.unread.get(name).copied().unwrap_or(0);
         let label = row![
             text(if online { "●" } else { "○" }).size(12).color(if online { style::OK } else { style::MUTED }),
