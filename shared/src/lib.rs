@@ -17,6 +17,7 @@ pub mod io;
 pub mod limits;
 pub mod names;
 pub mod replace;
+pub mod seal;
 pub mod tls;
 pub mod transfer;
 pub mod transport;

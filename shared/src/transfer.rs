@@ -19,6 +19,7 @@ use crate::chunk::{ChunkBuf, ChunkPool};
 use crate::codes::StreamCode;
 use crate::frame::Blake3;
 use crate::limits::CHUNK;
+use crate::seal::{Opener, SealError, Sealer};
 
 /// Chunks queued between the stream and the disk thread.
 const DEPTH: usize = 4;
@@ -38,6 +39,8 @@ pub enum TransferError {
     Stalled(Duration),
     #[error("the other side reset the stream ({0:?})")]
     Reset(StreamCode),
+    #[error("{0}")]
+    Sealed(SealError),
 }
 
 /// Awaits `step`, or fails as stalled when `stall` passes first.
@@ -158,6 +161,24 @@ impl Sink {
     }
 }
 
+/// Reads into `buf` until it is full, the stream ends or fails, or `stall` passes with no
+/// byte; returns how many bytes it holds and, when short, why.
+async fn fill(recv: &mut quinn::RecvStream, buf: &mut [u8], stall: Option<Duration>) -> (usize, Option<TransferError>) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match within(stall, recv.read(&mut buf[filled..])).await {
+            Ok(Ok(Some(n))) => filled += n,
+            Ok(Ok(None)) => return (filled, None),
+            Ok(Err(quinn::ReadError::Reset(code))) => {
+                return (filled, Some(TransferError::Reset(StreamCode::from_varint(code))))
+            }
+            Ok(Err(e)) => return (filled, Some(TransferError::Stream(e.to_string()))),
+            Err(stalled) => return (filled, Some(stalled)),
+        }
+    }
+    (filled, None)
+}
+
 /// Reads exactly `len` bytes from `recv` into `sink`, calling `progress` with the bytes
 /// received so far after each chunk. With `stall`, fails when no byte arrives for that
 /// long (what did arrive is in the sink).
@@ -172,26 +193,7 @@ pub async fn receive(
     while done < len {
         let want = (len - done).min(CHUNK as u64) as usize;
         let mut buf = sink.buffer(want);
-        let mut filled = 0;
-        let mut ended = None;
-        while filled < want {
-            match within(stall, recv.read(&mut buf.as_mut_slice()[filled..])).await {
-                Ok(Ok(Some(n))) => filled += n,
-                Ok(Ok(None)) => break,
-                Ok(Err(quinn::ReadError::Reset(code))) => {
-                    ended = Some(TransferError::Reset(StreamCode::from_varint(code)));
-                    break;
-                }
-                Ok(Err(e)) => {
-                    ended = Some(TransferError::Stream(e.to_string()));
-                    break;
-                }
-                Err(stalled) => {
-                    ended = Some(stalled);
-                    break;
-                }
-            }
-        }
+        let (filled, ended) = fill(recv, buf.as_mut_slice(), stall).await;
         if filled < want {
             // Keep what did arrive: a resume need not send it again.
             buf.set_len(filled);
@@ -205,6 +207,37 @@ pub async fn receive(
         progress(done);
     }
     Ok(())
+}
+
+/// Reads a sealed file's segments from `recv`, from the opener's position to the end, and
+/// puts their plaintext into `sink`; `progress` gets the sealed bytes received so far. A
+/// segment cut short is dropped (a resume fetches it whole); one that does not open ends
+/// the transfer. The caller checks the hash with [`Opener::verify`].
+pub async fn receive_sealed(
+    recv: &mut quinn::RecvStream,
+    sink: &mut Sink,
+    opener: &mut Opener,
+    stall: Option<Duration>,
+    mut progress: impl FnMut(u64),
+) -> Result<(), TransferError> {
+    let mut done = 0u64;
+    loop {
+        let want = opener.next_len();
+        if want == 0 {
+            return Ok(());
+        }
+        let mut buf = sink.buffer(want);
+        let (filled, ended) = fill(recv, buf.as_mut_slice(), stall).await;
+        if filled < want {
+            let got = done + filled as u64;
+            return Err(ended.unwrap_or(TransferError::Short { got, expected: got - filled as u64 + want as u64 }));
+        }
+        let data = opener.open(buf.as_mut_slice()).map_err(TransferError::Sealed)?;
+        buf.set_len(data);
+        done += want as u64;
+        sink.push(buf).await?;
+        progress(done);
+    }
 }
 
 /// A file that is still being written: how far it may be read.
@@ -226,6 +259,21 @@ pub struct SendOptions<'a> {
     pub stall: Option<Duration>,
     /// The file is still being written: read only what it holds, waiting for more.
     pub growing: Option<Box<dyn Growing>>,
+    /// Encrypt the file on the way ([`Sealed`]): the hash returned is the sealed stream's.
+    pub seal: Option<Sealed>,
+}
+
+/// How [`send`] encrypts a file: it reads the file from its start, seals all of it, and
+/// sends the sealed bytes from `skip` on (what the relay already holds).
+pub struct Sealed {
+    pub sealer: Sealer,
+    pub skip: u64,
+}
+
+/// Of sealed `segment`, which starts at sealed byte `at`, the part from `skip` on.
+fn unsent(segment: Vec<u8>, at: u64, skip: u64) -> Option<Bytes> {
+    let end = at + segment.len() as u64;
+    (end > skip).then(|| Bytes::from(segment).slice(skip.saturating_sub(at) as usize..))
 }
 
 /// Sends `len` bytes of `file` from its current position, chunk by chunk.
@@ -236,7 +284,9 @@ pub async fn send(
     options: SendOptions<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Blake3>, TransferError> {
-    let SendOptions { hasher, path, stall, growing } = options;
+    let SendOptions { hasher, path, stall, growing, mut seal } = options;
+    // Bytes that go on the stream.
+    let expected = seal.as_ref().map_or(len, |sealed| crate::seal::sealed_len(len) - sealed.skip);
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
     let path = path.map(Path::to_path_buf);
     let reader = tokio::task::spawn_blocking(move || {
@@ -251,6 +301,20 @@ pub async fn send(
         };
         let mut reader = ChunkReader::new(file, pos, path.as_deref());
         let (mut left, mut at) = (len, pos);
+        // Sealed bytes made so far (when sealing).
+        let mut sealed_at = 0u64;
+        let mut send_sealed = |skip: u64, segments: Vec<Vec<u8>>| {
+            for segment in segments {
+                let len = segment.len() as u64;
+                if let Some(bytes) = unsent(segment, sealed_at, skip) {
+                    if tx.blocking_send(Ok(bytes)).is_err() {
+                        return false;
+                    }
+                }
+                sealed_at += len;
+            }
+            true
+        };
         // What may be read: all of it, or, of a growing file, what it is known to hold.
         let mut held = if growing.is_some() { 0 } else { u64::MAX };
         while left > 0 {
@@ -280,12 +344,28 @@ pub async fn send(
                 }
                 Err(e) => Err(e),
             };
-            let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                return None;
+            match (chunk, seal.as_mut()) {
+                (Ok(chunk), Some(sealed)) => {
+                    let segments = sealed.sealer.push(&chunk);
+                    if !send_sealed(sealed.skip, segments) {
+                        return None;
+                    }
+                }
+                (chunk, _) => {
+                    let failed = chunk.is_err();
+                    if tx.blocking_send(chunk).is_err() || failed {
+                        return None;
+                    }
+                }
             }
         }
-        hasher.map(|h| *h.finalize().as_bytes())
+        match seal {
+            Some(sealed) => {
+                let (segments, hash) = sealed.sealer.finish();
+                send_sealed(sealed.skip, segments).then_some(hash)
+            }
+            None => hasher.map(|h| *h.finalize().as_bytes()),
+        }
     });
     let mut done = 0u64;
     while let Some(chunk) = rx.recv().await {
@@ -299,8 +379,8 @@ pub async fn send(
         progress(done);
     }
     let hash = reader.await.map_err(|e| TransferError::Disk(io::Error::other(e.to_string())))?;
-    if done < len {
-        return Err(TransferError::Short { got: done, expected: len });
+    if done < expected {
+        return Err(TransferError::Short { got: done, expected });
     }
     Ok(hash)
 }
