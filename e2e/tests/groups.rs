@@ -1,0 +1,141 @@
+//! Rooms as MLS groups across real device stores: adding, removing, joining by oneself,
+//! competing commits, and what a removed member or a stranger can read.
+
+use qchat_e2e::{Candidate, Commit, Device, Incoming, Issued, Opened};
+
+struct Relay {
+    seq: u64,
+}
+
+impl Relay {
+    /// Delivers one commit to every device, in the room's order.
+    fn commit(&mut self, room: &str, commit: &Commit, devices: &mut [&mut Device], members: &[&str]) -> Vec<Opened> {
+        self.seq += 1;
+        let incoming = Incoming::Commit { commit: &commit.commit, welcome: commit.welcome.as_deref() };
+        devices.iter_mut().map(|d| d.receive(room, self.seq, incoming, &|u| members.contains(&u)).unwrap()).collect()
+    }
+
+    fn message(&mut self, room: &str, bytes: &[u8], devices: &mut [&mut Device]) -> Vec<Opened> {
+        self.seq += 1;
+        devices.iter_mut().map(|d| d.receive(room, self.seq, Incoming::Message(bytes), &|_| true).unwrap()).collect()
+    }
+}
+
+fn device(dir: &tempfile::TempDir, identity: &str) -> Device {
+    let file = dir.path().join(format!("{}.db", identity.replace('/', "_")));
+    Device::open(&file, identity, None).unwrap()
+}
+
+fn candidate(device: &mut Device) -> Candidate {
+    Candidate {
+        identity: device.identity().to_string(),
+        signature_key: device.signature_key().to_vec(),
+        key_package: device.key_packages(1, false).unwrap().remove(0),
+    }
+}
+
+fn text(opened: &Opened) -> Option<&[u8]> {
+    match opened {
+        Opened::Message { plaintext, .. } => Some(plaintext),
+        _ => None,
+    }
+}
+
+#[test]
+fn members_read_a_removed_member_cannot_and_a_device_can_join_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = device(&dir, "alice/laptop");
+    let issued = Issued::make("bob/main").unwrap();
+    let mut bob = Device::open(&dir.path().join("bob.db"), "bob/main", Some(&issued)).unwrap();
+    let mut carol = device(&dir, "carol/pc");
+    let mut relay = Relay { seq: 0 };
+    let everyone = ["alice", "bob", "carol"];
+
+    // Bob has never run: the relay serves the key package made with his identity.
+    let bob_candidate = Candidate {
+        identity: "bob/main".into(),
+        signature_key: issued.signature_key().to_vec(),
+        key_package: issued.key_package.clone(),
+    };
+    let made = alice.change("team", &[bob_candidate, candidate(&mut carol)], &[]).unwrap();
+    assert_eq!(made.added, ["bob/main", "carol/pc"]);
+    assert_eq!(alice.epoch("team").unwrap(), Some(0), "in force only once the relay delivers it");
+    let opened = relay.commit("team", &made, &mut [&mut alice, &mut bob, &mut carol], &everyone);
+    assert!(matches!(&opened[0], Opened::Confirmed { added, .. } if added.len() == 2));
+    assert!(matches!(&opened[1], Opened::Joined { by, .. } if by == "alice/laptop"));
+    assert!(matches!(&opened[2], Opened::Joined { .. }));
+    assert_eq!(bob.epoch("team").unwrap(), Some(1));
+
+    let hello = alice.seal("team", b"hello team").unwrap();
+    assert!(!hello.windows(5).any(|w| w == b"hello"), "the relay carries no plaintext");
+    let opened = relay.message("team", &hello, &mut [&mut bob, &mut carol]);
+    assert_eq!(text(&opened[0]), Some(&b"hello team"[..]));
+    assert!(matches!(&opened[1], Opened::Message { sender, .. } if sender == "alice/laptop"));
+    // Delivered again (a reconnect before the acknowledgement): the same answer.
+    let again = bob.receive("team", relay.seq, Incoming::Message(&hello), &|_| true).unwrap();
+    assert_eq!(text(&again), Some(&b"hello team"[..]));
+
+    let removal = alice.change("team", &[], &["carol/pc".to_string()]).unwrap();
+    let opened = relay.commit("team", &removal, &mut [&mut alice, &mut bob, &mut carol], &["alice", "bob"]);
+    assert!(matches!(&opened[1], Opened::Changed { removed, .. } if removed == &["carol/pc".to_string()]));
+    assert_eq!(carol.epoch("team").unwrap(), None, "carol is out of the group");
+    let secret = alice.seal("team", b"after carol left").unwrap();
+    let opened = relay.message("team", &secret, &mut [&mut bob, &mut carol]);
+    assert_eq!(text(&opened[0]), Some(&b"after carol left"[..]));
+    assert!(matches!(&opened[1], Opened::Unreadable { .. }), "a removed member cannot read: {:?}", opened[1]);
+
+    // Alice's new phone joins by itself from the group info the relay keeps.
+    let mut phone = device(&dir, "alice/phone");
+    let (epoch, info) = alice.group_info("team").unwrap();
+    let join = phone.join("team", &info).unwrap();
+    assert_eq!(join.epoch, epoch);
+    let opened = relay.commit("team", &join, &mut [&mut alice, &mut bob, &mut phone], &["alice", "bob"]);
+    assert!(matches!(&opened[0], Opened::Changed { added, .. } if added == &["alice/phone".to_string()]));
+    assert!(matches!(&opened[2], Opened::Confirmed { .. }));
+    let from_phone = phone.seal("team", b"from the phone").unwrap();
+    assert_eq!(text(&relay.message("team", &from_phone, &mut [&mut bob])[0]), Some(&b"from the phone"[..]));
+
+    // Someone who is not a member cannot sneak in: bob refuses and leaves the group.
+    let mut mallory = device(&dir, "mallory/x");
+    let (_, info) = alice.group_info("team").unwrap();
+    let sneak = mallory.join("team", &info).unwrap();
+    let opened = relay.commit("team", &sneak, &mut [&mut bob], &["alice", "bob"]);
+    assert!(matches!(&opened[0], Opened::Unreadable { reason } if reason.contains("mallory")));
+    assert_eq!(bob.epoch("team").unwrap(), None);
+}
+
+#[test]
+fn of_two_commits_from_one_epoch_the_relay_s_first_wins_and_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = device(&dir, "alice/laptop");
+    let mut bob = device(&dir, "bob/main");
+    let mut relay = Relay { seq: 0 };
+    let first = alice.change("pair", &[candidate(&mut bob)], &[]).unwrap();
+    relay.commit("pair", &first, &mut [&mut alice, &mut bob], &["alice", "bob"]);
+
+    // Both change the group from the same epoch; the relay orders alice's first.
+    let mut carol = device(&dir, "carol/pc");
+    let from_alice = alice.change("pair", &[candidate(&mut carol)], &[]).unwrap();
+    let from_bob = bob.change("pair", &[], &[]).unwrap();
+    assert_eq!(from_alice.epoch, from_bob.epoch);
+    assert!(bob.has_pending("pair").unwrap());
+    let opened = relay.commit("pair", &from_alice, &mut [&mut alice, &mut bob, &mut carol], &["alice", "bob", "carol"]);
+    assert!(matches!(&opened[1], Opened::Changed { added, .. } if added == &["carol/pc".to_string()]));
+    assert!(!bob.has_pending("pair").unwrap(), "bob's commit is void");
+    assert_eq!(bob.epoch("pair").unwrap(), alice.epoch("pair").unwrap());
+
+    // A commit the relay refused outright is dropped too, and the group goes on.
+    let refused = bob.change("pair", &[], &[]).unwrap();
+    drop(refused);
+    bob.refused("pair").unwrap();
+    assert!(!bob.has_pending("pair").unwrap());
+
+    let epoch = alice.epoch("pair").unwrap();
+    drop(alice);
+    let mut alice = device(&dir, "alice/laptop");
+    assert_eq!(alice.epoch("pair").unwrap(), epoch);
+    let sealed = alice.seal("pair", b"after a restart").unwrap();
+    let opened = relay.message("pair", &sealed, &mut [&mut bob, &mut carol]);
+    assert_eq!(text(&opened[0]), Some(&b"after a restart"[..]));
+    assert_eq!(text(&opened[1]), Some(&b"after a restart"[..]));
+}
