@@ -124,6 +124,11 @@ impl PkiDir {
     pub fn identity(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.qchat"))
     }
+    /// The public end-to-end keys issued with `name`'s identity, which the relay serves
+    /// until the device publishes its own ([`qchat_shared::identity::IssuedKeys`]).
+    pub fn issued_keys(&self, name: &str) -> PathBuf {
+        self.dir.join("issued").join(format!("{name}.e2e"))
+    }
     /// Whether a CA exists here.
     pub fn exists(&self) -> bool {
         self.ca_cert().exists()
@@ -280,12 +285,25 @@ pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptio
     params.not_after = options.not_after;
     let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
 
-    let identity = Identity {
+    let mut identity = Identity {
         server: server.to_string(),
         user: name.to_string(),
         cert_pem: cert.pem(),
         ca_pem: ca.pem.clone(),
         key_pem: key.serialize_pem(),
+        e2e: None,
+    };
+    // Its end-to-end keys, so that it can be written to before it ever connects: the
+    // private half goes in the identity file, the public key package to the relay.
+    let device = identity.device().ok_or_else(|| CertsError::BadName("the certificate has no serial".into()))?;
+    let issued = qchat_e2e::Issued::make(&qchat_e2e::identity(name, &device))
+        .map_err(|e| CertsError::BadName(format!("cannot make end-to-end keys: {e}")))?;
+    let json = serde_json::to_vec(&issued).map_err(|e| CertsError::BadName(e.to_string()))?;
+    identity.e2e = Some(data_encoding::BASE64.encode(&json));
+    let keys = qchat_shared::identity::IssuedKeys {
+        device,
+        signature_key: issued.signature_key().to_vec(),
+        key_package: issued.key_package.clone(),
     };
     let path = pki.identity(name);
     identity.save(&path).map_err(io_err(&path))?;
@@ -297,6 +315,7 @@ pub fn issue_user_with(dir: &Path, name: &str, server: &str, options: &UserOptio
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
     }
     write_public(&pki.issued_cert(name), &cert.pem())?;
+    write_public(&pki.issued_keys(name), &keys.to_text())?;
     if !push_user(&pki, name)? {
         return Err(CertsError::UserExists(name.to_string()));
     }

@@ -102,7 +102,8 @@ pub async fn join(line: &str, device_name: &str) -> Result<Joined, JoinError> {
         return Err(failed("the relay answered with a device id of another form"));
     }
     let ca_pem = pinned.ca_pem().ok_or_else(|| failed("the relay's CA was not kept from the handshake"))?;
-    let identity = Identity { server: invite.server.clone(), user, cert_pem, ca_pem, key_pem: key.serialize_pem() };
+    let identity =
+        Identity { server: invite.server.clone(), user, cert_pem, ca_pem, key_pem: key.serialize_pem(), e2e: None };
     // What we write must be an identity the rest of qchat reads.
     let identity =
         Identity::parse(&identity.to_text()).map_err(|e| failed(format!("the relay's answer is unusable: {e}")))?;
@@ -144,6 +145,7 @@ mod tests {
             cert_pem: cert.pem(),
             ca_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            e2e: None,
         };
         let now_s = now.unix_timestamp();
         assert!(!renewal_due(&identity, now_s));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use qchat_shared::frame::{ClientControl, MessageId, RelayControl, RoomInfo};
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
-use qchat_shared::limits::MAX_ACKS_PER_FRAME;
+use qchat_shared::limits::{MAX_ACKS_PER_FRAME, MAX_ROOM_MEMBERS, MAX_SEALED};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -17,7 +17,7 @@ use crate::devices::{self, DeviceError};
 use crate::listing::{self, ListingError};
 use crate::relay::RelayState;
 use crate::session::{close, Caller};
-use crate::store::{Receipt, RoomChange};
+use crate::store::{GroupPlan, Receipt, RoomChange};
 
 /// Receipts replayed to a reconnecting sender, at most.
 const RECEIPT_REPLAY: usize = 10_000;
@@ -221,6 +221,13 @@ async fn answer(
             });
             replies.send(reply).await.is_ok()
         }
+        ClientControl::PublishKeys { .. }
+        | ClientControl::GroupState { .. }
+        | ClientControl::Commit { .. }
+        | ClientControl::GroupInfo { .. } => match group_request(state, caller, request).await {
+            Some(reply) => replies.send(reply).await.is_ok(),
+            None => true,
+        },
         ClientControl::LinkDevice
         | ClientControl::ListDevices
         | ClientControl::RevokeDevice { .. }
@@ -283,6 +290,58 @@ async fn device_request(
         }
         _ => unreachable!("only device requests come here"),
     })
+}
+
+/// Answers a request about end-to-end keys and groups (the relay orders, it cannot read).
+async fn group_request(state: &RelayState, caller: &Caller, request: ClientControl) -> Option<RelayControl> {
+    match request {
+        ClientControl::PublishKeys { signature_key, mut key_packages } => {
+            if key_packages.iter().any(|p| p.len() > MAX_SEALED) || signature_key.len() > 256 {
+                return Some(RelayControl::GroupRefused { room: String::new(), reason: "a key is too large".into() });
+            }
+            // The last of the packages is the device's last-resort one.
+            let last_resort = key_packages.pop();
+            match state.store.publish_keys(caller.key(), signature_key, key_packages, last_resort).await {
+                Ok(held) => Some(RelayControl::KeysPublished { held }),
+                Err(e) => {
+                    warn!(error = %e, "keys not published");
+                    Some(RelayControl::GroupRefused { room: String::new(), reason: e.to_string() })
+                }
+            }
+        }
+        ClientControl::GroupState { room, have } => {
+            if have.len() > 4 * MAX_ROOM_MEMBERS {
+                return Some(RelayControl::GroupRefused { room: room.unwrap_or_default(), reason: "too many devices".into() });
+            }
+            if let Some(peer) = room.as_deref().and_then(qchat_shared::names::direct_pair) {
+                state.is_user_now(if peer.0 == caller.user { peer.1 } else { peer.0 }).await;
+            }
+            let plan = state.store.group_plan(caller.key(), room.as_deref(), have, state.users(), state.issued_keys());
+            Some(match plan.await {
+                Ok(plan) => {
+                    let GroupPlan { room, epoch, group_info, add, remove, missing } = plan;
+                    RelayControl::GroupState { room, epoch, group_info, add, remove, missing }
+                }
+                Err(e) => RelayControl::GroupRefused { room: room.unwrap_or_default(), reason: e.to_string() },
+            })
+        }
+        ClientControl::Commit { room, epoch, commit, welcome } => {
+            match state.store.commit(caller.key(), &room, epoch, commit, welcome).await {
+                Ok(room_seq) => {
+                    info!(room = %qchat_shared::display::Escaped(&room), epoch, room_seq, "a group changed");
+                    None
+                }
+                Err(e) => Some(RelayControl::CommitRefused { room, reason: e.to_string() }),
+            }
+        }
+        ClientControl::GroupInfo { room, epoch, group_info } => {
+            if let Err(e) = state.store.set_group_info(&caller.user, &room, epoch, group_info).await {
+                debug!(error = %e, "group info not kept");
+            }
+            None
+        }
+        _ => unreachable!("only group requests come here"),
+    }
 }
 
 /// Answers a request about rooms: the list, or a change of one's members (the store checks

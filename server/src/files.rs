@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qchat_shared::codes::StreamCode;
-use qchat_shared::display::Escaped;
 use qchat_shared::frame::{
     DownloadEnd, DownloadReply, DownloadStart, FileInfo, FileState, RelayControl, UploadEnd, UploadReply, UploadStart,
 };
 use qchat_shared::io::{read_frame, write_frame};
-use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_FILE_NAME};
+use qchat_shared::limits::FIRST_FRAME_DEADLINE;
 use qchat_shared::transfer::{self, Growing, SendOptions, Sink, SinkOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
@@ -67,8 +66,8 @@ async fn receive_upload(
     recv: &mut quinn::RecvStream,
     start: UploadStart,
 ) -> Result<UploadReply, Stop> {
-    if start.name.is_empty() || start.name.len() > MAX_FILE_NAME {
-        return Err(Stop::Refuse(format!("a file name must be 1 to {MAX_FILE_NAME} bytes long")));
+    if qchat_shared::seal::plain_len(start.size).is_err() {
+        return Err(Stop::Refuse(format!("{} bytes cannot be a sealed file", start.size)));
     }
     let user = caller.user.as_str();
     state.know_direct_room(start.room.as_deref()).await;
@@ -76,7 +75,7 @@ async fn receive_upload(
     let limits = state.limits.upload_limits();
     let slot = state
         .store
-        .start_upload(caller.key(), start.room.as_deref(), &start.name, start.size, start.resume, limits, state.users())
+        .start_upload(caller.key(), start.room.as_deref(), start.size, start.resume, limits, state.users())
         .await
         .map_err(|e| Stop::Refuse(e.to_string()))?;
     let audience = state.store.room_members(&slot.room).await.map_err(|e| Stop::Refuse(e.to_string()))?;
@@ -88,7 +87,7 @@ async fn receive_upload(
         Ok(Err(e)) => return Err(drop_upload(state, slot, None, TransferError::from(e)).await),
         Err(e) => return Err(Stop::Refuse(format!("the relay failed: {e}"))),
     };
-    info!(file = %slot.file_id, name = %Escaped(&start.name), size = start.size, held, "upload");
+    info!(file = %slot.file_id, size = start.size, held, "upload");
     let ready = UploadReply::Ready { file_id: slot.file_id, offset: held, room: slot.room.clone() };
     write_frame(send, &ready).await.map_err(|_| Stop::Gone)?;
 
@@ -96,7 +95,7 @@ async fn receive_upload(
     let offer = FileInfo {
         file_id: slot.file_id,
         room: slot.room.clone(),
-        name: start.name.clone(),
+        plain_name: None,
         size: start.size,
         from: user.to_string(),
         blake3: None,
@@ -288,7 +287,7 @@ async fn send_download(
     let growing =
         following.clone().map(|file| Box::new(Following { file, patience: RESUME_PATIENCE }) as Box<dyn Growing>);
     let options =
-        SendOptions { path: Some(&spool_path), stall: Some(state.limits.stall_timeout), growing, hasher: None };
+        SendOptions { path: Some(&spool_path), stall: Some(state.limits.stall_timeout), growing, hasher: None, seal: None };
     let sent = transfer::send(send, file, len, options, |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;

@@ -277,6 +277,15 @@ impl RelayState {
     }
 
     /// The status a device sees.
+    /// Reads the end-to-end keys issued with an identity from `qchat-certs user`.
+    pub fn issued_keys(&self) -> crate::store::IssuedLookup {
+        let pki = qchat_certs::PkiDir::new(&self.pki_dir);
+        std::sync::Arc::new(move |user: &str| {
+            let text = std::fs::read_to_string(pki.issued_keys(user)).ok()?;
+            qchat_shared::identity::IssuedKeys::parse(&text)
+        })
+    }
+
     pub async fn status(&self, caller: &Caller) -> Result<Status, StoreError> {
         let user = caller.user.as_str();
         let users = self.users();
@@ -287,7 +296,9 @@ impl RelayState {
         };
         let (waiting_for_you, waiting_for_peer) = self.store.waiting(caller.key()).await?;
         let files_for_you = self.store.files_waiting(caller.key()).await?;
+        let key_packages = self.store.key_packages_held(caller.key()).await?;
         Ok(Status {
+            key_packages,
             files_for_you,
             user: user.to_string(),
             peer_online: peer.as_deref().is_some_and(|p| self.router.is_online(p)),

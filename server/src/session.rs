@@ -9,7 +9,7 @@ use qchat_shared::codec::FrameError;
 use qchat_shared::codes::{CloseCode, StreamCode};
 use qchat_shared::frame::{ChatSend, Open, RelayControl, SendReply};
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
-use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_TEXT};
+use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_SEALED};
 use qchat_shared::transport::CHAT_PRIORITY;
 use qchat_shared::window::ConnectionWindows;
 use tokio::sync::mpsc;
@@ -353,7 +353,7 @@ async fn handle_stream(
         }
         Ok(Ok(Some(Open::Send(message)))) => {
             let _ = send.set_priority(CHAT_PRIORITY);
-            state.know_direct_room(message.room.as_deref()).await;
+            state.know_direct_room(Some(&message.room)).await;
             ticket.wait().await;
             let stored = queue_message(&state, &caller, message);
             ticket.pass();
@@ -392,19 +392,19 @@ fn queue_message(
     caller: &Caller,
     message: ChatSend,
 ) -> impl std::future::Future<Output = SendReply> + use<> {
-    let checked = if message.text.is_empty() {
+    let checked = if message.sealed.is_empty() {
         Err("an empty message is not sent".to_string())
-    } else if message.text.len() > MAX_TEXT {
-        Err(format!("the message is {} bytes; the limit is {MAX_TEXT}", message.text.len()))
+    } else if message.sealed.len() > MAX_SEALED {
+        Err(format!("the message is {} bytes encrypted; the limit is {MAX_SEALED}", message.sealed.len()))
     } else {
         Ok(())
     };
+    let id = message.id;
     let queued = checked.map(|()| {
         let limit = state.limits.max_waiting_message_bytes;
-        let room = message.room.as_deref();
-        state.store.store_message(message.id, caller.key(), room, &message.text, limit, state.users())
+        let ChatSend { room, sealed, .. } = message;
+        state.store.store_message(id, caller.key(), Some(&room), sealed, limit, state.users())
     });
-    let id = message.id;
     async move {
         match queued {
             Err(reason) => SendReply::Refused { reason },

@@ -71,15 +71,15 @@ async fn sweep_files(state: &RelayState) -> usize {
         }
     };
     for file in &swept {
-        let reason = format!("{} expired on the relay before it was complete", file.name);
+        let reason = format!("file {} expired on the relay before it was complete", file.file_id);
         state.arrivals.end(file.file_id, crate::arrivals::Arrival::Withdrawn(reason));
         let spool = state.spool.clone();
         let id = file.file_id;
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.remove(id)).await {
             warn!(file = %id, error = %e, "cannot remove a swept file's body");
         }
-        info!(file = %id, name = %Escaped(&file.name), sender = %file.sender, fetched = file.fetched, "swept");
-        let frame = RelayControl::FileExpired { file_id: id, name: file.name.clone(), fetched: file.fetched };
+        info!(file = %id, sender = %file.sender, fetched = file.fetched, "swept");
+        let frame = RelayControl::FileExpired { file_id: id, fetched: file.fetched };
         state.router.notify(&file.sender, frame);
     }
     swept.len()

@@ -1,4 +1,6 @@
-//! The frames of protocol `qchat/5`: what each kind of stream carries.
+//! The frames of protocol `qchat/6`: what each kind of stream carries. Messages, file
+//! offers and file names travel end to end encrypted ([`Body::Sealed`], MLS per room); the
+//! relay sees who writes to which room, when, and how much.
 //!
 //! Streams:
 //! - the control stream: the first bidirectional stream a client opens. It starts with
@@ -85,8 +87,7 @@ pub type RoomTarget = Option<String>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadStart {
     pub room: RoomTarget,
-    /// The file's name as the sender sees it (the receiver sanitizes it).
-    pub name: String,
+    /// Bytes of the sealed file ([`crate::seal`]); its name travels encrypted.
     pub size: u64,
     /// An unfinished upload of this file to resume.
     pub resume: Option<FileId>,
@@ -140,10 +141,13 @@ pub struct FileInfo {
     pub file_id: FileId,
     /// The room it was offered to.
     pub room: String,
-    pub name: String,
+    /// Bytes of the sealed file (its name and key are in the sender's encrypted offer).
     pub size: u64,
+    /// The name of a file stored by a relay from before end-to-end encryption, whose bytes
+    /// are plain; none for a sealed one.
+    pub plain_name: Option<String>,
     pub from: String,
-    /// Known once the upload is committed.
+    /// Of the sealed bytes; known once the upload is committed.
     pub blake3: Option<Blake3>,
     /// When the upload began (Unix milliseconds).
     pub time_ms: i64,
@@ -177,12 +181,14 @@ pub struct Hello {
     pub receipts_after: u64,
 }
 
-/// One chat message from its sender.
+/// One chat message from its sender: an MLS application message of the room's group,
+/// which only its members' devices can open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatSend {
     pub id: MessageId,
-    pub room: RoomTarget,
-    pub text: String,
+    /// The room by name: the sender's device encrypted it for that room's group.
+    pub room: String,
+    pub sealed: Vec<u8>,
 }
 
 /// The relay's answer on a chat stream.
@@ -226,6 +232,19 @@ pub enum ClientControl {
     RemoveMember { room: String, user: String },
     /// Leaves a room.
     LeaveRoom { room: String },
+    /// This device's MLS signing key (the first one it publishes is the one it keeps) and
+    /// key packages for others to add it with ([`RelayControl::KeysPublished`]).
+    PublishKeys { signature_key: Vec<u8>, key_packages: Vec<Vec<u8>> },
+    /// Asks how the room's group should change ([`RelayControl::GroupState`]): `have` are
+    /// the devices (`user/device`) in this device's group of the room, none if it has none.
+    /// A direct room that does not exist yet is made.
+    GroupState { room: RoomTarget, have: Vec<String> },
+    /// An MLS commit of the room's group from `epoch`, to go to every member's devices in
+    /// the room's order (with the Welcome for the devices it adds). Refused if another
+    /// commit took that epoch first ([`RelayControl::CommitRefused`]).
+    Commit { room: String, epoch: u64, commit: Vec<u8>, welcome: Option<Vec<u8>> },
+    /// The room's group info at `epoch`, for devices that join by themselves.
+    GroupInfo { room: String, epoch: u64, group_info: Vec<u8> },
 }
 
 /// Frames from the relay on the control stream.
@@ -254,7 +273,7 @@ pub enum RelayControl {
     /// `by` saved and verified a file this user sent.
     FileFetched { file_id: FileId, by: String },
     /// A file this user sent was swept from the relay.
-    FileExpired { file_id: FileId, name: String, fetched: bool },
+    FileExpired { file_id: FileId, fetched: bool },
     /// One page of the answer to [`ClientControl::ListFiles`]: files for this user, and
     /// this user's own. A listing is one or more pages; `last` marks its final one.
     Files { incoming: Vec<FileEntry>, outgoing: Vec<FileEntry>, last: bool },
@@ -284,6 +303,34 @@ pub enum RelayControl {
     Room(RoomInfo),
     /// A room request was refused, and why.
     RoomRefused { reason: String },
+    /// The relay holds this many key packages of this device.
+    KeysPublished { held: u64 },
+    /// The answer to [`ClientControl::GroupState`]: the group's epoch on the relay (0: no
+    /// group yet), its latest group info, key packages of the members' devices missing from
+    /// the asker's group (each handed out once), the devices in it that should not be, and
+    /// devices that have no key package to give.
+    GroupState {
+        room: String,
+        epoch: u64,
+        group_info: Option<Vec<u8>>,
+        add: Vec<DeviceKey>,
+        remove: Vec<String>,
+        missing: Vec<String>,
+    },
+    /// A commit was not taken, and why (another took its epoch first, or not a member).
+    CommitRefused { room: String, reason: String },
+    /// A group request was refused, and why.
+    GroupRefused { room: String, reason: String },
+}
+
+/// A device's key package, handed out to add it to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKey {
+    /// `user/device`.
+    pub identity: String,
+    /// Its signing key as the relay first saw it: the package must carry it.
+    pub signature_key: Vec<u8>,
+    pub key_package: Vec<u8>,
 }
 
 /// A room, as one of its members sees it.
@@ -317,7 +364,17 @@ pub struct Member {
 /// What an event of a room's sequence is: a message, or a change of its members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
+    /// A message stored by a relay from before end-to-end encryption (plain text).
     Text(String),
+    /// An MLS application message of the room's group: a message or a file's offer.
+    Sealed(Vec<u8>),
+    /// An MLS commit of the room's group from `epoch` (with a Welcome for the devices it
+    /// adds): every device of every member gets it, its sender's too.
+    Commit {
+        epoch: u64,
+        commit: Vec<u8>,
+        welcome: Option<Vec<u8>>,
+    },
     /// The room was made with these members (its sender among them).
     Created {
         members: Vec<String>,
@@ -396,6 +453,8 @@ pub struct Status {
     pub waiting_for_peer: u64,
     /// Files offered to this user and not fetched yet.
     pub files_for_you: u64,
+    /// Key packages of this device the relay holds (the device tops them up).
+    pub key_packages: u64,
 }
 
 /// One event of a room (a message, or a change of its members) delivered to a member, on

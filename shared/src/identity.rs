@@ -24,6 +24,10 @@ pub struct Identity {
     pub cert_pem: String,
     pub ca_pem: String,
     pub key_pem: String,
+    /// End-to-end keys made with the identity (by `qchat-certs user`), which the device
+    /// takes into its own store on first run: opaque here (see `qchat_e2e::Issued`),
+    /// base64 in the file's `e2e = …` line.
+    pub e2e: Option<String>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -60,12 +64,14 @@ impl Identity {
         let (header, pem) = text.split_at(pem_start);
         let mut server = None;
         let mut user = None;
+        let mut e2e = None;
         for line in header.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let (key, value) =
                 line.split_once('=').ok_or_else(|| invalid(format!("header line {line:?} is not `key = value`")))?;
             match key.trim() {
                 "server" => server = Some(value.trim().to_string()),
                 "user" => user = Some(value.trim().to_string()),
+                "e2e" => e2e = Some(value.trim().to_string()),
                 other => return Err(invalid(format!("unknown header {other:?}"))),
             }
         }
@@ -81,13 +87,14 @@ impl Identity {
                 "expected CERTIFICATE, CERTIFICATE, PRIVATE KEY blocks, found {l1}, {l2}, {l3}"
             )));
         }
-        Ok(Identity { server, user, cert_pem, ca_pem, key_pem })
+        Ok(Identity { server, user, cert_pem, ca_pem, key_pem, e2e })
     }
 
     /// The file's text.
     pub fn to_text(&self) -> String {
+        let e2e = self.e2e.as_ref().map(|keys| format!("e2e = {keys}\n")).unwrap_or_default();
         format!(
-            "# qchat identity: keep it secret, like an SSH private key.\nserver = {}\nuser = {}\n\n{}{}{}",
+            "# qchat identity: keep it secret, like an SSH private key.\nserver = {}\nuser = {}\n{e2e}\n{}{}{}",
             self.server,
             self.user,
             with_newline(&self.cert_pem),
@@ -113,6 +120,40 @@ impl Identity {
     /// The host part of `server`, which the relay's certificate must name.
     pub fn server_host(&self) -> &str {
         split_host_port(&self.server).map(|(h, _)| h).unwrap_or(&self.server)
+    }
+}
+
+/// The public end-to-end keys issued with an identity from `qchat-certs user`, in the
+/// PKI's `issued/NAME.e2e`: the relay hands out the key package (a last-resort one) until
+/// the device publishes its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedKeys {
+    pub device: String,
+    pub signature_key: Vec<u8>,
+    pub key_package: Vec<u8>,
+}
+
+impl IssuedKeys {
+    pub fn to_text(&self) -> String {
+        format!(
+            "device = {}\nsignature_key = {}\nkey_package = {}\n",
+            self.device,
+            crate::hex::encode(&self.signature_key),
+            crate::hex::encode(&self.key_package)
+        )
+    }
+
+    pub fn parse(text: &str) -> Option<IssuedKeys> {
+        let mut fields = std::collections::HashMap::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (key, value) = line.split_once('=')?;
+            fields.insert(key.trim(), value.trim());
+        }
+        Some(IssuedKeys {
+            device: fields.get("device")?.to_string(),
+            signature_key: crate::hex::decode(fields.get("signature_key")?)?,
+            key_package: crate::hex::decode(fields.get("key_package")?)?,
+        })
     }
 }
 
@@ -209,12 +250,15 @@ mod tests {
             cert_pem: CERT.into(),
             ca_pem: CERT.replace("AAAA", "CCCC"),
             key_pem: KEY.into(),
+            e2e: None,
         }
     }
 
     #[test]
     fn round_trip() {
         assert_eq!(Identity::parse(&sample().to_text()).unwrap(), sample());
+        let with_keys = Identity { e2e: Some("eyJ4IjoxfQ==".into()), ..sample() };
+        assert_eq!(Identity::parse(&with_keys.to_text()).unwrap(), with_keys);
         assert_eq!(sample().server_host(), "127.0.0.1");
     }
 

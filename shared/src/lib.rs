@@ -31,8 +31,11 @@ pub mod window;
 /// certificate and delivery cursor, and gets the messages its person sends from the
 /// others); `qchat/5` has rooms (any number of users; every message and file goes to a
 /// room, numbered by the relay per room, with its changes of members in the same order).
-/// A peer of another version is refused at the handshake with "another version".
-pub const ALPN: &[u8] = b"qchat/5";
+/// `qchat/6` is end to end encrypted (each room an MLS group of its members' devices,
+/// files sealed under keys sent inside the group; the relay keeps key packages and orders
+/// the groups' commits). A peer of another version is refused at the handshake with
+/// "another version".
+pub const ALPN: &[u8] = b"qchat/6";
 
 /// The ALPN of enrollment: a device without a certificate proves an invite's secret and
 /// gets its certificate signed ([`frame::EnrollRequest`]). A connection with this ALPN can

@@ -33,3 +33,12 @@ pub const MAX_ROOMS_PER_USER: usize = 256;
 /// Rooms (direct ones too) one user may make in a day: each puts others in a room, so
 /// this bounds how fast anyone fills the others' [`MAX_ROOMS_PER_USER`].
 pub const MAX_ROOMS_MADE_PER_DAY: usize = 64;
+
+/// Largest sealed chat message or commit (with its Welcome), in bytes: what fits a frame.
+pub const MAX_SEALED: usize = 60 * 1024;
+
+/// Key packages the relay keeps per device (besides its last-resort one).
+pub const MAX_KEY_PACKAGES: usize = 32;
+
+/// Key packages a device keeps on the relay: it publishes more when fewer are left.
+pub const KEY_PACKAGES_TARGET: usize = 16;

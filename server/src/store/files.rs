@@ -27,7 +27,6 @@ pub struct UploadSlot {
 pub struct SweptFile {
     pub file_id: FileId,
     pub sender: String,
-    pub name: String,
     pub fetched: bool,
 }
 
@@ -42,7 +41,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<FileEntry> {
     let info = FileInfo {
         file_id: file_id(row.get(0)?),
         room: row.get(10)?,
-        name: row.get(1)?,
+        plain_name: Some(row.get::<_, String>(1)?).filter(|name| !name.is_empty()),
         size: row.get::<_, i64>(2)? as u64,
         from: row.get(3)?,
         blake3: blake3.and_then(|b| Blake3::try_from(b).ok()),
@@ -143,7 +142,6 @@ fn new_upload(
     txn: &Transaction<'_>,
     sender: &str,
     room: String,
-    name: &str,
     size: u64,
     limits: UploadLimits,
 ) -> Result<UploadSlot, StoreError> {
@@ -192,8 +190,9 @@ fn new_upload(
     let file_id = FileId::random();
     let created_ms = now_ms();
     txn.execute(
-        "INSERT INTO files (id, sender, room, name, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![&file_id.0[..], sender, room, name, size as i64, created_ms],
+        // The name travels encrypted: the relay keeps none.
+        "INSERT INTO files (id, sender, room, name, size, created_ms) VALUES (?1, ?2, ?3, '', ?4, ?5)",
+        params![&file_id.0[..], sender, room, size as i64, created_ms],
     )?;
     Ok(UploadSlot { file_id, held: 0, created_ms, room })
 }
@@ -208,21 +207,20 @@ impl FileStore for Store {
         &self,
         (sender, device): (&str, &str),
         target: Option<&str>,
-        name: &str,
         size: u64,
         resume: Option<FileId>,
         limits: UploadLimits,
         users: Users,
     ) -> Result<UploadSlot, StoreError> {
-        let (sender, device, name) = (sender.to_string(), device.to_string(), name.to_string());
+        let (sender, device) = (sender.to_string(), device.to_string());
         let target = target.map(str::to_string);
         self.submit_publishing(move |txn| {
             if let Some(id) = resume {
                 let held: Option<(i64, i64, String)> = txn
                     .query_row(
                         "SELECT held, created_ms, room FROM files WHERE id = ?1 AND sender = ?2 AND size = ?3
-                         AND name = ?4 AND committed_ms IS NULL AND swept_ms IS NULL",
-                        params![&id.0[..], sender, size as i64, name],
+                         AND name = '' AND committed_ms IS NULL AND swept_ms IS NULL",
+                        params![&id.0[..], sender, size as i64],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()?;
@@ -234,7 +232,7 @@ impl FileStore for Store {
             }
             let mut made = Vec::new();
             let room = resolve(txn, (&sender, &device), target.as_deref(), &users, &mut made)?;
-            let slot = new_upload(txn, &sender, room, &name, size, limits)?;
+            let slot = new_upload(txn, &sender, room, size, limits)?;
             Ok((slot, made))
         })
         .await
@@ -385,14 +383,13 @@ impl FileStore for Store {
                                 WHERE file = files.id AND fetches.device = d.id AND fetches.user = d.user)))
                         OR (COALESCE(committed_ms, created_ms) + ?3 <= ?1
                             AND (fetched_ms IS NULL OR fetched_ms + ?2 <= ?1)))
-                     RETURNING id, sender, name, fetched_ms IS NOT NULL",
+                     RETURNING id, sender, fetched_ms IS NOT NULL",
                 )?;
                 let rows = stmt.query_map(params![now, retention_ms, expiry_ms], |r| {
                     Ok(SweptFile {
                         file_id: file_id(r.get(0)?),
                         sender: r.get(1)?,
-                        name: r.get(2)?,
-                        fetched: r.get(3)?,
+                        fetched: r.get(2)?,
                     })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)

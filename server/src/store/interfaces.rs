@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, MessageId};
 
 use super::{
-    DeviceRow, InviteCheck, Listing, MessageSweep, NewDevice, Receipt, Revoked, RoomChange, RoomRow, StoreError,
+    GroupPlan, IssuedLookup, DeviceRow, InviteCheck, Listing, MessageSweep, NewDevice, Receipt, Revoked, RoomChange, RoomRow, StoreError,
     Stored, StoredMessage, SweptFile, UploadLimits, UploadSlot, Users,
 };
 
@@ -31,7 +31,7 @@ pub trait MessageStore: Send + Sync {
         id: MessageId,
         sender: (&str, &str),
         target: Option<&str>,
-        text: &str,
+        sealed: Vec<u8>,
         max_waiting_bytes: u64,
         users: Users,
     ) -> Queued<Stored>;
@@ -76,7 +76,6 @@ pub trait FileStore: Send + Sync {
         &self,
         sender: (&str, &str),
         target: Option<&str>,
-        name: &str,
         size: u64,
         resume: Option<FileId>,
         limits: UploadLimits,
@@ -158,8 +157,47 @@ pub trait DeviceStore: Send + Sync {
     async fn sweep_devices(&self) -> Result<(), StoreError>;
 }
 
-/// Everything the relay keeps about messages, rooms, files and devices.
-pub trait Backend: MessageStore + RoomStore + FileStore + DeviceStore {
+/// Devices' end-to-end keys and the order of each room's MLS group.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Keeps a device's signing key (its first) and key packages; how many it holds.
+    async fn publish_keys(
+        &self,
+        device: (&str, &str),
+        signature_key: Vec<u8>,
+        packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u64, StoreError>;
+    /// How many one-time key packages the relay holds of a device.
+    async fn key_packages_held(&self, device: (&str, &str)) -> Result<u64, StoreError>;
+    /// How the group of the room `target` resolves to should change for a device whose
+    /// group has `have`: key packages for the members' devices missing (each handed out
+    /// once), devices to remove. A direct room is made on first use, as by a message.
+    async fn group_plan(
+        &self,
+        asker: (&str, &str),
+        target: Option<&str>,
+        have: Vec<String>,
+        users: Users,
+        issued: IssuedLookup,
+    ) -> Result<GroupPlan, StoreError>;
+    /// Appends a member's commit from `epoch` to the room's sequence, if no other commit
+    /// took that epoch; its number in the room.
+    async fn commit(
+        &self,
+        device: (&str, &str),
+        room: &str,
+        epoch: u64,
+        commit: Vec<u8>,
+        welcome: Option<Vec<u8>>,
+    ) -> Result<u64, StoreError>;
+    /// Keeps a member's group info for the room's current epoch (false if it is another).
+    async fn set_group_info(&self, user: &str, room: &str, epoch: u64, group_info: Vec<u8>)
+        -> Result<bool, StoreError>;
+}
+
+/// Everything the relay keeps about messages, rooms, files, devices and their keys.
+pub trait Backend: MessageStore + RoomStore + FileStore + DeviceStore + KeyStore {
     /// Finishes what is queued, then stops; later calls get [`StoreError::Closed`].
     fn close(&self);
 }

@@ -34,7 +34,7 @@ impl StoredMessage {
     /// Whether it goes to `device` of `user`: a member's, except the device that wrote a
     /// message (changes of members go to every device).
     pub fn goes_to_device(&self, user: &str, device: &str) -> bool {
-        !(matches!(self.body, Body::Text(_))
+        !(matches!(self.body, Body::Text(_) | Body::Sealed(_))
             && self.sender == user
             && self.sender_device.as_deref().is_none_or(|from| from == device))
     }
@@ -101,11 +101,11 @@ impl MessageStore for Store {
         id: MessageId,
         (sender, sender_device): (&str, &str),
         target: Option<&str>,
-        text: &str,
+        sealed: Vec<u8>,
         max_waiting_bytes: u64,
         users: Users,
     ) -> Queued<Stored> {
-        let (sender, sender_device, text) = (sender.to_string(), sender_device.to_string(), text.to_string());
+        let (sender, sender_device) = (sender.to_string(), sender_device.to_string());
         let target = target.map(str::to_string);
         Box::pin(self.submit_publishing(move |txn| {
             if let Some(known) = earlier(txn, id, &sender)? {
@@ -117,18 +117,18 @@ impl MessageStore for Store {
                 .query_row("SELECT message_bytes FROM waiting WHERE user = ?1", params![sender], |r| r.get(0))
                 .optional()?
                 .unwrap_or(0);
-            if waiting as u64 + text.len() as u64 + super::schema::MESSAGE_OVERHEAD > max_waiting_bytes {
+            if waiting as u64 + sealed.len() as u64 + super::schema::MESSAGE_OVERHEAD > max_waiting_bytes {
                 return Err(StoreError::Refused(
                     format!(
                         "your messages waiting on the relay for someone offline take {} of your {} share \
-                         (each counts its text and 256 bytes); they go once they are delivered (or expire)",
+                         (each counts its encrypted size and 256 bytes); they go once they are delivered (or expire)",
                         qchat_shared::units::human_bytes(waiting as u64),
                         qchat_shared::units::human_bytes(max_waiting_bytes)
                     )
                     .into(),
                 ));
             }
-            let message = super::rooms::append(txn, &room, (&sender, &sender_device), id, Body::Text(text))?;
+            let message = super::rooms::append(txn, &room, (&sender, &sender_device), id, Body::Sealed(sealed))?;
             let stored =
                 Stored { seq: message.seq, room, room_seq: message.room_seq, time_ms: message.time_ms, fresh: true };
             made.push(message);

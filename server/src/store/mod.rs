@@ -11,6 +11,7 @@
 
 mod devices;
 mod files;
+mod keys;
 pub mod interfaces;
 mod messages;
 mod rooms;
@@ -18,7 +19,8 @@ pub mod schema;
 
 pub use devices::{DeviceRow, InviteCheck, NewDevice, Revoked};
 pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
-pub use interfaces::{Backend, DeviceStore, FileStore, MessageStore, Queued, RoomStore};
+pub use interfaces::{Backend, DeviceStore, FileStore, KeyStore, MessageStore, Queued, RoomStore};
+pub use keys::{GroupPlan, IssuedLookup};
 pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
 pub use rooms::{RoomChange, RoomRow, Users};
 

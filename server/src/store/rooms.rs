@@ -5,6 +5,7 @@
 use qchat_shared::frame::{Body, MessageId};
 use qchat_shared::limits::{MAX_ROOMS_MADE_PER_DAY, MAX_ROOMS_PER_USER, MAX_ROOM_MEMBERS};
 use qchat_shared::names::{direct_pair, direct_room, validate_room_name, validate_user_name};
+use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::messages::StoredMessage;
@@ -33,25 +34,36 @@ fn refused(reason: impl Into<String>) -> StoreError {
     StoreError::Refused(reason.into().into())
 }
 
-/// Which kind number and text a body is stored as (`messages.kind`, `messages.body`).
-pub(super) fn encode_body(body: &Body) -> (i64, String) {
+/// Which kind number and value a body is stored as (`messages.kind`, `messages.body`): a
+/// message is kind 0, plain text from before end to end encryption or a sealed BLOB.
+pub(super) fn encode_body(body: &Body) -> (i64, Value) {
     match body {
-        Body::Text(text) => (0, text.clone()),
-        Body::Created { members } => (1, members.join(",")),
-        Body::Added { user } => (2, user.clone()),
-        Body::Removed { user } => (3, user.clone()),
-        Body::Left => (4, String::new()),
+        Body::Text(text) => (0, Value::Text(text.clone())),
+        Body::Sealed(sealed) => (0, Value::Blob(sealed.clone())),
+        Body::Created { members } => (1, Value::Text(members.join(","))),
+        Body::Added { user } => (2, Value::Text(user.clone())),
+        Body::Removed { user } => (3, Value::Text(user.clone())),
+        Body::Left => (4, Value::Text(String::new())),
+        Body::Commit { .. } => (5, Value::Blob(qchat_shared::codec::encode(body).unwrap_or_default())),
     }
 }
 
-/// The body stored as `kind` and `text`.
-pub(super) fn decode_body(kind: i64, text: String) -> Body {
-    match kind {
-        1 => Body::Created { members: text.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect() },
-        2 => Body::Added { user: text },
-        3 => Body::Removed { user: text },
-        4 => Body::Left,
-        _ => Body::Text(text),
+/// The body stored as `kind` and `value`.
+pub(super) fn decode_body(kind: i64, value: Value) -> Body {
+    let text = |value: Value| match value {
+        Value::Text(text) => text,
+        _ => String::new(),
+    };
+    match (kind, value) {
+        (0, Value::Blob(sealed)) => Body::Sealed(sealed),
+        (1, value) => Body::Created { members: text(value).split(',').filter(|m| !m.is_empty()).map(str::to_string).collect() },
+        (2, value) => Body::Added { user: text(value) },
+        (3, value) => Body::Removed { user: text(value) },
+        (4, _) => Body::Left,
+        (5, Value::Blob(bytes)) => qchat_shared::codec::decode::<Body>(&bytes)
+            .map(|(body, _)| body)
+            .unwrap_or(Body::Commit { epoch: 0, commit: Vec::new(), welcome: None }),
+        (_, value) => Body::Text(text(value)),
     }
 }
 

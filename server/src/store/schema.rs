@@ -170,8 +170,27 @@ INSERT INTO members (room, user, since_seq, added_ms, delivered_upto)
           UNION ALL SELECT name, substr(name, instr(name, '+') + 1) FROM rooms) AS pairs;
 ";
 
+/// qchat 6: end to end. Messages arrive sealed (MLS application messages, stored as BLOBs
+/// in `messages.body`, kind 0 like the plain texts before them, which stay as they were);
+/// each room's MLS commits are events of kind 5, and the room keeps its group's epoch
+/// (`mls_epoch`: the number of commits taken, 0 while it has no group) and the latest group
+/// info. Devices publish key packages (`key_packages`; a device's signing key is its
+/// `devices.e2e_key`). New files have an empty `name`: it travels encrypted.
+const V5: &str = "
+ALTER TABLE rooms ADD COLUMN mls_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rooms ADD COLUMN group_info BLOB;
+CREATE TABLE key_packages (
+    id          INTEGER PRIMARY KEY,
+    user        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    package     BLOB NOT NULL,
+    last_resort INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX key_packages_of ON key_packages (user, device, last_resort);
+";
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
 }
 
 /// What each waiting message costs beyond its text, in the sender's share.
@@ -179,7 +198,7 @@ pub const MESSAGE_OVERHEAD: u64 = 256;
 
 /// The schema version this relay runs.
 pub fn latest_version() -> usize {
-    4
+    5
 }
 
 /// Brings the database up to the latest schema.
@@ -279,5 +298,32 @@ mod tests {
         );
         assert_eq!(rows("SELECT room FROM files"), ["alice+bob"]);
         assert_eq!(rows("SELECT user FROM fetches"), ["bob"]);
+    }
+
+    #[test]
+    fn a_qchat_5_database_keeps_its_plain_messages_and_files_and_has_no_groups_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)]).to_latest(&mut conn).unwrap();
+            conn.execute_batch(
+                "INSERT INTO rooms (name, direct, created_ms, last_seq) VALUES ('alice+bob', 1, 1, 1);
+                 INSERT INTO messages (id, sender, room, room_seq, kind, body, created_ms)
+                     VALUES (x'01', 'alice', 'alice+bob', 1, 0, 'waiting for bob', 1);
+                 INSERT INTO files (id, sender, room, name, size, created_ms) VALUES (x'04', 'alice', 'alice+bob', 'f.txt', 9, 1);",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(rows("SELECT body FROM messages"), ["waiting for bob"]);
+        assert_eq!(rows("SELECT name FROM files"), ["f.txt"]);
+        assert_eq!(rows("SELECT name || ' ' || mls_epoch || ' ' || (group_info IS NULL) FROM rooms"), ["alice+bob 0 1"]);
+        assert_eq!(rows("SELECT COUNT(*) || '' FROM key_packages"), ["0"]);
     }
 }
