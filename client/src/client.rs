@@ -16,6 +16,8 @@ use crate::connect::{connect, endpoint_for, quic_config, resolve};
 use crate::event::TransferId;
 use crate::event::{ConnectionState, Event};
 use crate::history::{ChatLine, History, Record};
+use crate::offer::{Content, FileOffer, Offer};
+use crate::secure::Secure;
 use crate::refusal::Ending;
 use crate::rooms::{RoomRequest, Rooms};
 use crate::session::{self, Outcome};
@@ -103,6 +105,10 @@ pub(crate) enum Command {
     },
     /// A request about this person's devices or rooms, as it goes to the relay.
     Request(ClientControl),
+    /// The safety number of this person and a user ([`Event::SafetyNumber`]).
+    Verify {
+        user: String,
+    },
     Shutdown,
 }
 
@@ -132,10 +138,19 @@ pub fn default_download_dir() -> PathBuf {
 /// A message waiting for the relay's `Stored`.
 pub(crate) struct Outgoing {
     pub id: MessageId,
-    /// The room it goes to (none: the default room).
+    /// The room it goes to (none: the default room, until the relay says which).
     pub room: Option<String>,
-    pub text: String,
+    pub content: Content,
+    /// Once encrypted: the room and the sealed bytes (sent again as they are, so that the
+    /// relay stores it once).
+    pub sealed: Option<(String, Vec<u8>)>,
     pub reply: Option<SendReplyTx>,
+}
+
+impl Outgoing {
+    pub fn text(id: MessageId, room: Option<String>, text: String, reply: Option<SendReplyTx>) -> Outgoing {
+        Outgoing { id, room, content: Content::Text(text), sealed: None, reply }
+    }
 }
 
 impl DeviceRequest {
@@ -184,13 +199,20 @@ impl Client {
             Some(base) => StateDir::under(base, &options.identity),
             None => StateDir::for_identity(&options.identity),
         };
+        let (file_offers, offers_rx) = mpsc::unbounded_channel();
         let context = TransferContext {
             events: events.clone(),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)),
             book: Arc::new(UploadBook::new(&state_dir)),
             windows: WindowBudget::new(qchat_shared::window::DEFAULT_BUDGET),
+            offers: file_offers,
         };
+        let secure = Secure::open(&state_dir, &options.identity);
         let core = Core {
+            secure: secure.map_err(|e| e.to_string()),
+            file_offers: offers_rx,
+            unkeyed: BTreeMap::new(),
+            verifying: Vec::new(),
             history: History::new(&state_dir),
             saved: state_dir.load(),
             state_dir,
@@ -267,7 +289,7 @@ impl Client {
     /// Queues a message to `room` (none: the default room).
     pub fn send_to(&self, room: Option<String>, text: impl Into<String>) -> MessageId {
         let id = MessageId::random();
-        let _ = self.commands.send(Command::Send(Outgoing { id, room, text: text.into(), reply: None }));
+        let _ = self.commands.send(Command::Send(Outgoing::text(id, room, text.into(), None)));
         id
     }
 
@@ -283,7 +305,7 @@ impl Client {
         let (reply, answer) = oneshot::channel();
         let id = MessageId::random();
         self.commands
-            .send(Command::Send(Outgoing { id, room, text: text.into(), reply: Some(reply) }))
+            .send(Command::Send(Outgoing::text(id, room, text.into(), Some(reply))))
             .map_err(|_| SendError::Stopped("the client has stopped".into()))?;
         answer.await.map_err(|_| SendError::Stopped("the client has stopped".into()))?
     }
@@ -300,6 +322,13 @@ impl Client {
         let _ = self.commands.send(Command::Request(request.frame()));
     }
 
+    /// Asks for the safety number of this person and `user`, from the devices in the
+    /// encryption group of their direct room (made if need be): [`Event::SafetyNumber`],
+    /// or [`Event::LocalError`] when there is none yet.
+    pub fn verify(&self, user: &str) {
+        let _ = self.commands.send(Command::Verify { user: user.to_string() });
+    }
+
     /// Asks the relay for a fresh status; an `Event::Status` follows.
     pub fn request_status(&self) {
         let _ = self.commands.send(Command::Status);
@@ -313,6 +342,15 @@ impl Client {
 
 /// The client's state across connections.
 pub(crate) struct Core {
+    /// The device's end-to-end state (why not, if its store cannot be opened: nothing can
+    /// be sent or read then).
+    pub secure: Result<Secure, String>,
+    /// Offers of our uploads, to send to their room's members.
+    pub file_offers: mpsc::UnboundedReceiver<(String, FileOffer)>,
+    /// Files the relay offered whose key has not come yet (their sender's offer follows).
+    pub unkeyed: BTreeMap<FileId, FileInfo>,
+    /// Users whose safety number was asked for, until their direct room's group is ready.
+    pub verifying: Vec<String>,
     pub options: ClientOptions,
     pub events: mpsc::UnboundedSender<Event>,
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -328,7 +366,7 @@ pub(crate) struct Core {
     pub history: History,
     pub transfers: Transfers,
     /// Files offered to us and not saved yet.
-    pub offers: BTreeMap<FileId, FileInfo>,
+    pub offers: BTreeMap<FileId, Offer>,
     /// Where a pending `receive_all` saves files, until the relay's listing comes.
     pub receive_into: Option<PathBuf>,
     /// Where every new offer is received at once, after `receive_as_offered`.
@@ -383,13 +421,15 @@ impl Core {
     pub fn settle(&mut self, id: MessageId, result: Result<Sent, SendError>, history: &mut Vec<Record>) {
         if let Some(pos) = self.outbox.iter().position(|o| o.id == id) {
             let outgoing = self.outbox.remove(pos);
-            match &result {
-                Ok(sent) => {
+            match (&result, &outgoing.content) {
+                (Ok(sent), Content::Text(text)) => {
                     let from = self.options.identity.user.clone();
-                    history.push(Record::Line(ChatLine::mine(id, sent, from, outgoing.text.clone())));
+                    history.push(Record::Line(ChatLine::mine(id, sent, from, text.clone())));
                     self.emit(Event::Stored { id, seq: sent.seq, room: sent.room.clone(), time_ms: sent.time_ms })
                 }
-                Err(e) => self.emit(Event::SendFailed { id, reason: e.to_string() }),
+                // A file's offer: the upload's own events tell of the file.
+                (Ok(_), Content::File(_)) => {}
+                (Err(e), _) => self.emit(Event::SendFailed { id, reason: e.to_string() }),
             }
             if let Some(reply) = outgoing.reply {
                 let _ = reply.send(result);
@@ -405,6 +445,7 @@ impl Core {
             Some(Command::ReceiveAll { out_dir, keep, room }) => self.receive(out_dir, keep, room),
             Some(Command::Cancel { transfer }) => self.cancel(transfer),
             Some(Command::Request(request)) => self.requests.push(request),
+            Some(Command::Verify { user }) => self.verifying.push(user),
             Some(Command::Status | Command::ListFiles) => {}
             Some(Command::Shutdown) | None => return false,
         }
@@ -436,7 +477,7 @@ impl Core {
 
     /// Queues a download of every offer not saved or queued yet; returns how many.
     pub fn queue_downloads(&mut self, out_dir: PathBuf) -> usize {
-        let offers: Vec<FileInfo> = self
+        let offers: Vec<Offer> = self
             .offers
             .values()
             .filter(|o| self.takes_room(&o.room) && !self.transfers.has_download(o.file_id))
@@ -449,7 +490,7 @@ impl Core {
     }
 
     /// Queues a download of one offer.
-    fn queue_download(&mut self, offer: FileInfo, out_dir: PathBuf) {
+    fn queue_download(&mut self, offer: Offer, out_dir: PathBuf) {
         let transfer = self.next_download;
         self.next_download += 1;
         let (file_id, name, size) = (offer.file_id, offer.name.clone(), offer.size);
@@ -457,9 +498,32 @@ impl Core {
         self.transfers.add(transfer, Job::Download { offer, out_dir });
     }
 
-    /// Takes an offer from the relay, unless the file was already saved. An offer is told
-    /// to the user when new, and again when a file offered while arriving is committed.
-    pub fn offered(&mut self, offer: FileInfo) -> bool {
+    /// Takes the relay's offer of a file: held until its sender's encrypted offer (its
+    /// name and key) is here too, then [`Core::offered`].
+    pub fn relay_offered(&mut self, info: FileInfo) -> bool {
+        if self.saved.fetched.contains(&info.file_id) {
+            return false;
+        }
+        let known = self.secure.as_ref().ok().and_then(|s| s.file_offer(info.file_id));
+        let offer = Offer::new(info.clone(), known.as_ref());
+        if !offer.readable() {
+            self.unkeyed.insert(info.file_id, info);
+            return true;
+        }
+        self.offered(offer)
+    }
+
+    /// A member's encrypted offer came: the relay's offer of that file, if it came first,
+    /// can be told now.
+    pub fn key_arrived(&mut self, offer: &FileOffer) {
+        if let Some(info) = self.unkeyed.remove(&offer.file_id) {
+            self.offered(Offer::new(info, Some(offer)));
+        }
+    }
+
+    /// Takes an offer, unless the file was already saved. An offer is told to the user
+    /// when new, and again when a file offered while arriving is committed.
+    pub fn offered(&mut self, offer: Offer) -> bool {
         if self.saved.fetched.contains(&offer.file_id) {
             return false;
         }

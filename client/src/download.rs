@@ -16,11 +16,13 @@ use qchat_shared::frame::{DownloadEnd, DownloadReply, DownloadStart, FileId, Fil
 use qchat_shared::hash::hash_prefix;
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::names::{numbered, sanitize_file_name};
+use qchat_shared::seal::{resume_point, Opener};
 use qchat_shared::transfer::{self, Sink, SinkOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
 
 use crate::event::{Event, TransferId};
+use crate::offer::{Cipher, Offer};
 use crate::transfers::{Outcome, Throttle, TransferContext};
 
 /// The folder inside the download folder that holds partial files. A saved name never
@@ -32,13 +34,20 @@ pub fn partial_path(out_dir: &Path, file_id: FileId) -> PathBuf {
     out_dir.join(PARTIAL_DIR).join(format!("{file_id}.part"))
 }
 
-/// Opens (or creates) the partial file and hashes what it already holds.
-fn open_partial(path: &Path, size: u64) -> std::io::Result<(File, blake3::Hasher, u64)> {
+/// Opens (or creates) the partial file and hashes what it already holds. With `segment`,
+/// what it holds is cut back to a whole number of sealed segments (a resume fetches the
+/// segment it was in again, whole, to open it).
+fn open_partial(path: &Path, size: u64, sealed: bool) -> std::io::Result<(File, blake3::Hasher, u64)> {
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
     let mut held = file.metadata()?.len();
     if held > size {
-        file.set_len(0)?;
         held = 0;
+    }
+    if sealed {
+        held = resume_point(held).0;
+    }
+    if held != file.metadata()?.len() {
+        file.set_len(held)?;
     }
     let hasher = hash_prefix(&mut file, held)?;
     file.seek(SeekFrom::Start(held))?;
@@ -71,7 +80,7 @@ pub async fn run(
     ctx: &TransferContext,
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
-    offer: FileInfo,
+    offer: Offer,
     out_dir: PathBuf,
 ) -> Outcome {
     let Ok(_permit) = ctx.permits.acquire().await else { return Outcome::Interrupted };
@@ -87,22 +96,37 @@ async fn fetch(
     ctx: &TransferContext,
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
-    offer: &FileInfo,
+    offer: &Offer,
     out_dir: &Path,
 ) -> Result<Outcome, String> {
     let file_id = offer.file_id;
+    let key = match &offer.cipher {
+        Cipher::Sealed(key) => Some(key.clone()),
+        Cipher::Plain => None,
+        Cipher::Unknown => {
+            let reason = format!(
+                "{} cannot be received on this device: its key was sent before this device was in the room's \
+                 encryption group",
+                offer.name
+            );
+            return Ok(ctx.fail(transfer, Some(file_id), reason));
+        }
+    };
     let partial = partial_path(out_dir, file_id);
-    let (dir, part, size) = (out_dir.join(PARTIAL_DIR), partial.clone(), offer.size);
+    let (dir, part, size, sealed) = (out_dir.join(PARTIAL_DIR), partial.clone(), offer.size, key.is_some());
     let opened = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        open_partial(&part, size)
+        open_partial(&part, size, sealed)
     })
     .await
     .map_err(|e| e.to_string())?;
-    let (file, hasher, offset) = match opened {
+    let (file, hasher, held) = match opened {
         Ok(opened) => opened,
         Err(e) => return Ok(ctx.fail(transfer, Some(file_id), format!("cannot write in {}: {e}", out_dir.display()))),
     };
+    // Where the relay's bytes resume: the same place for a plain file, the segment's start
+    // for a sealed one.
+    let offset = if sealed { resume_point(held).1 } else { held };
 
     let (mut send, mut recv) = windows.connection().open_bi().await.map_err(|e| e.to_string())?;
     let _ = send.set_priority(FILE_PRIORITY);
@@ -118,26 +142,39 @@ async fn fetch(
     }
     // A file still arriving comes as the relay writes it; its hash follows its bytes.
     let arriving = info.blake3.is_none();
-    if offset > 0 {
-        ctx.emit(Event::Resumed { transfer, file_id, offset });
+    if held > 0 {
+        ctx.emit(Event::Resumed { transfer, file_id, offset: held });
     }
 
-    let mut sink = Sink::start(file, hasher, offset, SinkOptions { path: Some(&partial), ..SinkOptions::default() });
+    let mut sink = Sink::start(file, hasher, held, SinkOptions { path: Some(&partial), ..SinkOptions::default() });
     let mut throttle = Throttle::new();
-    let total = info.size;
+    let total = offer.size;
+    let stored = info.size;
     let tuner = windows.tune(Direction::Receive);
+    // Progress counts the file's own bytes.
+    let plain = |at: u64| if sealed { (at as u128 * total as u128 / stored.max(1) as u128) as u64 } else { at };
     let progress = |done: u64| {
-        if throttle.ready(offset + done, total) {
-            ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
+        if throttle.ready(offset + done, stored) {
+            ctx.emit(Event::Progress { transfer, file_id, done: plain(offset + done), total });
         }
     };
-    let mut received = transfer::receive(&mut recv, &mut sink, total - offset, None, progress).await;
+    let mut opener = match &key {
+        Some(key) => match Opener::new(key, stored, held) {
+            Ok(opener) => Some(opener),
+            Err(e) => return Ok(ctx.fail(transfer, Some(file_id), format!("{}: {e}", offer.name))),
+        },
+        None => None,
+    };
+    let mut received = match opener.as_mut() {
+        Some(opener) => transfer::receive_sealed(&mut recv, &mut sink, opener, None, progress).await,
+        None => transfer::receive(&mut recv, &mut sink, stored - offset, None, progress).await,
+    };
     drop(tuner);
     let mut expected = info.blake3;
     if arriving && received.is_ok() {
         match read_frame::<DownloadEnd, _>(&mut recv).await {
             Ok(Some(end)) => expected = Some(end.blake3),
-            Ok(None) => received = Err(TransferError::Short { got: total, expected: total }),
+            Ok(None) => received = Err(TransferError::Short { got: stored, expected: stored }),
             Err(e) => received = Err(reset_code(&e).map_or(TransferError::Stream(e.to_string()), TransferError::Reset)),
         }
     }
@@ -146,6 +183,10 @@ async fn fetch(
         "the disk is full where files are saved ({}); free some space and receive again: it resumes",
         out_dir.display()
     );
+    let name = &offer.name;
+    let damaged = |why: String| {
+        format!("{name} was altered on the relay or on the way ({why}); nothing was saved, receive it again")
+    };
     match (received, finished) {
         (Err(TransferError::DiskFull), _) | (_, Err(TransferError::DiskFull)) => {
             Ok(ctx.fail(transfer, Some(file_id), disk_full))
@@ -153,30 +194,33 @@ async fn fetch(
         (Err(TransferError::Reset(StreamCode::Withdrawn)), _) => {
             let _ = tokio::fs::remove_file(&partial).await;
             let reason = format!(
-                "{} will not arrive: its upload was cancelled, refused or expired before it was complete; nothing \
-                 was saved",
-                info.name
+                "{name} will not arrive: its upload was cancelled, refused or expired before it was complete; nothing \
+                 was saved"
             );
             Ok(ctx.fail(transfer, Some(file_id), reason))
+        }
+        (Err(TransferError::Sealed(e)), _) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Ok(ctx.fail(transfer, Some(file_id), damaged(e.to_string())))
         }
         (Err(TransferError::Stream(e)), _) => Err(e),
         (Err(e), _) | (Ok(()), Err(e)) => Ok(ctx.fail(transfer, Some(file_id), e.to_string())),
         (Ok(()), Ok((file, hasher))) => {
             drop(file);
-            let expected = expected.unwrap_or_default();
-            if *hasher.finalize().as_bytes() != expected {
+            let hash = *hasher.finalize().as_bytes();
+            let verified = match &opener {
+                Some(opener) => opener.verify(&hash).map_err(|e| damaged(e.to_string())),
+                None if Some(hash) == expected => Ok(()),
+                None => Err(damaged("it does not match its BLAKE3 hash".into())),
+            };
+            if let Err(reason) = verified {
                 let _ = tokio::fs::remove_file(&partial).await;
-                let reason = format!(
-                    "{} does not match its BLAKE3 hash (damaged on the relay or on the way); nothing was saved, \
-                     receive it again",
-                    info.name
-                );
                 return Ok(ctx.fail(transfer, Some(file_id), reason));
             }
-            let (dir, name, part) = (out_dir.to_path_buf(), info.name.clone(), partial.clone());
+            let (dir, name, part) = (out_dir.to_path_buf(), offer.name.clone(), partial.clone());
             let placed = tokio::task::spawn_blocking(move || place(&dir, &name, &part)).await;
             match placed {
-                Ok(Ok(path)) => Ok(Outcome::Saved { file_id, path, blake3: expected }),
+                Ok(Ok(path)) => Ok(Outcome::Saved { file_id, path, blake3: hash }),
                 Ok(Err(e)) => Ok(ctx.fail(transfer, Some(file_id), format!("cannot save the file: {e}"))),
                 Err(e) => Err(e.to_string()),
             }
@@ -195,12 +239,15 @@ fn reset_code(error: &ReadFrameError) -> Option<StreamCode> {
 
 /// Checks the relay's `Ready` against the offer it made and the partial file: another
 /// file, another size or hash, or a size below what is already held is refused.
-fn matches_offer(info: &FileInfo, offer: &FileInfo, offset: u64) -> Result<(), String> {
+fn matches_offer(info: &FileInfo, offer: &Offer, offset: u64) -> Result<(), String> {
     if info.file_id != offer.file_id {
         return Err(format!("the relay answered with file {} for file {}", info.file_id, offer.file_id));
     }
-    if info.size != offer.size {
-        return Err(format!("the relay now says {} has {} bytes; it offered {}", offer.name, info.size, offer.size));
+    if info.size != offer.stored_size {
+        return Err(format!(
+            "the relay now says {} has {} bytes; it offered {}",
+            offer.name, info.size, offer.stored_size
+        ));
     }
     if offer.blake3.is_some() && info.blake3 != offer.blake3 {
         return Err(format!("the relay now gives {} another hash than it offered", offer.name));
@@ -215,11 +262,11 @@ fn matches_offer(info: &FileInfo, offer: &FileInfo, offset: u64) -> Result<(), S
 mod tests {
     use super::*;
 
-    fn offer(size: u64) -> FileInfo {
+    fn info(size: u64) -> FileInfo {
         FileInfo {
             file_id: FileId([1; 16]),
             room: "alice+bob".into(),
-            name: "a.bin".into(),
+            plain_name: Some("a.bin".into()),
             size,
             from: "alice".into(),
             blake3: Some([2; 32]),
@@ -229,18 +276,18 @@ mod tests {
 
     #[test]
     fn the_relay_cannot_change_what_it_offered() {
-        let offered = offer(100);
-        assert_eq!(matches_offer(&offered, &offered, 0), Ok(()));
-        assert_eq!(matches_offer(&offered, &offered, 100), Ok(()));
-        let bigger = FileInfo { size: 1 << 40, ..offered.clone() };
+        let offered = Offer::new(info(100), None);
+        assert_eq!(matches_offer(&info(100), &offered, 0), Ok(()));
+        assert_eq!(matches_offer(&info(100), &offered, 100), Ok(()));
+        let bigger = FileInfo { size: 1 << 40, ..info(100) };
         assert!(matches_offer(&bigger, &offered, 0).unwrap_err().contains("offered 100"));
-        let other = FileInfo { file_id: FileId([3; 16]), ..offered.clone() };
+        let other = FileInfo { file_id: FileId([3; 16]), ..info(100) };
         assert!(matches_offer(&other, &offered, 0).is_err());
-        let rehashed = FileInfo { blake3: Some([4; 32]), ..offered.clone() };
+        let rehashed = FileInfo { blake3: Some([4; 32]), ..info(100) };
         assert!(matches_offer(&rehashed, &offered, 0).is_err());
         // A size below the resume offset would make the bytes left wrap around.
-        let small = offer(10);
-        assert!(matches_offer(&small, &small, 11).unwrap_err().contains("more than"));
+        let small = Offer::new(info(10), None);
+        assert!(matches_offer(&info(10), &small, 11).unwrap_err().contains("more than"));
     }
 
     #[test]
@@ -284,11 +331,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("p.part");
         std::fs::write(&part, b"0123456789").unwrap();
-        let (_, hasher, held) = open_partial(&part, 4).unwrap();
+        let (_, hasher, held) = open_partial(&part, 4, false).unwrap();
         assert_eq!(held, 0);
         assert_eq!(hasher.finalize(), blake3::hash(b""));
         std::fs::write(&part, b"0123").unwrap();
-        let (_, hasher, held) = open_partial(&part, 10).unwrap();
+        let (_, hasher, held) = open_partial(&part, 10, false).unwrap();
         assert_eq!((held, hasher.finalize()), (4, blake3::hash(b"0123")));
+        // A sealed file resumes at a segment's start: a part of one is fetched again.
+        let (_, _, held) = open_partial(&part, 10, true).unwrap();
+        assert_eq!(held, 0);
+        assert_eq!(std::fs::metadata(&part).unwrap().len(), 0);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use qchat_shared::frame::{Blake3, Body, DeviceInfo, FileEntry, FileId, FileInfo, MessageId, RoomInfo, Status};
+use qchat_shared::frame::{Blake3, Body, DeviceInfo, FileId, MessageId, RoomInfo, Status};
+
+use crate::offer::{Listed, Offer};
 
 /// A file transfer of this client, numbered from 1 in each run.
 pub type TransferId = u64;
@@ -61,6 +63,20 @@ pub enum Event {
         change: Body,
         time_ms: i64,
     },
+    /// Something about a room's encryption, in words: a new device in its group, a
+    /// message this device cannot read.
+    Notice {
+        room: String,
+        text: String,
+        time_ms: i64,
+    },
+    /// The safety number of this person and `user`, and the devices (with fingerprints)
+    /// it covers; [`crate::Client::verify`] asks for it.
+    SafetyNumber {
+        user: String,
+        number: String,
+        devices: Vec<String>,
+    },
     /// Our rooms, as they are now: after each connect, each change, and each answer to a
     /// room request.
     Rooms(Vec<RoomInfo>),
@@ -104,7 +120,7 @@ pub enum Event {
 
     /// A file waits on the relay for us (once per run per file, and again when a file
     /// offered while arriving, without a hash, is committed with its hash).
-    FileOffered(FileInfo),
+    FileOffered(Offer),
     /// A file offered while arriving has this many bytes on the relay so far.
     FileArriving {
         file_id: FileId,
@@ -178,8 +194,8 @@ pub enum Event {
     },
     /// One page of the answer to `list_files`; `last` marks the listing's final page.
     Files {
-        incoming: Vec<FileEntry>,
-        outgoing: Vec<FileEntry>,
+        incoming: Vec<Listed>,
+        outgoing: Vec<Listed>,
         last: bool,
     },
     /// A message of ours expired on the relay before anyone received it.

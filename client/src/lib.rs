@@ -9,6 +9,8 @@
 //! - [`refusal`]: turning connection errors into reasons a person can act on;
 //! - [`reorder`]: deliveries put back in the relay's order, with a bound;
 //! - [`rooms`]: the rooms this user is in, kept up to date;
+//! - [`secure`], [`offer`]: end-to-end encryption (each room an MLS group) and what sealed
+//!   messages hold (texts, and files' names and keys);
 //! - [`event`]: what the core reports;
 //! - [`transfers`], [`upload`], [`download`]: files, one stream each, resumable;
 //! - [`state`], [`history`]: what the client keeps on disk, per identity;
@@ -23,7 +25,9 @@ pub mod event;
 pub mod history;
 pub mod refusal;
 pub mod reorder;
+pub mod offer;
 pub mod rooms;
+pub mod secure;
 pub mod session;
 pub mod state;
 pub mod transfers;

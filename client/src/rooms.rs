@@ -200,6 +200,8 @@ pub fn describe(by: &str, change: &Body) -> String {
         Body::Added { user } => format!("{by} added {user}"),
         Body::Removed { user } => format!("{by} removed {user}"),
         Body::Left => format!("{by} left"),
+        Body::Sealed(_) => format!("{by} wrote (encrypted)"),
+        Body::Commit { .. } => format!("{by}'s device changed the room's encryption group"),
     }
 }
 

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use qchat_shared::codes::CloseCode;
 use qchat_shared::frame::{
-    Body, ChatSend, ClientControl, Deliver, FileId, FileState, Hello, MessageId, Open, RelayControl, SendReply,
+    ChatSend, ClientControl, Deliver, FileState, Hello, MessageId, Open, RelayControl, SendReply,
 };
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
+use std::collections::HashSet;
 use qchat_shared::transport::CHAT_PRIORITY;
 use qchat_shared::window::ConnectionWindows;
 use tokio::sync::mpsc;
@@ -18,6 +19,8 @@ use tokio::task::JoinSet;
 use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::{ChatLine, Record};
+use crate::offer::{Content, Listed};
+use crate::secure::Reading;
 use crate::refusal::{explain, Ending};
 use crate::reorder::Reorder;
 use crate::transfers::{Job, Outcome as TransferOutcome};
@@ -75,17 +78,19 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     let (relay_tx, mut from_relay) = mpsc::channel(CONTROL_QUEUE);
     tasks.spawn(read_control(control_recv, relay_tx));
     let (deliver_tx, mut deliveries) = mpsc::channel(DELIVERY_QUEUE);
-    if core.options.receive {
-        tasks.spawn(accept_deliveries(connection.clone(), deliver_tx));
-    }
+    // Even a client that does not take delivery reads what comes, to keep its rooms'
+    // groups in step (it neither shows nor acknowledges it).
+    tasks.spawn(accept_deliveries(connection.clone(), deliver_tx));
     // These carry one item per message or transfer of this user's own: the outbox and the
     // transfer list bound them.
     let (result_tx, mut results) = mpsc::unbounded_channel();
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
     let (send_queue, queue_rx) = mpsc::unbounded_channel();
     tasks.spawn(send_in_order(connection.clone(), queue_rx, result_tx));
-    for outgoing in &core.outbox {
-        let _ = send_queue.send(queued(outgoing));
+    // Messages go once their room's group is ready, after the welcome.
+    let mut dispatched: HashSet<MessageId> = HashSet::new();
+    if let Ok(secure) = core.secure.as_mut() {
+        secure.connected();
     }
 
     let mut welcomed = false;
@@ -98,13 +103,15 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             command = core.commands.recv() => match command {
                 Some(Command::Send(outgoing)) => {
                     let id = outgoing.id;
-                    let refused = refuse_locally(&outgoing.text);
-                    if refused.is_none() {
-                        let _ = send_queue.send(queued(&outgoing));
-                    }
+                    let refused = refuse_locally(&outgoing.content);
                     core.outbox.push(outgoing);
                     if let Some(reason) = refused {
                         core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
+                    } else if welcomed {
+                        let frames = dispatch(core, &send_queue, &mut dispatched);
+                        if write_all(&mut control_send, frames).await.is_err() {
+                            break ended(welcomed, &connection, &who).await;
+                        }
                     }
                 }
                 Some(Command::Status) => {
@@ -125,6 +132,15 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     }
                 }
                 Some(Command::Cancel { transfer }) => core.cancel(transfer),
+                Some(Command::Verify { user }) => {
+                    core.verifying.push(user);
+                    if welcomed {
+                        let frames = dispatch(core, &send_queue, &mut dispatched);
+                        if write_all(&mut control_send, frames).await.is_err() {
+                            break ended(welcomed, &connection, &who).await;
+                        }
+                    }
+                }
                 Some(Command::Request(request)) => {
                     if write_frame(&mut control_send, &request).await.is_err() {
                         break ended(welcomed, &connection, &who).await;
@@ -150,6 +166,9 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         }
                         let mut requests: Vec<ClientControl> = renewal(core).into_iter().collect();
                         requests.append(&mut core.requests);
+                        if let (Ok(secure), RelayControl::Welcome(status)) = (core.secure.as_mut(), &frame) {
+                            requests.extend(secure.publish(status.key_packages));
+                        }
                         let mut written = true;
                         for request in requests {
                             written &= write_frame(&mut control_send, &request).await.is_ok();
@@ -158,12 +177,13 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                             break ended(welcomed, &connection, &who).await;
                         }
                     }
-                    let mut tell_fetched = Vec::new();
-                    dirty |= on_control(core, frame, &mut tell_fetched).await;
-                    for file_id in tell_fetched {
-                        if write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await.is_err() {
-                            break;
-                        }
+                    let mut tell = Vec::new();
+                    dirty |= on_control(core, frame, &mut tell).await;
+                    if welcomed {
+                        tell.extend(dispatch(core, &send_queue, &mut dispatched));
+                    }
+                    if write_all(&mut control_send, tell).await.is_err() {
+                        break ended(welcomed, &connection, &who).await;
                     }
                 }
                 None => break ended(welcomed, &connection, &who).await,
@@ -175,8 +195,12 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     Ok(ready) => ready,
                     Err(reason) => break lost_delivery(&connection, welcomed, &reason, &who).await,
                 };
-                let acks = take_in_order(core, ready).await;
+                let (acks, mut tell) = take_in_order(core, ready).await;
                 if !acks.is_empty() && send_acks(&mut control_send, acks).await.is_err() {
+                    break ended(welcomed, &connection, &who).await;
+                }
+                tell.extend(dispatch(core, &send_queue, &mut dispatched));
+                if write_all(&mut control_send, tell).await.is_err() {
                     break ended(welcomed, &connection, &who).await;
                 }
                 if core.rooms.take_stale() && write_frame(&mut control_send, &ClientControl::ListRooms).await.is_err() {
@@ -196,6 +220,8 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 for (id, result) in answers {
                     if let Some(resend) = on_send_result(core, &connection, id, result, &mut history) {
                         let _ = send_queue.send(resend);
+                    } else {
+                        dispatched.remove(&id);
                     }
                 }
                 core.remember(history, false).await;
@@ -211,6 +237,23 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     let told = write_frame(&mut control_send, &ClientControl::Fetched { file_id }).await;
                     core.emit(Event::FileSaved { transfer, file_id, path, blake3 });
                     if told.is_err() {
+                        break ended(welcomed, &connection, &who).await;
+                    }
+                }
+            }
+            Some((room, offer)) = core.file_offers.recv() => {
+                // An upload began: its name and key go to the room's members, sealed, once
+                // (the id is the file's, so a resumed upload's offer is stored once).
+                let id = MessageId(offer.file_id.0);
+                if let Ok(secure) = core.secure.as_ref() {
+                    secure.keep_offer(&offer);
+                }
+                if !core.outbox.iter().any(|o| o.id == id) {
+                    core.outbox.push(Outgoing { id, room: Some(room), content: Content::File(offer), sealed: None, reply: None });
+                }
+                if welcomed {
+                    let frames = dispatch(core, &send_queue, &mut dispatched);
+                    if write_all(&mut control_send, frames).await.is_err() {
                         break ended(welcomed, &connection, &who).await;
                     }
                 }
@@ -233,11 +276,97 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     outcome
 }
 
-/// A message as the sending task takes it.
-type Queued = (MessageId, Option<String>, String);
+/// A message as the sending task takes it: id, room and sealed bytes.
+type Queued = (MessageId, String, Vec<u8>);
 
-fn queued(outgoing: &Outgoing) -> Queued {
-    (outgoing.id, outgoing.room.clone(), outgoing.text.clone())
+fn queued(outgoing: &Outgoing) -> Option<Queued> {
+    outgoing.sealed.as_ref().map(|(room, sealed)| (outgoing.id, room.clone(), sealed.clone()))
+}
+
+/// Writes control frames in order.
+async fn write_all(control: &mut quinn::SendStream, frames: Vec<ClientControl>) -> Result<(), ()> {
+    for frame in frames {
+        write_frame(control, &frame).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Sends every queued message whose room's group is ready (sealing it first), and asks
+/// the relay about the groups of the others; returns the questions to write.
+fn dispatch(
+    core: &mut Core,
+    send_queue: &mpsc::UnboundedSender<Queued>,
+    dispatched: &mut HashSet<MessageId>,
+) -> Vec<ClientControl> {
+    let secure = match core.secure.as_mut() {
+        Ok(secure) => secure,
+        Err(reason) => {
+            let reason = format!("this device's end-to-end keys cannot be used: {reason}");
+            let ids: Vec<MessageId> = core.outbox.iter().map(|o| o.id).collect();
+            for id in ids {
+                core.settle(id, Err(SendError::Refused(reason.clone())), &mut Vec::new());
+            }
+            return Vec::new();
+        }
+    };
+    let mut questions = Vec::new();
+    let mut failed = Vec::new();
+    for outgoing in core.outbox.iter_mut() {
+        if dispatched.contains(&outgoing.id) {
+            continue;
+        }
+        if outgoing.sealed.is_none() {
+            match outgoing.room.as_deref() {
+                Some(room) if secure.is_ready(room) => match secure.seal(room, &outgoing.content) {
+                    Ok(sealed) => outgoing.sealed = Some((room.to_string(), sealed)),
+                    Err(reason) => {
+                        failed.push((outgoing.id, reason));
+                        continue;
+                    }
+                },
+                room => {
+                    questions.extend(secure.ask(room));
+                    continue;
+                }
+            }
+        }
+        if let Some(message) = queued(outgoing) {
+            dispatched.insert(outgoing.id);
+            let _ = send_queue.send(message);
+        }
+    }
+    for (id, reason) in failed {
+        core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
+    }
+    questions.extend(verify_ready(core));
+    questions
+}
+
+/// Answers the safety-number questions whose direct room's group is ready; asks about the
+/// others' groups.
+fn verify_ready(core: &mut Core) -> Vec<ClientControl> {
+    let Ok(secure) = core.secure.as_mut() else { return Vec::new() };
+    let me = core.options.identity.user.clone();
+    let mut questions = Vec::new();
+    let mut answers = Vec::new();
+    core.verifying.retain(|user| {
+        let room = qchat_shared::names::direct_room(&me, user);
+        if !secure.is_ready(&room) {
+            questions.extend(secure.ask(Some(&room)));
+            return true;
+        }
+        answers.push(match secure.safety_number(&me, user, &room) {
+            Some((number, devices)) => Event::SafetyNumber { user: user.clone(), number, devices },
+            None => Event::LocalError {
+                reason: format!("no device of {user} is in your direct room's encryption group yet"),
+            },
+        });
+        false
+    });
+    for answer in answers {
+        core.emit(answer);
+    }
+    questions
 }
 
 /// A request for a new certificate, when this device's is in the last third of its life.
@@ -300,7 +429,8 @@ async fn ended(welcomed: bool, connection: &quinn::Connection, (user, server): &
     Outcome::Ended { ending, welcomed }
 }
 
-fn refuse_locally(text: &str) -> Option<String> {
+fn refuse_locally(content: &Content) -> Option<String> {
+    let Content::Text(text) = content else { return None };
     if text.is_empty() {
         Some("an empty message is not sent".into())
     } else if text.len() > MAX_TEXT {
@@ -311,26 +441,40 @@ fn refuse_locally(text: &str) -> Option<String> {
 }
 
 /// Handles a frame from the control stream; returns true when the saved state changed.
-/// Files the relay should hear were fetched go into `tell_fetched`.
-async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec<FileId>) -> bool {
+/// What to tell the relay after it (files already fetched, a group's commit) goes into
+/// `tell`.
+async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientControl>) -> bool {
     match frame {
-        RelayControl::FileOffered(offer) => {
-            let file_id = offer.file_id;
-            if !core.offered(offer) {
-                tell_fetched.push(file_id);
+        RelayControl::FileOffered(info) => {
+            let file_id = info.file_id;
+            if !core.relay_offered(info) {
+                tell.push(ClientControl::Fetched { file_id });
             }
         }
         RelayControl::FileArriving { file_id, held } => core.emit(Event::FileArriving { file_id, held }),
         RelayControl::FileFetched { file_id, by } => core.emit(Event::FileFetched { file_id, by }),
-        RelayControl::FileExpired { file_id, name, fetched } => {
+        RelayControl::FileExpired { file_id, fetched } => {
+            let offer = core.secure.as_ref().ok().and_then(|s| s.file_offer(file_id));
+            let name = offer.map_or_else(|| format!("file {file_id}"), |o| o.name);
             core.emit(Event::FileExpired { file_id, name, fetched })
         }
         RelayControl::Files { incoming, outgoing, last } => {
             for entry in &incoming {
-                if entry.state == FileState::Offered && !core.offered(entry.info.clone()) {
-                    tell_fetched.push(entry.info.file_id);
+                if entry.state == FileState::Offered && !core.relay_offered(entry.info.clone()) {
+                    tell.push(ClientControl::Fetched { file_id: entry.info.file_id });
                 }
             }
+            let listed = |entries: Vec<qchat_shared::frame::FileEntry>| -> Vec<Listed> {
+                let secure = core.secure.as_ref().ok();
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        let offer = secure.and_then(|s| s.file_offer(e.info.file_id));
+                        Listed::new(e, offer.as_ref())
+                    })
+                    .collect()
+            };
+            let (incoming, outgoing) = (listed(incoming), listed(outgoing));
             core.emit(Event::Files { incoming, outgoing, last });
             if last {
                 if let Some(out_dir) = core.receive_into.take() {
@@ -351,6 +495,11 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
             }
         }
         RelayControl::Room(room) => {
+            // Our change of its members: bring its group in line at once.
+            if let Ok(secure) = core.secure.as_mut() {
+                secure.unready(&room.name);
+                tell.extend(secure.ask(Some(&room.name)));
+            }
             core.rooms.update(&core.options.identity.user, room.clone());
             core.emit(Event::Room(room));
             core.emit(Event::Rooms(core.rooms.list()));
@@ -387,8 +536,51 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell_fetched: &mut Vec
         RelayControl::DeviceRefused { reason } => core.emit(Event::DeviceRefused { reason }),
         RelayControl::DeviceAdded { user, device } => core.emit(Event::DeviceAdded { user, device }),
         RelayControl::Renewed { cert_pem } => core.renewed(cert_pem).await,
+        RelayControl::KeysPublished { held } => tracing::debug!(held, "key packages on the relay"),
+        RelayControl::GroupState { room, epoch, group_info, add, remove, missing } => {
+            if !missing.is_empty() {
+                tracing::debug!(?missing, "devices with no key package yet (they join by themselves)");
+            }
+            if let Ok(secure) = core.secure.as_mut() {
+                let (target, made) = secure.answered(&room, epoch, group_info, (add, remove));
+                if target.is_none() {
+                    // The default room is this one now.
+                    core.outbox.iter_mut().filter(|o| o.room.is_none()).for_each(|o| o.room = Some(room.clone()));
+                }
+                match made {
+                    Ok(commit) => tell.extend(commit),
+                    Err(reason) => refuse_waiting(core, Some(&room), &reason),
+                }
+            }
+        }
+        RelayControl::GroupRefused { reason, .. } => {
+            if let Ok(secure) = core.secure.as_mut() {
+                let target = secure.refused_question();
+                refuse_waiting(core, target.as_deref(), &reason);
+            }
+        }
+        RelayControl::Committed { room, .. } => {
+            if let Ok(secure) = core.secure.as_mut() {
+                tell.extend(secure.committed(&room));
+            }
+        }
+        RelayControl::CommitRefused { room, reason } => {
+            tracing::info!(%room, %reason, "our commit was not taken; the group moves on first");
+            if let Ok(secure) = core.secure.as_mut() {
+                secure.commit_refused(&room);
+            }
+        }
     }
     false
+}
+
+/// Fails the messages waiting to go to `room` (the default room with none).
+fn refuse_waiting(core: &mut Core, room: Option<&str>, reason: &str) {
+    let ids: Vec<MessageId> =
+        core.outbox.iter().filter(|o| o.sealed.is_none() && o.room.as_deref() == room).map(|o| o.id).collect();
+    for id in ids {
+        core.settle(id, Err(SendError::Refused(reason.to_string())), &mut Vec::new());
+    }
 }
 
 /// The line of an invite the relay issued: the address this client reaches the relay at,
@@ -405,70 +597,106 @@ fn invite_line(core: &Core, id: String, secret: Vec<u8>) -> Result<String, Strin
     Ok(invite.to_string())
 }
 
+/// Opens each delivery (once; the device keeps what it opened) and says what to tell the
+/// relay after them.
+fn read_all(core: &mut Core, ready: &[Deliver]) -> (Vec<Reading>, Vec<ClientControl>) {
+    let mut tell = Vec::new();
+    let readings = ready
+        .iter()
+        .map(|d| match core.secure.as_mut() {
+            Ok(secure) => {
+                let (reading, frames) = secure.read(d, core.rooms.get(&d.room));
+                tell.extend(frames);
+                reading
+            }
+            Err(reason) => Reading::Notice(format!("this device cannot decrypt: {reason}")),
+        })
+        .collect();
+    (readings, tell)
+}
+
 /// Reports deliveries that are next in order (once each) and returns what to acknowledge:
 /// only what is on disk, so a crash or a full disk loses nothing the relay has let go of.
 /// A batch that could not be written is not acknowledged; when it comes again it is
-/// written again, but not shown again.
-async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> Vec<u64> {
-    let Some(last) = ready.iter().map(|d| d.seq).max() else { return Vec::new() };
+/// written again, but not shown again. A client that does not take delivery only opens
+/// them, to keep its groups in step. Also returns what to tell the relay.
+async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> (Vec<u64>, Vec<ClientControl>) {
+    let (readings, tell) = read_all(core, &ready);
+    let Some(last) = ready.iter().map(|d| d.seq).max() else { return (Vec::new(), tell) };
+    if !core.options.receive {
+        return (Vec::new(), tell);
+    }
+    for reading in &readings {
+        if let Reading::File(offer) = reading {
+            core.key_arrived(offer);
+        }
+    }
     if core.acks_held {
         // A batch before could not be written: acknowledging a later one would move this
         // device's cursor past it on the relay. Show, keep nothing, acknowledge nothing;
         // the next connection brings all of them again.
-        show_new(core, &ready, last);
-        return Vec::new();
+        show_new(core, &ready, &readings, last);
+        return (Vec::new(), tell);
     }
     let me = core.options.identity.user.clone();
     let records = ready
         .iter()
-        .filter(|d| d.seq > core.kept_upto)
-        .map(|d| {
+        .zip(&readings)
+        .filter(|(d, _)| d.seq > core.kept_upto)
+        .filter_map(|(d, reading)| {
             // One of ours, sent from another of our devices: shown as ours.
             let mine = d.from == me;
-            let notice = !matches!(d.body, Body::Text(_));
-            Record::Line(ChatLine {
+            let (text, notice) = match reading {
+                Reading::Text(text) => (text.clone(), false),
+                Reading::Notice(text) => (text.clone(), true),
+                Reading::Change => (crate::rooms::describe(&d.from, &d.body), true),
+                Reading::File(_) | Reading::Silent => return None,
+            };
+            Some(Record::Line(ChatLine {
                 id: d.id,
                 seq: Some(d.seq),
                 room: d.room.clone(),
                 from: d.from.clone(),
-                text: crate::rooms::describe(&d.from, &d.body),
+                text,
                 time_ms: d.time_ms,
-                mine,
+                mine: mine && !notice,
                 delivered: !mine && !notice,
                 received_by: Vec::new(),
                 notice,
-            })
+            }))
         })
         .collect();
     let kept = core.remember(records, true).await;
-    show_new(core, &ready, last);
+    show_new(core, &ready, &readings, last);
     if !kept {
         core.acks_held = true;
-        return Vec::new();
+        return (Vec::new(), tell);
     }
     core.kept_upto = core.kept_upto.max(last);
-    ready.iter().map(|d| d.seq).collect()
+    (ready.iter().map(|d| d.seq).collect(), tell)
 }
 
 /// Reports the deliveries not shown yet, once each; a change of members also changes our
 /// rooms.
-fn show_new(core: &mut Core, ready: &[Deliver], last: u64) {
+fn show_new(core: &mut Core, ready: &[Deliver], readings: &[Reading], last: u64) {
     let me = core.options.identity.user.clone();
-    for d in ready.iter().filter(|d| d.seq > core.shown_upto) {
+    for (d, reading) in ready.iter().zip(readings).filter(|(d, _)| d.seq > core.shown_upto) {
         let (id, seq, room, room_seq, from, time_ms) =
             (d.id, d.seq, d.room.clone(), d.room_seq, d.from.clone(), d.time_ms);
-        match &d.body {
-            Body::Text(text) => {
+        match reading {
+            Reading::Text(text) => {
                 let text = text.clone();
                 core.emit(Event::Message(IncomingMessage { id, seq, room, room_seq, from, text, time_ms }));
             }
-            change => {
-                let changed = core.rooms.apply(&me, (&room, room_seq), &from, change);
-                core.emit(Event::RoomChanged { id, seq, room, by: from, change: change.clone(), time_ms });
+            Reading::Notice(text) => core.emit(Event::Notice { room, text: text.clone(), time_ms }),
+            Reading::Change => {
+                let changed = core.rooms.apply(&me, (&room, room_seq), &from, &d.body);
+                core.emit(Event::RoomChanged { id, seq, room, by: from, change: d.body.clone(), time_ms });
                 if changed {
                     core.emit(Event::Rooms(core.rooms.list()));
                 }
             }
+            Reading::File(_) | Reading::Silent => {}
         }
     }
     core.shown_upto = core.shown_upto.max(last);
@@ -491,7 +719,7 @@ fn on_send_result(
     match result {
         // Keep it and send it again (same id: the relay stores it once); if the link is
         // dead, the reconnect resends it.
-        SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).map(queued),
+        SendResult::NoAnswer => return core.outbox.iter().find(|o| o.id == id).and_then(queued),
         SendResult::Reply(SendReply::Stored { seq, room, time_ms, .. }) => {
             core.settle(id, Ok(Sent { id, seq, room, time_ms }), history)
         }
@@ -512,8 +740,8 @@ async fn send_in_order(
     results: mpsc::UnboundedSender<(MessageId, SendResult)>,
 ) {
     let mut answers = JoinSet::new();
-    while let Some((id, room, text)) = queue.recv().await {
-        match open_and_write(&connection, ChatSend { id, room, text }).await {
+    while let Some((id, room, sealed)) = queue.recv().await {
+        match open_and_write(&connection, ChatSend { id, room, sealed }).await {
             Ok(recv) => {
                 let results = results.clone();
                 answers.spawn(async move {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use qchat_shared::frame::FileId;
+use qchat_shared::seal::FileKey;
 
 use qchat_shared::identity::Identity;
 use qchat_shared::replace::{replace_file, Readers};
@@ -84,6 +85,8 @@ pub struct UploadRecord {
     pub size: u64,
     pub modified_ms: i64,
     pub file_id: FileId,
+    /// The key it is sealed under (sealing again with it gives the same bytes).
+    pub key: FileKey,
 }
 
 /// The unfinished uploads of one identity, kept in `uploads.json`.
@@ -109,13 +112,13 @@ impl UploadBook {
         replace_file(&self.file, &serde_json::to_vec(records).map_err(std::io::Error::other)?, Readers::Owner)
     }
 
-    /// The relay's id for an unfinished upload of this very file, if any.
-    pub fn find(&self, path: &Path, size: u64, modified_ms: i64) -> Option<FileId> {
+    /// The relay's id and the key of an unfinished upload of this very file, if any.
+    pub fn find(&self, path: &Path, size: u64, modified_ms: i64) -> Option<(FileId, FileKey)> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.load()
             .into_iter()
             .find(|r| r.path == path && r.size == size && r.modified_ms == modified_ms)
-            .map(|r| r.file_id)
+            .map(|r| (r.file_id, r.key))
     }
 
     /// Remembers an upload (replacing any record of the same path).

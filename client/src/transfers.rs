@@ -7,12 +7,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qchat_shared::frame::{FileId, FileInfo};
+use qchat_shared::frame::FileId;
 use qchat_shared::window::{ConnectionWindows, WindowBudget};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::event::{Event, TransferId};
+use crate::offer::{FileOffer, Offer};
 use crate::state::UploadBook;
 use crate::{download, upload};
 
@@ -30,7 +31,7 @@ pub enum Job {
         room: Option<String>,
     },
     Download {
-        offer: FileInfo,
+        offer: Offer,
         out_dir: PathBuf,
     },
 }
@@ -59,6 +60,8 @@ pub struct TransferContext {
     pub book: Arc<UploadBook>,
     /// What the windows of this client's transfers together may grow to.
     pub windows: Arc<WindowBudget>,
+    /// An upload's offer (its name and key) for the members of its room, to send sealed.
+    pub offers: mpsc::UnboundedSender<(String, FileOffer)>,
 }
 
 impl TransferContext {

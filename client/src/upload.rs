@@ -8,13 +8,14 @@ use std::time::UNIX_EPOCH;
 
 use qchat_shared::codes::StreamCode;
 use qchat_shared::frame::{FileId, Open, UploadEnd, UploadReply, UploadStart};
-use qchat_shared::hash::hash_prefix;
+use qchat_shared::seal::{sealed_len, FileKey, Sealer};
 use qchat_shared::io::{read_frame, write_frame};
-use qchat_shared::transfer::{self, SendOptions, TransferError};
+use qchat_shared::transfer::{self, Sealed, SendOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
 
 use crate::event::{Event, TransferId};
+use crate::offer::FileOffer;
 use crate::state::UploadRecord;
 use crate::transfers::{Outcome, Throttle, TransferContext};
 
@@ -90,12 +91,17 @@ async fn send_file(
 ) -> Result<Outcome, Failure> {
     let fail = |file_id: Option<FileId>| move |e: String| (file_id, e);
     let (owned, size, modified_ms) = (path.to_path_buf(), local.size, local.modified_ms);
-    let resume = ctx.with_book(move |book| book.find(&owned, size, modified_ms)).await.flatten();
+    let known = ctx.with_book(move |book| book.find(&owned, size, modified_ms)).await.flatten();
+    let (resume, key) = match known {
+        Some((file_id, key)) => (Some(file_id), key),
+        None => (None, FileKey::random()),
+    };
     let (send, mut recv) = windows.connection().open_bi().await.map_err(|e| (None, e.to_string()))?;
     let mut stream = UploadStream { send, cancelled };
     let send = &mut stream.send;
     let _ = send.set_priority(FILE_PRIORITY);
-    let start = UploadStart { room, name: local.name.clone(), size: local.size, resume };
+    let sealed_size = sealed_len(local.size);
+    let start = UploadStart { room, size: sealed_size, resume };
     write_frame(send, &Open::Upload(start)).await.map_err(|e| (None, e.to_string()))?;
     let (file_id, offset, room) = match read_frame::<UploadReply, _>(&mut recv).await {
         Ok(Some(UploadReply::Ready { file_id, offset, room })) => (file_id, offset, room),
@@ -105,31 +111,41 @@ async fn send_file(
         }
         other => return Err((None, format!("unexpected answer from the relay: {other:?}"))),
     };
-    let record = UploadRecord { path: path.to_path_buf(), size: local.size, modified_ms: local.modified_ms, file_id };
+    let record = UploadRecord {
+        path: path.to_path_buf(),
+        size: local.size,
+        modified_ms: local.modified_ms,
+        file_id,
+        key: key.clone(),
+    };
     ctx.with_book(move |book| book.remember(record)).await;
+    // Its name and key go to the room's members, sealed, while the bytes move.
+    let offer = FileOffer { file_id, name: local.name.clone(), size: local.size, key: key.clone() };
+    let _ = ctx.offers.send((room.clone(), offer));
+    // Progress counts the file's own bytes (the relay counts sealed ones).
+    let plain = |sealed: u64| (sealed as u128 * local.size as u128 / sealed_size.max(1) as u128) as u64;
     if offset > 0 {
-        ctx.emit(Event::Resumed { transfer, file_id, offset });
+        ctx.emit(Event::Resumed { transfer, file_id, offset: plain(offset) });
     }
 
     let owned = path.to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(owned)?;
-        let hasher = hash_prefix(&mut file, offset)?;
-        Ok::<_, std::io::Error>((file, hasher))
-    })
-    .await
-    .map_err(|e| (Some(file_id), e.to_string()))?;
-    let (file, hasher) = opened.map_err(|e| (Some(file_id), format!("cannot read {}: {e}", path.display())))?;
+    let file = tokio::task::spawn_blocking(move || std::fs::File::open(owned))
+        .await
+        .map_err(|e| (Some(file_id), e.to_string()))?
+        .map_err(|e| (Some(file_id), format!("cannot read {}: {e}", path.display())))?;
     let mut throttle = Throttle::new();
     let total = local.size;
     let tuner = windows.tune(Direction::Send);
     let progress = |done: u64| {
-        if throttle.ready(offset + done, total) {
-            ctx.emit(Event::Progress { transfer, file_id, done: offset + done, total });
+        if throttle.ready(offset + done, sealed_size) {
+            ctx.emit(Event::Progress { transfer, file_id, done: plain(offset + done), total });
         }
     };
-    let options = SendOptions { hasher: Some(hasher), ..SendOptions::default() };
-    let sent = transfer::send(send, file, total - offset, options, progress).await;
+    // Sealed from the start (the relay's hash covers all of it), sent from the offset.
+    let plain_hash = Arc::new(std::sync::OnceLock::new());
+    let seal = Sealed { sealer: Sealer::new(&key), skip: offset, plain_hash: plain_hash.clone() };
+    let options = SendOptions { seal: Some(seal), ..SendOptions::default() };
+    let sent = transfer::send(send, file, total, options, progress).await;
     drop(tuner);
     let blake3 = match sent {
         Ok(Some(hash)) => hash,
@@ -140,8 +156,11 @@ async fn send_file(
     write_frame(send, &UploadEnd { blake3 }).await.map_err(|e| e.to_string()).map_err(fail(Some(file_id)))?;
     let _ = send.finish();
     match read_frame::<UploadReply, _>(&mut recv).await {
-        Ok(Some(UploadReply::Committed { file_id, blake3 })) => {
+        Ok(Some(UploadReply::Committed { file_id, .. })) => {
             ctx.forget_upload(path).await;
+            // The file's own hash, as its recipients check it (the relay's is of the sealed
+            // bytes).
+            let blake3 = plain_hash.get().copied().unwrap_or_default();
             let (path, name, size) = (path.to_path_buf(), local.name.clone(), local.size);
             ctx.emit(Event::Uploaded { transfer, file_id, room, path, name, size, blake3 });
             Ok(Outcome::Uploaded)

@@ -67,7 +67,8 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS qchat_device (identity TEXT PRIMARY KEY, signature_key BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS qchat_opened (
         room TEXT NOT NULL, room_seq INTEGER NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (room, room_seq));
-    CREATE TABLE IF NOT EXISTS qchat_pending (room TEXT PRIMARY KEY, commit_bytes BLOB NOT NULL, provisional INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS qchat_pending (
+        room TEXT PRIMARY KEY, commit_bytes BLOB NOT NULL, provisional INTEGER NOT NULL, merged INTEGER NOT NULL DEFAULT 0);
     CREATE TABLE IF NOT EXISTS qchat_secrets (id BLOB PRIMARY KEY, value BLOB NOT NULL);";
 
 impl Device {

@@ -121,7 +121,7 @@ impl Device {
     pub fn has_pending(&self, room: &str) -> Result<bool, E2eError> {
         Ok(self
             .connection
-            .query_row("SELECT 1 FROM qchat_pending WHERE room = ?1", [room], |_| Ok(()))
+            .query_row("SELECT 1 FROM qchat_pending WHERE room = ?1 AND merged = 0", [room], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -225,6 +225,25 @@ impl Device {
         )?;
         tx.commit()?;
         Ok(Commit { epoch, commit, welcome: None, added: vec![self.identity.clone()], rejected: Vec::new() })
+    }
+
+    /// The relay took this device's pending commit in `room`: it is in force at once (the
+    /// relay's delivery of it, later, is then only confirmed). What it added and removed.
+    pub fn confirm(&mut self, room: &str) -> Result<(Vec<String>, Vec<String>), E2eError> {
+        let tx = self.connection.unchecked_transaction()?;
+        let provider = Provider::new(&self.crypto, &tx);
+        let merged = self.merge_pending(&provider, room)?;
+        tx.execute("UPDATE qchat_pending SET merged = 1 WHERE room = ?1", [room])?;
+        tx.commit()?;
+        Ok(merged)
+    }
+
+    fn merge_pending(&self, provider: &Provider<'_>, room: &str) -> Result<(Vec<String>, Vec<String>), E2eError> {
+        let mut group = self.load(provider, room)?.ok_or(E2eError::NotInGroup)?;
+        let Some(staged) = group.pending_commit() else { return Ok((Vec::new(), Vec::new())) };
+        let changed = changes(&group, staged);
+        group.merge_pending_commit(provider).map_err(mls)?;
+        Ok(changed)
     }
 
     /// The relay did not take this device's pending commit in `room` (another came first):
@@ -339,23 +358,25 @@ impl Device {
         (commit, welcome): (&[u8], Option<&[u8]>),
         may_join: &dyn Fn(&str) -> bool,
     ) -> Result<Opened, E2eError> {
-        let pending: Option<Vec<u8>> = self
+        let pending: Option<(Vec<u8>, bool)> = self
             .connection
-            .query_row("SELECT commit_bytes FROM qchat_pending WHERE room = ?1", [room], |r| r.get(0))
+            .query_row("SELECT commit_bytes, merged FROM qchat_pending WHERE room = ?1", [room], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
-        if pending.as_deref() == Some(commit) {
-            let mut group = self.load(provider, room)?.ok_or(E2eError::NotInGroup)?;
-            let (added, removed) = match group.pending_commit() {
-                Some(staged) => changes(&group, staged),
-                None => (Vec::new(), Vec::new()),
-            };
-            group.merge_pending_commit(provider).map_err(mls)?;
-            self.connection.execute("DELETE FROM qchat_pending WHERE room = ?1", [room])?;
-            return Ok(Opened::Confirmed { added, removed });
-        }
-        if pending.is_some() {
+        match pending {
+            Some((ours, merged)) if ours == commit => {
+                let (added, removed) = if merged { (Vec::new(), Vec::new()) } else { self.merge_pending(provider, room)? };
+                self.connection.execute("DELETE FROM qchat_pending WHERE room = ?1", [room])?;
+                return Ok(Opened::Confirmed { added, removed });
+            }
+            // Ours is in force already; this one is the next.
+            Some((_, true)) => {
+                self.connection.execute("DELETE FROM qchat_pending WHERE room = ?1", [room])?;
+            }
             // Another commit came first: ours is void.
-            self.drop_pending(provider, room)?;
+            Some((_, false)) => self.drop_pending(provider, room)?,
+            None => {}
         }
         match self.active(provider, room)? {
             Some(mut group) => {

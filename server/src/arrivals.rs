@@ -233,7 +233,7 @@ mod tests {
         FileInfo {
             file_id: FileId::random(),
             room: "alice+bob".into(),
-            name: "f".into(),
+            plain_name: None,
             size,
             from: "alice".into(),
             blake3: None,

@@ -297,7 +297,7 @@ async fn group_request(state: &RelayState, caller: &Caller, request: ClientContr
     match request {
         ClientControl::PublishKeys { signature_key, mut key_packages } => {
             if key_packages.iter().any(|p| p.len() > MAX_SEALED) || signature_key.len() > 256 {
-                return Some(RelayControl::GroupRefused { room: String::new(), reason: "a key is too large".into() });
+                return Some(RelayControl::DeviceRefused { reason: "a key package is too large".into() });
             }
             // The last of the packages is the device's last-resort one.
             let last_resort = key_packages.pop();
@@ -305,7 +305,7 @@ async fn group_request(state: &RelayState, caller: &Caller, request: ClientContr
                 Ok(held) => Some(RelayControl::KeysPublished { held }),
                 Err(e) => {
                     warn!(error = %e, "keys not published");
-                    Some(RelayControl::GroupRefused { room: String::new(), reason: e.to_string() })
+                    Some(RelayControl::DeviceRefused { reason: format!("end-to-end keys not published: {e}") })
                 }
             }
         }
@@ -329,7 +329,7 @@ async fn group_request(state: &RelayState, caller: &Caller, request: ClientContr
             match state.store.commit(caller.key(), &room, epoch, commit, welcome).await {
                 Ok(room_seq) => {
                     info!(room = %qchat_shared::display::Escaped(&room), epoch, room_seq, "a group changed");
-                    None
+                    Some(RelayControl::Committed { room, epoch: epoch + 1 })
                 }
                 Err(e) => Some(RelayControl::CommitRefused { room, reason: e.to_string() }),
             }

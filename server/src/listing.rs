@@ -108,7 +108,7 @@ mod tests {
             info: FileInfo {
                 file_id: FileId::random(),
                 room: "r".repeat(65),
-                name: "n".repeat(name_len),
+                plain_name: Some("n".repeat(name_len)),
                 size: u64::MAX,
                 from: "a".repeat(32),
                 blake3: Some([9; 32]),

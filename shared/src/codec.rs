@@ -95,7 +95,7 @@ mod tests {
     use crate::frame::{ChatSend, MessageId, Open, RelayControl};
 
     fn sample() -> Open {
-        Open::Send(ChatSend { id: MessageId([7; 16]), room: None, text: "hello, bob".into() })
+        Open::Send(ChatSend { id: MessageId([7; 16]), room: "alice+bob".into(), sealed: b"hello, bob".to_vec() })
     }
 
     #[test]
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_text_over_the_frame_limit_cannot_be_encoded() {
-        let big = Open::Send(ChatSend { id: MessageId([0; 16]), room: None, text: "x".repeat(MAX_FRAME) });
+        let big = Open::Send(ChatSend { id: MessageId([0; 16]), room: "alice+bob".into(), sealed: vec![b'x'; MAX_FRAME] });
         assert!(encode(&big).is_err());
     }
 }

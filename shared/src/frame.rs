@@ -317,6 +317,8 @@ pub enum RelayControl {
         remove: Vec<String>,
         missing: Vec<String>,
     },
+    /// Our commit was taken: the room's group is at `epoch` now.
+    Committed { room: String, epoch: u64 },
     /// A commit was not taken, and why (another took its epoch first, or not a member).
     CommitRefused { room: String, reason: String },
     /// A group request was refused, and why.
@@ -389,6 +391,13 @@ pub enum Body {
     },
     /// The sender left.
     Left,
+}
+
+impl Body {
+    /// Whether it is a message (plain or sealed), not a change of the room or its group.
+    pub fn is_message(&self) -> bool {
+        matches!(self, Body::Text(_) | Body::Sealed(_))
+    }
 }
 
 /// One device of a person, as the relay knows it.

@@ -127,9 +127,9 @@ impl Sealer {
         out
     }
 
-    /// Adds the plaintext's hash and seals what is left; returns those segments and the
-    /// BLAKE3 of the whole sealed stream.
-    pub fn finish(mut self) -> (Vec<Vec<u8>>, Blake3) {
+    /// Adds the plaintext's hash and seals what is left; returns those segments, the
+    /// BLAKE3 of the whole sealed stream and that of the plaintext.
+    pub fn finish(mut self) -> (Vec<Vec<u8>>, Blake3, Blake3) {
         let hash = *self.plain_hash.finalize().as_bytes();
         let mut out = Vec::new();
         for byte in hash {
@@ -139,7 +139,7 @@ impl Sealer {
             self.pending.push(byte);
         }
         out.push(self.seal_pending(true));
-        (out, *self.sealed_hash.finalize().as_bytes())
+        (out, *self.sealed_hash.finalize().as_bytes(), hash)
     }
 
     fn seal_pending(&mut self, last: bool) -> Vec<u8> {
@@ -232,7 +232,8 @@ mod tests {
         for piece in data.chunks(pieces.max(1)) {
             segments.extend(sealer.push(piece));
         }
-        let (tail, hash) = sealer.finish();
+        let (tail, hash, plain) = sealer.finish();
+        assert_eq!(&plain, blake3::hash(data).as_bytes());
         segments.extend(tail);
         (segments, hash)
     }

@@ -268,6 +268,8 @@ pub struct SendOptions<'a> {
 pub struct Sealed {
     pub sealer: Sealer,
     pub skip: u64,
+    /// Set to the plaintext's BLAKE3 once all of it was read.
+    pub plain_hash: Arc<std::sync::OnceLock<Blake3>>,
 }
 
 /// Of sealed `segment`, which starts at sealed byte `at`, the part from `skip` on.
@@ -361,7 +363,8 @@ pub async fn send(
         }
         match seal {
             Some(sealed) => {
-                let (segments, hash) = sealed.sealer.finish();
+                let (segments, hash, plain) = sealed.sealer.finish();
+                let _ = sealed.plain_hash.set(plain);
                 send_sealed(sealed.skip, segments).then_some(hash)
             }
             None => hasher.map(|h| *h.finalize().as_bytes()),

@@ -54,6 +54,7 @@ impl FakeRelay {
             waiting_for_you: 0,
             waiting_for_peer: 0,
             files_for_you: 0,
+            key_packages: qchat_shared::limits::KEY_PACKAGES_TARGET as u64,
         };
         write_frame(&mut send, &RelayControl::Welcome(status)).await.expect("welcome");
         write_frame(&mut send, &RelayControl::Rooms { rooms: Vec::new(), last: true }).await.expect("rooms");

@@ -66,10 +66,12 @@ async fn a_client_that_never_reads_its_replies_stops_being_read() {
     chat_still_works(&mut bob, &mut alice).await;
 }
 
-/// Opens an upload on a raw connection and returns its streams once the relay is ready.
-async fn raw_upload(connection: &quinn::Connection, name: &str, size: u64) -> (quinn::SendStream, quinn::RecvStream) {
+/// Opens an upload (of a sealed file of `size` bytes) on a raw connection and returns its
+/// streams once the relay is ready.
+async fn raw_upload(connection: &quinn::Connection, size: u64) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Upload(UploadStart { room: None, name: name.into(), size, resume: None }))
+    let size = qchat_shared::seal::sealed_len(size);
+    write_frame(&mut send, &Open::Upload(UploadStart { room: None, size, resume: None }))
         .await
         .unwrap();
     let ready = read_frame::<UploadReply, _>(&mut recv).await.unwrap();
@@ -85,9 +87,8 @@ async fn sixteen_slow_uploads_of_alice_leave_room_for_bob() {
     let raw = relay.raw("alice").await;
     // Sixteen uploads that trickle: progress, so none of them counts as stalled.
     let mut streams = Vec::new();
-    for i in 0..16 {
-        let name = format!("slow{i}");
-        let opened = tokio::time::timeout(Duration::from_secs(1), raw_upload(&raw.connection, &name, 1 << 30));
+    for _ in 0..16 {
+        let opened = tokio::time::timeout(Duration::from_secs(1), raw_upload(&raw.connection, 1 << 30));
         match opened.await {
             Ok(streams_of_one) => streams.push(streams_of_one),
             Err(_) => break, // over alice's share: it waits its turn
@@ -117,7 +118,7 @@ async fn a_stalled_upload_gives_its_slot_back() {
     let mut bob = relay.client("bob");
     bob.connected().await;
     let raw = relay.raw("alice").await;
-    let (mut send, mut recv) = raw_upload(&raw.connection, "stuck.bin", 1000).await;
+    let (mut send, mut recv) = raw_upload(&raw.connection, 1000).await;
     send.write_all(&[1; 10]).await.unwrap();
     let path = write_file(&relay.tmp.path().join("bob.bin"), 4096);
     let transfer = bob.client.send_file(&path);

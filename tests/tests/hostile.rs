@@ -42,7 +42,7 @@ async fn malformed_and_oversized_frames_close_only_their_stream() {
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
     write_frame(
         &mut send,
-        &Open::Send(ChatSend { id: MessageId::random(), room: None, text: "after the noise".into() }),
+        &Open::Send(ChatSend { id: MessageId::random(), room: "alice+bob".into(), sealed: "after the noise".as_bytes().to_vec() }),
     )
     .await
     .unwrap();
@@ -82,7 +82,7 @@ async fn a_stream_that_never_finishes_its_frame_is_timed_out() {
     assert!(started.elapsed() >= qchat_shared::limits::FIRST_FRAME_DEADLINE - std::time::Duration::from_secs(1));
     // The connection itself is fine.
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Send(ChatSend { id: MessageId::random(), room: None, text: "still fine".into() }))
+    write_frame(&mut send, &Open::Send(ChatSend { id: MessageId::random(), room: "alice+bob".into(), sealed: "still fine".as_bytes().to_vec() }))
         .await
         .unwrap();
     send.finish().unwrap();
@@ -98,7 +98,7 @@ async fn two_thousand_streams_at_once_are_bounded_and_all_answered() {
         let connection = raw.connection.clone();
         tasks.spawn(async move {
             let (mut send, mut recv) = connection.open_bi().await.unwrap();
-            let frame = Open::Send(ChatSend { id: MessageId::random(), room: None, text: format!("flood {i}") });
+            let frame = Open::Send(ChatSend { id: MessageId::random(), room: "alice+bob".into(), sealed: format!("flood {i}").into_bytes() });
             write_frame(&mut send, &frame).await.unwrap();
             send.finish().unwrap();
             read_frame::<SendReply, _>(&mut recv).await.unwrap()
@@ -130,14 +130,14 @@ async fn uploads_that_lie_about_size_or_hash_are_refused_and_leave_nothing() {
     let relay = TestRelay::start().await;
     let raw = relay.raw("alice").await;
 
-    let start = UploadStart { room: None, name: "short.bin".into(), size: 100, resume: None };
+    let start = UploadStart { room: None, size: 100, resume: None };
     let (mut send, mut recv, _) = raw_upload(&raw, start).await;
     send.write_all(&[1u8; 50]).await.unwrap();
     send.finish().unwrap();
     let reply = read_frame::<UploadReply, _>(&mut recv).await.unwrap();
     assert!(matches!(&reply, Some(UploadReply::Refused { reason }) if reason.contains("50 of 100")), "{reply:?}");
 
-    let start = UploadStart { room: None, name: "../../etc/passwd".into(), size: 1000, resume: None };
+    let start = UploadStart { room: None, size: 1000, resume: None };
     let (mut send, mut recv, file_id) = raw_upload(&raw, start).await;
     send.write_all(&[2u8; 1000]).await.unwrap();
     write_frame(&mut send, &UploadEnd { blake3: [0; 32] }).await.unwrap();

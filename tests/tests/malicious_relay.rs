@@ -40,7 +40,7 @@ fn offer(bytes: &[u8]) -> FileInfo {
     FileInfo {
         file_id: FileId([5; 16]),
         room: "alice+bob".into(),
-        name: "small.txt".into(),
+        plain_name: Some("small.txt".into()),
         size: bytes.len() as u64,
         from: "alice".into(),
         blake3: Some(*blake3::hash(bytes).as_bytes()),

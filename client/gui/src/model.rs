@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use qchat_client::history::ChatLine;
 use qchat_client::{ConnectionState, Event, TransferId};
-use qchat_shared::frame::{DeviceInfo, FileEntry, FileId, FileState, MessageId, RoomInfo};
+use qchat_client::offer::Listed;
+use qchat_shared::frame::{DeviceInfo, FileId, FileState, MessageId, RoomInfo};
 use qchat_shared::names::direct_room;
 
 /// The link to the relay, as the status line tells it.
@@ -375,7 +376,7 @@ impl Model {
     }
 
     /// Shows the files we sent that the relay knows of (after a restart of the window).
-    fn outgoing_files(&mut self, entries: Vec<FileEntry>) {
+    fn outgoing_files(&mut self, entries: Vec<Listed>) {
         for entry in entries {
             if self.by_file(entry.info.file_id).is_some() {
                 continue;
@@ -553,21 +554,22 @@ mod tests {
         model.select("alice+bob".into());
         let file_id = FileId([3; 16]);
         let t0 = Instant::now();
-        let offer = qchat_shared::frame::FileInfo {
+        let info = qchat_shared::frame::FileInfo {
             file_id,
             room: "alice+bob".into(),
-            name: "a.bin".into(),
+            plain_name: Some("a.bin".into()),
             size: 1000,
             from: "alice".into(),
             blake3: None,
             time_ms: 0,
         };
+        let offer = qchat_client::offer::Offer::new(info, None);
         model.apply(Event::FileOffered(offer.clone()), t0);
         assert_eq!(model.offers(), 1);
         assert_eq!(model.transfers[0].arriving, Some(0), "offered while it is still uploaded");
         model.apply(Event::FileArriving { file_id, held: 400 }, t0);
         assert_eq!(model.transfers[0].arriving, Some(400));
-        model.apply(Event::FileOffered(qchat_shared::frame::FileInfo { blake3: Some([1; 32]), ..offer }), t0);
+        model.apply(Event::FileOffered(qchat_client::offer::Offer { blake3: Some([1; 32]), ..offer }), t0);
         assert_eq!((model.offers(), model.transfers[0].arriving), (1, None), "the same row, now complete");
         model.apply(Event::DownloadQueued { transfer: 9, file_id, name: "a.bin".into(), size: 1000 }, t0);
         model.apply(Event::Progress { transfer: 9, file_id, done: 100, total: 1000 }, t0);

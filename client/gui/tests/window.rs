@@ -179,15 +179,16 @@ async fn a_file_still_arriving_is_marked_so_with_what_the_relay_holds() {
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
     pump(&mut app, &mut events, "connected", connected).await;
     let file_id = qchat_shared::frame::FileId([5; 16]);
-    let offer = qchat_shared::frame::FileInfo {
+    let info = qchat_shared::frame::FileInfo {
         file_id,
         room: "alice+bob".into(),
-        name: "film.mkv".into(),
+        plain_name: Some("film.mkv".into()),
         size: 4 << 30,
         from: "bob".into(),
         blake3: None,
         time_ms: 0,
     };
+    let offer = qchat_client::offer::Offer::new(info, None);
     let now = std::time::Instant::now();
     app.model.apply(Event::FileOffered(offer), now);
     app.model.apply(Event::FileArriving { file_id, held: 3 << 20 }, now);

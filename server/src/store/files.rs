@@ -446,18 +446,18 @@ mod tests {
         for (user, device) in [("alice", "a1"), ("bob", "b1")] {
             store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
-        let slot = store.start_upload(("alice", "a1"), None, "a.bin", 800, None, LIMITS, two()).await.unwrap();
+        let slot = store.start_upload(("alice", "a1"), None, 800, None, LIMITS, two()).await.unwrap();
         assert_eq!(slot.held, 0);
         store.checkpoint(slot.file_id, 300).await.unwrap();
         let resumed =
-            store.start_upload(("alice", "a1"), None, "a.bin", 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
+            store.start_upload(("alice", "a1"), None, 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
         let room = "alice+bob".to_string();
         assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300, created_ms: slot.created_ms, room });
         let other_size =
-            store.start_upload(("alice", "a1"), None, "a.bin", 10, Some(slot.file_id), LIMITS, two()).await.unwrap();
+            store.start_upload(("alice", "a1"), None, 10, Some(slot.file_id), LIMITS, two()).await.unwrap();
         assert_ne!(other_size.file_id, slot.file_id, "a different file is a new upload");
         let stolen =
-            store.start_upload(("bob", "b1"), None, "a.bin", 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
+            store.start_upload(("bob", "b1"), None, 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
         assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
 
         assert!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().is_empty());
@@ -492,13 +492,13 @@ mod tests {
         for (user, device) in [("alice", "a1"), ("bob", "b1")] {
             store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
-        let err = store.start_upload(("alice", "a1"), None, "big", 1001, None, LIMITS, two()).await.unwrap_err();
+        let err = store.start_upload(("alice", "a1"), None, 1001, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
-        store.start_upload(("alice", "a1"), None, "one", 1000, None, LIMITS, two()).await.unwrap();
-        let err = store.start_upload(("alice", "a1"), None, "two", 501, None, LIMITS, two()).await.unwrap_err();
+        store.start_upload(("alice", "a1"), None, 1000, None, LIMITS, two()).await.unwrap();
+        let err = store.start_upload(("alice", "a1"), None, 501, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("quota"), "{err}");
-        store.start_upload(("alice", "a1"), None, "two", 500, None, LIMITS, two()).await.unwrap();
-        store.start_upload(("bob", "b1"), None, "theirs", 1000, None, LIMITS, two()).await.unwrap();
+        store.start_upload(("alice", "a1"), None, 500, None, LIMITS, two()).await.unwrap();
+        store.start_upload(("bob", "b1"), None, 1000, None, LIMITS, two()).await.unwrap();
     }
 
     #[tokio::test]
@@ -511,11 +511,11 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..4 {
             let slot =
-                store.start_upload(("alice", "a1"), None, &format!("empty{i}"), 0, None, LIMITS, two()).await.unwrap();
+                store.start_upload(("alice", "a1"), None, 0, None, LIMITS, two()).await.unwrap();
             store.commit_upload(slot.file_id, [0; 32], "alice").await.unwrap();
             ids.push(slot.file_id);
         }
-        let err = store.start_upload(("alice", "a1"), None, "one more", 0, None, LIMITS, two()).await.unwrap_err();
+        let err = store.start_upload(("alice", "a1"), None, 0, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("4 files on the relay that nobody has fetched"), "{err}");
         let (mut after, mut listed) = (0, Vec::new());
         loop {
@@ -526,6 +526,6 @@ mod tests {
         }
         assert_eq!(listed, ids, "every offer once, oldest first");
         store.mark_fetched(("bob", "b1"), ids[0]).await.unwrap();
-        store.start_upload(("alice", "a1"), None, "fits again", 0, None, LIMITS, two()).await.unwrap();
+        store.start_upload(("alice", "a1"), None, 0, None, LIMITS, two()).await.unwrap();
     }
 }

@@ -423,6 +423,7 @@ fn delivered_watermark(txn: &Transaction<'_>, sender: &str) -> Result<u64, Store
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sealed;
     use crate::store::open;
     use crate::store::DeviceStore;
 
@@ -433,7 +434,7 @@ mod tests {
 
     /// The sequence numbers of the messages (not the changes of members) in `page`.
     fn texts(page: &[StoredMessage]) -> Vec<u64> {
-        page.iter().filter(|m| matches!(m.body, Body::Text(_))).map(|m| m.seq).collect()
+        page.iter().filter(|m| m.body.is_message()).map(|m| m.seq).collect()
     }
 
     #[tokio::test]
@@ -447,7 +448,7 @@ mod tests {
         let mut seqs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let stored =
-                store.store_message(*id, ("alice", "a1"), None, &format!("m{i}"), u64::MAX, two()).await.unwrap();
+                store.store_message(*id, ("alice", "a1"), None, sealed(&format!("m{i}")), u64::MAX, two()).await.unwrap();
             assert!(stored.fresh);
             assert_eq!((stored.room.as_str(), stored.room_seq), ("alice+bob", i as u64 + 2), "after its making");
             seqs.push(stored.seq);
@@ -459,10 +460,10 @@ mod tests {
                 assert_eq!(published.seq, stored.seq);
             }
         }
-        let again = store.store_message(ids[1], ("alice", "a1"), None, "m1", u64::MAX, two()).await.unwrap();
+        let again = store.store_message(ids[1], ("alice", "a1"), None, sealed("m1"), u64::MAX, two()).await.unwrap();
         assert_eq!((again.seq, again.fresh), (seqs[1], false));
         assert!(feed.try_recv().is_err(), "a resend is not delivered again");
-        let foreign = store.store_message(ids[1], ("bob", "b1"), None, "x", u64::MAX, two()).await;
+        let foreign = store.store_message(ids[1], ("bob", "b1"), None, sealed("x"), u64::MAX, two()).await;
         assert!(matches!(foreign, Err(StoreError::Refused(_))));
 
         let receipts = store.mark_delivered(("bob", "b1"), vec![seqs[0] - 1, seqs[0], seqs[1]]).await.unwrap();
@@ -499,7 +500,7 @@ mod tests {
             store.device_connected(user, device, false, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
         let sent =
-            store.store_message(MessageId::random(), ("alice", "a1"), None, "hi", u64::MAX, two()).await.unwrap();
+            store.store_message(MessageId::random(), ("alice", "a1"), None, sealed("hi"), u64::MAX, two()).await.unwrap();
         let seqs = |page: Vec<StoredMessage>| texts(&page);
         assert_eq!(seqs(store.pending(("bob", "b1"), 0, 10).await.unwrap()), [sent.seq]);
         assert_eq!(seqs(store.pending(("alice", "a2"), 0, 10).await.unwrap()), [sent.seq], "her other device");
@@ -522,21 +523,21 @@ mod tests {
         let (store, _feed, _thread) = open(&dir.path().join("relay.db")).unwrap();
         store.device_connected("bob", "b1", true, vec![1], i64::MAX).await.unwrap();
         let first = store
-            .store_message(MessageId::random(), ("alice", "a1"), None, "0123456789", 15 + OVERHEAD, two())
+            .store_message(MessageId::random(), ("alice", "a1"), None, sealed("0123456789"), 15 + OVERHEAD, two())
             .await
             .unwrap();
         let err = store
-            .store_message(MessageId::random(), ("alice", "a1"), None, "abcdef", 15 + OVERHEAD, two())
+            .store_message(MessageId::random(), ("alice", "a1"), None, sealed("abcdef"), 15 + OVERHEAD, two())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("waiting on the relay"), "{err}");
         store
-            .store_message(MessageId::random(), ("bob", "b1"), None, "abcdef", 15 + OVERHEAD, two())
+            .store_message(MessageId::random(), ("bob", "b1"), None, sealed("abcdef"), 15 + OVERHEAD, two())
             .await
             .expect("bob has his own share");
         store.mark_delivered(("bob", "b1"), vec![first.seq]).await.unwrap();
         let second = store
-            .store_message(MessageId::random(), ("alice", "a1"), None, "abcdef", 15 + OVERHEAD, two())
+            .store_message(MessageId::random(), ("alice", "a1"), None, sealed("abcdef"), 15 + OVERHEAD, two())
             .await
             .unwrap();
 
@@ -548,7 +549,7 @@ mod tests {
         store.sweep_messages(0, i64::MAX / 2).await.unwrap();
         assert!(store.receipts("alice", 0, 10).await.unwrap().is_empty(), "delivered and past retention: gone");
         store
-            .store_message(MessageId::random(), ("alice", "a1"), None, "0123456789abcde", 15 + 2 * OVERHEAD, two())
+            .store_message(MessageId::random(), ("alice", "a1"), None, sealed("0123456789abcde"), 15 + 2 * OVERHEAD, two())
             .await
             .expect("all freed");
     }
@@ -562,7 +563,7 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .store_message(MessageId::random(), ("alice", "a1"), None, &i.to_string(), u64::MAX, two())
+                        .store_message(MessageId::random(), ("alice", "a1"), None, sealed(&i.to_string()), u64::MAX, two())
                         .await
                 })
             })

@@ -416,6 +416,7 @@ impl RoomStore for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sealed;
     use crate::store::open;
     use crate::store::{DeviceStore, MessageStore};
 
@@ -470,7 +471,7 @@ mod tests {
         let mut sent = Vec::new();
         for text in ["one", "two"] {
             let stored =
-                store.store_message(MessageId::random(), ("alice", "a1"), Some("team"), text, u64::MAX, all.clone());
+                store.store_message(MessageId::random(), ("alice", "a1"), Some("team"), sealed(text), u64::MAX, all.clone());
             sent.push(stored.await.unwrap().seq);
         }
         for change in [RoomChange::Remove { user: "bob".into() }, RoomChange::Add { user: "bob".into() }] {
@@ -499,7 +500,7 @@ mod tests {
         let create = RoomChange::Create { members: vec!["bob".into()] };
         let refused = store.change_room(("alice", "a1"), "one-more", create, all.clone()).await.unwrap_err();
         assert!(refused.to_string().contains("in the last day"), "{refused}");
-        let direct = store.store_message(MessageId::random(), ("alice", "a1"), None, "hi", u64::MAX, all.clone());
+        let direct = store.store_message(MessageId::random(), ("alice", "a1"), None, sealed("hi"), u64::MAX, all.clone());
         assert!(direct.await.unwrap_err().to_string().contains("in the last day"), "a direct room is a room too");
         let create = RoomChange::Create { members: vec![] };
         store.change_room(("bob", "b1"), "bobs", create, all).await.expect("bob has his own count");

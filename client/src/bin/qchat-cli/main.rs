@@ -127,6 +127,10 @@ enum Command {
         #[command(subcommand)]
         action: DevicesAction,
     },
+    /// Prints the devices of you and USER with their fingerprints, and as the last line the
+    /// safety number of the two of you: USER sees the same digits if no one stands between
+    /// you (compare them in person or on a call).
+    Verify { user: String },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +222,7 @@ async fn main() -> ExitCode {
         Command::Files { target } => files(&client, events, printer, &target).await,
         Command::Rooms { action } => rooms(&client, events, printer, action).await,
         Command::Devices { action } => devices(&client, events, printer, action).await,
+        Command::Verify { user } => verify(&client, events, printer, user).await,
         Command::Join { .. } => unreachable!("joined above"),
     };
     client.shutdown();
@@ -630,6 +635,17 @@ async fn devices(
         _ => None,
     };
     answer(events, printer, "an answer about devices", done).await
+}
+
+async fn verify(client: &Client, events: &mut Inbox, printer: &mut Printer, user: String) -> Result<(), Failed> {
+    connected(events, printer).await?;
+    client.verify(&user);
+    let done = |event: &Event| match event {
+        Event::SafetyNumber { .. } => Some(Ok(())),
+        Event::LocalError { reason } => Some(Err(reason.clone())),
+        _ => None,
+    };
+    answer(events, printer, "the safety number", done).await
 }
 
 /// Waits (30 s at most) for the answer to a request: the event `done` accepts (`Ok`,

@@ -9,7 +9,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use qchat_client::rooms::{describe, title};
 use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_shared::display::Escaped;
-use qchat_shared::frame::{Body, DeviceInfo, FileEntry, FileState, RoomInfo, Status};
+use qchat_client::offer::Listed;
+use qchat_shared::frame::{Body, DeviceInfo, FileState, RoomInfo, Status};
 use qchat_shared::hex;
 use qchat_shared::units::human_bytes;
 use serde_json::{json, Value};
@@ -21,7 +22,7 @@ pub struct Printer {
     bars: HashMap<TransferId, ProgressBar>,
     /// A file listing's pages so far, printed as one list at its last page (readable
     /// lines only; with `--json` each page is a `files` event of its own).
-    listing: (Vec<FileEntry>, Vec<FileEntry>),
+    listing: (Vec<Listed>, Vec<Listed>),
     multi: MultiProgress,
     /// Who this is, to name direct rooms by the other person.
     pub me: String,
@@ -62,7 +63,7 @@ fn status_text(status: &Status) -> String {
     )
 }
 
-fn entry_json(entry: &FileEntry) -> Value {
+fn entry_json(entry: &Listed) -> Value {
     let (state, held) = match entry.state {
         FileState::Uploading { held } => ("uploading", Some(held)),
         FileState::Offered => ("offered", None),
@@ -77,7 +78,7 @@ fn entry_json(entry: &FileEntry) -> Value {
     })
 }
 
-fn entry_text(entry: &FileEntry) -> String {
+fn entry_text(entry: &Listed) -> String {
     let state = match entry.state {
         FileState::Uploading { held } => format!("uploading, {} on the relay", human_bytes(held)),
         FileState::Offered => "waiting to be fetched".into(),
@@ -113,6 +114,8 @@ fn change_json(change: &Body) -> (&'static str, Value) {
         Body::Added { user } => ("added", json!(user)),
         Body::Removed { user } => ("removed", json!(user)),
         Body::Left => ("left", Value::Null),
+        Body::Sealed(_) => ("message", Value::Null),
+        Body::Commit { .. } => ("group_changed", Value::Null),
     }
 }
 
@@ -163,8 +166,8 @@ impl Printer {
     }
 
     /// Prints a page of a file listing (of [`Printer::only_room`], if set).
-    pub fn files(&mut self, incoming: &[FileEntry], outgoing: &[FileEntry], last: bool) {
-        let shown = |entries: &[FileEntry]| -> Vec<FileEntry> {
+    pub fn files(&mut self, incoming: &[Listed], outgoing: &[Listed], last: bool) {
+        let shown = |entries: &[Listed]| -> Vec<Listed> {
             let room = self.only_room.as_deref();
             entries.iter().filter(|e| room.is_none_or(|r| r == e.info.room)).cloned().collect()
         };
@@ -329,6 +332,19 @@ impl Printer {
                 ),
             ),
             Event::Files { incoming, outgoing, last } => self.files(incoming, outgoing, *last),
+            Event::Notice { room, text, time_ms } => self.emit(
+                json!({"event": "notice", "room": room, "text": text, "time": rfc3339(*time_ms)}),
+                format!("{}· {}", self.room_tag(room, ""), Escaped(text)),
+            ),
+            Event::SafetyNumber { user, number, devices } => self.emit(
+                json!({"event": "safety_number", "user": user, "number": number, "devices": devices}),
+                format!(
+                    "devices of you and {}:\n{}\ncompare this safety number with {} (in person, or on a call):\n{number}",
+                    Escaped(user),
+                    devices.iter().map(|d| format!("  {}", Escaped(d))).collect::<Vec<_>>().join("\n"),
+                    Escaped(user)
+                ),
+            ),
             Event::MessageExpired { id, seq } => self.emit(
                 json!({"event": "message_expired", "id": id.to_string(), "seq": seq}),
                 format!("message {id} expired on the relay before anyone received it"),
