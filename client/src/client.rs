@@ -213,6 +213,9 @@ impl Client {
             file_offers: offers_rx,
             unkeyed: BTreeMap::new(),
             verifying: Vec::new(),
+            backlog: 0,
+            messages_read: 0,
+            receive_listed: None,
             history: History::new(&state_dir),
             saved: state_dir.load(),
             state_dir,
@@ -351,6 +354,13 @@ pub(crate) struct Core {
     pub unkeyed: BTreeMap<FileId, FileInfo>,
     /// Users whose safety number was asked for, until their direct room's group is ready.
     pub verifying: Vec<String>,
+    /// Messages waiting for this device when it connected, and how many it has read since:
+    /// once it read them all, every file offer of theirs is here.
+    pub backlog: u64,
+    pub messages_read: u64,
+    /// Where a `receive_all` whose listing came saves files, while some files' keys are
+    /// still on their way.
+    pub receive_listed: Option<PathBuf>,
     pub options: ClientOptions,
     pub events: mpsc::UnboundedSender<Event>,
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -518,6 +528,29 @@ impl Core {
     pub fn key_arrived(&mut self, offer: &FileOffer) {
         if let Some(info) = self.unkeyed.remove(&offer.file_id) {
             self.offered(Offer::new(info, Some(offer)));
+        }
+    }
+
+    /// Receives what the last listing offered once the keys of its files are here (or
+    /// every message that waited was read, so those still without one never get it).
+    pub fn receive_when_keyed(&mut self) {
+        let keys_missing = self.unkeyed.values().any(|i| self.takes_room(&i.room));
+        if self.receive_listed.is_none() || (keys_missing && self.messages_read < self.backlog) {
+            return;
+        }
+        let Some(out_dir) = self.receive_listed.take() else { return };
+        let unreadable: Vec<FileInfo> = self.unkeyed.values().filter(|i| self.takes_room(&i.room)).cloned().collect();
+        let count = self.queue_downloads(out_dir) + unreadable.len();
+        self.emit(Event::Receiving { count });
+        for info in unreadable {
+            let transfer = self.next_download;
+            self.next_download += 1;
+            let reason = format!(
+                "file {} from {} cannot be received on this device: its key was sent before this device was in \
+                 the room's encryption group",
+                info.file_id, info.from
+            );
+            self.emit(Event::TransferFailed { transfer, file_id: Some(info.file_id), reason });
         }
     }
 

@@ -70,6 +70,10 @@ pub enum Event {
         text: String,
         time_ms: i64,
     },
+    /// The relay holds this many key packages of this device (after it published more).
+    KeysPublished {
+        held: u64,
+    },
     /// The safety number of this person and `user`, and the devices (with fingerprints)
     /// it covers; [`crate::Client::verify`] asks for it.
     SafetyNumber {

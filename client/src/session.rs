@@ -477,13 +477,14 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
             let (incoming, outgoing) = (listed(incoming), listed(outgoing));
             core.emit(Event::Files { incoming, outgoing, last });
             if last {
-                if let Some(out_dir) = core.receive_into.take() {
-                    let count = core.queue_downloads(out_dir);
-                    core.emit(Event::Receiving { count });
-                }
+                core.receive_listed = core.receive_into.take();
+                core.receive_when_keyed();
             }
         }
-        RelayControl::Welcome(status) => core.emit(Event::Connection(ConnectionState::Connected(status))),
+        RelayControl::Welcome(status) => {
+            (core.backlog, core.messages_read) = (status.waiting_for_you, 0);
+            core.emit(Event::Connection(ConnectionState::Connected(status)))
+        }
         RelayControl::Status(status) => core.emit_status(status),
         RelayControl::Presence { user, online } => {
             core.rooms.presence(&user, online);
@@ -534,9 +535,15 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
         RelayControl::Devices { devices } => core.emit(Event::Devices(devices)),
         RelayControl::DeviceRevoked { device } => core.emit(Event::DeviceRevoked { id: device }),
         RelayControl::DeviceRefused { reason } => core.emit(Event::DeviceRefused { reason }),
-        RelayControl::DeviceAdded { user, device } => core.emit(Event::DeviceAdded { user, device }),
+        RelayControl::DeviceAdded { user, device } => {
+            // Its rooms' groups take the new device in before our next message.
+            if let Ok(secure) = core.secure.as_mut() {
+                core.rooms.list().iter().filter(|r| r.has(&user)).for_each(|r| secure.unready(&r.name));
+            }
+            core.emit(Event::DeviceAdded { user, device })
+        }
         RelayControl::Renewed { cert_pem } => core.renewed(cert_pem).await,
-        RelayControl::KeysPublished { held } => tracing::debug!(held, "key packages on the relay"),
+        RelayControl::KeysPublished { held } => core.emit(Event::KeysPublished { held }),
         RelayControl::GroupState { room, epoch, group_info, add, remove, missing } => {
             if !missing.is_empty() {
                 tracing::debug!(?missing, "devices with no key package yet (they join by themselves)");
@@ -557,6 +564,13 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
             if let Ok(secure) = core.secure.as_mut() {
                 let target = secure.refused_question();
                 refuse_waiting(core, target.as_deref(), &reason);
+                // A safety number asked for with someone there is no direct room with.
+                let me = core.options.identity.user.clone();
+                let asked = |user: &String| Some(qchat_shared::names::direct_room(&me, user)) == target;
+                if let Some(user) = core.verifying.iter().find(|u| asked(u)).cloned() {
+                    core.verifying.retain(|u| *u != user);
+                    core.emit(Event::LocalError { reason: format!("no safety number with {user}: {reason}") });
+                }
             }
         }
         RelayControl::Committed { room, .. } => {
@@ -622,14 +636,16 @@ fn read_all(core: &mut Core, ready: &[Deliver]) -> (Vec<Reading>, Vec<ClientCont
 /// them, to keep its groups in step. Also returns what to tell the relay.
 async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> (Vec<u64>, Vec<ClientControl>) {
     let (readings, tell) = read_all(core, &ready);
-    let Some(last) = ready.iter().map(|d| d.seq).max() else { return (Vec::new(), tell) };
-    if !core.options.receive {
-        return (Vec::new(), tell);
-    }
+    core.messages_read += ready.iter().filter(|d| d.body.is_message()).count() as u64;
     for reading in &readings {
         if let Reading::File(offer) = reading {
             core.key_arrived(offer);
         }
+    }
+    core.receive_when_keyed();
+    let Some(last) = ready.iter().map(|d| d.seq).max() else { return (Vec::new(), tell) };
+    if !core.options.receive {
+        return (Vec::new(), tell);
     }
     if core.acks_held {
         // A batch before could not be written: acknowledging a later one would move this

@@ -61,13 +61,24 @@ impl From<io::Error> for TransferError {
     }
 }
 
+/// A copy of a writer's error, told again.
+fn copy_of(error: Option<&TransferError>) -> TransferError {
+    match error {
+        Some(TransferError::DiskFull) => TransferError::DiskFull,
+        Some(e) => TransferError::Disk(io::Error::other(e.to_string())),
+        None => TransferError::Disk(io::Error::other("the writer stopped")),
+    }
+}
+
 /// The receiving end: chunks are hashed as they arrive (while their bytes are still in the
 /// CPU's cache) and go to a thread that appends them to a file, so disk waits and hashing
 /// overlap.
 pub struct Sink {
     chunks: Option<mpsc::Sender<ChunkBuf>>,
     spare: ChunkPool,
-    writer: JoinHandle<io::Result<File>>,
+    /// The writer thread, until its end was awaited (its error is then in `failed`).
+    writer: Option<JoinHandle<io::Result<File>>>,
+    failed: Option<TransferError>,
     hasher: blake3::Hasher,
     /// Bytes of the file (from its start) known to be on disk after an fsync.
     pub durable: Arc<AtomicU64>,
@@ -119,7 +130,7 @@ impl Sink {
             }
             Ok(file)
         });
-        Sink { chunks: Some(chunks), spare, writer, hasher, durable }
+        Sink { chunks: Some(chunks), spare, writer: Some(writer), failed: None, hasher, durable }
     }
 
     /// A buffer of `len` bytes to fill, reusing one the writer has finished with.
@@ -142,18 +153,25 @@ impl Sink {
         }
     }
 
+    /// Why the writer stopped early (awaited once; asked again, the same answer).
     async fn writer_error(&mut self) -> TransferError {
-        match (&mut self.writer).await {
-            Ok(Err(e)) => e.into(),
-            Ok(Ok(_)) => TransferError::Disk(io::Error::other("the writer stopped")),
-            Err(e) => TransferError::Disk(io::Error::other(e.to_string())),
-        }
+        let error = match self.writer.take() {
+            Some(writer) => match writer.await {
+                Ok(Err(e)) => e.into(),
+                Ok(Ok(_)) => TransferError::Disk(io::Error::other("the writer stopped")),
+                Err(e) => TransferError::Disk(io::Error::other(e.to_string())),
+            },
+            None => return copy_of(self.failed.as_ref()),
+        };
+        self.failed = Some(copy_of(Some(&error)));
+        error
     }
 
     /// Writes out what is queued, fsyncs, and returns the file and the hash state.
     pub async fn finish(mut self) -> Result<(File, blake3::Hasher), TransferError> {
         self.chunks = None;
-        match self.writer.await {
+        let Some(writer) = self.writer.take() else { return Err(copy_of(self.failed.as_ref())) };
+        match writer.await {
             Ok(Ok(file)) => Ok((file, self.hasher)),
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(TransferError::Disk(io::Error::other(e.to_string()))),

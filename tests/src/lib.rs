@@ -96,8 +96,11 @@ impl TestRelay {
     }
 
     /// Joins with an invite as a new device called `device`: its identity.
+    /// (It publishes the device's key packages, as `qchat-cli join` does.)
     pub async fn join(&self, line: &str, device: &str) -> Identity {
-        qchat_client::enroll::join(line, device).await.expect("joined").identity
+        let identity = qchat_client::enroll::join(line, device).await.expect("joined").identity;
+        qchat_client::enroll::publish_keys(self.client_options(identity.clone())).await.expect("keys published");
+        identity
     }
 
     /// Issues another identity in this PKI.

@@ -168,7 +168,8 @@ async fn a_connection_parked_before_hello_is_refused_after_a_revocation() {
 
 #[tokio::test]
 async fn waiting_files_and_message_bytes_are_capped_with_clear_errors() {
-    let limits = RelayLimits { max_waiting_files: 3, max_waiting_message_bytes: 400, ..RelayLimits::default() };
+    // One encrypted message of 60 characters and its 256 bytes fit; two do not.
+    let limits = RelayLimits { max_waiting_files: 3, max_waiting_message_bytes: 900, ..RelayLimits::default() };
     let relay = TestRelay::start_with(limits).await;
     let mut alice = relay.client("alice");
     alice.connected().await;

@@ -145,11 +145,14 @@ fn new_upload(
     size: u64,
     limits: UploadLimits,
 ) -> Result<UploadSlot, StoreError> {
-    if size > limits.max_file_size {
+    // The limit is of the file itself, which the relay knows from its sealed size (the
+    // quota counts what the spool holds).
+    let own = qchat_shared::seal::plain_len(size).unwrap_or(size);
+    if own > limits.max_file_size {
         return Err(StoreError::Refused(
             format!(
                 "the file is {}; this relay takes files of at most {}",
-                qchat_shared::units::human_bytes(size),
+                qchat_shared::units::human_bytes(own),
                 qchat_shared::units::human_bytes(limits.max_file_size)
             )
             .into(),
@@ -509,7 +512,7 @@ mod tests {
             store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
         let mut ids = Vec::new();
-        for i in 0..4 {
+        for _ in 0..4 {
             let slot =
                 store.start_upload(("alice", "a1"), None, 0, None, LIMITS, two()).await.unwrap();
             store.commit_upload(slot.file_id, [0; 32], "alice").await.unwrap();

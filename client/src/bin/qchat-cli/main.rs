@@ -189,7 +189,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut printer = Printer::new(cli.json);
     if let Command::Join { invite, out, name } = &cli.command {
-        return match join(&printer, invite, out, name.clone()).await {
+        return match join(&printer, &cli.connect, invite, out, name.clone()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(Failed) => ExitCode::FAILURE,
         };
@@ -573,12 +573,23 @@ async fn files(client: &Client, events: &mut Inbox, printer: &mut Printer, targe
 }
 
 /// `join`: enrolls this device with an invite and writes its identity file.
-async fn join(printer: &Printer, invite: &str, out: &std::path::Path, name: Option<String>) -> Result<(), Failed> {
+async fn join(
+    printer: &Printer,
+    connect: &ConnectArgs,
+    invite: &str,
+    out: &std::path::Path,
+    name: Option<String>,
+) -> Result<(), Failed> {
     qchat_client::args::check_new_identity_path(out).map_err(|e| printer.error(&e)).map_err(|_| Failed)?;
     let name = name.unwrap_or_else(qchat_client::args::default_device_name);
     let joined =
         qchat_client::enroll::join(invite, &name).await.map_err(|e| printer.error(&e.0)).map_err(|_| Failed)?;
     qchat_client::args::write_new_identity(out, &joined.identity).map_err(|e| printer.error(&e)).map_err(|_| Failed)?;
+    // Its key packages go to the relay now, so that it can be written to before it runs.
+    let options = connect.options_for(out).map_err(|e| printer.error(&e.to_string())).map_err(|_| Failed)?;
+    if let Err(reason) = qchat_client::enroll::publish_keys(options).await {
+        printer.error(&format!("joined, but the device's end-to-end keys were not published yet ({reason}); they are when it first connects"));
+    }
     let user = &joined.identity.user;
     printer.emit(
         serde_json::json!({"event": "joined", "user": user, "device": joined.device, "path": out.display().to_string()}),
