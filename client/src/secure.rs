@@ -40,6 +40,18 @@ fn device_identity(identity: &Identity) -> (String, Option<Issued>) {
     (qchat_e2e::identity(&identity.user, &device), issued)
 }
 
+/// A change of a room's group in words (none if it only concerns this device): every
+/// device that comes in is announced, so that one minted behind its person's back is seen.
+fn news(by: &str, added: &[String], removed: &[String], me: &str) -> Option<String> {
+    let told: Vec<String> = added
+        .iter()
+        .filter(|a| *a != me)
+        .map(|a| format!("new device in the room's encryption: {a} (added by {by})"))
+        .chain(removed.iter().filter(|r| *r != me).map(|r| format!("{r} is no longer in the room's encryption")))
+        .collect();
+    (!told.is_empty()).then(|| told.join("; "))
+}
+
 /// The end-to-end state of a running client.
 pub struct Secure {
     /// Behind a lock only so that the client's state can be shared across threads (the
@@ -179,15 +191,21 @@ impl Secure {
     }
 
     /// The relay took our commit in `room`: the group is up to date, and the relay gets
-    /// its group info for devices that join by themselves.
-    pub fn committed(&mut self, room: &str) -> Option<ClientControl> {
+    /// its group info for devices that join by themselves. Also what to tell our user of
+    /// the devices it brought in or took out.
+    pub fn committed(&mut self, room: &str) -> (Option<ClientControl>, Option<String>) {
         self.busy.remove(&Some(room.to_string()));
-        if let Err(e) = self.device().confirm(room) {
-            tracing::warn!(error = %e, "cannot put our commit in force");
-            return None;
-        }
+        let changed = self.device().confirm(room);
+        let (added, removed) = match changed {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot put our commit in force");
+                return (None, None);
+            }
+        };
         self.ready.insert(room.to_string());
-        self.group_info(room)
+        let me = self.device().identity().to_string();
+        (self.group_info(room), news("this device", &added, &removed, &me))
     }
 
     fn group_info(&self, room: &str) -> Option<ClientControl> {
@@ -270,29 +288,21 @@ impl Secure {
                     (Reading::Silent, Vec::new())
                 }
             }
-            Opened::Confirmed { added, .. } => {
-                // Already in force if the relay's answer came first; then nothing to tell.
-                let first = !self.ready.contains(&d.room) && !added.is_empty();
+            Opened::Confirmed { added, removed } => {
+                // In force already if the relay's answer came first (then it was told).
+                let first = !added.is_empty() || !removed.is_empty();
                 self.busy.remove(&room_key);
                 self.ready.insert(d.room.clone());
                 let info = if first { self.group_info(&d.room) } else { None };
-                (Reading::Silent, info.into_iter().collect())
+                let me = self.device().identity().to_string();
+                let reading = news("this device", &added, &removed, &me).map_or(Reading::Silent, Reading::Notice);
+                (reading, info.into_iter().collect())
             }
             Opened::Changed { by, added, removed } => {
                 self.busy.remove(&room_key);
                 self.unready(&d.room);
                 let me = self.device().identity().to_string();
-                let news: Vec<String> = added
-                    .iter()
-                    .filter(|a| **a != me)
-                    .map(|a| format!("new device in the room's encryption: {a} (added by {by})"))
-                    .chain(removed.iter().filter(|r| **r != me).map(|r| format!("{r} left the room's encryption")))
-                    .collect();
-                if news.is_empty() {
-                    (Reading::Silent, Vec::new())
-                } else {
-                    (Reading::Notice(news.join("; ")), Vec::new())
-                }
+                (news(&by, &added, &removed, &me).map_or(Reading::Silent, Reading::Notice), Vec::new())
             }
             Opened::Joined { .. } => {
                 self.unready(&d.room);

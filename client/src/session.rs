@@ -575,7 +575,12 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
         }
         RelayControl::Committed { room, .. } => {
             if let Ok(secure) = core.secure.as_mut() {
-                tell.extend(secure.committed(&room));
+                let (info, news) = secure.committed(&room);
+                tell.extend(info);
+                if let Some(text) = news {
+                    let time_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+                    core.emit(Event::Notice { room, text, time_ms });
+                }
             }
         }
         RelayControl::CommitRefused { room, reason } => {
