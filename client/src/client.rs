@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qchat_shared::frame::{ClientControl, FileId, FileInfo, MessageId, Status};
+use qchat_shared::frame::{ClientControl, FileEntry, FileId, FileInfo, MessageId, Status};
 use qchat_shared::identity::Identity;
 use qchat_shared::window::WindowBudget;
 use tokio::sync::{mpsc, oneshot};
@@ -16,7 +16,7 @@ use crate::connect::{connect, endpoint_for, quic_config, resolve};
 use crate::event::TransferId;
 use crate::event::{ConnectionState, Event};
 use crate::history::{ChatLine, History, Record};
-use crate::offer::{Content, FileOffer, Offer};
+use crate::offer::{Content, FileOffer, Listed, Offer};
 use crate::secure::Secure;
 use crate::refusal::Ending;
 use crate::rooms::{RoomRequest, Rooms};
@@ -216,6 +216,8 @@ impl Client {
             backlog: 0,
             messages_read: 0,
             receive_listed: None,
+            listing: Vec::new(),
+            listing_done: false,
             history: History::new(&state_dir),
             saved: state_dir.load(),
             state_dir,
@@ -349,7 +351,7 @@ pub(crate) struct Core {
     /// be sent or read then).
     pub secure: Result<Secure, String>,
     /// Offers of our uploads, to send to their room's members.
-    pub file_offers: mpsc::UnboundedReceiver<(String, FileOffer)>,
+    pub file_offers: mpsc::UnboundedReceiver<crate::transfers::OfferToSend>,
     /// Files the relay offered whose key has not come yet (their sender's offer follows).
     pub unkeyed: BTreeMap<FileId, FileInfo>,
     /// Users whose safety number was asked for, until their direct room's group is ready.
@@ -361,6 +363,10 @@ pub(crate) struct Core {
     /// Where a `receive_all` whose listing came saves files, while some files' keys are
     /// still on their way.
     pub receive_listed: Option<PathBuf>,
+    /// The pages of a file listing, held until the keys of its files are here (so that
+    /// their names can be shown), and whether its last page came.
+    pub listing: Vec<(Vec<FileEntry>, Vec<FileEntry>)>,
+    pub listing_done: bool,
     pub options: ClientOptions,
     pub events: mpsc::UnboundedSender<Event>,
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -531,12 +537,32 @@ impl Core {
         }
     }
 
-    /// Receives what the last listing offered once the keys of its files are here (or
-    /// every message that waited was read, so those still without one never get it).
-    pub fn receive_when_keyed(&mut self) {
-        let keys_missing = self.unkeyed.values().any(|i| self.takes_room(&i.room));
-        if self.receive_listed.is_none() || (keys_missing && self.messages_read < self.backlog) {
+    /// Tells the listing that came, and receives what it offered, once the keys of its
+    /// files are here (or every message that waited was read, so those still without one
+    /// never get it here).
+    pub fn release_listing(&mut self) {
+        let secure = self.secure.as_ref().ok();
+        let keyless = |e: &FileEntry| e.info.plain_name.is_none() && secure.and_then(|s| s.file_offer(e.info.file_id)).is_none();
+        let keys_missing = self.listing.iter().any(|(incoming, _)| incoming.iter().any(keyless));
+        if !self.listing_done || (keys_missing && self.messages_read < self.backlog) {
             return;
+        }
+        self.listing_done = false;
+        let pages = std::mem::take(&mut self.listing);
+        let count = pages.len();
+        for (i, (incoming, outgoing)) in pages.into_iter().enumerate() {
+            let listed = |entries: Vec<FileEntry>| -> Vec<Listed> {
+                let secure = self.secure.as_ref().ok();
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        let offer = secure.and_then(|s| s.file_offer(e.info.file_id));
+                        Listed::new(e, offer.as_ref())
+                    })
+                    .collect()
+            };
+            let (incoming, outgoing) = (listed(incoming), listed(outgoing));
+            self.emit(Event::Files { incoming, outgoing, last: i + 1 == count });
         }
         let Some(out_dir) = self.receive_listed.take() else { return };
         let unreadable: Vec<FileInfo> = self.unkeyed.values().filter(|i| self.takes_room(&i.room)).cloned().collect();

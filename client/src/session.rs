@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::{ChatLine, Record};
-use crate::offer::{Content, Listed};
+use crate::offer::Content;
 use crate::secure::Reading;
 use crate::refusal::{explain, Ending};
 use crate::reorder::Reorder;
@@ -241,15 +241,19 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                     }
                 }
             }
-            Some((room, offer)) = core.file_offers.recv() => {
+            Some((room, offer, reply)) = core.file_offers.recv() => {
                 // An upload began: its name and key go to the room's members, sealed, once
                 // (the id is the file's, so a resumed upload's offer is stored once).
                 let id = MessageId(offer.file_id.0);
                 if let Ok(secure) = core.secure.as_ref() {
                     secure.keep_offer(&offer);
                 }
-                if !core.outbox.iter().any(|o| o.id == id) {
-                    core.outbox.push(Outgoing { id, room: Some(room), content: Content::File(offer), sealed: None, reply: None });
+                match core.outbox.iter_mut().find(|o| o.id == id) {
+                    Some(queued) => queued.reply = Some(reply),
+                    None => {
+                        let content = Content::File(offer);
+                        core.outbox.push(Outgoing { id, room: Some(room), content, sealed: None, reply: Some(reply) });
+                    }
                 }
                 if welcomed {
                     let frames = dispatch(core, &send_queue, &mut dispatched);
@@ -464,21 +468,11 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
                     tell.push(ClientControl::Fetched { file_id: entry.info.file_id });
                 }
             }
-            let listed = |entries: Vec<qchat_shared::frame::FileEntry>| -> Vec<Listed> {
-                let secure = core.secure.as_ref().ok();
-                entries
-                    .into_iter()
-                    .map(|e| {
-                        let offer = secure.and_then(|s| s.file_offer(e.info.file_id));
-                        Listed::new(e, offer.as_ref())
-                    })
-                    .collect()
-            };
-            let (incoming, outgoing) = (listed(incoming), listed(outgoing));
-            core.emit(Event::Files { incoming, outgoing, last });
+            core.listing.push((incoming, outgoing));
             if last {
                 core.receive_listed = core.receive_into.take();
-                core.receive_when_keyed();
+                core.listing_done = true;
+                core.release_listing();
             }
         }
         RelayControl::Welcome(status) => {
@@ -647,9 +641,13 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> (Vec<u64>, Vec<C
             core.key_arrived(offer);
         }
     }
-    core.receive_when_keyed();
+    core.release_listing();
     let Some(last) = ready.iter().map(|d| d.seq).max() else { return (Vec::new(), tell) };
     if !core.options.receive {
+        let mut tell = tell;
+        for seqs in ready.iter().map(|d| d.seq).collect::<Vec<_>>().chunks(MAX_ACKS_PER_FRAME) {
+            tell.push(ClientControl::Seen { seqs: seqs.to_vec() });
+        }
         return (Vec::new(), tell);
     }
     if core.acks_held {

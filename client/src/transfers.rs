@@ -52,6 +52,9 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// An upload's offer for its room, and where to say once the relay stored it.
+pub type OfferToSend = (String, FileOffer, crate::client::SendReplyTx);
+
 /// What every transfer task needs.
 #[derive(Clone)]
 pub struct TransferContext {
@@ -60,8 +63,9 @@ pub struct TransferContext {
     pub book: Arc<UploadBook>,
     /// What the windows of this client's transfers together may grow to.
     pub windows: Arc<WindowBudget>,
-    /// An upload's offer (its name and key) for the members of its room, to send sealed.
-    pub offers: mpsc::UnboundedSender<(String, FileOffer)>,
+    /// An upload's offer (its name and key) for the members of its room, to send sealed;
+    /// the answer says once it is stored.
+    pub offers: mpsc::UnboundedSender<OfferToSend>,
 }
 
 impl TransferContext {

@@ -121,7 +121,8 @@ async fn send_file(
     ctx.with_book(move |book| book.remember(record)).await;
     // Its name and key go to the room's members, sealed, while the bytes move.
     let offer = FileOffer { file_id, name: local.name.clone(), size: local.size, key: key.clone() };
-    let _ = ctx.offers.send((room.clone(), offer));
+    let (offer_stored, offer_answer) = tokio::sync::oneshot::channel();
+    let _ = ctx.offers.send((room.clone(), offer, offer_stored));
     // Progress counts the file's own bytes (the relay counts sealed ones).
     let plain = |sealed: u64| (sealed as u128 * local.size as u128 / sealed_size.max(1) as u128) as u64;
     if offset > 0 {
@@ -157,6 +158,15 @@ async fn send_file(
     let _ = send.finish();
     match read_frame::<UploadReply, _>(&mut recv).await {
         Ok(Some(UploadReply::Committed { file_id, .. })) => {
+            // Done once its offer is stored too: without it no one could open the file.
+            match offer_answer.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    ctx.forget_upload(path).await;
+                    return Ok(ctx.fail(transfer, Some(file_id), format!("the file's encrypted offer was not sent: {e}")));
+                }
+                Err(_) => return Err((Some(file_id), "the file's encrypted offer was not sent".into())),
+            }
             ctx.forget_upload(path).await;
             // The file's own hash, as its recipients check it (the relay's is of the sealed
             // bytes).

@@ -157,8 +157,8 @@ pub async fn read_control(
                 return;
             }
         };
-        if let ClientControl::Ack { seqs } = &request {
-            flow.acknowledged(seqs.len());
+        if let ClientControl::Ack { seqs } | ClientControl::Seen { seqs } = &request {
+            flow.acknowledged(seqs.len().min(MAX_ACKS_PER_FRAME));
         }
         if !answer(state, connection, caller, request, replies).await {
             return;
@@ -183,6 +183,7 @@ async fn answer(
             close(connection, CloseCode::Protocol, "too many acknowledgements in one frame");
             false
         }
+        ClientControl::Seen { .. } => true,
         ClientControl::Status => match state.status(caller).await {
             Ok(status) => replies.send(RelayControl::Status(status)).await.is_ok(),
             Err(e) => {

@@ -206,6 +206,9 @@ pub enum SendReply {
 pub enum ClientControl {
     /// These delivered messages (by sequence number) reached this client.
     Ack { seqs: Vec<u64> },
+    /// A client that does not take delivery (a one-shot command) read these deliveries,
+    /// to keep its rooms' groups in step: the relay may send more, and keeps them waiting.
+    Seen { seqs: Vec<u64> },
     /// Asks for a fresh [`RelayControl::Status`].
     Status,
     /// Asks for a [`RelayControl::Files`] listing.

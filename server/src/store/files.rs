@@ -495,13 +495,17 @@ mod tests {
         for (user, device) in [("alice", "a1"), ("bob", "b1")] {
             store.device_connected(user, device, true, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
-        let err = store.start_upload(("alice", "a1"), None, 1001, None, LIMITS, two()).await.unwrap_err();
+        // The size limit is of the file itself (the relay sees it sealed), the quota of
+        // what the spool holds.
+        let sealed = qchat_shared::seal::sealed_len;
+        let err = store.start_upload(("alice", "a1"), None, sealed(1001), None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
-        store.start_upload(("alice", "a1"), None, 1000, None, LIMITS, two()).await.unwrap();
-        let err = store.start_upload(("alice", "a1"), None, 501, None, LIMITS, two()).await.unwrap_err();
+        store.start_upload(("alice", "a1"), None, sealed(1000), None, LIMITS, two()).await.unwrap();
+        let left = 1500 - sealed(1000);
+        let err = store.start_upload(("alice", "a1"), None, left + 1, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("quota"), "{err}");
-        store.start_upload(("alice", "a1"), None, 500, None, LIMITS, two()).await.unwrap();
-        store.start_upload(("bob", "b1"), None, 1000, None, LIMITS, two()).await.unwrap();
+        store.start_upload(("alice", "a1"), None, left, None, LIMITS, two()).await.unwrap();
+        store.start_upload(("bob", "b1"), None, sealed(1000), None, LIMITS, two()).await.unwrap();
     }
 
     #[tokio::test]
