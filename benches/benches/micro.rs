@@ -7,8 +7,7 @@ use qchat_shared::frame::{ChatSend, Deliver, MessageId, Open};
 use qchat_shared::limits::CHUNK;
 
 fn codec_benches(c: &mut Criterion) {
-    let send =
-        Open::Send(ChatSend { id: MessageId([1; 16]), room: "alice+bob".into(), sealed: vec![7; 200] });
+    let send = Open::Send(ChatSend { id: MessageId([1; 16]), room: "alice+bob".into(), sealed: vec![7; 200] });
     let deliver = Deliver {
         index: 42,
         id: MessageId([2; 16]),

@@ -17,9 +17,9 @@ use crate::event::TransferId;
 use crate::event::{ConnectionState, Event};
 use crate::history::{ChatLine, History, Record};
 use crate::offer::{Content, FileOffer, Listed, Offer};
-use crate::secure::Secure;
 use crate::refusal::Ending;
 use crate::rooms::{RoomRequest, Rooms};
+use crate::secure::Secure;
 use crate::session::{self, Outcome};
 use crate::state::{SavedState, StateDir, UploadBook, FETCHED_KEPT};
 use crate::transfers::{Job, TransferContext, Transfers, MAX_TRANSFERS};
@@ -541,9 +541,8 @@ impl Core {
     /// files are here (or every message that waited was read, so those still without one
     /// never get it here).
     pub fn release_listing(&mut self) {
-        let secure = self.secure.as_ref().ok();
-        let keyless = |e: &FileEntry| e.info.plain_name.is_none() && secure.and_then(|s| s.file_offer(e.info.file_id)).is_none();
-        let keys_missing = self.listing.iter().any(|(incoming, _)| incoming.iter().any(keyless));
+        // The offered files whose keys are not here yet are the unkeyed ones.
+        let keys_missing = !self.unkeyed.is_empty();
         if !self.listing_done || (keys_missing && self.messages_read < self.backlog) {
             return;
         }

@@ -149,14 +149,22 @@ impl Secure {
             Some(_) => {
                 let add: Vec<Candidate> = add
                     .into_iter()
-                    .map(|d| Candidate { identity: d.identity, signature_key: d.signature_key, key_package: d.key_package })
+                    .map(|d| Candidate {
+                        identity: d.identity,
+                        signature_key: d.signature_key,
+                        key_package: d.key_package,
+                    })
                     .collect();
                 self.device().change(room, &add, &remove)
             }
             None if epoch == 0 => {
                 let add: Vec<Candidate> = add
                     .into_iter()
-                    .map(|d| Candidate { identity: d.identity, signature_key: d.signature_key, key_package: d.key_package })
+                    .map(|d| Candidate {
+                        identity: d.identity,
+                        signature_key: d.signature_key,
+                        key_package: d.key_package,
+                    })
                     .collect();
                 self.device().change(room, &add, &[])
             }
@@ -258,13 +266,16 @@ impl Secure {
         };
         let opened = match opened {
             Ok(opened) => opened,
-            Err(e) => return (Reading::Notice(format!("this device could not open an event of {}: {e}", d.room)), Vec::new()),
+            Err(e) => {
+                return (Reading::Notice(format!("this device could not open an event of {}: {e}", d.room)), Vec::new())
+            }
         };
         let room_key = Some(d.room.clone());
         match opened {
             Opened::Message { sender, plaintext } => {
                 if qchat_e2e::user_of(&sender) != d.from {
-                    let reason = format!("a message the relay says is from {} is signed by {sender}: not shown", d.from);
+                    let reason =
+                        format!("a message the relay says is from {} is signed by {sender}: not shown", d.from);
                     return (Reading::Notice(reason), Vec::new());
                 }
                 match Content::from_bytes(&plaintext) {
@@ -273,7 +284,9 @@ impl Secure {
                         self.keep_offer(&offer);
                         (Reading::File(offer), Vec::new())
                     }
-                    None => (Reading::Notice(format!("{} sent something this version cannot show", d.from)), Vec::new()),
+                    None => {
+                        (Reading::Notice(format!("{} sent something this version cannot show", d.from)), Vec::new())
+                    }
                 }
             }
             Opened::Unreadable { reason } if d.body.is_message() => {

@@ -10,9 +10,9 @@ use qchat_shared::frame::{
 };
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
-use std::collections::HashSet;
 use qchat_shared::transport::CHAT_PRIORITY;
 use qchat_shared::window::ConnectionWindows;
+use std::collections::HashSet;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -20,9 +20,9 @@ use crate::client::{Command, Core, Outgoing, SendError, Sent};
 use crate::event::{ConnectionState, Event, IncomingMessage};
 use crate::history::{ChatLine, Record};
 use crate::offer::Content;
-use crate::secure::Reading;
 use crate::refusal::{explain, Ending};
 use crate::reorder::Reorder;
+use crate::secure::Reading;
 use crate::transfers::{Job, Outcome as TransferOutcome};
 
 /// How long the relay may take to answer a message with `Stored`.

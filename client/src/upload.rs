@@ -8,8 +8,8 @@ use std::time::UNIX_EPOCH;
 
 use qchat_shared::codes::StreamCode;
 use qchat_shared::frame::{FileId, Open, UploadEnd, UploadReply, UploadStart};
-use qchat_shared::seal::{sealed_len, FileKey, Sealer};
 use qchat_shared::io::{read_frame, write_frame};
+use qchat_shared::seal::{sealed_len, FileKey, Sealer};
 use qchat_shared::transfer::{self, Sealed, SendOptions, TransferError};
 use qchat_shared::transport::FILE_PRIORITY;
 use qchat_shared::window::{ConnectionWindows, Direction};
@@ -163,7 +163,11 @@ async fn send_file(
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     ctx.forget_upload(path).await;
-                    return Ok(ctx.fail(transfer, Some(file_id), format!("the file's encrypted offer was not sent: {e}")));
+                    return Ok(ctx.fail(
+                        transfer,
+                        Some(file_id),
+                        format!("the file's encrypted offer was not sent: {e}"),
+                    ));
                 }
                 Err(_) => return Err((Some(file_id), "the file's encrypted offer was not sent".into())),
             }

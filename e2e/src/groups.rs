@@ -366,7 +366,8 @@ impl Device {
             .optional()?;
         match pending {
             Some((ours, merged)) if ours == commit => {
-                let (added, removed) = if merged { (Vec::new(), Vec::new()) } else { self.merge_pending(provider, room)? };
+                let (added, removed) =
+                    if merged { (Vec::new(), Vec::new()) } else { self.merge_pending(provider, room)? };
                 self.connection.execute("DELETE FROM qchat_pending WHERE room = ?1", [room])?;
                 return Ok(Opened::Confirmed { added, removed });
             }

@@ -139,3 +139,22 @@ fn of_two_commits_from_one_epoch_the_relay_s_first_wins_and_state_survives_a_res
     assert_eq!(text(&opened[0]), Some(&b"after a restart"[..]));
     assert_eq!(text(&opened[1]), Some(&b"after a restart"[..]));
 }
+
+#[test]
+#[ignore = "a timing, run by hand"]
+fn timing_of_many_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = device(&dir, "alice/laptop");
+    let mut bob = device(&dir, "bob/main");
+    let mut relay = Relay { seq: 0 };
+    let first = alice.change("pair", &[candidate(&mut bob)], &[]).unwrap();
+    relay.commit("pair", &first, &mut [&mut alice, &mut bob], &["alice", "bob"]);
+    let t = std::time::Instant::now();
+    let sealed: Vec<Vec<u8>> = (0..2000).map(|i| alice.seal("pair", format!("m{i}").as_bytes()).unwrap()).collect();
+    let sealing = t.elapsed();
+    let t = std::time::Instant::now();
+    for s in &sealed {
+        relay.message("pair", s, &mut [&mut bob]);
+    }
+    eprintln!("2000 seals {sealing:?}, 2000 opens {:?}", t.elapsed());
+}

@@ -312,7 +312,10 @@ async fn group_request(state: &RelayState, caller: &Caller, request: ClientContr
         }
         ClientControl::GroupState { room, have } => {
             if have.len() > 4 * MAX_ROOM_MEMBERS {
-                return Some(RelayControl::GroupRefused { room: room.unwrap_or_default(), reason: "too many devices".into() });
+                return Some(RelayControl::GroupRefused {
+                    room: room.unwrap_or_default(),
+                    reason: "too many devices".into(),
+                });
             }
             if let Some(peer) = room.as_deref().and_then(qchat_shared::names::direct_pair) {
                 state.is_user_now(if peer.0 == caller.user { peer.1 } else { peer.0 }).await;

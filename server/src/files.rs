@@ -286,8 +286,13 @@ async fn send_download(
     let _tuner = windows.tune(Direction::Send);
     let growing =
         following.clone().map(|file| Box::new(Following { file, patience: RESUME_PATIENCE }) as Box<dyn Growing>);
-    let options =
-        SendOptions { path: Some(&spool_path), stall: Some(state.limits.stall_timeout), growing, hasher: None, seal: None };
+    let options = SendOptions {
+        path: Some(&spool_path),
+        stall: Some(state.limits.stall_timeout),
+        growing,
+        hasher: None,
+        seal: None,
+    };
     let sent = transfer::send(send, file, len, options, |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);
         counted = done;

@@ -175,7 +175,8 @@ mod tests {
 
     #[test]
     fn a_text_over_the_frame_limit_cannot_be_encoded() {
-        let big = Open::Send(ChatSend { id: MessageId([0; 16]), room: "alice+bob".into(), sealed: vec![b'x'; MAX_FRAME] });
+        let big =
+            Open::Send(ChatSend { id: MessageId([0; 16]), room: "alice+bob".into(), sealed: vec![b'x'; MAX_FRAME] });
         assert!(encode(&big).is_err());
     }
 }

@@ -375,23 +375,13 @@ pub enum Body {
     Sealed(Vec<u8>),
     /// An MLS commit of the room's group from `epoch` (with a Welcome for the devices it
     /// adds): every device of every member gets it, its sender's too.
-    Commit {
-        epoch: u64,
-        commit: Vec<u8>,
-        welcome: Option<Vec<u8>>,
-    },
+    Commit { epoch: u64, commit: Vec<u8>, welcome: Option<Vec<u8>> },
     /// The room was made with these members (its sender among them).
-    Created {
-        members: Vec<String>,
-    },
+    Created { members: Vec<String> },
     /// The sender added `user`.
-    Added {
-        user: String,
-    },
+    Added { user: String },
     /// The sender removed `user`.
-    Removed {
-        user: String,
-    },
+    Removed { user: String },
     /// The sender left.
     Left,
 }

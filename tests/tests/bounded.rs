@@ -71,9 +71,7 @@ async fn a_client_that_never_reads_its_replies_stops_being_read() {
 async fn raw_upload(connection: &quinn::Connection, size: u64) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     let size = qchat_shared::seal::sealed_len(size);
-    write_frame(&mut send, &Open::Upload(UploadStart { room: None, size, resume: None }))
-        .await
-        .unwrap();
+    write_frame(&mut send, &Open::Upload(UploadStart { room: None, size, resume: None })).await.unwrap();
     let ready = read_frame::<UploadReply, _>(&mut recv).await.unwrap();
     assert!(matches!(ready, Some(UploadReply::Ready { .. })), "{ready:?}");
     (send, recv)

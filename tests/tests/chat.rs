@@ -71,7 +71,9 @@ async fn a_thousand_messages_at_once_arrive_complete_once_and_in_order() {
 
 async fn raw_send(raw: &RawConnection, id: MessageId, text: &str) -> SendReply {
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Send(ChatSend { id, room: "alice+bob".into(), sealed: text.as_bytes().to_vec() })).await.unwrap();
+    write_frame(&mut send, &Open::Send(ChatSend { id, room: "alice+bob".into(), sealed: text.as_bytes().to_vec() }))
+        .await
+        .unwrap();
     send.finish().unwrap();
     read_frame::<SendReply, _>(&mut recv).await.unwrap().unwrap()
 }

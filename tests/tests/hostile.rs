@@ -42,7 +42,11 @@ async fn malformed_and_oversized_frames_close_only_their_stream() {
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
     write_frame(
         &mut send,
-        &Open::Send(ChatSend { id: MessageId::random(), room: "alice+bob".into(), sealed: "after the noise".as_bytes().to_vec() }),
+        &Open::Send(ChatSend {
+            id: MessageId::random(),
+            room: "alice+bob".into(),
+            sealed: "after the noise".as_bytes().to_vec(),
+        }),
     )
     .await
     .unwrap();
@@ -89,9 +93,16 @@ async fn a_stream_that_never_finishes_its_frame_is_timed_out() {
     assert!(started.elapsed() >= qchat_shared::limits::FIRST_FRAME_DEADLINE - std::time::Duration::from_secs(1));
     // The connection itself is fine.
     let (mut send, mut recv) = raw.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &Open::Send(ChatSend { id: MessageId::random(), room: "alice+bob".into(), sealed: "still fine".as_bytes().to_vec() }))
-        .await
-        .unwrap();
+    write_frame(
+        &mut send,
+        &Open::Send(ChatSend {
+            id: MessageId::random(),
+            room: "alice+bob".into(),
+            sealed: "still fine".as_bytes().to_vec(),
+        }),
+    )
+    .await
+    .unwrap();
     send.finish().unwrap();
     assert!(matches!(read_frame::<SendReply, _>(&mut recv).await.unwrap(), Some(SendReply::Stored { .. })));
 }
@@ -105,7 +116,11 @@ async fn two_thousand_streams_at_once_are_bounded_and_all_answered() {
         let connection = raw.connection.clone();
         tasks.spawn(async move {
             let (mut send, mut recv) = connection.open_bi().await.unwrap();
-            let frame = Open::Send(ChatSend { id: MessageId::random(), room: "alice+bob".into(), sealed: format!("flood {i}").into_bytes() });
+            let frame = Open::Send(ChatSend {
+                id: MessageId::random(),
+                room: "alice+bob".into(),
+                sealed: format!("flood {i}").into_bytes(),
+            });
             write_frame(&mut send, &frame).await.unwrap();
             send.finish().unwrap();
             read_frame::<SendReply, _>(&mut recv).await.unwrap()

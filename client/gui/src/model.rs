@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use qchat_client::history::ChatLine;
-use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_client::offer::Listed;
+use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_shared::frame::{DeviceInfo, FileId, FileState, MessageId, RoomInfo};
 use qchat_shared::names::direct_room;
 

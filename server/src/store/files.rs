@@ -389,11 +389,7 @@ impl FileStore for Store {
                      RETURNING id, sender, fetched_ms IS NOT NULL",
                 )?;
                 let rows = stmt.query_map(params![now, retention_ms, expiry_ms], |r| {
-                    Ok(SweptFile {
-                        file_id: file_id(r.get(0)?),
-                        sender: r.get(1)?,
-                        fetched: r.get(2)?,
-                    })
+                    Ok(SweptFile { file_id: file_id(r.get(0)?), sender: r.get(1)?, fetched: r.get(2)? })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             },
@@ -452,15 +448,13 @@ mod tests {
         let slot = store.start_upload(("alice", "a1"), None, 800, None, LIMITS, two()).await.unwrap();
         assert_eq!(slot.held, 0);
         store.checkpoint(slot.file_id, 300).await.unwrap();
-        let resumed =
-            store.start_upload(("alice", "a1"), None, 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
+        let resumed = store.start_upload(("alice", "a1"), None, 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
         let room = "alice+bob".to_string();
         assert_eq!(resumed, UploadSlot { file_id: slot.file_id, held: 300, created_ms: slot.created_ms, room });
         let other_size =
             store.start_upload(("alice", "a1"), None, 10, Some(slot.file_id), LIMITS, two()).await.unwrap();
         assert_ne!(other_size.file_id, slot.file_id, "a different file is a new upload");
-        let stolen =
-            store.start_upload(("bob", "b1"), None, 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
+        let stolen = store.start_upload(("bob", "b1"), None, 800, Some(slot.file_id), LIMITS, two()).await.unwrap();
         assert_ne!(stolen.file_id, slot.file_id, "nobody resumes another user's upload");
 
         assert!(store.list_page(("bob", "b1"), Listing::Offers, 0, 10).await.unwrap().is_empty());
@@ -517,8 +511,7 @@ mod tests {
         }
         let mut ids = Vec::new();
         for _ in 0..4 {
-            let slot =
-                store.start_upload(("alice", "a1"), None, 0, None, LIMITS, two()).await.unwrap();
+            let slot = store.start_upload(("alice", "a1"), None, 0, None, LIMITS, two()).await.unwrap();
             store.commit_upload(slot.file_id, [0; 32], "alice").await.unwrap();
             ids.push(slot.file_id);
         }

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use qchat_shared::frame::{Blake3, FileEntry, FileId, FileInfo, MessageId};
 
 use super::{
-    GroupPlan, IssuedLookup, DeviceRow, InviteCheck, Listing, MessageSweep, NewDevice, Receipt, Revoked, RoomChange, RoomRow, StoreError,
-    Stored, StoredMessage, SweptFile, UploadLimits, UploadSlot, Users,
+    DeviceRow, GroupPlan, InviteCheck, IssuedLookup, Listing, MessageSweep, NewDevice, Receipt, Revoked, RoomChange,
+    RoomRow, StoreError, Stored, StoredMessage, SweptFile, UploadLimits, UploadSlot, Users,
 };
 
 /// A store operation already queued, to be awaited for its result.

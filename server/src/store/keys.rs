@@ -178,11 +178,10 @@ impl KeyStore for Store {
         self.submit_publishing(move |txn| {
             let mut made = Vec::new();
             let room = resolve(txn, (&user, &device), target.as_deref(), &users, &mut made)?;
-            let (epoch, group_info): (i64, Option<Vec<u8>>) = txn.query_row(
-                "SELECT mls_epoch, group_info FROM rooms WHERE name = ?1",
-                [&room],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (epoch, group_info): (i64, Option<Vec<u8>>) =
+                txn.query_row("SELECT mls_epoch, group_info FROM rooms WHERE name = ?1", [&room], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
             let mut expected = Vec::new();
             for member in current_members(txn, &room)? {
                 expected.extend(devices_of(txn, &member, &issued)?);

@@ -423,8 +423,8 @@ fn delivered_watermark(txn: &Transaction<'_>, sender: &str) -> Result<u64, Store
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sealed;
     use crate::store::open;
+    use crate::store::sealed;
     use crate::store::DeviceStore;
 
     /// A relay of two people, alice and bob: a message goes to their direct room.
@@ -447,8 +447,10 @@ mod tests {
         let ids: Vec<MessageId> = (0..3).map(|_| MessageId::random()).collect();
         let mut seqs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let stored =
-                store.store_message(*id, ("alice", "a1"), None, sealed(&format!("m{i}")), u64::MAX, two()).await.unwrap();
+            let stored = store
+                .store_message(*id, ("alice", "a1"), None, sealed(&format!("m{i}")), u64::MAX, two())
+                .await
+                .unwrap();
             assert!(stored.fresh);
             assert_eq!((stored.room.as_str(), stored.room_seq), ("alice+bob", i as u64 + 2), "after its making");
             seqs.push(stored.seq);
@@ -499,8 +501,10 @@ mod tests {
         for (user, device) in [("alice", "a1"), ("alice", "a2"), ("bob", "b1")] {
             store.device_connected(user, device, false, device.as_bytes().to_vec(), i64::MAX).await.unwrap();
         }
-        let sent =
-            store.store_message(MessageId::random(), ("alice", "a1"), None, sealed("hi"), u64::MAX, two()).await.unwrap();
+        let sent = store
+            .store_message(MessageId::random(), ("alice", "a1"), None, sealed("hi"), u64::MAX, two())
+            .await
+            .unwrap();
         let seqs = |page: Vec<StoredMessage>| texts(&page);
         assert_eq!(seqs(store.pending(("bob", "b1"), 0, 10).await.unwrap()), [sent.seq]);
         assert_eq!(seqs(store.pending(("alice", "a2"), 0, 10).await.unwrap()), [sent.seq], "her other device");
@@ -549,7 +553,14 @@ mod tests {
         store.sweep_messages(0, i64::MAX / 2).await.unwrap();
         assert!(store.receipts("alice", 0, 10).await.unwrap().is_empty(), "delivered and past retention: gone");
         store
-            .store_message(MessageId::random(), ("alice", "a1"), None, sealed("0123456789abcde"), 15 + 2 * OVERHEAD, two())
+            .store_message(
+                MessageId::random(),
+                ("alice", "a1"),
+                None,
+                sealed("0123456789abcde"),
+                15 + 2 * OVERHEAD,
+                two(),
+            )
             .await
             .expect("all freed");
     }
@@ -563,7 +574,14 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .store_message(MessageId::random(), ("alice", "a1"), None, sealed(&i.to_string()), u64::MAX, two())
+                        .store_message(
+                            MessageId::random(),
+                            ("alice", "a1"),
+                            None,
+                            sealed(&i.to_string()),
+                            u64::MAX,
+                            two(),
+                        )
                         .await
                 })
             })

@@ -11,8 +11,8 @@
 
 mod devices;
 mod files;
-mod keys;
 pub mod interfaces;
+mod keys;
 mod messages;
 mod rooms;
 pub mod schema;

@@ -56,7 +56,9 @@ pub(super) fn decode_body(kind: i64, value: Value) -> Body {
     };
     match (kind, value) {
         (0, Value::Blob(sealed)) => Body::Sealed(sealed),
-        (1, value) => Body::Created { members: text(value).split(',').filter(|m| !m.is_empty()).map(str::to_string).collect() },
+        (1, value) => {
+            Body::Created { members: text(value).split(',').filter(|m| !m.is_empty()).map(str::to_string).collect() }
+        }
         (2, value) => Body::Added { user: text(value) },
         (3, value) => Body::Removed { user: text(value) },
         (4, _) => Body::Left,
@@ -416,8 +418,8 @@ impl RoomStore for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sealed;
     use crate::store::open;
+    use crate::store::sealed;
     use crate::store::{DeviceStore, MessageStore};
 
     fn users(names: &[&str]) -> Users {
@@ -470,8 +472,14 @@ mod tests {
         store.change_room(("alice", "a1"), "team", create, all.clone()).await.unwrap();
         let mut sent = Vec::new();
         for text in ["one", "two"] {
-            let stored =
-                store.store_message(MessageId::random(), ("alice", "a1"), Some("team"), sealed(text), u64::MAX, all.clone());
+            let stored = store.store_message(
+                MessageId::random(),
+                ("alice", "a1"),
+                Some("team"),
+                sealed(text),
+                u64::MAX,
+                all.clone(),
+            );
             sent.push(stored.await.unwrap().seq);
         }
         for change in [RoomChange::Remove { user: "bob".into() }, RoomChange::Add { user: "bob".into() }] {
@@ -500,7 +508,8 @@ mod tests {
         let create = RoomChange::Create { members: vec!["bob".into()] };
         let refused = store.change_room(("alice", "a1"), "one-more", create, all.clone()).await.unwrap_err();
         assert!(refused.to_string().contains("in the last day"), "{refused}");
-        let direct = store.store_message(MessageId::random(), ("alice", "a1"), None, sealed("hi"), u64::MAX, all.clone());
+        let direct =
+            store.store_message(MessageId::random(), ("alice", "a1"), None, sealed("hi"), u64::MAX, all.clone());
         assert!(direct.await.unwrap_err().to_string().contains("in the last day"), "a direct room is a room too");
         let create = RoomChange::Create { members: vec![] };
         store.change_room(("bob", "b1"), "bobs", create, all).await.expect("bob has his own count");

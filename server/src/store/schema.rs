@@ -323,7 +323,10 @@ mod tests {
         };
         assert_eq!(rows("SELECT body FROM messages"), ["waiting for bob"]);
         assert_eq!(rows("SELECT name FROM files"), ["f.txt"]);
-        assert_eq!(rows("SELECT name || ' ' || mls_epoch || ' ' || (group_info IS NULL) FROM rooms"), ["alice+bob 0 1"]);
+        assert_eq!(
+            rows("SELECT name || ' ' || mls_epoch || ' ' || (group_info IS NULL) FROM rooms"),
+            ["alice+bob 0 1"]
+        );
         assert_eq!(rows("SELECT COUNT(*) || '' FROM key_packages"), ["0"]);
     }
 }

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use qchat_client::offer::Listed;
 use qchat_client::rooms::{describe, title};
 use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_shared::display::Escaped;
-use qchat_client::offer::Listed;
 use qchat_shared::frame::{Body, DeviceInfo, FileState, RoomInfo, Status};
 use qchat_shared::hex;
 use qchat_shared::units::human_bytes;
