@@ -1,8 +1,10 @@
 //! `qchat-bench`: end-to-end figures for qchat on this machine, in one run, next to raw
 //! QUIC: file upload and download through a real relay (a child process with its SQLite
 //! store and spool), chat latency idle and during a transfer, durable chat messages per
-//! second, fan-out through rooms of many users, and the relay's peak memory.
+//! second, fan-out through rooms of many users, the relay's peak memory, and what sealing
+//! files end to end costs a core.
 
+mod cipher;
 mod e2e;
 mod raw;
 mod relay_child;
@@ -211,5 +213,9 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
     };
     let peak_rss = peak_rss.max(relay.peak_rss_mib()?);
     relay.stop();
-    Ok(report::Figures { size, throughput, chat, handoff, rooms, wan, relay_peak_rss_mib: peak_rss })
+    let cipher = (rounds > 0).then(|| {
+        eprintln!("sealing and opening files on one core …");
+        cipher::measure(size.min(1 << 30) as usize)
+    });
+    Ok(report::Figures { size, throughput, chat, handoff, rooms, wan, cipher, relay_peak_rss_mib: peak_rss })
 }

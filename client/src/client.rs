@@ -28,6 +28,10 @@ use crate::transfers::{Job, TransferContext, Transfers, MAX_TRANSFERS};
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long a listing waits for the keys of its files once every message that waited was
+/// read (a file's encrypted offer follows the start of its upload by a round trip or two).
+const KEY_GRACE: Duration = Duration::from_secs(5);
+
 /// How to run a client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -218,6 +222,7 @@ impl Client {
             receive_listed: None,
             listing: Vec::new(),
             listing_done: false,
+            keys_due: None,
             history: History::new(&state_dir),
             saved: state_dir.load(),
             state_dir,
@@ -367,6 +372,8 @@ pub(crate) struct Core {
     /// their names can be shown), and whether its last page came.
     pub listing: Vec<(Vec<FileEntry>, Vec<FileEntry>)>,
     pub listing_done: bool,
+    /// Until when a listing waits for keys still on their way.
+    pub keys_due: Option<std::time::Instant>,
     pub options: ClientOptions,
     pub events: mpsc::UnboundedSender<Event>,
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -541,11 +548,21 @@ impl Core {
     /// files are here (or every message that waited was read, so those still without one
     /// never get it here).
     pub fn release_listing(&mut self) {
-        // The offered files whose keys are not here yet are the unkeyed ones.
+        // The offered files whose keys are not here yet are the unkeyed ones. A key is on
+        // its way while messages that waited are still coming, and for a while after (its
+        // sender's offer follows its upload's start).
         let keys_missing = !self.unkeyed.is_empty();
-        if !self.listing_done || (keys_missing && self.messages_read < self.backlog) {
+        if !self.listing_done {
             return;
         }
+        if keys_missing {
+            let now = std::time::Instant::now();
+            let grace = *self.keys_due.get_or_insert(now + KEY_GRACE);
+            if self.messages_read < self.backlog || now < grace {
+                return;
+            }
+        }
+        self.keys_due = None;
         self.listing_done = false;
         let pages = std::mem::take(&mut self.listing);
         let count = pages.len();

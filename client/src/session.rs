@@ -263,6 +263,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                 }
             }
             _ = save_tick.tick() => {
+                core.release_listing();
                 if dirty {
                     core.save_state().await;
                     dirty = false;
@@ -531,10 +532,16 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
         RelayControl::DeviceRefused { reason } => core.emit(Event::DeviceRefused { reason }),
         RelayControl::DeviceAdded { user, device } => {
             // Its rooms' groups take the new device in before our next message.
-            if let Ok(secure) = core.secure.as_mut() {
-                core.rooms.list().iter().filter(|r| r.has(&user)).for_each(|r| secure.unready(&r.name));
-            }
+            unready_rooms_of(core, &user);
             core.emit(Event::DeviceAdded { user, device })
+        }
+        RelayControl::DeviceGone { user, device } => {
+            unready_rooms_of(core, &user);
+            let time_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            let text = format!("{user}'s device {device} was revoked: it is taken out of the room's encryption");
+            for room in core.rooms.list().into_iter().filter(|r| r.has(&user)) {
+                core.emit(Event::Notice { room: room.name, text: text.clone(), time_ms });
+            }
         }
         RelayControl::Renewed { cert_pem } => core.renewed(cert_pem).await,
         RelayControl::KeysPublished { held } => core.emit(Event::KeysPublished { held }),
@@ -585,6 +592,13 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
         }
     }
     false
+}
+
+/// The rooms `user` is in must check their groups before our next message in them.
+fn unready_rooms_of(core: &mut Core, user: &str) {
+    if let Ok(secure) = core.secure.as_mut() {
+        core.rooms.list().iter().filter(|r| r.has(user)).for_each(|r| secure.unready(&r.name));
+    }
 }
 
 /// Fails the messages waiting to go to `room` (the default room with none).

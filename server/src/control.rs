@@ -270,6 +270,10 @@ async fn device_request(
             let revoked = devices::revoke(state.store.as_ref(), &state.pki_dir, user, Some(&device)).await?;
             info!(%device, "a device revoked by its person");
             state.revoke_now(&revoked.serials);
+            let gone = RelayControl::DeviceGone { user: user.to_string(), device: device.clone() };
+            for other in state.others_of(user).await {
+                state.router.notify(&other, gone.clone());
+            }
             RelayControl::DeviceRevoked { device }
         }
         ClientControl::Renew { csr_der } => {

@@ -299,6 +299,9 @@ pub enum RelayControl {
     /// A device was enrolled for `user` (this person or someone who shares a room with
     /// them): every device sees it.
     DeviceAdded { user: String, device: DeviceInfo },
+    /// A device of `user` (this person or someone who shares a room with them) was
+    /// revoked: rooms' groups take it out before the next message.
+    DeviceGone { user: String, device: String },
     /// One page of this user's rooms (after the welcome, and as the answer to
     /// [`ClientControl::ListRooms`]); `last` marks the final page.
     Rooms { rooms: Vec<RoomInfo>, last: bool },

@@ -169,8 +169,8 @@ async fn waiting_files_and_message_bytes_are_capped_with_clear_errors() {
     // One encrypted message of 60 characters and its 256 bytes fit; two do not.
     let limits = RelayLimits { max_waiting_files: 3, max_waiting_message_bytes: 900, ..RelayLimits::default() };
     let relay = TestRelay::start_with(limits).await;
-    let mut alice = relay.client("alice");
-    alice.connected().await;
+    let (mut alice, bob) = relay.pair().await;
+    // Bob is online and takes the files' encrypted offers (messages), not the files.
     for i in 0..3 {
         let empty = write_file(&relay.tmp.path().join(format!("empty{i}")), 0);
         let transfer = alice.client.send_file(&empty);
@@ -181,6 +181,7 @@ async fn waiting_files_and_message_bytes_are_capped_with_clear_errors() {
     let reason = alice.refused_transfer(transfer).await;
     assert!(reason.contains("3 files on the relay that nobody has fetched"), "{reason}");
 
+    bob.stop().await;
     alice.client.send_and_wait("x".repeat(60)).await.unwrap();
     let refused = alice.client.send_and_wait("y".repeat(60)).await.unwrap_err();
     assert!(refused.to_string().contains("waiting on the relay"), "{refused}");

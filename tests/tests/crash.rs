@@ -65,6 +65,7 @@ struct BobSaw {
     messages: Vec<MessageId>,
     saved: Option<PathBuf>,
     failures: Vec<String>,
+    notices: Vec<String>,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,6 +94,7 @@ async fn the_relay_killed_twenty_times_loses_nothing() {
                 Event::FileOffered(_) => bob.client.receive_all(None),
                 Event::FileSaved { path, .. } => saw.saved = Some(path),
                 Event::TransferFailed { reason, .. } => saw.failures.push(reason),
+                Event::Notice { text, .. } => saw.notices.push(text),
                 _ => {}
             }
         }
@@ -135,8 +137,15 @@ async fn the_relay_killed_twenty_times_loses_nothing() {
                 qchat_tests::same_content(saved, &path);
                 break;
             }
+            let missing = stored.iter().filter(|id| !got.contains(id)).count();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not everything arrived: {missing} of {} messages missing, file saved: {}, notices: {:?}",
+                stored.len(),
+                saw.saved.is_some(),
+                saw.notices
+            );
         }
-        assert!(std::time::Instant::now() < deadline, "not everything arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(stored.len() > KILLS, "chat went on between the kills ({} messages)", stored.len());

@@ -187,3 +187,43 @@ async fn both_people_see_the_same_safety_number_and_a_new_device_changes_it_and_
     let now = safety_number(&mut alice, "bob").await;
     assert_ne!(now, seen_by_alice, "a new device changes the safety number");
 }
+
+#[tokio::test]
+async fn a_revoked_device_cannot_read_what_comes_after() {
+    let relay = TestRelay::start().await;
+    let (mut alice, mut bob) = relay.pair().await;
+    let line = relay.invite("bob", std::time::Duration::from_secs(600)).await;
+    let phone_identity = relay.join(&line, "phone").await;
+    let phone_device = phone_identity.device().unwrap();
+    let mut phone = relay.client_for(phone_identity.clone());
+    phone.connected().await;
+    alice.client.send_and_wait("to both of bob's devices").await.unwrap();
+    assert_eq!(phone.messages(1).await[0].text, "to both of bob's devices");
+    phone.stop().await;
+
+    bob.client.devices(qchat_client::DeviceRequest::Revoke(phone_device.clone()));
+    bob.expect("revoked", |e| matches!(e, Event::DeviceRevoked { .. }).then_some(())).await;
+    // Alice hears of it and takes the phone out of the group before her next message.
+    alice
+        .expect("the revocation told", |e| match e {
+            Event::Notice { text, .. } if text.contains("revoked") => Some(()),
+            _ => None,
+        })
+        .await;
+    let after = alice.client.send_and_wait("after the phone was revoked").await.unwrap();
+    assert_eq!(bob.messages(2).await[1].text, "after the phone was revoked");
+    alice.stop().await;
+    bob.stop().await;
+
+    let db = rusqlite::Connection::open(relay.data.join("relay.db")).unwrap();
+    let (room_seq, sealed): (i64, Vec<u8>) = db
+        .query_row("SELECT room_seq, body FROM messages WHERE seq = ?1", [after.seq as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let dir = StateDir::under(&relay.tmp.path().join("clients"), &phone_identity);
+    let me = qchat_e2e::identity("bob", &phone_device);
+    let mut device = Device::open(&dir.dir.join("mls.db"), &me, None).unwrap();
+    let opened = device.receive("alice+bob", room_seq as u64, Incoming::Message(&sealed), &|_| true).unwrap();
+    assert!(matches!(opened, Opened::Unreadable { .. }), "the revoked phone read it: {opened:?}");
+}

@@ -70,6 +70,8 @@ pub enum Message {
     RemoveMember(String),
     /// "Leave" the shown room.
     LeaveRoom,
+    /// "Safety number" in a direct room: ask for the one with this person.
+    Verify(String),
     /// The window gained or lost the focus.
     Focused(bool),
     /// A desktop notification was shown (or could not be: no notification service).
@@ -244,6 +246,11 @@ impl App {
             Message::LeaveRoom => {
                 if let Some(room) = self.model.selected.clone() {
                     self.ask_rooms(RoomRequest::Leave { room });
+                }
+            }
+            Message::Verify(user) => {
+                if let Some(client) = &self.client {
+                    client.verify(&user);
                 }
             }
             Message::Focused(focused) => {

@@ -135,6 +135,8 @@ pub struct Model {
     pub notice: Option<String>,
     /// The devices panel, when it is open.
     pub devices: Option<Devices>,
+    /// The safety number with a person, once asked for: (user, digits).
+    pub safety: Option<(String, String)>,
 }
 
 /// The devices panel: this person's devices, and an invite for another.
@@ -161,6 +163,7 @@ impl Model {
             transfers: Vec::new(),
             notice: None,
             devices: None,
+            safety: None,
         }
     }
 
@@ -311,6 +314,19 @@ impl Model {
                 }
             }
             Event::RoomRefused { reason } => self.notice = Some(reason),
+            Event::Notice { room, text, time_ms } => self.place(ChatLine {
+                id: MessageId::random(),
+                seq: None,
+                room,
+                from: String::new(),
+                text,
+                time_ms,
+                mine: false,
+                delivered: false,
+                received_by: Vec::new(),
+                notice: true,
+            }),
+            Event::SafetyNumber { user, number, .. } => self.safety = Some((user, number)),
             Event::Stored { id, seq, room, time_ms } => {
                 if let Some(at) = self.lines.iter().position(|l| l.id == id) {
                     let line = self.lines.remove(at);

@@ -77,13 +77,27 @@ fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Messag
     };
     let online = |m: &&qchat_shared::frame::Member| m.online && m.user != *me;
     let members = room.members.iter().map(|m| format!("{}{}", m.user, if online(&m) { " ●" } else { "" }));
+    let peer = qchat_shared::names::direct_pair(&room.name)
+        .filter(|_| room.direct)
+        .map(|(a, b)| if a == me.as_str() { b } else { a }.to_string());
+    let verify = peer.clone().map(|p| button(text("Safety number").size(12)).on_press(Message::Verify(p)));
     let mut head = column![
         row![text(name).size(18).width(Fill)]
+            .push(verify)
             .push((!room.direct).then(|| button(text("Leave").size(12)).on_press(Message::LeaveRoom)))
+            .spacing(6)
             .align_y(Alignment::Center),
         text(members.collect::<Vec<_>>().join(", ")).size(12).color(style::MUTED),
     ]
     .spacing(4);
+    if let Some((user, number)) = app.model.safety.as_ref().filter(|(user, _)| Some(user) == peer.as_ref()) {
+        head = head.push(
+            text(format!(
+                "Safety number with {user} (the same on their screen if no one stands between you): {number}"
+            ))
+            .size(12),
+        );
+    }
     if room.creator.as_deref() == Some(me.as_str()) && !room.direct {
         let add = (!app.forms.add.trim().is_empty()).then_some(Message::AddMember);
         let others = room.members.iter().filter(|m| &m.user != me);

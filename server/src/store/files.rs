@@ -173,18 +173,26 @@ fn new_upload(
             .into(),
         ));
     }
+    // Counted in the files' own sizes too (a sealed file's tags and hash, 16 bytes a
+    // segment and 48 more, are the relay's overhead, not the sender's).
     let used: i64 = txn.query_row(
-        "SELECT COALESCE(SUM(size), 0) FROM files WHERE sender = ?1 AND swept_ms IS NULL",
+        &format!(
+            "SELECT COALESCE(SUM(CASE WHEN name = '' THEN MAX(size - 32 - {tag} * ((size + {seg} - 1) / {seg}), 0)
+                                     ELSE size END), 0)
+             FROM files WHERE sender = ?1 AND swept_ms IS NULL",
+            tag = qchat_shared::seal::TAG,
+            seg = qchat_shared::seal::SEALED_SEGMENT
+        ),
         params![sender],
         |r| r.get(0),
     )?;
-    if used as u64 + size > limits.quota {
+    if used as u64 + own > limits.quota {
         return Err(StoreError::Refused(
             format!(
                 "over your quota: you have {} on the relay, this file is {}, the quota is {}; \
                          wait until your earlier files are fetched and expire",
                 qchat_shared::units::human_bytes(used as u64),
-                qchat_shared::units::human_bytes(size),
+                qchat_shared::units::human_bytes(own),
                 qchat_shared::units::human_bytes(limits.quota)
             )
             .into(),
@@ -495,7 +503,7 @@ mod tests {
         let err = store.start_upload(("alice", "a1"), None, sealed(1001), None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
         store.start_upload(("alice", "a1"), None, sealed(1000), None, LIMITS, two()).await.unwrap();
-        let left = 1500 - sealed(1000);
+        let left = sealed(1500 - 1000);
         let err = store.start_upload(("alice", "a1"), None, left + 1, None, LIMITS, two()).await.unwrap_err();
         assert!(err.to_string().contains("quota"), "{err}");
         store.start_upload(("alice", "a1"), None, left, None, LIMITS, two()).await.unwrap();
