@@ -217,6 +217,7 @@ impl Client {
             file_offers: offers_rx,
             unkeyed: BTreeMap::new(),
             verifying: Vec::new(),
+            default_room: None,
             backlog: 0,
             messages_read: 0,
             receive_listed: None,
@@ -361,6 +362,9 @@ pub(crate) struct Core {
     pub unkeyed: BTreeMap<FileId, FileInfo>,
     /// Users whose safety number was asked for, until their direct room's group is ready.
     pub verifying: Vec<String>,
+    /// The room messages without one go to, once the relay said which (for this
+    /// connection's rooms; asked again after a change of rooms).
+    pub default_room: Option<String>,
     /// Messages waiting for this device when it connected, and how many it has read since:
     /// once it read them all, every file offer of theirs is here.
     pub backlog: u64,

@@ -63,6 +63,9 @@ pub struct Secure {
     asked: VecDeque<Option<String>>,
     /// Rooms with a question or a commit out on this connection.
     busy: HashSet<Option<String>>,
+    /// Rooms with a commit of ours out: no second one until the relay answers it (two
+    /// questions about one room, by name and as the default room, can both be answered).
+    committing: HashSet<String>,
 }
 
 impl Secure {
@@ -70,7 +73,8 @@ impl Secure {
         std::fs::create_dir_all(&dir.dir).map_err(|e| format!("cannot make {}: {e}", dir.dir.display()))?;
         let (name, issued) = device_identity(identity);
         let device = Device::open(&dir.dir.join("mls.db"), &name, issued.as_ref()).map_err(|e| e.to_string())?;
-        Ok(Secure { device: Mutex::new(device), ready: HashSet::new(), asked: VecDeque::new(), busy: HashSet::new() })
+        let (ready, asked, busy, committing) = Default::default();
+        Ok(Secure { device: Mutex::new(device), ready, asked, busy, committing })
     }
 
     fn device(&self) -> MutexGuard<'_, Device> {
@@ -83,6 +87,7 @@ impl Secure {
         self.ready.clear();
         self.asked.clear();
         self.busy.clear();
+        self.committing.clear();
     }
 
     pub fn is_ready(&self, room: &str) -> bool {
@@ -138,7 +143,17 @@ impl Secure {
         let target = self.asked.pop_front().flatten();
         self.busy.remove(&target);
         let key = Some(room.to_string());
+        if self.committing.contains(room) {
+            // Our commit's answer comes first; the group is looked at again after it.
+            return (target, Ok(None));
+        }
         let local = self.device().epoch(room).unwrap_or(None);
+        tracing::debug!(%room, ?local, epoch, add = add.len(), remove = remove.len(), "the relay's view of a group");
+        // Only what is not so already: devices the group lacks, and ones it has.
+        let present: Vec<String> =
+            self.device().members(room).unwrap_or_default().into_iter().map(|(id, _)| id).collect();
+        let add: Vec<DeviceKey> = add.into_iter().filter(|d| !present.contains(&d.identity)).collect();
+        let remove: Vec<String> = remove.into_iter().filter(|r| present.contains(r)).collect();
         let made = match local {
             Some(local) if local == epoch && add.is_empty() && remove.is_empty() => {
                 self.ready.insert(room.to_string());
@@ -179,6 +194,7 @@ impl Secure {
                     tracing::warn!(device = %who, reason = %why, "a device's key package was refused");
                 }
                 self.busy.insert(key);
+                self.committing.insert(room.to_string());
                 let frame = ClientControl::Commit {
                     room: room.to_string(),
                     epoch: commit.epoch,
@@ -203,6 +219,7 @@ impl Secure {
     /// the devices it brought in or took out.
     pub fn committed(&mut self, room: &str) -> (Option<ClientControl>, Option<String>) {
         self.busy.remove(&Some(room.to_string()));
+        self.committing.remove(room);
         let changed = self.device().confirm(room);
         let (added, removed) = match changed {
             Ok(changed) => changed,
@@ -227,6 +244,7 @@ impl Secure {
             tracing::warn!(error = %e, "cannot drop a refused commit");
         }
         self.busy.remove(&Some(room.to_string()));
+        self.committing.remove(room);
     }
 
     /// Encrypts `content` for `room`'s group.
@@ -264,6 +282,10 @@ impl Secure {
                 return (Reading::Change, Vec::new());
             }
         };
+        tracing::debug!(room = %d.room, room_seq = d.room_seq, outcome = ?opened.as_ref().map(|o| match o {
+            Opened::Message { .. } => "message".to_string(),
+            other => format!("{other:?}"),
+        }), "opened");
         let opened = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -294,6 +316,7 @@ impl Secure {
             }
             Opened::Unreadable { reason } => {
                 self.busy.remove(&room_key);
+                self.committing.remove(&d.room);
                 self.unready(&d.room);
                 if reason.contains("not a member") {
                     (Reading::Notice(reason), Vec::new())
@@ -305,6 +328,7 @@ impl Secure {
                 // In force already if the relay's answer came first (then it was told).
                 let first = !added.is_empty() || !removed.is_empty();
                 self.busy.remove(&room_key);
+                self.committing.remove(&d.room);
                 self.ready.insert(d.room.clone());
                 let info = if first { self.group_info(&d.room) } else { None };
                 let me = self.device().identity().to_string();
@@ -313,6 +337,7 @@ impl Secure {
             }
             Opened::Changed { by, added, removed } => {
                 self.busy.remove(&room_key);
+                self.committing.remove(&d.room);
                 self.unready(&d.room);
                 let me = self.device().identity().to_string();
                 (news(&by, &added, &removed, &me).map_or(Reading::Silent, Reading::Notice), Vec::new())

@@ -92,6 +92,10 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     if let Ok(secure) = core.secure.as_mut() {
         secure.connected();
     }
+    // Sealed again on this connection, in the group as it is now (the relay stores an id
+    // once, so one that was stored keeps its first form).
+    core.outbox.iter_mut().for_each(|o| o.sealed = None);
+    core.default_room = None;
 
     let mut welcomed = false;
     let mut reorder = Reorder::default();
@@ -320,6 +324,9 @@ fn dispatch(
         if dispatched.contains(&outgoing.id) {
             continue;
         }
+        if outgoing.room.is_none() {
+            outgoing.room = core.default_room.clone();
+        }
         if outgoing.sealed.is_none() {
             match outgoing.room.as_deref() {
                 Some(room) if secure.is_ready(room) => match secure.seal(room, &outgoing.content) {
@@ -486,11 +493,13 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
             core.emit(Event::Presence { user, online });
         }
         RelayControl::Rooms { rooms, last } => {
+            core.default_room = None;
             if core.rooms.listed(rooms, last) {
                 core.emit(Event::Rooms(core.rooms.list()));
             }
         }
         RelayControl::Room(room) => {
+            core.default_room = None;
             // Our change of its members: bring its group in line at once.
             if let Ok(secure) = core.secure.as_mut() {
                 secure.unready(&room.name);
@@ -554,6 +563,7 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
                 if target.is_none() {
                     // The default room is this one now.
                     core.outbox.iter_mut().filter(|o| o.room.is_none()).for_each(|o| o.room = Some(room.clone()));
+                    core.default_room = Some(room.clone());
                 }
                 match made {
                     Ok(commit) => tell.extend(commit),
@@ -723,6 +733,7 @@ fn show_new(core: &mut Core, ready: &[Deliver], readings: &[Reading], last: u64)
             }
             Reading::Notice(text) => core.emit(Event::Notice { room, text: text.clone(), time_ms }),
             Reading::Change => {
+                core.default_room = None;
                 let changed = core.rooms.apply(&me, (&room, room_seq), &from, &d.body);
                 core.emit(Event::RoomChanged { id, seq, room, by: from, change: d.body.clone(), time_ms });
                 if changed {
