@@ -131,14 +131,15 @@ impl Secure {
         Some(ClientControl::GroupState { room: key, have })
     }
 
-    /// The relay's answer to the oldest question: the target asked (none: the default
-    /// room) and what to send now (a commit, if the group must change).
+    /// The relay's answer to the oldest question (key packages of devices to add, and every
+    /// device that should be in the group): the target asked (none: the default room) and
+    /// what to send now (a commit, if the group must change).
     pub fn answered(
         &mut self,
         room: &str,
         epoch: u64,
         group_info: Option<Vec<u8>>,
-        (add, remove): (Vec<DeviceKey>, Vec<String>),
+        (add, devices): (Vec<DeviceKey>, Vec<String>),
     ) -> (Option<String>, Result<Option<ClientControl>, String>) {
         let target = self.asked.pop_front().flatten();
         self.busy.remove(&target);
@@ -148,12 +149,12 @@ impl Secure {
             return (target, Ok(None));
         }
         let local = self.device().epoch(room).unwrap_or(None);
-        tracing::debug!(%room, ?local, epoch, add = add.len(), remove = remove.len(), "the relay's view of a group");
         // Only what is not so already: devices the group lacks, and ones it has.
         let present: Vec<String> =
             self.device().members(room).unwrap_or_default().into_iter().map(|(id, _)| id).collect();
         let add: Vec<DeviceKey> = add.into_iter().filter(|d| !present.contains(&d.identity)).collect();
-        let remove: Vec<String> = remove.into_iter().filter(|r| present.contains(r)).collect();
+        let remove: Vec<String> = present.iter().filter(|p| !devices.contains(p)).cloned().collect();
+        tracing::debug!(%room, ?local, epoch, add = add.len(), remove = remove.len(), "what the room's group lacks");
         let made = match local {
             Some(local) if local == epoch && add.is_empty() && remove.is_empty() => {
                 self.ready.insert(room.to_string());

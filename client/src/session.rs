@@ -554,12 +554,12 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
         }
         RelayControl::Renewed { cert_pem } => core.renewed(cert_pem).await,
         RelayControl::KeysPublished { held } => core.emit(Event::KeysPublished { held }),
-        RelayControl::GroupState { room, epoch, group_info, add, remove, missing } => {
+        RelayControl::GroupState { room, epoch, group_info, add, devices, missing } => {
             if !missing.is_empty() {
                 tracing::debug!(?missing, "devices with no key package yet (they join by themselves)");
             }
             if let Ok(secure) = core.secure.as_mut() {
-                let (target, made) = secure.answered(&room, epoch, group_info, (add, remove));
+                let (target, made) = secure.answered(&room, epoch, group_info, (add, devices));
                 if target.is_none() {
                     // The default room is this one now.
                     core.outbox.iter_mut().filter(|o| o.room.is_none()).for_each(|o| o.room = Some(room.clone()));

@@ -313,14 +313,14 @@ pub enum RelayControl {
     KeysPublished { held: u64 },
     /// The answer to [`ClientControl::GroupState`]: the group's epoch on the relay (0: no
     /// group yet), its latest group info, key packages of the members' devices missing from
-    /// the asker's group (each handed out once), the devices in it that should not be, and
-    /// devices that have no key package to give.
+    /// the asker's group (each handed out once), every device that should be in it (the
+    /// rest are to be removed), and devices that have no key package to give.
     GroupState {
         room: String,
         epoch: u64,
         group_info: Option<Vec<u8>>,
         add: Vec<DeviceKey>,
-        remove: Vec<String>,
+        devices: Vec<String>,
         missing: Vec<String>,
     },
     /// Our commit was taken: the room's group is at `epoch` now.

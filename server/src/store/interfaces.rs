@@ -172,7 +172,7 @@ pub trait KeyStore: Send + Sync {
     async fn key_packages_held(&self, device: (&str, &str)) -> Result<u64, StoreError>;
     /// How the group of the room `target` resolves to should change for a device whose
     /// group has `have`: key packages for the members' devices missing (each handed out
-    /// once), devices to remove. A direct room is made on first use, as by a message.
+    /// once), and every device that should be in it. A direct room is made on first use, as by a message.
     async fn group_plan(
         &self,
         asker: (&str, &str),

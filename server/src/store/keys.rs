@@ -26,7 +26,8 @@ pub struct GroupPlan {
     pub epoch: u64,
     pub group_info: Option<Vec<u8>>,
     pub add: Vec<DeviceKey>,
-    pub remove: Vec<String>,
+    /// Every device that should be in the group (`user/device`).
+    pub devices: Vec<String>,
     pub missing: Vec<String>,
 }
 
@@ -187,7 +188,7 @@ impl KeyStore for Store {
                 expected.extend(devices_of(txn, &member, &issued)?);
             }
             let identity = |d: &Expected| qchat_e2e_identity(&d.user, &d.device);
-            let remove = have.iter().filter(|h| !expected.iter().any(|d| &identity(d) == *h)).cloned().collect();
+            let devices = expected.iter().map(identity).collect();
             let (mut add, mut missing) = (Vec::new(), Vec::new());
             for device in expected.iter().filter(|d| !have.contains(&identity(d))) {
                 match (&device.signature_key, claim(txn, device)?) {
@@ -199,7 +200,7 @@ impl KeyStore for Store {
                     _ => missing.push(identity(device)),
                 }
             }
-            let plan = GroupPlan { room, epoch: epoch as u64, group_info, add, remove, missing };
+            let plan = GroupPlan { room, epoch: epoch as u64, group_info, add, devices, missing };
             Ok((plan, made))
         })
         .await
