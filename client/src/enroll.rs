@@ -127,6 +127,33 @@ async fn exchange(connection: &quinn::Connection, request: &EnrollRequest) -> Re
     }
 }
 
+/// Connects once as a newly joined device and publishes its end-to-end key packages, so
+/// that others can add it to their rooms' groups (and write to it) before it first runs.
+pub async fn publish_keys(mut options: crate::ClientOptions) -> Result<u64, String> {
+    options.receive = false;
+    let (client, mut events) = crate::Client::start(options);
+    let published = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            match event {
+                crate::Event::KeysPublished { held } => return Ok(held),
+                crate::Event::Connection(crate::ConnectionState::Connected(status))
+                    if status.key_packages >= qchat_shared::limits::KEY_PACKAGES_TARGET as u64 =>
+                {
+                    return Ok(status.key_packages)
+                }
+                crate::Event::Connection(crate::ConnectionState::Refused { reason })
+                | crate::Event::DeviceRefused { reason } => return Err(reason),
+                _ => {}
+            }
+        }
+        Err("the client stopped".to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err("the relay did not take the device's keys within 20 s".into()));
+    client.shutdown();
+    published
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,31 +180,4 @@ mod tests {
         assert!(renewal_due(&identity, now_s + 100 * 86_400), "an ended one too");
         assert!(!renewal_request(&identity).unwrap().is_empty());
     }
-}
-
-/// Connects once as a newly joined device and publishes its end-to-end key packages, so
-/// that others can add it to their rooms' groups (and write to it) before it first runs.
-pub async fn publish_keys(mut options: crate::ClientOptions) -> Result<u64, String> {
-    options.receive = false;
-    let (client, mut events) = crate::Client::start(options);
-    let published = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some(event) = events.recv().await {
-            match event {
-                crate::Event::KeysPublished { held } => return Ok(held),
-                crate::Event::Connection(crate::ConnectionState::Connected(status))
-                    if status.key_packages >= qchat_shared::limits::KEY_PACKAGES_TARGET as u64 =>
-                {
-                    return Ok(status.key_packages)
-                }
-                crate::Event::Connection(crate::ConnectionState::Refused { reason })
-                | crate::Event::DeviceRefused { reason } => return Err(reason),
-                _ => {}
-            }
-        }
-        Err("the client stopped".to_string())
-    })
-    .await
-    .unwrap_or_else(|_| Err("the relay did not take the device's keys within 20 s".into()));
-    client.shutdown();
-    published
 }
