@@ -41,6 +41,22 @@ pub struct ChatLine {
 }
 
 impl ChatLine {
+    /// A line about the room (a change of its members or of its encryption), not a message.
+    pub fn notice(id: MessageId, seq: Option<u64>, room: String, from: String, text: String, time_ms: i64) -> Self {
+        ChatLine {
+            id,
+            seq,
+            room,
+            from,
+            text,
+            time_ms,
+            mine: false,
+            delivered: false,
+            received_by: Vec::new(),
+            notice: true,
+        }
+    }
+
     /// A message of ours the relay stored.
     pub fn mine(id: MessageId, sent: &crate::client::Sent, from: String, text: String) -> Self {
         ChatLine {

@@ -40,6 +40,13 @@ fn device_identity(identity: &Identity) -> (String, Option<Issued>) {
     (qchat_e2e::identity(&identity.user, &device), issued)
 }
 
+/// The relay's key packages as the devices to add.
+fn candidates(add: Vec<DeviceKey>) -> Vec<Candidate> {
+    add.into_iter()
+        .map(|d| Candidate { identity: d.identity, signature_key: d.signature_key, key_package: d.key_package })
+        .collect()
+}
+
 /// A change of a room's group in words (none if it only concerns this device): every
 /// device that comes in is announced, so that one minted behind its person's back is seen.
 fn news(by: &str, added: &[String], removed: &[String], me: &str) -> Option<String> {
@@ -162,32 +169,13 @@ impl Secure {
             }
             // Behind: the commits that moved it on are on their way to us.
             Some(local) if local < epoch => return (target, Ok(None)),
-            Some(_) => {
-                let add: Vec<Candidate> = add
-                    .into_iter()
-                    .map(|d| Candidate {
-                        identity: d.identity,
-                        signature_key: d.signature_key,
-                        key_package: d.key_package,
-                    })
-                    .collect();
-                self.device().change(room, &add, &remove)
-            }
-            None if epoch == 0 => {
-                let add: Vec<Candidate> = add
-                    .into_iter()
-                    .map(|d| Candidate {
-                        identity: d.identity,
-                        signature_key: d.signature_key,
-                        key_package: d.key_package,
-                    })
-                    .collect();
-                self.device().change(room, &add, &[])
-            }
-            None => match group_info {
+            // Joining a group that exists, from its group info.
+            None if epoch > 0 => match group_info {
                 Some(info) => self.device().join(room, &info),
                 None => return (target, Err("the room's encryption group is not ready yet".into())),
             },
+            // In the group, or making it: add and remove what the room's members need.
+            _ => self.device().change(room, &candidates(add), &remove),
         };
         match made {
             Ok(commit) => {

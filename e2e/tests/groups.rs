@@ -34,6 +34,16 @@ fn candidate(device: &mut Device) -> Candidate {
     }
 }
 
+/// Alice and bob with the group of room `pair` made and joined.
+fn pair(dir: &tempfile::TempDir) -> (Device, Device, Relay) {
+    let mut alice = device(dir, "alice/laptop");
+    let mut bob = device(dir, "bob/main");
+    let mut relay = Relay { seq: 0 };
+    let first = alice.change("pair", &[candidate(&mut bob)], &[]).unwrap();
+    relay.commit("pair", &first, &mut [&mut alice, &mut bob], &["alice", "bob"]);
+    (alice, bob, relay)
+}
+
 fn text(opened: &Opened) -> Option<&[u8]> {
     match opened {
         Opened::Message { plaintext, .. } => Some(plaintext),
@@ -107,11 +117,7 @@ fn members_read_a_removed_member_cannot_and_a_device_can_join_by_itself() {
 #[test]
 fn of_two_commits_from_one_epoch_the_relay_s_first_wins_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut alice = device(&dir, "alice/laptop");
-    let mut bob = device(&dir, "bob/main");
-    let mut relay = Relay { seq: 0 };
-    let first = alice.change("pair", &[candidate(&mut bob)], &[]).unwrap();
-    relay.commit("pair", &first, &mut [&mut alice, &mut bob], &["alice", "bob"]);
+    let (mut alice, mut bob, mut relay) = pair(&dir);
 
     // Both change the group from the same epoch; the relay orders alice's first.
     let mut carol = device(&dir, "carol/pc");
@@ -144,11 +150,7 @@ fn of_two_commits_from_one_epoch_the_relay_s_first_wins_and_state_survives_a_res
 #[ignore = "a timing, run by hand"]
 fn timing_of_many_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let mut alice = device(&dir, "alice/laptop");
-    let mut bob = device(&dir, "bob/main");
-    let mut relay = Relay { seq: 0 };
-    let first = alice.change("pair", &[candidate(&mut bob)], &[]).unwrap();
-    relay.commit("pair", &first, &mut [&mut alice, &mut bob], &["alice", "bob"]);
+    let (mut alice, mut bob, mut relay) = pair(&dir);
     let t = std::time::Instant::now();
     let sealed: Vec<Vec<u8>> = (0..2000).map(|i| alice.seal("pair", format!("m{i}").as_bytes()).unwrap()).collect();
     let sealing = t.elapsed();

@@ -330,4 +330,28 @@ mod tests {
         // One byte more than a full segment cannot start a new one (it needs its tag).
         assert!(plain_len(SEALED_SEGMENT as u64 + 1).is_err());
     }
+
+    #[test]
+    #[ignore = "a timing, run by hand (qchat-bench measures it too)"]
+    fn sealing_and_opening_run_at_gigabytes_per_second() {
+        let key = FileKey::random();
+        let chunk = content(1 << 20);
+        let started = std::time::Instant::now();
+        let mut sealer = Sealer::new(&key);
+        let mut segments = Vec::new();
+        for _ in 0..512 {
+            segments.extend(sealer.push(&chunk));
+        }
+        segments.extend(sealer.finish().0);
+        let seal = started.elapsed();
+        let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
+        let started = std::time::Instant::now();
+        let mut opener = Opener::new(&key, total, 0).unwrap();
+        for segment in &mut segments {
+            opener.open(segment).unwrap();
+        }
+        let open = started.elapsed();
+        let rate = |d: std::time::Duration| 512.0 / d.as_secs_f64();
+        eprintln!("512 MiB: seal {:.0} MiB/s, open {:.0} MiB/s (one core)", rate(seal), rate(open));
+    }
 }

@@ -287,18 +287,7 @@ impl Model {
             Event::RoomChanged { id, seq, room, by, change, time_ms } => {
                 if self.line(id).is_none() {
                     let text = qchat_client::rooms::describe(&by, &change);
-                    self.place(ChatLine {
-                        id,
-                        seq: Some(seq),
-                        room,
-                        from: by,
-                        text,
-                        time_ms,
-                        mine: false,
-                        delivered: false,
-                        received_by: Vec::new(),
-                        notice: true,
-                    });
+                    self.place(ChatLine::notice(id, Some(seq), room, by, text, time_ms));
                 }
             }
             Event::Rooms(rooms) => {
@@ -314,18 +303,9 @@ impl Model {
                 }
             }
             Event::RoomRefused { reason } => self.notice = Some(reason),
-            Event::Notice { room, text, time_ms } => self.place(ChatLine {
-                id: MessageId::random(),
-                seq: None,
-                room,
-                from: String::new(),
-                text,
-                time_ms,
-                mine: false,
-                delivered: false,
-                received_by: Vec::new(),
-                notice: true,
-            }),
+            Event::Notice { room, text, time_ms } => {
+                self.place(ChatLine::notice(MessageId::random(), None, room, String::new(), text, time_ms))
+            }
             Event::SafetyNumber { user, number, .. } => self.safety = Some((user, number)),
             Event::Stored { id, seq, room, time_ms } => {
                 if let Some(at) = self.lines.iter().position(|l| l.id == id) {
