@@ -218,6 +218,7 @@ impl Client {
             unkeyed: BTreeMap::new(),
             verifying: Vec::new(),
             default_room: None,
+            read_upto: 0,
             backlog: 0,
             messages_read: 0,
             receive_listed: None,
@@ -362,6 +363,8 @@ pub(crate) struct Core {
     pub unkeyed: BTreeMap<FileId, FileInfo>,
     /// Users whose safety number was asked for, until their direct room's group is ready.
     pub verifying: Vec<String>,
+    /// The highest sequence number read on this connection.
+    pub read_upto: u64,
     /// The room messages without one go to, once the relay said which (for this
     /// connection's rooms; asked again after a change of rooms).
     pub default_room: Option<String>,

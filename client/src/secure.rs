@@ -144,15 +144,16 @@ impl Secure {
     pub fn answered(
         &mut self,
         room: &str,
-        epoch: u64,
+        (epoch, behind): (u64, bool),
         group_info: Option<Vec<u8>>,
         (add, devices): (Vec<DeviceKey>, Vec<String>),
     ) -> (Option<String>, Result<Option<ClientControl>, String>) {
         let target = self.asked.pop_front().flatten();
         self.busy.remove(&target);
         let key = Some(room.to_string());
-        if self.committing.contains(room) {
-            // Our commit's answer comes first; the group is looked at again after it.
+        if self.committing.contains(room) || behind {
+            // Our commit's answer comes first, or a commit on its way to us: the group is
+            // looked at again after it.
             return (target, Ok(None));
         }
         let local = self.device().epoch(room).unwrap_or(None);

@@ -96,6 +96,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     // once, so one that was stored keeps its first form).
     core.outbox.iter_mut().for_each(|o| o.sealed = None);
     core.default_room = None;
+    core.read_upto = 0;
 
     let mut welcomed = false;
     let mut reorder = Reorder::default();
@@ -554,12 +555,14 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
         }
         RelayControl::Renewed { cert_pem } => core.renewed(cert_pem).await,
         RelayControl::KeysPublished { held } => core.emit(Event::KeysPublished { held }),
-        RelayControl::GroupState { room, epoch, group_info, add, devices, missing } => {
+        RelayControl::GroupState { room, epoch, group_info, unread_commit, add, devices, missing } => {
             if !missing.is_empty() {
                 tracing::debug!(?missing, "devices with no key package yet (they join by themselves)");
             }
             if let Ok(secure) = core.secure.as_mut() {
-                let (target, made) = secure.answered(&room, epoch, group_info, (add, devices));
+                // A commit on its way to us is read first (it may bring us in).
+                let behind = unread_commit.is_some_and(|seq| seq > core.read_upto);
+                let (target, made) = secure.answered(&room, (epoch, behind), group_info, (add, devices));
                 if target.is_none() {
                     // The default room is this one now.
                     core.outbox.iter_mut().filter(|o| o.room.is_none()).for_each(|o| o.room = Some(room.clone()));
@@ -659,6 +662,7 @@ fn read_all(core: &mut Core, ready: &[Deliver]) -> (Vec<Reading>, Vec<ClientCont
 /// them, to keep its groups in step. Also returns what to tell the relay.
 async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> (Vec<u64>, Vec<ClientControl>) {
     let (readings, tell) = read_all(core, &ready);
+    core.read_upto = core.read_upto.max(ready.iter().map(|d| d.seq).max().unwrap_or(0));
     core.messages_read += ready.iter().filter(|d| d.body.is_message()).count() as u64;
     for reading in &readings {
         if let Reading::File(offer) = reading {

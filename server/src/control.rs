@@ -327,8 +327,8 @@ async fn group_request(state: &RelayState, caller: &Caller, request: ClientContr
             let plan = state.store.group_plan(caller.key(), room.as_deref(), have, state.users(), state.issued_keys());
             Some(match plan.await {
                 Ok(plan) => {
-                    let GroupPlan { room, epoch, group_info, add, devices, missing } = plan;
-                    RelayControl::GroupState { room, epoch, group_info, add, devices, missing }
+                    let GroupPlan { room, epoch, group_info, unread_commit, add, devices, missing } = plan;
+                    RelayControl::GroupState { room, epoch, group_info, unread_commit, add, devices, missing }
                 }
                 Err(e) => RelayControl::GroupRefused { room: room.unwrap_or_default(), reason: e.to_string() },
             })

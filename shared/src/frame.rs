@@ -319,6 +319,10 @@ pub enum RelayControl {
         room: String,
         epoch: u64,
         group_info: Option<Vec<u8>>,
+        /// The room's latest commit this device has not acknowledged (it is on its way to
+        /// it, perhaps with a Welcome for it): the device reads it before it changes the
+        /// group or joins by itself.
+        unread_commit: Option<u64>,
         add: Vec<DeviceKey>,
         devices: Vec<String>,
         missing: Vec<String>,

@@ -25,6 +25,9 @@ pub struct GroupPlan {
     /// Commits taken so far (0: no group yet).
     pub epoch: u64,
     pub group_info: Option<Vec<u8>>,
+    /// The sequence number of the room's latest commit that the asking device has not
+    /// acknowledged yet: it is on its way, and may bring the device in (a Welcome).
+    pub unread_commit: Option<u64>,
     pub add: Vec<DeviceKey>,
     /// Every device that should be in the group (`user/device`).
     pub devices: Vec<String>,
@@ -200,7 +203,14 @@ impl KeyStore for Store {
                     _ => missing.push(identity(device)),
                 }
             }
-            let plan = GroupPlan { room, epoch: epoch as u64, group_info, add, devices, missing };
+            let sql = format!(
+                "SELECT MAX(m.seq) FROM {FOR_DEVICE} AND m.room = ?3 AND m.kind = 5
+                 AND m.seq > (SELECT cursor FROM devices WHERE user = ?1 AND id = ?2)",
+                FOR_DEVICE = super::messages::FOR_DEVICE
+            );
+            let unread: Option<i64> = txn.query_row(&sql, params![user, device, room], |r| r.get(0))?;
+            let unread_commit = unread.map(|seq| seq as u64);
+            let plan = GroupPlan { room, epoch: epoch as u64, group_info, unread_commit, add, devices, missing };
             Ok((plan, made))
         })
         .await

@@ -86,7 +86,7 @@ fn stored_message(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 /// The events a device of `?1` (device `?2`) gets: its person's rooms' events while they
 /// were a member, except the messages it wrote itself (a message stored before devices
 /// went to its sender's only device).
-const FOR_DEVICE: &str = "messages AS m JOIN members AS mb ON mb.room = m.room AND mb.user = ?1
+pub(super) const FOR_DEVICE: &str = "messages AS m JOIN members AS mb ON mb.room = m.room AND mb.user = ?1
     AND m.room_seq >= mb.since_seq AND (mb.until_seq IS NULL OR m.room_seq <= mb.until_seq)
     WHERE NOT (m.kind = 0 AND m.sender = ?1 AND (m.sender_device IS NULL OR m.sender_device = ?2))";
 
