@@ -75,15 +75,11 @@ impl Device {
     /// Opens (or creates) the store at `path` for `identity`; `issued`, if the identity
     /// came with keys, is taken in the first time.
     pub fn open(path: &Path, identity: &str, issued: Option<&Issued>) -> Result<Device, E2eError> {
-        let existed = path.exists();
-        let connection = Connection::open(path)?;
-        #[cfg(unix)]
-        if !existed {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| E2eError::Store(e.to_string()))?;
+        // Made private before SQLite writes a byte (its WAL takes the same mode).
+        if !path.exists() {
+            qchat_shared::identity::write_secret(path, b"").map_err(|e| E2eError::Store(e.to_string()))?;
         }
-        let _ = existed;
+        let connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         Device::start(connection, identity, issued)
