@@ -218,6 +218,7 @@ async fn answer(
         | ClientControl::LeaveRoom { .. } => {
             let reply = room_request(state, caller, request).await.unwrap_or_else(|reason| {
                 info!(%reason, "a room request was refused");
+                state.metrics.refused("room");
                 RelayControl::RoomRefused { reason }
             });
             replies.send(reply).await.is_ok()

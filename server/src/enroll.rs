@@ -48,6 +48,7 @@ pub async fn run(state: Arc<RelayState>, connection: quinn::Connection) {
     let reply = answer(&state, address, request).await;
     if let EnrollReply::Refused { reason } = &reply {
         info!(%address, %reason, "enrollment refused");
+        state.metrics.refused("join");
     }
     if write_frame(&mut send, &reply).await.is_ok() {
         let _ = send.finish();

@@ -49,6 +49,7 @@ pub async fn upload(
         Ok(reply) => reply,
         Err(Stop::Refuse(reason)) => {
             info!(%reason, "upload refused");
+            state.metrics.refused("upload");
             UploadReply::Refused { reason }
         }
         Err(Stop::Gone) => return,
@@ -88,6 +89,7 @@ async fn receive_upload(
         Err(e) => return Err(Stop::Refuse(format!("the relay failed: {e}"))),
     };
     info!(file = %slot.file_id, size = start.size, held, "upload");
+    state.metrics.transfer("upload");
     let ready = UploadReply::Ready { file_id: slot.file_id, offset: held, room: slot.room.clone() };
     write_frame(send, &ready).await.map_err(|_| Stop::Gone)?;
 
@@ -252,6 +254,7 @@ pub async fn download(
     let _ = send.set_priority(FILE_PRIORITY);
     if let Err(Stop::Refuse(reason)) = send_download(&state, &user, windows, &mut send, start).await {
         info!(%reason, "download refused");
+        state.metrics.refused("download");
         if write_frame(&mut send, &DownloadReply::Refused { reason }).await.is_ok() {
             let _ = send.finish();
         }
@@ -280,6 +283,7 @@ async fn send_download(
     };
     let len = info.size - start.offset;
     info!(file = %info.file_id, offset = start.offset, len, arriving = following.is_some(), "download");
+    state.metrics.transfer("download");
     write_frame(send, &DownloadReply::Ready(info)).await.map_err(|_| Stop::Gone)?;
     let mut counted = 0;
     let spool_path = state.spool.path(start.file_id);

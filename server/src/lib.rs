@@ -17,7 +17,11 @@
 //! - [`turnstile`]: one connection's messages stored in the order they were sent;
 //! - [`store`]: the SQLite store on its own thread, with group commit;
 //! - [`bootstrap`]: the default data directory and the demo PKI made on first start;
-//! - [`admin`]: the operator's subcommands (invite, users, devices, revoke).
+//! - [`admin`]: the operator's subcommands (invite, users, devices, revoke);
+//! - [`status`]: the operator's view of everything the relay holds;
+//! - [`local`]: the running relay's local socket, which `status` asks who is connected;
+//! - [`options`]: the relay's flags and config file;
+//! - [`metrics`]: Prometheus metrics over HTTP on a local address.
 
 pub mod admin;
 pub mod arrivals;
@@ -29,11 +33,15 @@ pub mod devices;
 pub mod enroll;
 pub mod files;
 pub mod listing;
+pub mod local;
+pub mod metrics;
+pub mod options;
 pub mod relay;
 pub mod router;
 pub mod session;
 pub mod slots;
 pub mod spool;
+pub mod status;
 pub mod store;
 pub mod sweep;
 pub mod turnstile;

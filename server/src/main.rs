@@ -1,76 +1,33 @@
-//! `qchat-server`: runs the relay until Ctrl-C or SIGTERM; its subcommands make invites,
-//! list people and devices, and revoke them.
+//! `qchat-server`: runs the relay until Ctrl-C or SIGTERM, with its flags or a config
+//! file; its subcommands make invites, list people and devices, revoke them, show the
+//! relay's status and check a config file.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use qchat_certs::PkiDir;
 use qchat_server::bootstrap::{default_data_dir, ensure_demo_pki};
-use qchat_server::{Relay, RelayConfig};
+use qchat_server::options::Settings;
+use qchat_server::Relay;
 
 #[derive(Parser)]
 #[command(name = "qchat-server", version, about = "The qchat relay", args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Admin>,
-    /// The PKI made by `qchat-certs` (default: DATA/pki, created with a demo PKI if absent).
+    /// Read settings from this TOML file: its keys are the flags' names with `_` for `-`
+    /// (e.g. `max_file_size = "16G"`); flags given as well win.
     #[arg(long)]
-    pki: Option<PathBuf>,
-    /// Where the database and files live (default: the platform's data directory).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// UDP address to listen on.
-    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], qchat_shared::DEFAULT_PORT)))]
-    listen: SocketAddr,
-    /// The largest file accepted (e.g. 64G, 512M).
-    #[arg(long, default_value = "64G", value_parser = qchat_shared::units::parse_size)]
-    max_file_size: u64,
-    /// What one user's files on the relay may add up to.
-    #[arg(long, default_value = "256G", value_parser = qchat_shared::units::parse_size)]
-    quota: u64,
-    /// Days a fetched file is kept on the relay.
-    #[arg(long, default_value_t = 7)]
-    retention_days: u64,
-    /// Days a file nobody fetched is kept (its sender is told when it goes).
-    #[arg(long, default_value_t = 30)]
-    expiry_days: u64,
-    /// Days a delivered message is kept on the relay.
-    #[arg(long, default_value_t = 7)]
-    message_retention_days: u64,
-    /// Days a message nobody received is kept (its sender is told when it goes).
-    #[arg(long, default_value_t = 30)]
-    message_expiry_days: u64,
-    /// Files of one sender on the relay that nobody has fetched yet (empty ones count).
-    #[arg(long, default_value_t = 10_000)]
-    max_waiting_files: u64,
-    /// What one sender's messages waiting for someone offline may add up to.
-    #[arg(long, default_value = "64M", value_parser = qchat_shared::units::parse_size)]
-    max_waiting_message_bytes: u64,
-    /// File transfers served at once.
-    #[arg(long, default_value_t = 16)]
-    max_transfers: usize,
-    /// File transfers one user may have served at once (their share).
-    #[arg(long, default_value_t = 4)]
-    max_transfers_per_user: usize,
-    /// Seconds a transfer may move no bytes before it gives its slot back.
-    #[arg(long, default_value_t = 60)]
-    stall_timeout_secs: u64,
-    /// Memory the flow-control windows of all transfers together may grow to, beyond 4 MiB
-    /// per connection (a far, fast path needs twice its bandwidth-delay product per transfer).
-    #[arg(long, default_value = "96M", value_parser = qchat_shared::units::parse_size)]
-    window_budget: u64,
-    /// Days a device's certificate is valid (its client renews it in the last third).
-    #[arg(long, default_value_t = 90)]
-    device_cert_days: u64,
-    /// Failed joins (wrong, used or expired invites) one address may make per minute.
-    #[arg(long, default_value_t = 10)]
-    failed_joins_per_minute: u32,
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
-/// Where a subcommand finds the relay's PKI and data (the relay's own flags).
+/// Where a subcommand finds the relay's PKI and data (the relay's own flags, or its
+/// config file).
 #[derive(clap::Args)]
 struct DirArgs {
     /// The relay's PKI (default: DATA/pki).
@@ -79,13 +36,29 @@ struct DirArgs {
     /// The relay's data directory (default: the platform's data directory).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The relay's config file, for its `pki` and `data` (and, for `status`, its limits).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 impl DirArgs {
-    fn dirs(self) -> Result<qchat_server::admin::Dirs> {
-        let data = self.data.unwrap_or_else(default_data_dir);
-        Ok(qchat_server::admin::Dirs { pki: qchat_server::admin::pki_of(self.pki, &data)?, data })
+    /// The relay's settings as these flags and its config file give them.
+    fn settings(&self) -> Result<Settings> {
+        let flags = Settings { pki: self.pki.clone(), data: self.data.clone(), ..Settings::default() };
+        Ok(match &self.config {
+            Some(path) => flags.over(Settings::from_file(path)?),
+            None => flags,
+        })
     }
+
+    fn dirs(&self) -> Result<qchat_server::admin::Dirs> {
+        dirs_of(&self.settings()?)
+    }
+}
+
+fn dirs_of(settings: &Settings) -> Result<qchat_server::admin::Dirs> {
+    let data = settings.data.clone().unwrap_or_else(default_data_dir);
+    Ok(qchat_server::admin::Dirs { pki: qchat_server::admin::pki_of(settings.pki.clone(), &data)?, data })
 }
 
 #[derive(clap::Subcommand)]
@@ -123,6 +96,21 @@ enum Admin {
         #[command(flatten)]
         dirs: DirArgs,
     },
+    /// Shows the relay, running or not: people and devices, who is connected from where,
+    /// rooms and members, files in the spool, disk used, totals.
+    Status {
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// One JSON object on one line (sizes in bytes, times RFC 3339).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a config file: prints `FILE:LINE: what is wrong` and exits non-zero, or
+    /// says it is fine.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 async fn run_admin(command: Admin) -> Result<()> {
@@ -135,35 +123,79 @@ async fn run_admin(command: Admin) -> Result<()> {
         Admin::Revoke { user, device, dirs } => {
             qchat_server::admin::revoke(&dirs.dirs()?, &user, device.as_deref()).await
         }
+        Admin::Status { dirs, json } => {
+            let settings = dirs.settings()?;
+            let status = qchat_server::status::gather(&dirs_of(&settings)?, &settings.limits())?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", qchat_server::status::render(&status));
+            }
+            Ok(())
+        }
+        Admin::CheckConfig { config } => {
+            let settings = Settings::from_file(&config)?;
+            if let Some(pki) = &settings.pki {
+                if !PkiDir::new(pki).exists() {
+                    println!(
+                        "{}: note: no PKI in {} yet (make one with `qchat-certs init`)",
+                        config.display(),
+                        pki.display()
+                    );
+                }
+            }
+            println!("{}: ok", config.display());
+            Ok(())
+        }
     }
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+async fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(command) = cli.command.take() {
-        return run_admin(command).await;
+    let settings = match &cli.config {
+        Some(path) => match Settings::from_file(path) {
+            Ok(file) => std::mem::take(&mut cli.settings).over(file),
+            Err(e) => return fail(e.into()),
+        },
+        None => std::mem::take(&mut cli.settings),
+    };
+    // The MLS store made with a demo identity logs its migrations at info.
+    qchat_shared::logging::init("info,refinery_core=warn", settings.log_format.unwrap_or_default());
+    let done = match cli.command.take() {
+        Some(command) => run_admin(command).await,
+        None => run_relay(settings).await,
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
-    let data_dir = cli.data.unwrap_or_else(default_data_dir);
+}
+
+/// Says why on stderr (a config file's errors as `FILE:LINE: …`), for a non-zero exit.
+fn fail(error: anyhow::Error) -> ExitCode {
+    eprintln!("{error:#}");
+    ExitCode::FAILURE
+}
+
+async fn run_relay(settings: Settings) -> Result<()> {
+    let data_dir = settings.data.clone().unwrap_or_else(default_data_dir);
     println!("qchat relay data directory: {}", data_dir.display());
-    let pki_dir = match cli.pki {
+    let pki_dir = match &settings.pki {
         Some(dir) => {
-            if !PkiDir::new(&dir).exists() {
+            if !PkiDir::new(dir).exists() {
                 anyhow::bail!(
                     "no PKI in {}: create one with `qchat-certs init --dir {} --host YOUR.HOST`",
                     dir.display(),
                     dir.display()
                 );
             }
-            print_client_commands(&dir, &data_dir);
-            dir
+            print_client_commands(dir, &data_dir);
+            dir.clone()
         }
         None => {
             let dir = data_dir.join("pki");
-            let made = ensure_demo_pki(&dir, cli.listen.port()).context("creating the demo PKI")?;
+            let made = ensure_demo_pki(&dir, settings.listen_addr().port()).context("creating the demo PKI")?;
             if !made.is_empty() {
                 println!("created a demo PKI in {} (a CA, localhost/127.0.0.1, alice and bob)", dir.display());
             }
@@ -171,22 +203,12 @@ async fn main() -> Result<()> {
             dir
         }
     };
-    let mut config = RelayConfig::new(pki_dir, data_dir, cli.listen);
-    config.limits.max_file_size = cli.max_file_size;
-    config.limits.quota = cli.quota;
-    config.limits.retention = Duration::from_secs(cli.retention_days * 24 * 3600);
-    config.limits.expiry = Duration::from_secs(cli.expiry_days * 24 * 3600);
-    config.limits.message_retention = Duration::from_secs(cli.message_retention_days * 24 * 3600);
-    config.limits.message_expiry = Duration::from_secs(cli.message_expiry_days * 24 * 3600);
-    config.limits.max_waiting_files = cli.max_waiting_files;
-    config.limits.max_waiting_message_bytes = cli.max_waiting_message_bytes;
-    config.limits.max_transfers = cli.max_transfers.max(1);
-    config.limits.max_transfers_per_user = cli.max_transfers_per_user.clamp(1, config.limits.max_transfers);
-    config.limits.stall_timeout = Duration::from_secs(cli.stall_timeout_secs.max(1));
-    config.limits.window_budget = cli.window_budget;
-    config.limits.device_lifetime = Duration::from_secs(cli.device_cert_days.max(1) * 24 * 3600);
-    config.limits.enroll_failures_per_minute = cli.failed_joins_per_minute.max(1);
-    let relay = Relay::start(config).await?;
+    let config = settings.relay_config(pki_dir, data_dir);
+    let mut relay = Relay::start(config).await?;
+    if let Some(addr) = settings.metrics {
+        let bound = relay.serve_metrics(addr).await.with_context(|| format!("serving metrics on {addr}"))?;
+        println!("metrics on http://{bound}/metrics");
+    }
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
     wait_for_stop_signal().await;
     if tokio::time::timeout(Duration::from_secs(5), relay.shutdown()).await.is_err() {

@@ -147,6 +147,8 @@ pub enum RelayError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the operator's socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
 }
 
 /// What every session shares.
@@ -158,6 +160,8 @@ pub struct RelayState {
     pub spool: Arc<dyn BlobStore>,
     pub limits: RelayLimits,
     pub stats: RelayStats,
+    /// What the relay counts for Prometheus.
+    pub metrics: crate::metrics::Metrics,
     /// Bounds the file transfers served at once, in fair shares.
     pub transfers: TransferSlots,
     /// Connections that have not said `Hello` yet.
@@ -345,6 +349,8 @@ pub struct Relay {
     state: Arc<RelayState>,
     tasks: Vec<JoinHandle<()>>,
     store_thread: Option<std::thread::JoinHandle<()>>,
+    /// The operator's socket, removed when the relay stops.
+    socket_path: PathBuf,
 }
 
 fn quic_config(material: &RelayMaterial) -> Result<quinn::ServerConfig, RelayError> {
@@ -388,10 +394,15 @@ impl Relay {
             .map_err(|source| RelayError::DataDir { path: config.data_dir.clone(), source })?;
         let spool_dir = config.data_dir.join("spool");
         let spool = Spool::open(spool_dir.clone()).map_err(|source| RelayError::DataDir { path: spool_dir, source })?;
+        let socket_path = crate::local::socket_path(&config.data_dir);
+        let socket = crate::local::LocalSocket::bind(socket_path.clone())
+            .map_err(|source| RelayError::Socket { path: socket_path.clone(), source })?;
         let (store, mut feed, store_thread) = store::open(&config.data_dir.join("relay.db"))?;
         let endpoint = bind(server_config, config.listen, &material)?;
+        let metrics = crate::metrics::Metrics::new(store.commit_seconds());
         let state = Arc::new(RelayState {
             store: Arc::new(store),
+            metrics,
             router: Router::default(),
             spool: Arc::new(spool),
             transfers: TransferSlots::new(config.limits.max_transfers, config.limits.max_transfers_per_user),
@@ -410,8 +421,11 @@ impl Relay {
             users: RwLock::new(Arc::new(material.users.clone())),
             next_id: AtomicU64::new(1),
         });
-        info!(addr = %endpoint.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?,
-              users = material.users.len(), "relay listening");
+        let listen = endpoint.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        info!(addr = %listen, users = material.users.len(), "relay listening");
+        let local = socket
+            .serve(state.clone(), listen, crate::store::now_ms())
+            .map_err(|source| RelayError::Socket { path: socket_path.clone(), source })?;
 
         let router_state = state.clone();
         let route = tokio::spawn(async move {
@@ -421,6 +435,7 @@ impl Relay {
                     Body::Added { user } => router_state.introduce(std::slice::from_ref(user), &message.audience),
                     _ => {}
                 }
+                router_state.metrics.messages.inc();
                 router_state.router.deliver(message);
             }
         });
@@ -428,7 +443,13 @@ impl Relay {
         let sweeper = tokio::spawn(sweep::run(state.clone()));
         let accept = tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
         let watch = tokio::spawn(watch_pki(endpoint.clone(), state.clone(), config.pki_dir.clone(), material));
-        Ok(Relay { endpoint, state, tasks: vec![route, sweeper, accept, watch], store_thread: Some(store_thread) })
+        Ok(Relay {
+            endpoint,
+            state,
+            tasks: vec![route, sweeper, accept, watch, local],
+            store_thread: Some(store_thread),
+            socket_path,
+        })
     }
 
     /// The address the relay listens on (useful with port 0).
@@ -444,6 +465,15 @@ impl Relay {
     /// What moved through the relay so far.
     pub fn stats(&self) -> &RelayStats {
         &self.state.stats
+    }
+
+    /// Serves Prometheus metrics at `http://ADDR/metrics` while the relay runs; returns
+    /// the bound address.
+    pub async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let (bound, task) = crate::metrics::serve(addr, self.state.clone()).await?;
+        self.tasks.push(task);
+        info!(%bound, "serving metrics");
+        Ok(bound)
     }
 
     /// Sweeps expired files now; returns how many went.
@@ -473,12 +503,11 @@ impl Relay {
         if let Some(thread) = self.store_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        let _ = std::fs::remove_file(&self.socket_path);
         info!("relay stopped");
     }
 }
 
-/// Accepts connections; beyond `max_pending` handshakes at once, new ones are refused
-/// (their clients retry), so a flood of handshakes cannot take the relay's memory.
 /// Creates `dir` (and its parents) and makes it the owner's alone: the database and
 /// every file body are inside.
 fn make_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
@@ -491,6 +520,8 @@ fn make_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Accepts connections; beyond `max_pending` handshakes at once, new ones are refused
+/// (their clients retry), so a flood of handshakes cannot take the relay's memory.
 async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
     while let Some(incoming) = endpoint.accept().await {
         let state = state.clone();
@@ -500,6 +531,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
             // retry costs the relay no state), so spoofed packets cannot hold the slots.
             if incoming.remote_address_validated() {
                 warn!(%remote, "too many handshakes at once; refusing one");
+                state.metrics.refused("busy");
                 incoming.refuse();
             } else {
                 let _ = incoming.retry();
@@ -512,7 +544,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
                 drop(handshake);
                 match connected {
                     Ok(connection) => session::run(state, connection).await,
-                    Err(e) => info!(error = %e, "handshake failed"),
+                    Err(e) => {
+                        info!(error = %e, "handshake failed");
+                        state.metrics.refused("handshake");
+                    }
                 }
             }
             .instrument(tracing::info_span!("incoming", %remote)),

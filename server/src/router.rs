@@ -20,6 +20,8 @@ pub struct LiveConnection {
     pub connection: quinn::Connection,
     /// The device it is of.
     pub device: String,
+    /// When it said `Hello` (ms since the epoch).
+    pub connected_ms: i64,
     /// The serial number of the client's certificate, to find it when it is revoked.
     pub serial: Vec<u8>,
     /// Messages to deliver on this connection, in sequence order. When the queue is full

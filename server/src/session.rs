@@ -121,6 +121,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
     let user = caller.user.clone();
     if !state.is_user_now(&user).await {
         info!("refused: not one of this relay's users");
+        state.metrics.refused("not_a_user");
         let reason = format!("{user} is not one of this relay's users; ask its operator for an invite");
         close(&connection, CloseCode::NotAMember, &reason);
         return;
@@ -129,6 +130,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         Ok(pending) => pending,
         Err(reason) => {
             info!(%reason, "refused: too many connections before Hello");
+            state.metrics.refused("too_many_pending");
             close(&connection, CloseCode::Reconnect, &reason);
             return;
         }
@@ -146,6 +148,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         Ok(Some(row)) => row.last_seen_ms,
         Ok(None) => {
             info!("refused: the device is revoked");
+            state.metrics.refused("revoked");
             close(&connection, CloseCode::Revoked, &format!("this device of {user} has been revoked"));
             return;
         }
@@ -174,6 +177,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         id,
         connection: connection.clone(),
         device: caller.device.clone(),
+        connected_ms: crate::store::now_ms(),
         serial: serial.clone(),
         deliveries,
         flow: flow.clone(),
@@ -193,6 +197,7 @@ async fn serve(state: Arc<RelayState>, connection: quinn::Connection, certified:
         close(&old.connection, CloseCode::Evicted, &reason);
     }
     info!(connection = id, "connected");
+    state.metrics.connections.inc();
     if registered.came_online {
         state.tell_presence(&user, true).await;
     }
@@ -226,6 +231,7 @@ fn admitted(state: &RelayState, connection: &quinn::Connection, user: &str, seri
         Ok(()) => true,
         Err((code, reason)) => {
             info!(?code, "refused: no longer admitted");
+            state.metrics.refused("not_admitted");
             close(connection, code, &reason);
             false
         }

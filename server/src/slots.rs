@@ -16,6 +16,7 @@ pub struct TransferSlot {
 /// The relay's transfer slots.
 pub struct TransferSlots {
     total: Arc<Semaphore>,
+    size: usize,
     per_user: usize,
     shares: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -23,7 +24,7 @@ pub struct TransferSlots {
 impl TransferSlots {
     /// `total` slots on the relay, at most `per_user` of them held by one user.
     pub fn new(total: usize, per_user: usize) -> Self {
-        TransferSlots { total: Arc::new(Semaphore::new(total)), per_user, shares: Mutex::default() }
+        TransferSlots { total: Arc::new(Semaphore::new(total)), size: total, per_user, shares: Mutex::default() }
     }
 
     fn share(&self, user: &str) -> Arc<Semaphore> {
@@ -42,6 +43,11 @@ impl TransferSlots {
     /// Slots free on the relay now.
     pub fn available(&self) -> usize {
         self.total.available_permits()
+    }
+
+    /// Slots held by transfers now.
+    pub fn in_use(&self) -> usize {
+        self.size.saturating_sub(self.available())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use qchat_shared::frame::FileId;
 use qchat_shared::hash::hash_prefix;
@@ -26,6 +26,18 @@ pub trait BlobStore: Send + Sync {
     fn remove(&self, id: FileId) -> io::Result<()>;
     /// Removes every body not in `keep`; returns how many.
     fn remove_orphans(&self, keep: &HashSet<FileId>) -> io::Result<usize>;
+    /// The bytes and the number of bodies held now.
+    fn usage(&self) -> (u64, u64);
+}
+
+/// The bytes and the number of files in the spool directory `dir` (none if it is absent).
+pub fn usage_of(dir: &Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return (0, 0) };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .fold((0, 0), |(bytes, files), meta| (bytes + meta.len(), files + 1))
 }
 
 /// The spool directory.
@@ -95,6 +107,10 @@ impl BlobStore for Spool {
             }
         }
         Ok(removed)
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        usage_of(&self.dir)
     }
 }
 

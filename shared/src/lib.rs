@@ -15,6 +15,7 @@ pub mod identity;
 pub mod invite;
 pub mod io;
 pub mod limits;
+pub mod logging;
 pub mod names;
 pub mod replace;
 pub mod seal;

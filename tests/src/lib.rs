@@ -90,8 +90,7 @@ impl TestRelay {
     /// The operator's invite for `name` (as `qchat-server invite NAME --server ADDR`), with
     /// the relay running.
     pub async fn invite(&self, name: &str, lifetime: Duration) -> String {
-        let dirs = qchat_server::admin::Dirs { pki: self.pki.clone(), data: self.data.clone() };
-        let made = qchat_server::admin::make_invite(&dirs, name, Some(self.addr.to_string()), lifetime).await;
+        let made = qchat_server::admin::make_invite(&self.dirs(), name, Some(self.addr.to_string()), lifetime).await;
         made.expect("an invite").invite.to_string()
     }
 
@@ -121,6 +120,17 @@ impl TestRelay {
     /// The running relay.
     pub fn relay(&self) -> &Relay {
         self.relay.as_ref().expect("the relay is running")
+    }
+
+    /// Serves the relay's metrics on a free local port; returns its address.
+    pub async fn serve_metrics(&mut self) -> SocketAddr {
+        let relay = self.relay.as_mut().expect("the relay is running");
+        relay.serve_metrics("127.0.0.1:0".parse().unwrap()).await.expect("metrics served")
+    }
+
+    /// The relay's directories, as the operator's subcommands take them.
+    pub fn dirs(&self) -> qchat_server::admin::Dirs {
+        qchat_server::admin::Dirs { pki: self.pki.clone(), data: self.data.clone() }
     }
 
     /// Where a user's test client saves files.

@@ -19,9 +19,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
+    qchat_shared::logging::init("warn", qchat_shared::logging::LogFormat::Text);
     // Read while the process has one thread: the only moment the local offset is safe to ask.
     qchat_gui::format::init_local_offset();
     let cli = Cli::parse();

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,6 +72,15 @@ pub struct Store {
     /// queues (never waiting), so it keeps up with the commits that fill this.
     feed: mpsc::UnboundedSender<StoredMessage>,
     closing: Arc<AtomicBool>,
+    /// How long each group commit takes, begin to durable (seconds), for the metrics.
+    commit_seconds: Histogram,
+}
+
+impl Store {
+    /// The store's commit times (a handle: it fills as the store commits).
+    pub fn commit_seconds(&self) -> Histogram {
+        self.commit_seconds.clone()
+    }
 }
 
 /// Opens (or creates) the database and starts its thread. Committed messages appear on
@@ -87,11 +97,14 @@ pub fn open(
     let (feed, feed_rx) = mpsc::unbounded_channel();
     let closing = Arc::new(AtomicBool::new(false));
     let flag = closing.clone();
+    // From half a millisecond to four seconds.
+    let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+    let times = commit_seconds.clone();
     let thread = std::thread::Builder::new()
         .name("qchat-store".into())
-        .spawn(move || run(conn, rx, &flag))
+        .spawn(move || run(conn, rx, &flag, &times))
         .map_err(|e| StoreError::Db(e.to_string().into()))?;
-    Ok((Store { jobs, feed, closing }, feed_rx, thread))
+    Ok((Store { jobs, feed, closing, commit_seconds }, feed_rx, thread))
 }
 
 /// Settings of every connection; they are not part of the schema. The busy timeout lets
@@ -129,7 +142,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool) {
+fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool, commit_seconds: &Histogram) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -138,7 +151,9 @@ fn run(mut conn: Connection, jobs: std_mpsc::Receiver<Job>, closing: &AtomicBool
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         run_batch(&mut conn, batch);
+        commit_seconds.observe(started.elapsed().as_secs_f64());
         if closing.load(Ordering::Acquire) {
             break;
         }
@@ -178,13 +193,13 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     }
 }
 
-/// Now, in Unix milliseconds.
 /// A message's bytes as a test stores them (the relay cannot tell them from ciphertext).
 #[cfg(test)]
 pub(crate) fn sealed(text: &str) -> Vec<u8> {
     text.as_bytes().to_vec()
 }
 
+/// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }

@@ -182,10 +182,7 @@ impl Inbox {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    qchat_shared::logging::init("warn", qchat_shared::logging::LogFormat::Text);
     let cli = Cli::parse();
     let mut printer = Printer::new(cli.json);
     if let Command::Join { invite, out, name } = &cli.command {
