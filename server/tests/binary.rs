@@ -1,7 +1,7 @@
 //! The `qchat-server` binary: first start makes a demo PKI and prints the client command
 //! lines; SIGTERM stops it within 5 seconds.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -111,4 +111,91 @@ fn the_operator_invites_lists_and_revokes_with_subcommands_that_print_only_their
     assert!(!ok && err.contains("not revoked already"), "{err}");
     let (ok, _, err) = server(&with(&["revoke", "alice", "nosuchid"]));
     assert!(!ok && err.contains("no device"), "{err}");
+}
+
+/// Starts `qchat-server ARGS` and reads its stdout up to "listening on"; returns the child
+/// and what it printed.
+fn start_server(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qchat-server"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("listening on");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, seen.join("\n"))
+}
+
+#[test]
+fn a_config_file_sets_every_flag_flags_win_and_its_errors_name_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (file_port, flag_port) = (free_udp_port(), free_udp_port());
+    let config = tmp.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# the relay of the test\ndata = {:?}\nlisten = \"127.0.0.1:{file_port}\"\nlog_format = \"json\"\nmax_file_size = \"1G\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = server(&["check-config".into(), "--config".into(), config.to_str().unwrap().into()]);
+    assert!(ok, "{err}");
+    assert!(out.ends_with(": ok\n"), "{out}");
+
+    // The file gives the data directory and the log format; the flag's address wins.
+    let (mut child, printed) =
+        start_server(&["--config", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{flag_port}")]);
+    assert!(printed.contains(&format!("listening on udp 127.0.0.1:{flag_port}")), "{printed}");
+    assert!(data.join("relay.db").exists(), "the data directory of the file");
+    let config_arg = config.to_str().unwrap().to_string();
+    let (ok, out, err) = server(&["status".into(), "--config".into(), config_arg.clone(), "--json".into()]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["relay"]["running"], true);
+    assert_eq!(status["relay"]["listen"], format!("127.0.0.1:{flag_port}"));
+    assert_eq!(status["users"][0]["name"], "alice");
+    let (ok, out, _) = server(&["status".into(), "--config".into(), config_arg]);
+    assert!(ok && out.starts_with("relay: running"), "{out}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert!(!logs.is_empty());
+    for line in logs.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event["level"].is_string() && event["fields"].is_object(), "{line}");
+    }
+    assert!(logs.contains("relay listening"), "{logs}");
+    assert!(!logs.contains('\x1b'), "no colour codes into a pipe");
+
+    // Mistakes: each named with the file and its line, and the relay does not start.
+    for (text, line, says) in [
+        ("data = \"/tmp\"\nmax_transfer = 3\n", 2, "unknown field `max_transfer`"),
+        ("\n\nretention_days = \"a week\"\n", 3, "invalid type: string"),
+        ("quota = \"a lot\"\n", 1, "not a size"),
+        ("listen = [1, 2\n", 1, ""),
+        ("max_transfers_per_user = 0\n", 1, "at least 1"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (ok, out, err) = server(&["check-config".into(), "--config".into(), config.to_str().unwrap().into()]);
+        assert!(!ok, "{text:?} accepted: {out}");
+        let expected = format!("{}:{line}: ", config.display());
+        assert!(err.starts_with(&expected) && err.contains(says), "{text:?}: {err}");
+        let (ok, _, run_err) = server(&["--config".into(), config.to_str().unwrap().into()]);
+        assert!(!ok && run_err.starts_with(&expected), "the relay refuses it too: {run_err}");
+    }
+    let (ok, _, err) = server(&["check-config".into(), "--config".into(), "/nowhere/server.toml".into()]);
+    assert!(!ok && err.starts_with("/nowhere/server.toml: "), "{err}");
 }
