@@ -5,6 +5,10 @@ set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)     # SQLite (bundled) is C
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v python3 >/dev/null || need+=(python3)
+# The relay's package: its unit is checked with systemd-analyze, its install needs adduser.
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v adduser >/dev/null || need+=(adduser)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
