@@ -9,6 +9,7 @@ command -v python3 >/dev/null || need+=(python3)
 # The relay's package: its unit is checked with systemd-analyze, its install needs adduser.
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v adduser >/dev/null || need+=(adduser)
+command -v desktop-file-validate >/dev/null || need+=(desktop-file-utils)   # the window's menu entry
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

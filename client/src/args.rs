@@ -10,7 +10,7 @@ use crate::ClientOptions;
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
     /// Your identity file (NAME.qchat): written by `qchat-cli join`, or by `qchat-certs user`.
-    #[arg(long)]
+    #[arg(long, value_parser = path_arg)]
     pub identity: Option<PathBuf>,
     /// HOST:PORT of the relay, instead of the one in the identity file.
     #[arg(long)]
@@ -38,6 +38,22 @@ impl ConnectArgs {
         options.data_dir = self.data_dir.clone();
         options.identity_path = Some(path.to_path_buf());
         Ok(options)
+    }
+}
+
+/// A path as people paste it: surrounding spaces and one pair of quotes go (Windows
+/// Explorer's "Copy as path" quotes every path).
+pub fn path_from_text(text: &str) -> PathBuf {
+    let text = text.trim();
+    let unquoted =
+        ['"', '\''].iter().find_map(|&q| text.strip_prefix(q).and_then(|t| t.strip_suffix(q))).unwrap_or(text);
+    PathBuf::from(unquoted)
+}
+
+fn path_arg(text: &str) -> Result<PathBuf, String> {
+    match path_from_text(text) {
+        path if path.as_os_str().is_empty() => Err("an empty path".into()),
+        path => Ok(path),
     }
 }
 
@@ -85,4 +101,19 @@ pub fn write_new_identity(path: &std::path::Path, identity: &Identity) -> Result
         _ => cannot(e),
     })?;
     file.write_all(identity.to_text().as_bytes()).and_then(|()| file.sync_all()).map_err(cannot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_pasted_with_quotes_is_the_path() {
+        let windows = r#""C:\Users\Alice\Documents\alice laptop.qchat""#;
+        assert_eq!(path_from_text(windows), PathBuf::from(r"C:\Users\Alice\Documents\alice laptop.qchat"));
+        assert_eq!(path_from_text("  '/home/alice/alice.qchat'\n"), PathBuf::from("/home/alice/alice.qchat"));
+        assert_eq!(path_from_text("/home/alice/it's.qchat"), PathBuf::from("/home/alice/it's.qchat"));
+        assert_eq!(path_from_text(r#""half quoted.qchat"#), PathBuf::from(r#""half quoted.qchat"#));
+        assert!(path_arg("  \"\" ").is_err());
+    }
 }

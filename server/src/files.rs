@@ -71,6 +71,7 @@ async fn receive_upload(
         return Err(Stop::Refuse(format!("{} bytes cannot be a sealed file", start.size)));
     }
     let user = caller.user.as_str();
+    let size = start.size;
     state.know_direct_room(start.room.as_deref()).await;
     let _slot = state.transfers.acquire(user).await.ok_or(Stop::Gone)?;
     let limits = state.limits.upload_limits();
@@ -190,7 +191,7 @@ async fn receive_upload(
             return Err(Stop::Refuse(reason));
         }
     };
-    info!(file = %slot.file_id, "upload committed");
+    info!(file = %slot.file_id, size, room = %qchat_shared::display::Escaped(&slot.room), recipients = members.len(), "stored file");
     arrival.end(Arrival::Committed(blake3));
     for member in &members {
         state.router.notify(member, RelayControl::FileOffered(offer.clone()));

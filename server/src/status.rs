@@ -350,24 +350,24 @@ pub fn render(status: &Status) -> String {
     let t = &status.totals;
     let _ = writeln!(
         out,
-        "totals: {} people, {} devices, {} connected, {} rooms, {} files ({}), {} messages kept ({} undelivered), {} transfers now",
-        t.users,
-        t.devices,
+        "totals: {}, {}, {} connected, {}, {} ({}), {} kept ({} undelivered), {} now",
+        count(t.users, "person", "people"),
+        count(t.devices, "device", "devices"),
         t.connections,
-        t.rooms,
-        t.files,
+        count(t.rooms, "room", "rooms"),
+        count(t.files, "file", "files"),
         human_bytes(t.file_bytes),
-        t.messages_kept,
+        count(t.messages_kept as usize, "message", "messages"),
         t.messages_undelivered,
-        relay.transfers
+        count(relay.transfers, "transfer", "transfers"),
     );
     let d = &status.disk;
     let _ = writeln!(
         out,
-        "disk: database {}, spool {} in {} files",
+        "disk: database {}, spool {} in {}",
         human_bytes(d.database_bytes),
         human_bytes(d.spool_bytes),
-        d.spool_files
+        count(d.spool_files as usize, "file", "files")
     );
     let _ = writeln!(out, "\npeople and devices:");
     for user in &status.users {
@@ -423,4 +423,9 @@ pub fn render(status: &Status) -> String {
         );
     }
     out
+}
+
+/// `n` and the word for one or for several.
+fn count(n: usize, one: &str, several: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { several })
 }

@@ -58,8 +58,10 @@ impl Identity {
         Self::parse(&text)
     }
 
-    /// Parses the text of an identity file.
+    /// Parses the text of an identity file (a byte-order mark first, as Notepad writes
+    /// one, and Windows line ends are fine).
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let pem_start = text.find("-----BEGIN").ok_or_else(|| invalid("it holds no PEM blocks"))?;
         let (header, pem) = text.split_at(pem_start);
         let mut server = None;
@@ -278,6 +280,15 @@ mod tests {
             let err = Identity::parse(text).unwrap_err().to_string();
             assert!(err.contains(why), "{err:?} should mention {why:?}");
         }
+    }
+
+    #[test]
+    fn a_file_saved_by_notepad_is_read() {
+        // A byte-order mark first and CRLF line ends, as Windows editors write them.
+        let text = format!("\u{feff}{}", sample().to_text().replace('\n', "\r\n"));
+        let read = Identity::parse(&text).unwrap();
+        assert_eq!((read.user.as_str(), read.server.as_str()), ("alice", "127.0.0.1:21567"));
+        assert_eq!(read.key_pem.replace("\r\n", "\n"), KEY);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct JoinScreen {
     /// Where joined identities are written, and the ones found there.
     pub dir: PathBuf,
     pub saved: Vec<PathBuf>,
+    /// An identity file typed or pasted (quotes and all, as Explorer copies a path).
+    pub path: String,
 }
 
 /// What the join screen can be told.
@@ -32,6 +34,9 @@ pub enum JoinMessage {
     Joined(Result<PathBuf, String>),
     /// Open an identity this PC has.
     Open(PathBuf),
+    PathChanged(String),
+    /// Open the identity file typed in.
+    OpenTyped,
 }
 
 /// Where the desktop client keeps the identities it joined with.
@@ -76,12 +81,20 @@ impl JoinScreen {
             error: None,
             dir,
             saved,
+            path: String::new(),
         }
     }
 
-    /// Applies a message; `Joined(Ok)` and `Open` are the shell's to act on.
+    /// The identity file typed in, if any (without the quotes a pasted path has).
+    pub fn typed_path(&self) -> Option<PathBuf> {
+        let path = qchat_client::args::path_from_text(&self.path);
+        (!path.as_os_str().is_empty()).then_some(path)
+    }
+
+    /// Applies a message; `Joined(Ok)`, `Open` and `OpenTyped` are the shell's to act on.
     pub fn update(&mut self, message: JoinMessage) -> Task<JoinMessage> {
         match message {
+            JoinMessage::PathChanged(path) => self.path = path,
             JoinMessage::InviteChanged(invite) => self.invite = invite,
             JoinMessage::NameChanged(name) => self.name = name,
             JoinMessage::Join if !self.busy => {
@@ -99,7 +112,7 @@ impl JoinScreen {
                 self.busy = false;
                 self.error = Some(reason);
             }
-            JoinMessage::Joined(Ok(_)) | JoinMessage::Open(_) => {}
+            JoinMessage::Joined(Ok(_)) | JoinMessage::Open(_) | JoinMessage::OpenTyped => {}
         }
         Task::none()
     }
@@ -137,6 +150,17 @@ impl JoinScreen {
             });
             body = body.push(text("Or open an identity this PC has:")).push(Column::with_children(opens).spacing(6));
         }
+        let typed = !self.path.trim().is_empty();
+        body = body.push(
+            row![
+                text_input("or the path of an identity file (NAME.qchat)", &self.path)
+                    .on_input(JoinMessage::PathChanged)
+                    .on_submit(JoinMessage::OpenTyped),
+                button("Open file").on_press_maybe(typed.then_some(JoinMessage::OpenTyped)),
+            ]
+            .spacing(8)
+            .align_y(Alignment::Center),
+        );
         container(body).padding(40).center_x(Fill).height(Fill).style(style::panel(style::CHAT_BG)).into()
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`shell`]: the two screens, joining and the chat;
 //! - [`join`]: the first-start screen: paste an invite, or open a saved identity;
+//! - [`last`]: the identity opened last, opened again by a start with no arguments;
 //! - [`app`]: the chat window: state, messages, update, subscriptions;
 //! - [`model`]: what the window shows, as plain data changed only by core events;
 //! - [`view`]: the room list, the files and chat panels, and the status line;
@@ -11,6 +12,7 @@
 pub mod app;
 pub mod format;
 pub mod join;
+pub mod last;
 pub mod model;
 pub mod notify;
 pub mod shell;

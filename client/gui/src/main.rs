@@ -1,3 +1,6 @@
+// A release build on Windows opens its window without a console.
+#![cfg_attr(all(windows, not(debug_assertions)), windows_subsystem = "windows")]
+
 //! `qchat`: the desktop client. Two panels as in the original program (files on the
 //! left, chat on the right) over the same client core as `qchat-cli`.
 
@@ -27,12 +30,18 @@ fn main() -> Result<()> {
         server: cli.connect.server.clone(),
         data_dir: cli.connect.data_dir.clone(),
         download_dir: cli.download_dir,
+        remember_in: qchat_gui::last::record_file(),
     };
-    // Without --identity: the join screen (with the identities joined before, to open).
+    // Without --identity: the identity opened last (if it still loads), or else the join
+    // screen (with the identities joined before, to open).
+    let record = settings.remember_in.clone();
     let options = match &cli.connect.identity {
         Some(path) => Some(settings.options(path).map_err(anyhow::Error::msg)?),
-        None => None,
+        None => record.as_deref().and_then(qchat_gui::last::recall).and_then(|path| settings.options(&path).ok()),
     };
+    if let (Some(record), Some(path)) = (&record, options.as_ref().and_then(|o| o.identity_path.as_ref())) {
+        qchat_gui::last::remember(record, path);
+    }
     let identities = qchat_gui::join::identities_dir();
     let boot = move || match &options {
         Some(options) => Shell::chat(options.clone()),

@@ -15,6 +15,8 @@ pub struct Settings {
     pub server: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub download_dir: Option<PathBuf>,
+    /// Where the identity opened is remembered for the next start (none: not remembered).
+    pub remember_in: Option<PathBuf>,
 }
 
 impl Settings {
@@ -32,7 +34,7 @@ impl Settings {
 
 /// The screen showing.
 pub enum Shell {
-    Join(JoinScreen, Settings),
+    Join(Box<JoinScreen>, Settings),
     Chat(Box<App>),
 }
 
@@ -52,7 +54,7 @@ impl Shell {
 
     /// The join screen, with the identities already in `dir`.
     pub fn join(dir: PathBuf, settings: Settings) -> (Shell, Task<ShellMessage>) {
-        (Shell::Join(JoinScreen::new(dir), settings), Task::none())
+        (Shell::Join(Box::new(JoinScreen::new(dir)), settings), Task::none())
     }
 
     pub fn title(&self) -> String {
@@ -67,12 +69,16 @@ impl Shell {
             (Shell::Chat(app), ShellMessage::Chat(message)) => app.update(message).map(ShellMessage::Chat),
             (shell @ Shell::Join(..), ShellMessage::Join(message)) => {
                 let Shell::Join(screen, settings) = shell else { unreachable!() };
-                let path = match &message {
-                    JoinMessage::Joined(Ok(path)) | JoinMessage::Open(path) => path.clone(),
+                let path = match (&message, screen.typed_path()) {
+                    (JoinMessage::Joined(Ok(path)) | JoinMessage::Open(path), _) => path.clone(),
+                    (JoinMessage::OpenTyped, Some(path)) => path,
                     _ => return screen.update(message).map(ShellMessage::Join),
                 };
                 match settings.options(&path) {
                     Ok(options) => {
+                        if let Some(record) = &settings.remember_in {
+                            crate::last::remember(record, &path);
+                        }
                         let (next, task) = Shell::chat(options);
                         *shell = next;
                         task

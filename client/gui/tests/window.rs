@@ -207,6 +207,7 @@ async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() 
         server: Some(setup.addr.to_string()),
         data_dir: Some(setup.clients_dir.clone()),
         download_dir: None,
+        remember_in: Some(setup.tmp.path().join("config").join("last-identity")),
     };
     let (mut shell, _) = Shell::join(dir.clone(), settings);
     assert_eq!(shell.title(), "qchat — join");
@@ -230,6 +231,8 @@ async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() 
     let _ = shell.update(ShellMessage::Join(JoinMessage::Joined(Ok(path.clone()))));
     let Shell::Chat(app) = &mut shell else { panic!("the chat opens once joined") };
     assert_eq!(app.model.me, "alice");
+    let record = setup.tmp.path().join("config").join("last-identity");
+    assert_eq!(qchat_gui::last::recall(&record), Some(path.clone()), "the next start with no arguments opens it");
     assert_eq!(app.options.identity_path.as_deref(), Some(path.as_path()));
     let (client, mut events) = Client::start((*app.options).clone());
     let _ = app.update(Message::Ready(client));
@@ -239,12 +242,30 @@ async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() 
     let (mut again, _) = Shell::join(dir.clone(), Default::default());
     assert!(simulator(again.view()).find("Or open an identity this PC has:").is_ok());
     let Shell::Join(screen, _) = &mut again else { unreachable!() };
-    assert_eq!(screen.saved, [path]);
+    assert_eq!(screen.saved, std::slice::from_ref(&path));
     let err = join_and_save(line, "other".into(), dir).await.unwrap_err();
     assert!(err.contains("already used"), "{err}");
     let _ = screen.update(JoinMessage::Joined(Err(err.clone())));
     let mut ui = simulator(again.view());
     assert!(ui.find(err.as_str()).is_ok(), "the window says why");
+
+    // An identity file pasted as Explorer copies a path, in quotes, opens too.
+    let (mut pasted, _) = Shell::join(setup.tmp.path().join("none yet"), Default::default());
+    let mut ui = simulator(pasted.view());
+    ui.click("or the path of an identity file (NAME.qchat)").expect("the path field");
+    ui.typewrite(&format!("\"{}\"", path.display()));
+    let typed: Vec<ShellMessage> = ui.into_messages().collect();
+    for message in typed {
+        let _ = pasted.update(message);
+    }
+    let mut ui = simulator(pasted.view());
+    ui.click("Open file").expect("the Open file button");
+    let clicked: Vec<ShellMessage> = ui.into_messages().collect();
+    for message in clicked {
+        let _ = pasted.update(message);
+    }
+    let Shell::Chat(app) = &pasted else { panic!("the pasted path opens the chat") };
+    assert_eq!(app.options.identity_path.as_deref(), Some(path.as_path()));
 }
 
 #[tokio::test]
