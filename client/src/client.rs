@@ -103,6 +103,11 @@ pub(crate) enum Command {
         keep: bool,
         room: Option<String>,
     },
+    /// Receive one file offered (into `out_dir`, or the download folder).
+    Receive {
+        file_id: FileId,
+        out_dir: Option<PathBuf>,
+    },
     ListFiles,
     Cancel {
         transfer: TransferId,
@@ -264,6 +269,13 @@ impl Client {
     /// folder); `Event::Receiving` says how many.
     pub fn receive_all(&self, out_dir: Option<PathBuf>) {
         self.receive_all_in(None, out_dir)
+    }
+
+    /// Fetches one file offered to this user into `out_dir` (default: the download
+    /// folder); `Event::DownloadQueued` says it started, `Event::LocalError` that it is not
+    /// offered (any more).
+    pub fn receive_file(&self, file_id: FileId, out_dir: Option<PathBuf>) {
+        let _ = self.commands.send(Command::Receive { file_id, out_dir });
     }
 
     /// Like [`Client::receive_all`], only the files of `room` (every room with none).
@@ -473,6 +485,7 @@ impl Core {
             Some(Command::Send(outgoing)) => self.outbox.push(outgoing),
             Some(Command::SendFile { transfer, path, room }) => self.queue_upload(transfer, path, room),
             Some(Command::ReceiveAll { out_dir, keep, room }) => self.receive(out_dir, keep, room),
+            Some(Command::Receive { file_id, out_dir }) => self.receive_one(file_id, out_dir),
             Some(Command::Cancel { transfer }) => self.cancel(transfer),
             Some(Command::Request(request)) => self.requests.push(request),
             Some(Command::Verify { user }) => self.verifying.push(user),
@@ -638,6 +651,20 @@ impl Core {
             self.receive_as_offered = Some(out_dir.clone());
         }
         self.receive_into = Some(out_dir);
+    }
+
+    /// Queues the download of one offered file, unless it is being fetched already.
+    pub fn receive_one(&mut self, file_id: FileId, out_dir: Option<PathBuf>) {
+        if self.transfers.has_download(file_id) {
+            return;
+        }
+        match self.offers.get(&file_id).cloned() {
+            Some(offer) => {
+                let out_dir = out_dir.unwrap_or_else(|| self.options.download_dir());
+                self.queue_download(offer, out_dir);
+            }
+            None => self.emit(Event::LocalError { reason: format!("file {file_id} is not offered to you (any more)") }),
+        }
     }
 
     /// Records a saved file, so that it is never fetched twice.

@@ -131,6 +131,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         break ended(welcomed, &connection, &who).await;
                     }
                 }
+                Some(Command::Receive { file_id, out_dir }) => core.receive_one(file_id, out_dir),
                 Some(Command::ListFiles) => {
                     if write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err() {
                         break ended(welcomed, &connection, &who).await;

@@ -395,8 +395,18 @@ impl Relay {
         let spool_dir = config.data_dir.join("spool");
         let spool = Spool::open(spool_dir.clone()).map_err(|source| RelayError::DataDir { path: spool_dir, source })?;
         let socket_path = crate::local::socket_path(&config.data_dir);
-        let socket = crate::local::LocalSocket::bind(socket_path.clone())
-            .map_err(|source| RelayError::Socket { path: socket_path.clone(), source })?;
+        let socket = match crate::local::LocalSocket::bind(socket_path.clone()) {
+            Ok(socket) => Some(socket),
+            Err(source) if source.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(RelayError::Socket { path: socket_path, source });
+            }
+            // Say, and serve: only `status` misses who is connected (a path too long for a
+            // Unix socket, say).
+            Err(e) => {
+                warn!(path = %socket_path.display(), error = %e, "no local socket: status cannot see connections");
+                None
+            }
+        };
         let (store, mut feed, store_thread) = store::open(&config.data_dir.join("relay.db"))?;
         let endpoint = bind(server_config, config.listen, &material)?;
         let metrics = crate::metrics::Metrics::new(store.commit_seconds());
@@ -423,9 +433,11 @@ impl Relay {
         });
         let listen = endpoint.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         info!(addr = %listen, users = material.users.len(), "relay listening");
-        let local = socket
-            .serve(state.clone(), listen, crate::store::now_ms())
-            .map_err(|source| RelayError::Socket { path: socket_path.clone(), source })?;
+        let mut tasks = Vec::new();
+        if let Some(socket) = socket {
+            let served = socket.serve(state.clone(), listen, crate::store::now_ms());
+            tasks.push(served.map_err(|source| RelayError::Socket { path: socket_path.clone(), source })?);
+        }
 
         let router_state = state.clone();
         let route = tokio::spawn(async move {
@@ -443,13 +455,8 @@ impl Relay {
         let sweeper = tokio::spawn(sweep::run(state.clone()));
         let accept = tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
         let watch = tokio::spawn(watch_pki(endpoint.clone(), state.clone(), config.pki_dir.clone(), material));
-        Ok(Relay {
-            endpoint,
-            state,
-            tasks: vec![route, sweeper, accept, watch, local],
-            store_thread: Some(store_thread),
-            socket_path,
-        })
+        tasks.extend([route, sweeper, accept, watch]);
+        Ok(Relay { endpoint, state, tasks, store_thread: Some(store_thread), socket_path })
     }
 
     /// The address the relay listens on (useful with port 0).

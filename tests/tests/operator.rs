@@ -157,3 +157,14 @@ async fn status_of_a_data_directory_without_a_relay_database_says_so() {
     let err = gather(&dirs, &RelayLimits::default()).unwrap_err().to_string();
     assert!(err.contains("no relay database"), "{err}");
 }
+
+#[tokio::test]
+async fn a_second_relay_on_the_same_data_directory_is_refused_and_the_first_serves_on() {
+    let relay = TestRelay::start().await;
+    let config = qchat_server::RelayConfig::new(relay.pki.clone(), relay.data.clone(), "127.0.0.1:0".parse().unwrap());
+    let Err(err) = qchat_server::Relay::start(config).await else { panic!("two relays on one database") };
+    assert!(err.to_string().contains("another relay runs on this data directory"), "{err}");
+    let mut alice = relay.client("alice");
+    alice.connected().await;
+    assert!(status_of(&relay).await.relay.running, "the first one still answers status");
+}

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use iced::futures::SinkExt;
 use iced::widget::{operation, text_editor};
-use iced::{event, window, Subscription, Task};
+use iced::{event, keyboard, window, Subscription, Task};
 use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, RoomRequest, TransferId};
+use qchat_shared::frame::FileId;
 
 use crate::model::{Devices, Model};
 
@@ -18,6 +19,8 @@ use crate::model::{Devices, Model};
 pub const LOG: &str = "chat-log";
 /// The message input's widget id (focused at start).
 pub const INPUT: &str = "chat-input";
+/// The search field's widget id (focused by Ctrl+F).
+pub const SEARCH: &str = "search";
 
 /// Everything the window can be told.
 #[derive(Debug, Clone)]
@@ -32,16 +35,24 @@ pub enum Message {
     Send,
     /// The file path field changed.
     PathChanged(String),
-    /// "Select File…": open the native dialog.
+    /// "Select Files…": open the native dialog.
     SelectFile,
-    /// The dialog closed, with a file or without.
-    FileChosen(Option<PathBuf>),
+    /// The dialog closed: one file goes to the path field, several are sent at once.
+    FilesChosen(Vec<PathBuf>),
     /// "Send File": upload the file in the path field.
     SendFile,
     /// A file was dropped onto the window.
     FileDropped(PathBuf),
-    /// "Receive": fetch every file offered.
+    /// "Receive all": fetch every file offered in the shown room.
     Receive,
+    /// "Receive" on one offered file.
+    ReceiveFile(FileId),
+    /// "Open" on a received file.
+    OpenFile(PathBuf),
+    /// "Show in folder" on a received file: its folder opens.
+    ShowInFolder(PathBuf),
+    /// A file or folder was opened, or could not be.
+    Opened(Result<(), String>),
     OpenDownloads,
     /// The download folder was opened, or could not be.
     DownloadsOpened(Result<(), String>),
@@ -72,8 +83,25 @@ pub enum Message {
     LeaveRoom,
     /// "Safety number" in a direct room: ask for the one with this person.
     Verify(String),
+    /// The chat log was scrolled: to its end, or not.
+    LogScrolled(bool),
+    /// "N new messages ↓": go to the newest line.
+    JumpToEnd,
+    /// "Show earlier messages": lay out another page of the room's history.
+    ShowEarlier,
+    /// Ctrl+F: open the search of the shown room (or close it).
+    ToggleSearch,
+    SearchChanged(String),
+    /// Esc: close the search.
+    Escape,
+    /// The status line's language switch.
+    SwitchLanguage,
     /// The window gained or lost the focus.
     Focused(bool),
+    /// The window's new size (remembered for the next start).
+    Resized(iced::Size),
+    /// The size was written down.
+    Remembered,
     /// A desktop notification was shown (or could not be: no notification service).
     Notified(Result<(), String>),
 }
@@ -95,6 +123,8 @@ pub struct App {
     pub input: text_editor::Content,
     pub path: String,
     pub forms: RoomForms,
+    /// Where the window's size is remembered (none: it is not).
+    pub size_record: Option<PathBuf>,
 }
 
 /// Identifies the core subscription (one per identity and relay).
@@ -122,6 +152,7 @@ impl App {
             input: text_editor::Content::new(),
             path: String::new(),
             forms: RoomForms::default(),
+            size_record: None,
         };
         (app, operation::focus(INPUT))
     }
@@ -156,7 +187,8 @@ impl App {
                 self.model.apply(event, Instant::now());
                 let mut tasks = Vec::new();
                 tasks.extend(notify.map(|shown| Task::perform(shown, Message::Notified)));
-                if scroll {
+                // Reading back, the view stays where it is (the button counts what came).
+                if scroll && self.model.follow {
                     tasks.push(operation::snap_to_end(LOG));
                 }
                 return Task::batch(tasks);
@@ -165,12 +197,15 @@ impl App {
             Message::Send => return self.send(),
             Message::PathChanged(path) => self.path = path,
             Message::SelectFile => {
-                return Task::perform(rfd::AsyncFileDialog::new().set_title("Select a file to send").pick_file(), |f| {
-                    Message::FileChosen(f.map(|f| f.path().to_path_buf()))
-                })
+                let dialog = rfd::AsyncFileDialog::new().set_title("Select files to send").pick_files();
+                return Task::perform(dialog, |files| {
+                    Message::FilesChosen(files.unwrap_or_default().iter().map(|f| f.path().to_path_buf()).collect())
+                });
             }
-            Message::FileChosen(Some(path)) => self.path = path.display().to_string(),
-            Message::FileChosen(None) => {}
+            Message::FilesChosen(files) => match files.as_slice() {
+                [one] => self.path = one.display().to_string(),
+                several => several.iter().for_each(|path| self.send_file(path.clone())),
+            },
             Message::SendFile => {
                 let path = self.path.trim().to_string();
                 if !path.is_empty() {
@@ -178,10 +213,25 @@ impl App {
                     self.path.clear();
                 }
             }
-            Message::FileDropped(path) => self.send_file(path),
+            // A folder dropped is sent as the files in it.
+            Message::FileDropped(path) => files_in(&path).into_iter().for_each(|file| self.send_file(file)),
             Message::Receive => {
                 if let Some(client) = &self.client {
                     client.receive_all_in(self.model.selected.clone(), None);
+                }
+            }
+            Message::ReceiveFile(file_id) => {
+                if let Some(client) = &self.client {
+                    client.receive_file(file_id, None);
+                }
+            }
+            Message::OpenFile(path) => return open_detached(path),
+            Message::ShowInFolder(path) => {
+                return open_detached(path.parent().map(PathBuf::from).unwrap_or(path));
+            }
+            Message::Opened(opened) => {
+                if let Err(reason) = opened {
+                    self.model.notice = Some(reason);
                 }
             }
             Message::OpenDownloads => {
@@ -253,12 +303,41 @@ impl App {
                     client.verify(&user);
                 }
             }
-            Message::Focused(focused) => {
-                self.model.focused = focused;
-                if let (true, Some(room)) = (focused, self.model.selected.clone()) {
-                    self.model.select(room);
+            Message::LogScrolled(at_end) => self.model.scrolled(at_end),
+            Message::ShowEarlier => self.model.shown += crate::model::PAGE,
+            Message::ToggleSearch => {
+                if self.model.search.take().is_none() {
+                    self.model.search = Some(String::new());
+                    return operation::focus(SEARCH);
+                }
+                return operation::focus(INPUT);
+            }
+            Message::SearchChanged(words) => self.model.search = Some(words),
+            Message::SwitchLanguage => self.model.lang = self.model.lang.other(),
+            Message::Escape => {
+                if self.model.search.take().is_some() {
+                    return operation::focus(INPUT);
                 }
             }
+            Message::JumpToEnd => {
+                self.model.follow_to_end();
+                return operation::snap_to_end(LOG);
+            }
+            Message::Focused(focused) => {
+                self.model.focused = focused;
+                if focused {
+                    self.model.looked_back();
+                } else {
+                    self.model.looked_away();
+                }
+            }
+            Message::Resized(size) => {
+                if let Some(record) = self.size_record.clone() {
+                    let write = tokio::task::spawn_blocking(move || crate::geometry::remember(&record, size));
+                    return Task::perform(write, |_| Message::Remembered);
+                }
+            }
+            Message::Remembered => {}
             Message::Notified(shown) => {
                 if let Err(reason) = shown {
                     tracing::debug!(%reason, "no desktop notification");
@@ -272,7 +351,7 @@ impl App {
     fn ask_rooms(&mut self, request: RoomRequest) {
         match &self.client {
             Some(client) => client.rooms(request),
-            None => self.model.notice = Some("not connected yet; try again in a moment".into()),
+            None => self.model.notice = Some(self.model.lang.strings().not_connected.into()),
         }
     }
 
@@ -280,14 +359,14 @@ impl App {
     fn ask(&mut self, request: DeviceRequest) {
         match &self.client {
             Some(client) => client.devices(request),
-            None => self.model.notice = Some("not connected yet; try again in a moment".into()),
+            None => self.model.notice = Some(self.model.lang.strings().not_connected.into()),
         }
     }
 
     fn send(&mut self) -> Task<Message> {
         let text = self.input.text().trim_end_matches('\n').to_string();
         let Some(client) = &self.client else {
-            self.model.notice = Some("not connected yet; the message stays in the box".into());
+            self.model.notice = Some(self.model.lang.strings().message_kept.into());
             return Task::none();
         };
         if text.trim().is_empty() {
@@ -296,6 +375,8 @@ impl App {
         let id = client.send_to(self.model.selected.clone(), text.clone());
         self.model.sending(id, text, now_ms());
         self.input = text_editor::Content::new();
+        // What one sends, one sees.
+        self.model.follow_to_end();
         operation::snap_to_end(LOG)
     }
 
@@ -304,7 +385,7 @@ impl App {
             Some(client) => {
                 client.send_file_to(self.model.selected.clone(), path);
             }
-            None => self.model.notice = Some("not connected yet; try again in a moment".into()),
+            None => self.model.notice = Some(self.model.lang.strings().not_connected.into()),
         }
     }
 
@@ -316,12 +397,42 @@ impl App {
         let core = Subscription::run_with(CoreKey(self.options.clone()), run_core);
         let drops = event::listen_with(|event, _status, _window| match event {
             iced::Event::Window(window::Event::FileDropped(path)) => Some(Message::FileDropped(path)),
+            iced::Event::Keyboard(keyboard::Event::KeyPressed { key, modifiers, .. }) => shortcut(&key, modifiers),
             iced::Event::Window(window::Event::Focused) => Some(Message::Focused(true)),
             iced::Event::Window(window::Event::Unfocused) => Some(Message::Focused(false)),
+            iced::Event::Window(window::Event::Resized(size)) => Some(Message::Resized(size)),
             _ => None,
         });
         Subscription::batch([core, drops])
     }
+}
+
+/// The window's keyboard shortcuts: Ctrl+F (Cmd+F on macOS) searches, Esc closes it.
+pub fn shortcut(key: &keyboard::Key, modifiers: keyboard::Modifiers) -> Option<Message> {
+    match key.as_ref() {
+        keyboard::Key::Character("f" | "F") if modifiers.command() => Some(Message::ToggleSearch),
+        keyboard::Key::Named(keyboard::key::Named::Escape) => Some(Message::Escape),
+        _ => None,
+    }
+}
+
+/// Opens `path` with the desktop's application for it, off the window's thread.
+fn open_detached(path: PathBuf) -> Task<Message> {
+    let open = async move { open::that_detached(&path).map_err(|e| format!("cannot open {}: {e}", path.display())) };
+    Task::perform(open, Message::Opened)
+}
+
+/// The files to send for a dropped `path`: itself, or every file under a folder (in name
+/// order, links not followed).
+pub fn files_in(path: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return vec![path.to_path_buf()] };
+    if !meta.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(path).into_iter().flatten().flatten().map(|entry| entry.path()).collect();
+    entries.sort();
+    entries.iter().flat_map(|entry| files_in(entry)).collect()
 }
 
 /// Starts the client core and forwards its events; the first item is the command handle.

@@ -31,6 +31,12 @@ pub fn date(time_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The local calendar day of a time, for the log's day separators, in the window's
+/// language (`Tuesday 1 December 2026`, `2026年12月1日 星期二`).
+pub fn day(time_ms: i64, s: &crate::text::Strings) -> String {
+    local(time_ms).map(|t| (s.day)(t.weekday(), t.day(), t.month() as u8, t.year())).unwrap_or_default()
+}
+
 /// `12.3 MiB/s`.
 pub fn speed(bytes_per_s: f64) -> String {
     format!("{}/s", human_bytes(bytes_per_s.max(0.0) as u64))
@@ -56,5 +62,10 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(3909)), "1:05:09");
         assert_eq!(speed(1536.0), "1.5 KiB/s");
         assert_eq!(clock(0), "00:00");
+        let en = &crate::text::EN;
+        assert_eq!(day(0, en), "Thursday 1 January 1970");
+        assert_eq!(day(86_400_000 - 1, en), day(0, en), "the same day until midnight");
+        assert_ne!(day(86_400_000, en), day(0, en));
+        assert_eq!(day(0, &crate::text::ZH), "1970年1月1日 星期四");
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use iced::widget::{button, column, container, row, text, text_input, Column};
 use iced::{Alignment, Element, Fill, Task};
 
-use crate::style;
+use crate::style::{self, Surface, Tone};
 
 /// What the join screen holds.
 #[derive(Debug, Clone)]
@@ -22,6 +22,7 @@ pub struct JoinScreen {
     pub saved: Vec<PathBuf>,
     /// An identity file typed or pasted (quotes and all, as Explorer copies a path).
     pub path: String,
+    pub lang: crate::text::Lang,
 }
 
 /// What the join screen can be told.
@@ -82,6 +83,7 @@ impl JoinScreen {
             dir,
             saved,
             path: String::new(),
+            lang: crate::text::Lang::default(),
         }
     }
 
@@ -119,48 +121,47 @@ impl JoinScreen {
 
     pub fn view(&self) -> Element<'_, JoinMessage> {
         let ready = !self.busy && !self.invite.trim().is_empty();
+        let s = self.lang.strings();
         let mut body = column![
-            text("Welcome to qchat").size(24),
-            text("Paste your invite: the line you got from the relay's owner, or from qchat on your other device."),
+            text(s.welcome).size(24),
+            text(s.paste_invite),
             text_input("qchat-invite:…", &self.invite)
                 .on_input(JoinMessage::InviteChanged)
                 .on_submit(JoinMessage::Join),
             row![
-                text("This device is called"),
-                text_input("device name", &self.name).on_input(JoinMessage::NameChanged).width(260),
+                text(s.device_called),
+                text_input(s.device_name, &self.name).on_input(JoinMessage::NameChanged).width(260),
             ]
             .spacing(8)
             .align_y(Alignment::Center),
-            button(if self.busy { "Joining…" } else { "Join" }).on_press_maybe(ready.then_some(JoinMessage::Join)),
-            text("This PC makes its own key; it never leaves it. The relay only signs a certificate for it.")
-                .size(12)
-                .color(style::MUTED),
+            button(if self.busy { s.joining } else { s.join }).on_press_maybe(ready.then_some(JoinMessage::Join)),
+            text(s.key_stays).size(12).style(style::tone(Tone::Muted)),
         ]
         .spacing(12)
         .max_width(720);
         if let Some(error) = &self.error {
-            body = body.push(text(error).color(style::ERROR));
+            body = body.push(text(error).style(style::tone(Tone::Error)));
         }
         if !self.saved.is_empty() {
             let opens = self.saved.iter().map(|path| {
                 let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                row![text(name).width(Fill), button("Open").on_press(JoinMessage::Open(path.clone()))]
+                row![text(name).width(Fill), button(s.open).on_press(JoinMessage::Open(path.clone()))]
                     .align_y(Alignment::Center)
                     .into()
             });
-            body = body.push(text("Or open an identity this PC has:")).push(Column::with_children(opens).spacing(6));
+            body = body.push(text(s.open_saved)).push(Column::with_children(opens).spacing(6));
         }
         let typed = !self.path.trim().is_empty();
         body = body.push(
             row![
-                text_input("or the path of an identity file (NAME.qchat)", &self.path)
+                text_input(s.identity_path, &self.path)
                     .on_input(JoinMessage::PathChanged)
                     .on_submit(JoinMessage::OpenTyped),
-                button("Open file").on_press_maybe(typed.then_some(JoinMessage::OpenTyped)),
+                button(s.open_file).on_press_maybe(typed.then_some(JoinMessage::OpenTyped)),
             ]
             .spacing(8)
             .align_y(Alignment::Center),
         );
-        container(body).padding(40).center_x(Fill).height(Fill).style(style::panel(style::CHAT_BG)).into()
+        container(body).padding(40).center_x(Fill).height(Fill).style(style::panel(Surface::Chat)).into()
     }
 }

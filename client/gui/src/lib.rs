@@ -3,18 +3,22 @@
 //! - [`shell`]: the two screens, joining and the chat;
 //! - [`join`]: the first-start screen: paste an invite, or open a saved identity;
 //! - [`last`]: the identity opened last, opened again by a start with no arguments;
+//! - [`geometry`]: the window's size, remembered between starts;
 //! - [`app`]: the chat window: state, messages, update, subscriptions;
 //! - [`model`]: what the window shows, as plain data changed only by core events;
 //! - [`view`]: the room list, the files and chat panels, and the status line;
 //! - [`notify`]: desktop notifications while the window is not focused;
-//! - [`style`], [`format`]: colours, and sizes, speeds and times for people.
+//! - [`text`]: every string the window shows, in English and Simplified Chinese;
+//! - [`style`], [`format`]: colours (light and dark), and sizes, speeds and times for people.
 
 pub mod app;
 pub mod format;
+pub mod geometry;
 pub mod join;
 pub mod last;
 pub mod model;
 pub mod notify;
 pub mod shell;
 pub mod style;
+pub mod text;
 pub mod view;

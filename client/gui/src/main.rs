@@ -10,6 +10,8 @@ use anyhow::Result;
 use clap::Parser;
 use qchat_client::args::ConnectArgs;
 use qchat_gui::shell::{Settings, Shell};
+use qchat_gui::style::ThemeChoice;
+use qchat_gui::text::Lang;
 
 #[derive(Parser)]
 #[command(name = "qchat", version, about = "qchat, the desktop client")]
@@ -19,6 +21,12 @@ struct Cli {
     /// Where received files go (default: your download folder's `qchat`).
     #[arg(long)]
     download_dir: Option<PathBuf>,
+    /// Light or dark colours; by default the system's, followed as it changes.
+    #[arg(long, value_enum, default_value_t)]
+    theme: ThemeChoice,
+    /// The window's language (default: the system's; switchable in the window).
+    #[arg(long, value_enum)]
+    lang: Option<Lang>,
 }
 
 fn main() -> Result<()> {
@@ -31,7 +39,11 @@ fn main() -> Result<()> {
         data_dir: cli.connect.data_dir.clone(),
         download_dir: cli.download_dir,
         remember_in: qchat_gui::last::record_file(),
+        lang: cli.lang.unwrap_or_else(Lang::of_system),
+        size_record: qchat_gui::geometry::record_file(),
     };
+    let size =
+        settings.size_record.as_deref().and_then(qchat_gui::geometry::recall).unwrap_or(qchat_gui::geometry::DEFAULT);
     // Without --identity: the identity opened last (if it still loads), or else the join
     // screen (with the identities joined before, to open).
     let record = settings.remember_in.clone();
@@ -44,13 +56,16 @@ fn main() -> Result<()> {
     }
     let identities = qchat_gui::join::identities_dir();
     let boot = move || match &options {
-        Some(options) => Shell::chat(options.clone()),
+        Some(options) => Shell::chat(options.clone(), &settings),
         None => Shell::join(identities.clone(), settings.clone()),
     };
+    let theme = cli.theme;
     iced::application(boot, Shell::update, Shell::view)
+        .theme(move |_: &Shell| theme.theme())
+        .font(qchat_gui::style::CJK_FALLBACK)
         .title(Shell::title)
         .subscription(Shell::subscription)
-        .window_size((1040.0, 660.0))
+        .window_size(size)
         .run()?;
     Ok(())
 }

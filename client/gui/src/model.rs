@@ -137,7 +137,29 @@ pub struct Model {
     pub devices: Option<Devices>,
     /// The safety number with a person, once asked for: (user, digits).
     pub safety: Option<(String, String)>,
+    /// The chat log shows its newest line: new lines keep it there. Scrolled up to read
+    /// back, new lines leave the view where it is and are counted in `below`.
+    pub follow: bool,
+    /// Lines that arrived in the shown room below the view while it was scrolled up.
+    pub below: usize,
+    /// Per room, the last line (its order number) seen when the room was left or the
+    /// window lost the focus: lines after it are new when the room is shown again.
+    pub seen_upto: BTreeMap<String, u64>,
+    /// Lines of the shown room after this one came since it was last looked at (the
+    /// "new" divider goes before the first of them).
+    pub new_after: Option<u64>,
+    /// How many of the shown room's newest lines the log lays out ("Show earlier" adds a
+    /// page): a long history costs a frame no more than a page of it.
+    pub shown: usize,
+    /// Ctrl+F: the words searched for in the shown room's history (the log shows only the
+    /// lines that have them).
+    pub search: Option<String>,
+    /// The window's language.
+    pub lang: crate::text::Lang,
 }
+
+/// Lines the log lays out at first, and adds with each "Show earlier".
+pub const PAGE: usize = 300;
 
 /// The devices panel: this person's devices, and an invite for another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,6 +186,13 @@ impl Model {
             notice: None,
             devices: None,
             safety: None,
+            follow: true,
+            below: 0,
+            seen_upto: BTreeMap::new(),
+            new_after: None,
+            shown: PAGE,
+            search: None,
+            lang: crate::text::Lang::default(),
         }
     }
 
@@ -192,10 +221,70 @@ impl Model {
         self.rooms.iter().find(|r| Some(&r.name) == self.selected.as_ref())
     }
 
-    /// Shows `room` and marks it read.
+    /// Shows `room` (at its newest line) and marks it read; lines that came since it was
+    /// last looked at get the "new" divider. The room left is remembered as seen.
     pub fn select(&mut self, room: String) {
-        self.unread.remove(&room);
+        if let Some(left) = self.selected.clone().filter(|left| *left != room) {
+            self.looked_at(&left);
+        }
         self.selected = Some(room);
+        self.shown = PAGE;
+        self.looked_back();
+        self.follow_to_end();
+    }
+
+    /// The shown room's lines the log lays out (its newest `shown`), and how many earlier
+    /// ones it leaves out.
+    pub fn page(&self) -> (usize, Vec<&ChatLine>) {
+        let lines: Vec<&ChatLine> = match self.search.as_deref().map(str::to_lowercase) {
+            Some(words) if !words.trim().is_empty() => {
+                self.shown_lines().filter(|l| l.text.to_lowercase().contains(words.trim())).collect()
+            }
+            _ => self.shown_lines().collect(),
+        };
+        let earlier = lines.len().saturating_sub(self.shown);
+        (earlier, lines[earlier..].to_vec())
+    }
+
+    /// The shown room is looked at again (shown, or the window has the focus back): it is
+    /// read, and what came since it was last seen is marked new. The view stays put.
+    pub fn looked_back(&mut self) {
+        let Some(room) = self.selected.clone() else { return };
+        self.new_after = self.seen_upto.get(&room).copied().filter(|&seen| self.last_seq(&room) > Some(seen));
+        self.unread.remove(&room);
+    }
+
+    /// The shown room is looked at no more (the window lost the focus): what it shows now
+    /// is seen.
+    pub fn looked_away(&mut self) {
+        if let Some(room) = self.selected.clone() {
+            self.looked_at(&room);
+        }
+    }
+
+    fn looked_at(&mut self, room: &str) {
+        if let Some(seq) = self.last_seq(room) {
+            self.seen_upto.insert(room.to_string(), seq);
+        }
+    }
+
+    /// The order number of `room`'s newest stored line.
+    fn last_seq(&self, room: &str) -> Option<u64> {
+        self.lines.iter().rev().filter(|l| l.room == room).find_map(|l| l.seq)
+    }
+
+    /// The log was scrolled: to its end (new lines keep it there), or up.
+    pub fn scrolled(&mut self, at_end: bool) {
+        self.follow = at_end;
+        if at_end {
+            self.below = 0;
+        }
+    }
+
+    /// The log goes to its newest line and stays there.
+    pub fn follow_to_end(&mut self) {
+        self.follow = true;
+        self.below = 0;
     }
 
     /// Shows a message of ours at once, before the relay has it (no tick yet).
@@ -228,10 +317,14 @@ impl Model {
         }
     }
 
-    /// Counts a new line of `room` as unread, unless it is in view.
+    /// Counts a new line of `room` as unread, unless it is in view; one in the shown room
+    /// below a log scrolled up is counted for the "new messages" button.
     fn arrived(&mut self, room: &str) {
         if !(self.focused && self.shows(room)) {
             *self.unread.entry(room.to_string()).or_default() += 1;
+        }
+        if self.shows(room) && !self.follow {
+            self.below += 1;
         }
     }
 
@@ -371,10 +464,20 @@ impl Model {
         }
     }
 
-    /// Shows the files we sent that the relay knows of (after a restart of the window).
+    /// Shows the files we sent that the relay knows of (after a restart of the window), and
+    /// brings the rows shown already up to date (after a reconnect: fetched or expired
+    /// meanwhile).
     fn outgoing_files(&mut self, entries: Vec<Listed>) {
         for entry in entries {
-            if self.by_file(entry.info.file_id).is_some() {
+            let listed = match entry.state {
+                FileState::Fetched => Some(Stage::PeerHasIt),
+                FileState::Expired { .. } => Some(Stage::Expired),
+                _ => None,
+            };
+            if let Some(row) = self.by_file(entry.info.file_id) {
+                if let (Some(stage), false) = (listed, row.stage.is_running()) {
+                    row.stage = stage;
+                }
                 continue;
             }
             let (stage, done) = match entry.state {
@@ -577,5 +680,36 @@ mod tests {
         model.apply(Event::FileSaved { transfer: 9, file_id, path: "/x/a.bin".into(), blake3: [0; 32] }, t0);
         assert_eq!(model.transfers[0].stage, Stage::Saved("/x/a.bin".into()));
         assert_eq!(model.offers(), 0);
+    }
+
+    #[test]
+    fn rows_shown_already_take_what_the_relay_lists_after_a_reconnect() {
+        let mut model = Model::new("alice");
+        let info = qchat_shared::frame::FileInfo {
+            file_id: FileId([4; 16]),
+            room: "alice+bob".into(),
+            plain_name: Some("plan.pdf".into()),
+            size: 1000,
+            from: "alice".into(),
+            blake3: Some([1; 32]),
+            time_ms: 0,
+        };
+        let listed = |state| Listed { info: qchat_client::offer::Offer::new(info.clone(), None), state };
+        model.apply(
+            Event::Files { outgoing: vec![listed(FileState::Offered)], incoming: vec![], last: true },
+            Instant::now(),
+        );
+        assert_eq!(model.transfers[0].stage, Stage::OnRelay);
+        // Bob fetched it while this window was offline: the next listing says so.
+        model.apply(
+            Event::Files { outgoing: vec![listed(FileState::Fetched)], incoming: vec![], last: true },
+            Instant::now(),
+        );
+        assert_eq!((model.transfers.len(), &model.transfers[0].stage), (1, &Stage::PeerHasIt), "the same row, updated");
+        model.apply(
+            Event::Files { outgoing: vec![listed(FileState::Expired { fetched: true })], incoming: vec![], last: true },
+            Instant::now(),
+        );
+        assert_eq!(model.transfers[0].stage, Stage::Expired);
     }
 }

@@ -17,6 +17,10 @@ pub struct Settings {
     pub download_dir: Option<PathBuf>,
     /// Where the identity opened is remembered for the next start (none: not remembered).
     pub remember_in: Option<PathBuf>,
+    /// The window's language.
+    pub lang: crate::text::Lang,
+    /// Where the window's size is remembered (none: it is not).
+    pub size_record: Option<PathBuf>,
 }
 
 impl Settings {
@@ -47,19 +51,23 @@ pub enum ShellMessage {
 
 impl Shell {
     /// The chat of `options`' identity.
-    pub fn chat(options: ClientOptions) -> (Shell, Task<ShellMessage>) {
-        let (app, task) = App::new(options);
+    pub fn chat(options: ClientOptions, settings: &Settings) -> (Shell, Task<ShellMessage>) {
+        let (mut app, task) = App::new(options);
+        app.model.lang = settings.lang;
+        app.size_record = settings.size_record.clone();
         (Shell::Chat(Box::new(app)), task.map(ShellMessage::Chat))
     }
 
     /// The join screen, with the identities already in `dir`.
     pub fn join(dir: PathBuf, settings: Settings) -> (Shell, Task<ShellMessage>) {
-        (Shell::Join(Box::new(JoinScreen::new(dir)), settings), Task::none())
+        let mut screen = JoinScreen::new(dir);
+        screen.lang = settings.lang;
+        (Shell::Join(Box::new(screen), settings), Task::none())
     }
 
     pub fn title(&self) -> String {
         match self {
-            Shell::Join(..) => "qchat — join".into(),
+            Shell::Join(screen, _) => screen.lang.strings().join_title.into(),
             Shell::Chat(app) => app.title(),
         }
     }
@@ -79,7 +87,7 @@ impl Shell {
                         if let Some(record) = &settings.remember_in {
                             crate::last::remember(record, &path);
                         }
-                        let (next, task) = Shell::chat(options);
+                        let (next, task) = Shell::chat(options, settings);
                         *shell = next;
                         task
                     }

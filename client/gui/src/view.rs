@@ -8,10 +8,11 @@ use iced::widget::{button, column, container, progress_bar, row, scrollable, tex
 use iced::{Alignment, Element, Fill, Length};
 use qchat_client::history::ChatLine;
 
-use crate::app::{App, Message, INPUT, LOG};
-use crate::format::{clock, date, duration, human_bytes, speed};
+use crate::app::{App, Message, INPUT, LOG, SEARCH};
+use crate::format::{clock, date, day, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
-use crate::style;
+use crate::style::{self, Surface, Tone};
+use crate::text::Strings;
 use qchat_client::rooms::title;
 use qchat_shared::frame::{DeviceInfo, RoomInfo};
 
@@ -22,9 +23,9 @@ pub fn window(app: &App) -> Element<'_, Message> {
         None => files(app),
     };
     let panels = row![
-        container(rooms(app)).width(Length::Fixed(190.0)).height(Fill).padding(10).style(style::panel(style::ROOMS_BG)),
-        container(left).width(Length::FillPortion(2)).height(Fill).padding(10).style(style::panel(style::FILES_BG)),
-        container(chat(app)).width(Length::FillPortion(3)).height(Fill).padding(10).style(style::panel(style::CHAT_BG)),
+        container(rooms(app)).width(Length::Fixed(190.0)).height(Fill).padding(10).style(style::panel(Surface::Rooms)),
+        container(left).width(Length::FillPortion(2)).height(Fill).padding(10).style(style::panel(Surface::Files)),
+        container(chat(app)).width(Length::FillPortion(3)).height(Fill).padding(10).style(style::panel(Surface::Chat)),
     ];
     column![panels, status(app)].into()
 }
@@ -33,6 +34,7 @@ pub fn window(app: &App) -> Element<'_, Message> {
 /// and the form for a new room.
 fn rooms(app: &App) -> Element<'_, Message> {
     let model = &app.model;
+    let s = model.lang.strings();
     let mut list = Column::new().spacing(4);
     let others_online = |r: &RoomInfo| r.members.iter().any(|m| m.online && m.user != model.me);
     let listed = model.rooms.iter().map(|r| (&r.name, others_online(r)));
@@ -41,10 +43,14 @@ fn rooms(app: &App) -> Element<'_, Message> {
     for (name, online) in listed.chain(direct_to_be) {
         let unread = model.unread.get(name).copied().unwrap_or(0);
         let label = row![
-            text(if online { "●" } else { "○" }).size(12).color(if online { style::OK } else { style::MUTED }),
+            text(if online { "●" } else { "○" }).size(12).style(style::tone(if online {
+                Tone::Ok
+            } else {
+                Tone::Muted
+            })),
             text(title(&model.me, name)).width(Fill),
         ]
-        .push((unread > 0).then(|| text(unread.to_string()).size(12).color(style::THEIRS)))
+        .push((unread > 0).then(|| text(unread.to_string()).size(12).style(style::tone(Tone::Theirs))))
         .spacing(6)
         .align_y(Alignment::Center);
         let chosen = model.selected.as_ref() == Some(name);
@@ -54,14 +60,12 @@ fn rooms(app: &App) -> Element<'_, Message> {
     let forms = &app.forms;
     let create = (!forms.name.trim().is_empty()).then_some(Message::CreateRoom);
     column![
-        text("Rooms").size(18),
+        text(s.rooms).size(18),
         scrollable(list).height(Fill).width(Fill),
-        text("New room").size(14),
-        text_input("name", &forms.name).on_input(Message::NewRoomName).on_submit(Message::CreateRoom),
-        text_input("members: bob, carol", &forms.members)
-            .on_input(Message::NewRoomMembers)
-            .on_submit(Message::CreateRoom),
-        button("Create").on_press_maybe(create),
+        text(s.new_room).size(14),
+        text_input(s.room_name, &forms.name).on_input(Message::NewRoomName).on_submit(Message::CreateRoom),
+        text_input(s.room_members, &forms.members).on_input(Message::NewRoomMembers).on_submit(Message::CreateRoom),
+        button(s.create).on_press_maybe(create),
     ]
     .spacing(6)
     .into()
@@ -70,33 +74,29 @@ fn rooms(app: &App) -> Element<'_, Message> {
 /// The shown room's name and members, and what its creator may change.
 fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Message> {
     let me = &app.model.me;
-    let name = app.model.selected.as_deref().map(|s| title(me, s)).unwrap_or_else(|| "Chat".into());
+    let s = app.model.lang.strings();
+    let name = app.model.selected.as_deref().map(|r| title(me, r)).unwrap_or_else(|| s.chat.into());
     let Some(room) = room else {
-        let hint = if app.model.selected.is_some() { "(starts when one of you writes)" } else { "" };
-        return row![text(name).size(18), text(hint).size(12).color(style::MUTED)].spacing(8).into();
+        let hint = if app.model.selected.is_some() { s.starts_when_written } else { "" };
+        return row![text(name).size(18), text(hint).size(12).style(style::tone(Tone::Muted))].spacing(8).into();
     };
     let online = |m: &&qchat_shared::frame::Member| m.online && m.user != *me;
     let members = room.members.iter().map(|m| format!("{}{}", m.user, if online(&m) { " ●" } else { "" }));
     let peer = qchat_shared::names::direct_pair(&room.name)
         .filter(|_| room.direct)
         .map(|(a, b)| if a == me.as_str() { b } else { a }.to_string());
-    let verify = peer.clone().map(|p| button(text("Safety number").size(12)).on_press(Message::Verify(p)));
+    let verify = peer.clone().map(|p| button(text(s.safety_number).size(12)).on_press(Message::Verify(p)));
     let mut head = column![
         row![text(name).size(18).width(Fill)]
             .push(verify)
-            .push((!room.direct).then(|| button(text("Leave").size(12)).on_press(Message::LeaveRoom)))
+            .push((!room.direct).then(|| button(text(s.leave).size(12)).on_press(Message::LeaveRoom)))
             .spacing(6)
             .align_y(Alignment::Center),
-        text(members.collect::<Vec<_>>().join(", ")).size(12).color(style::MUTED),
+        text(members.collect::<Vec<_>>().join(", ")).size(12).style(style::tone(Tone::Muted)),
     ]
     .spacing(4);
     if let Some((user, number)) = app.model.safety.as_ref().filter(|(user, _)| Some(user) == peer.as_ref()) {
-        head = head.push(
-            text(format!(
-                "Safety number with {user} (the same on their screen if no one stands between you): {number}"
-            ))
-            .size(12),
-        );
+        head = head.push(text((s.safety_number_with)(user, number)).size(12));
     }
     if room.creator.as_deref() == Some(me.as_str()) && !room.direct {
         let add = (!app.forms.add.trim().is_empty()).then_some(Message::AddMember);
@@ -109,15 +109,13 @@ fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Messag
         });
         head = head.push(
             row![
-                text_input("add a member", &app.forms.add)
-                    .on_input(Message::AddMemberName)
-                    .on_submit(Message::AddMember),
-                button(text("Add").size(12)).on_press_maybe(add),
+                text_input(s.add_member, &app.forms.add).on_input(Message::AddMemberName).on_submit(Message::AddMember),
+                button(text(s.add).size(12)).on_press_maybe(add),
             ]
             .spacing(6)
             .align_y(Alignment::Center),
         );
-        let label = text("remove:").size(12).color(style::MUTED);
+        let label = text(s.remove).size(12).style(style::tone(Tone::Muted));
         head = head.push(row![label].extend(removals).spacing(2).align_y(Alignment::Center));
     }
     head.into()
@@ -125,24 +123,82 @@ fn room_head<'a>(app: &'a App, room: Option<&'a RoomInfo>) -> Element<'a, Messag
 
 fn chat(app: &App) -> Element<'_, Message> {
     let room = app.model.shown_room();
-    let log = Column::with_children(app.model.shown_lines().map(|line| chat_line(line, room))).spacing(6).padding(4);
+    let s = app.model.lang.strings();
+    let mut log = Column::new().spacing(6).padding(4);
+    let (earlier, lines) = app.model.page();
+    if earlier > 0 {
+        let label = (s.show_earlier)(earlier);
+        log = log.push(container(button(text(label).size(12)).on_press(Message::ShowEarlier)).center_x(Fill));
+    }
+    let mut divided = app.model.new_after.is_none();
+    let mut last_day = None;
+    for line in lines {
+        let day = day(line.time_ms, s);
+        if last_day.as_ref() != Some(&day) {
+            log = log.push(container(text(day.clone()).size(12).style(style::tone(Tone::Muted))).center_x(Fill));
+            last_day = Some(day);
+        }
+        // The first line from someone else since the room was last looked at.
+        if !divided && !line.mine && line.seq > app.model.new_after {
+            log = log.push(new_divider(s));
+            divided = true;
+        }
+        log = log.push(chat_line(line, room, s));
+    }
+    let log = scrollable(log).id(LOG).height(Fill).width(Fill).on_scroll(|v| Message::LogScrolled(at_end(&v)));
+    let below = app.model.below;
+    let jump = (below > 0).then(|| {
+        let label = (s.new_messages)(below);
+        container(button(text(label).size(13)).on_press(Message::JumpToEnd)).center_x(Fill)
+    });
     let input = text_editor(&app.input)
         .id(INPUT)
-        .placeholder("Write a message; Enter sends, Shift+Enter starts a new line")
+        .placeholder(s.write_here)
         .on_action(Message::Edit)
         .key_binding(enter_sends)
         .height(Length::Fixed(70.0));
     let file_row = row![
-        text_input("Path of a file to send (or drop it on the window)", &app.path)
-            .on_input(Message::PathChanged)
-            .on_submit(Message::SendFile),
-        button("Select File…").on_press(Message::SelectFile),
-        button("Send File").on_press_maybe((!app.path.trim().is_empty()).then_some(Message::SendFile)),
+        text_input(s.file_path, &app.path).on_input(Message::PathChanged).on_submit(Message::SendFile),
+        button(s.select_files).on_press(Message::SelectFile),
+        button(s.send_file).on_press_maybe((!app.path.trim().is_empty()).then_some(Message::SendFile)),
     ]
     .spacing(6)
     .align_y(Alignment::Center);
-    column![room_head(app, room), scrollable(log).id(LOG).anchor_bottom().height(Fill).width(Fill), input, file_row,]
+    column![room_head(app, room)].push(search(app)).push(log).push(jump).push(input).push(file_row).spacing(8).into()
+}
+
+/// Ctrl+F's search field, with how many lines have the words.
+fn search(app: &App) -> Option<Element<'_, Message>> {
+    let words = app.model.search.as_ref()?;
+    let s = app.model.lang.strings();
+    let found = if words.trim().is_empty() {
+        String::new()
+    } else {
+        let (earlier, page) = app.model.page();
+        (s.found)(earlier + page.len())
+    };
+    let field = text_input(s.search_here, words).id(SEARCH).on_input(Message::SearchChanged);
+    let close = button(text("×")).style(button::text).on_press(Message::ToggleSearch);
+    Some(
+        row![field, text(found).size(12).style(style::tone(Tone::Muted)), close]
+            .spacing(8)
+            .align_y(Alignment::Center)
+            .into(),
+    )
+}
+
+/// Whether the log shows its end (all of it fits, or it is scrolled to the bottom).
+fn at_end(viewport: &scrollable::Viewport) -> bool {
+    let slack = viewport.content_bounds().height - viewport.bounds().height;
+    slack <= 1.0 || viewport.absolute_offset().y >= slack - 4.0
+}
+
+/// The line before what came since the room was last looked at.
+fn new_divider<'a>(s: &'static Strings) -> Element<'a, Message> {
+    let rule = || iced::widget::rule::horizontal(1);
+    row![rule(), text(s.new_divider).size(12).style(style::tone(Tone::Theirs)), rule()]
         .spacing(8)
+        .align_y(Alignment::Center)
         .into()
 }
 
@@ -156,12 +212,12 @@ fn enter_sends(press: KeyPress) -> Option<Binding<Message>> {
 
 /// One line of the chat: a message (ours with its ticks: ✓ stored, ✓✓ every member has
 /// it, and who has it so far in a room of more), or a change of members in grey.
-fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>) -> Element<'a, Message> {
+fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>, s: &'static Strings) -> Element<'a, Message> {
     if line.notice {
         let said = format!("{} · {}", clock(line.time_ms), line.text);
-        return text(said).size(12).color(style::MUTED).into();
+        return text(said).size(12).style(style::tone(Tone::Muted)).into();
     }
-    let color = if line.mine { style::MINE } else { style::THEIRS };
+    let color = if line.mine { Tone::Mine } else { Tone::Theirs };
     // A receipt may overtake the relay's `Stored` (they travel on different streams):
     // delivered implies stored.
     let ticks = match (line.mine, line.seq.is_some(), line.delivered) {
@@ -173,9 +229,9 @@ fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>) -> Element<'a, Mes
         (true, true, false) => "✓".into(),
         (true, false, false) => "…".into(),
     };
-    let ticks = text(ticks).size(12).color(style::OK);
+    let ticks = text(ticks).size(12).style(style::tone(Tone::Ok));
     let ticks: Element<'a, Message> = if line.mine && !line.received_by.is_empty() {
-        let who = format!("received by {}", line.received_by.join(", "));
+        let who = (s.received_by)(&line.received_by.join(", "));
         iced::widget::tooltip(
             ticks,
             container(text(who).size(12)).padding(4).style(style::card),
@@ -186,8 +242,8 @@ fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>) -> Element<'a, Mes
         ticks.into()
     };
     row![
-        text(clock(line.time_ms)).size(12).color(style::MUTED),
-        text(format!("{}:", line.from)).color(color),
+        text(clock(line.time_ms)).size(12).style(style::tone(Tone::Muted)),
+        text(format!("{}:", line.from)).style(style::tone(color)),
         text(&line.text).width(Fill),
         ticks,
     ]
@@ -196,14 +252,15 @@ fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>) -> Element<'a, Mes
 }
 
 fn files(app: &App) -> Element<'_, Message> {
+    let s = app.model.lang.strings();
     let shown: Vec<&Transfer> = app.model.shown_transfers().collect();
-    let list = Column::with_children(shown.into_iter().rev().map(transfer)).spacing(8);
+    let list = Column::with_children(shown.into_iter().rev().map(|t| transfer(t, s))).spacing(8);
     let offers = app.model.offers();
-    let receive = button(text(format!("Receive ({offers})"))).on_press_maybe((offers > 0).then_some(Message::Receive));
+    let receive = button(text((s.receive_all)(offers))).on_press_maybe((offers > 0).then_some(Message::Receive));
     column![
-        text("Files").size(18),
+        text(s.files).size(18),
         scrollable(list).height(Fill).width(Fill),
-        row![receive, button("Open downloads").on_press(Message::OpenDownloads)].spacing(8),
+        row![receive, button(s.open_downloads).on_press(Message::OpenDownloads)].spacing(8),
     ]
     .spacing(8)
     .into()
@@ -212,90 +269,96 @@ fn files(app: &App) -> Element<'_, Message> {
 /// The devices panel, in the files panel's place: this person's devices (each but this
 /// one can be revoked), and an invite for another.
 fn devices<'a>(app: &'a App, panel: &'a Devices) -> Element<'a, Message> {
+    let s = app.model.lang.strings();
     let list: Element<'a, Message> = match &panel.list {
-        None => text("asking the relay…").color(style::MUTED).into(),
-        Some(list) => Column::with_children(list.iter().map(device)).spacing(8).into(),
+        None => text(s.asking_relay).style(style::tone(Tone::Muted)).into(),
+        Some(list) => Column::with_children(list.iter().map(|d| device(d, s))).spacing(8).into(),
     };
     let mut body = column![
         row![
-            text(format!("Devices of {}", app.model.me)).size(18).width(Fill),
-            button("Close").on_press(Message::ToggleDevices)
+            text((s.devices_of)(&app.model.me)).size(18).width(Fill),
+            button(s.close).on_press(Message::ToggleDevices)
         ]
         .align_y(Alignment::Center),
         scrollable(list).height(Fill).width(Fill),
-        button("Link a new device").on_press(Message::LinkDevice),
+        button(s.link_device).on_press(Message::LinkDevice),
     ]
     .spacing(8);
     if let Some(line) = &panel.invite {
-        body = body.push(text("A one-time invite for your other device (valid for a day). Paste it into qchat there, or run `qchat-cli join INVITE --out FILE`:").size(12));
+        body = body.push(text(s.invite_for_device).size(12));
         let shown = text(line).size(13).wrapping(iced::widget::text::Wrapping::Glyph).width(Fill);
-        body = body.push(row![shown, button("Copy").on_press(Message::CopyInvite(line.clone()))].spacing(6));
+        body = body.push(row![shown, button(s.copy).on_press(Message::CopyInvite(line.clone()))].spacing(6));
     }
     body.into()
 }
 
-fn device(d: &DeviceInfo) -> Element<'_, Message> {
-    let enrolled =
-        if d.enrolled_ms == 0 { "identity file".to_string() } else { format!("joined {}", date(d.enrolled_ms)) };
-    let seen = d.last_seen_ms.map(|ms| format!("last seen {}", date(ms))).unwrap_or_else(|| "never connected".into());
+fn device<'a>(d: &'a DeviceInfo, s: &'static Strings) -> Element<'a, Message> {
+    let enrolled = if d.enrolled_ms == 0 { s.identity_file.to_string() } else { (s.joined)(&date(d.enrolled_ms)) };
+    let seen = d.last_seen_ms.map(|ms| (s.last_seen)(&date(ms))).unwrap_or_else(|| s.never_connected.into());
     let action: Element<'_, Message> = if d.current {
-        text("this device").size(12).color(style::OK).into()
+        text(s.this_device).size(12).style(style::tone(Tone::Ok)).into()
     } else {
-        button(text("Revoke").size(12)).on_press(Message::RevokeDevice(d.id.clone())).into()
+        button(text(s.revoke).size(12)).on_press(Message::RevokeDevice(d.id.clone())).into()
     };
     let body = row![
-        column![text(&d.name), text(format!("{} · {enrolled} · {seen}", d.id)).size(12).color(style::MUTED)]
-            .width(Fill),
+        column![
+            text(&d.name),
+            text(format!("{} · {enrolled} · {seen}", d.id)).size(12).style(style::tone(Tone::Muted))
+        ]
+        .width(Fill),
         action,
     ]
     .align_y(Alignment::Center);
     container(body).padding(8).width(Fill).style(style::card).into()
 }
 
-fn stage_text(t: &Transfer) -> (String, iced::Color) {
+fn stage_text(t: &Transfer, s: &'static Strings) -> (String, Tone) {
     match &t.stage {
-        Stage::Queued => ("waiting to start".into(), style::MUTED),
-        Stage::Uploading => ("uploading".into(), style::MINE),
-        Stage::OnRelay => ("on the relay, waiting to be fetched".into(), style::OK),
-        Stage::PeerHasIt => ("received".into(), style::OK),
+        Stage::Queued => (s.waiting_to_start.into(), Tone::Muted),
+        Stage::Uploading => (s.uploading.into(), Tone::Mine),
+        Stage::OnRelay => (s.on_relay.into(), Tone::Ok),
+        Stage::PeerHasIt => (s.received.into(), Tone::Ok),
         Stage::Offered => match t.arriving {
-            Some(held) => (
-                format!("arriving ({} on the relay): press Receive to get it as it comes", human_bytes(held)),
-                style::THEIRS,
-            ),
-            None => ("offered to you: press Receive".into(), style::THEIRS),
+            Some(held) => ((s.arriving)(&human_bytes(held)), Tone::Theirs),
+            None => (s.offered.into(), Tone::Theirs),
         },
-        Stage::Downloading if t.arriving.is_some() => ("downloading as it arrives".into(), style::MINE),
-        Stage::Downloading => ("downloading".into(), style::MINE),
-        Stage::Saved(path) => (format!("saved, verified: {}", path.display()), style::OK),
-        Stage::Failed(reason) => (format!("failed: {reason}"), style::ERROR),
-        Stage::Expired => ("removed from the relay (expired)".into(), style::MUTED),
+        Stage::Downloading if t.arriving.is_some() => (s.downloading_as_it_arrives.into(), Tone::Mine),
+        Stage::Downloading => (s.downloading.into(), Tone::Mine),
+        Stage::Saved(path) => ((s.saved)(&path.display().to_string()), Tone::Ok),
+        Stage::Failed(reason) => ((s.failed)(reason), Tone::Error),
+        Stage::Expired => (s.expired.into(), Tone::Muted),
     }
 }
 
-fn transfer(t: &Transfer) -> Element<'_, Message> {
+fn transfer<'a>(t: &'a Transfer, s: &'static Strings) -> Element<'a, Message> {
     let arrow = match t.direction {
         Direction::Up => "↑",
         Direction::Down => "↓",
     };
-    let (stage, color) = stage_text(t);
-    let mut details = format!("{} of {}", human_bytes(t.done), human_bytes(t.size));
+    let (stage, color) = stage_text(t, s);
+    let mut details = (s.done_of)(&human_bytes(t.done), &human_bytes(t.size));
     if t.stage.is_running() && t.speed.bytes_per_s > 0.0 {
         details.push_str(&format!(" · {}", speed(t.speed.bytes_per_s)));
         if let Some(left) = t.time_left() {
-            details.push_str(&format!(" · {} left", duration(left)));
+            details.push_str(&format!(" · {}", (s.left)(&duration(left))));
         }
     }
-    let cancel = match (t.stage.is_running(), t.transfer) {
-        (true, Some(id)) => Some(button(text("Cancel").size(12)).on_press(Message::Cancel(id))),
-        _ => None,
+    let small = |label| button(text(label).size(12));
+    let actions: Vec<Element<'_, Message>> = match (&t.stage, t.transfer, t.file_id) {
+        (stage, Some(id), _) if stage.is_running() => vec![small(s.cancel).on_press(Message::Cancel(id)).into()],
+        (Stage::Offered, _, Some(file_id)) => vec![small(s.receive).on_press(Message::ReceiveFile(file_id)).into()],
+        (Stage::Saved(path), _, _) => vec![
+            small(s.open).on_press(Message::OpenFile(path.clone())).into(),
+            small(s.show_in_folder).on_press(Message::ShowInFolder(path.clone())).into(),
+        ],
+        _ => Vec::new(),
     };
     let head = row![text(arrow), text(&t.name).width(Fill), text(human_bytes(t.size)).size(12)].spacing(6);
     let body = column![
         head,
         progress_bar(0.0..=t.size.max(1) as f32, t.done as f32).girth(8),
-        row![text(details).size(12).width(Fill)].push(cancel),
-        text(stage).size(12).color(color),
+        row![text(details).size(12).width(Fill)].extend(actions).spacing(4),
+        text(stage).size(12).style(style::tone(color)),
     ]
     .spacing(4);
     container(body).padding(8).width(Fill).style(style::card).into()
@@ -303,27 +366,31 @@ fn transfer(t: &Transfer) -> Element<'_, Message> {
 
 fn status(app: &App) -> Element<'_, Message> {
     let model = &app.model;
+    let s = model.lang.strings();
     let (link, color) = match &model.link {
-        Link::Connecting => ("connecting…".to_string(), style::MUTED),
-        Link::Connected => (format!("connected as {}", model.me), style::OK),
-        Link::Reconnecting { reason } => (format!("reconnecting: {reason}"), style::ERROR),
-        Link::Refused { reason } => (format!("refused: {reason}"), style::ERROR),
-        Link::Closed => ("closed".to_string(), style::MUTED),
+        Link::Connecting => (s.connecting.to_string(), Tone::Muted),
+        Link::Connected => ((s.connected_as)(&model.me), Tone::Ok),
+        Link::Reconnecting { reason } => ((s.reconnecting)(reason), Tone::Error),
+        Link::Refused { reason } => ((s.refused)(reason), Tone::Error),
+        Link::Closed => (s.closed.to_string(), Tone::Muted),
     };
     let peer = match (&model.peer, model.peer_online) {
-        (Some(peer), true) => format!("{peer} is online"),
-        (Some(peer), false) => format!("{peer} is offline"),
+        (Some(peer), true) => (s.online)(peer),
+        (Some(peer), false) => (s.offline)(peer),
         (None, _) => String::new(),
     };
     let mut line = row![
-        text(link).color(color).width(Fill),
+        text(link).style(style::tone(color)).width(Fill),
         text(peer),
-        button(text("Devices").size(12)).on_press(Message::ToggleDevices)
+        button(text(model.lang.other().strings().name).size(12)).on_press(Message::SwitchLanguage),
+        button(text(s.devices).size(12)).on_press(Message::ToggleDevices)
     ]
     .spacing(12)
     .align_y(Alignment::Center);
     if let Some(notice) = &model.notice {
-        line = line.push(text(notice).color(style::ERROR)).push(button(text("×")).on_press(Message::DismissNotice));
+        line = line
+            .push(text(notice).style(style::tone(Tone::Error)))
+            .push(button(text("×")).on_press(Message::DismissNotice));
     }
-    container(line).padding(6).width(Fill).style(style::panel(style::STATUS_BG)).into()
+    container(line).padding(6).width(Fill).style(style::panel(Surface::Status)).into()
 }

@@ -126,7 +126,7 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
     pump(&mut app, &mut events, "the committed offer", committed).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("offered to you: press Receive").is_ok());
-    ui.click("Receive (1)").expect("the Receive button with its count");
+    ui.click("Receive all (1)").expect("the Receive button with its count");
     let messages: Vec<Message> = ui.into_messages().collect();
     apply(&mut app, messages);
     pump(&mut app, &mut events, "saved", |app| matches!(app.model.transfers[0].stage, Stage::Saved(_))).await;
@@ -135,7 +135,7 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
     assert_eq!(std::fs::read(&saved).unwrap(), std::fs::read(&source).unwrap());
     let mut ui = simulator(app.view());
     assert!(ui.find(format!("saved, verified: {}", saved.display())).is_ok());
-    assert!(ui.find("Receive (0)").is_ok());
+    assert!(ui.find("Receive all (0)").is_ok());
 }
 
 #[tokio::test]
@@ -194,7 +194,7 @@ async fn a_file_still_arriving_is_marked_so_with_what_the_relay_holds() {
     app.model.apply(Event::FileArriving { file_id, held: 3 << 20 }, now);
     let mut ui = simulator(app.view());
     assert!(ui.find("arriving (3.0 MiB on the relay): press Receive to get it as it comes").is_ok());
-    assert!(ui.find("Receive (1)").is_ok(), "an arriving file can be received already");
+    assert!(ui.find("Receive all (1)").is_ok(), "an arriving file can be received already");
 }
 
 #[tokio::test]
@@ -208,6 +208,8 @@ async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() 
         data_dir: Some(setup.clients_dir.clone()),
         download_dir: None,
         remember_in: Some(setup.tmp.path().join("config").join("last-identity")),
+        lang: Default::default(),
+        size_record: None,
     };
     let (mut shell, _) = Shell::join(dir.clone(), settings);
     assert_eq!(shell.title(), "qchat — join");
@@ -358,4 +360,191 @@ async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread()
     let mut ui = simulator(app.view());
     assert!(ui.find("hello team").is_ok());
     assert!(ui.find("carol:").is_ok());
+}
+
+/// How many of the shown room's messages (not notices) are from `who`.
+fn lines_from(app: &App, who: &str) -> usize {
+    app.model.shown_lines().filter(|l| l.from == who && !l.notice).count()
+}
+
+#[tokio::test]
+async fn reading_back_is_not_disturbed_by_new_messages_and_a_button_takes_you_down() {
+    let setup = TestRelay::start().await;
+    let bob = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    bob.client.send_and_wait("one").await.unwrap();
+    pump(&mut app, &mut events, "bob's first", |app| lines_from(app, "bob") == 1).await;
+    assert!(app.model.follow && app.model.below == 0, "at the end, new lines keep the view there");
+
+    // Alice scrolls up to read: what comes is counted, and the view stays.
+    let _ = app.update(Message::LogScrolled(false));
+    bob.client.send_and_wait("two").await.unwrap();
+    bob.client.send_and_wait("three").await.unwrap();
+    pump(&mut app, &mut events, "two more", |app| lines_from(app, "bob") == 3).await;
+    assert_eq!((app.model.follow, app.model.below), (false, 2));
+    let mut ui = simulator(app.view());
+    ui.click("2 new messages ↓").expect("the button to the newest lines");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    assert!(clicked.iter().any(|m| matches!(m, Message::JumpToEnd)), "{clicked:?}");
+    apply(&mut app, clicked);
+    assert_eq!((app.model.follow, app.model.below), (true, 0));
+    assert!(simulator(app.view()).find("2 new messages ↓").is_err(), "gone once down");
+
+    // Away from the window: what comes meanwhile is unread, and marked new on return.
+    let _ = app.update(Message::Focused(false));
+    bob.client.send_and_wait("while you were away").await.unwrap();
+    pump(&mut app, &mut events, "the message while away", |app| lines_from(app, "bob") == 4).await;
+    assert!(app.title().starts_with("qchat (1)"), "{}", app.title());
+    assert!(simulator(app.view()).find("new").is_err(), "no divider before she looks");
+    let _ = app.update(Message::Focused(true));
+    assert!(app.title().starts_with("qchat —"), "read once she is back: {}", app.title());
+    let mut ui = simulator(app.view());
+    assert!(ui.find("new").is_ok(), "the divider marks where she left off");
+    assert!(ui.find("while you were away").is_ok());
+    let first_new = app.model.shown_lines().find(|l| l.seq > app.model.new_after).map(|l| l.text.as_str());
+    assert_eq!(first_new, Some("while you were away"), "the divider sits before what came while away");
+}
+
+#[tokio::test]
+async fn one_file_of_several_is_received_by_its_own_button_and_can_be_opened_from_its_row() {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let mut bob = peer(&setup, "bob").await;
+    for (name, size) in [("a.txt", 10_000), ("b.txt", 20_000)] {
+        let transfer = bob.client.send_file(write_file(&setup.tmp.path().join(name), size));
+        bob.uploaded(transfer).await;
+    }
+    let offered = |app: &App| app.model.offers() == 2 && app.model.transfers.iter().all(|t| t.arriving.is_none());
+    pump(&mut app, &mut events, "two offers", offered).await;
+    let b = app.model.transfers.iter().find(|t| t.name == "b.txt").and_then(|t| t.file_id).unwrap();
+    assert!(simulator(app.view()).find("Receive all (2)").is_ok());
+    let _ = app.update(Message::ReceiveFile(b));
+    let saved_b =
+        |app: &App| app.model.transfers.iter().any(|t| t.name == "b.txt" && matches!(t.stage, Stage::Saved(_)));
+    pump(&mut app, &mut events, "b saved", saved_b).await;
+    assert!(setup.downloads("alice").join("b.txt").exists());
+    assert!(!setup.downloads("alice").join("a.txt").exists(), "only the one asked for");
+    let mut ui = simulator(app.view());
+    assert!(ui.find("Receive all (1)").is_ok(), "a.txt still waits");
+    ui.click("Show in folder").expect("the received row's Show in folder");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    let folder = setup.downloads("alice").join("b.txt");
+    assert!(clicked.iter().any(|m| matches!(m, Message::ShowInFolder(p) if *p == folder)), "{clicked:?}");
+    assert!(simulator(app.view()).find("Open").is_ok(), "and it can be opened");
+}
+
+#[test]
+fn a_dropped_folder_is_sent_as_the_files_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("holiday");
+    std::fs::create_dir_all(folder.join("day 2")).unwrap();
+    for name in ["b.jpg", "a.jpg", "day 2/c.jpg"] {
+        std::fs::write(folder.join(name), name).unwrap();
+    }
+    let files = qchat_gui::app::files_in(&folder);
+    assert_eq!(files, [folder.join("a.jpg"), folder.join("b.jpg"), folder.join("day 2").join("c.jpg")]);
+    assert_eq!(qchat_gui::app::files_in(&folder.join("a.jpg")), [folder.join("a.jpg")], "a file is itself");
+}
+
+#[tokio::test]
+async fn a_room_of_100000_messages_lays_out_one_page_with_days_and_shows_earlier_ones_on_demand() {
+    let setup = TestRelay::start().await;
+    let (mut app, _events) = window(&setup, setup.identity("alice"));
+    let room = qchat_shared::names::direct_room("alice", "bob");
+    // A message every 40 s: 100,000 of them span 46 days.
+    let lines = (0..100_000u64).map(|i| qchat_client::history::ChatLine {
+        id: qchat_shared::frame::MessageId::random(),
+        seq: Some(i + 1),
+        room: room.clone(),
+        from: if i % 2 == 0 { "bob".into() } else { "alice".into() },
+        text: format!("message number {i}"),
+        time_ms: 1_764_547_200_000 + i as i64 * 40_000,
+        mine: i % 2 == 1,
+        delivered: true,
+        received_by: Vec::new(),
+        notice: false,
+    });
+    app.model.lines = lines.collect();
+    app.model.select(room);
+
+    let started = std::time::Instant::now();
+    let mut ui = simulator(app.view());
+    let earlier = format!("Show earlier messages ({} more)", 100_000 - qchat_gui::model::PAGE);
+    assert!(ui.find(earlier.as_str()).is_ok());
+    let first_frame = started.elapsed();
+    assert!(ui.find("message number 99999").is_ok(), "the newest line is there");
+    assert!(ui.find("message number 99699").is_err(), "older ones are not laid out");
+    let newest_day = qchat_gui::format::day(1_764_547_200_000 + 99_999 * 40_000, &qchat_gui::text::EN);
+    assert!(ui.find(newest_day.as_str()).is_ok(), "a day separator");
+    eprintln!("100,000 messages: first frame built and laid out in {first_frame:?}");
+    assert!(first_frame < Duration::from_secs(5), "{first_frame:?}");
+
+    ui.click(earlier.as_str()).expect("Show earlier");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("message number 99699").is_ok(), "a page more");
+    assert!(ui.find(format!("Show earlier messages ({} more)", 100_000 - 2 * qchat_gui::model::PAGE).as_str()).is_ok());
+}
+
+#[tokio::test]
+async fn ctrl_f_searches_the_rooms_history_and_esc_closes_it() {
+    use iced::keyboard::{Key, Modifiers};
+    assert!(matches!(
+        qchat_gui::app::shortcut(&Key::Character("f".into()), Modifiers::CTRL),
+        Some(Message::ToggleSearch)
+    ));
+    assert!(qchat_gui::app::shortcut(&Key::Character("f".into()), Modifiers::empty()).is_none(), "f alone is typing");
+    assert!(matches!(qchat_gui::app::shortcut(&Key::Named(Named::Escape), Modifiers::empty()), Some(Message::Escape)));
+
+    let setup = TestRelay::start().await;
+    let bob = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    for said in ["the train leaves at 7", "bring the map", "Train tickets are booked"] {
+        bob.client.send_and_wait(said).await.unwrap();
+    }
+    pump(&mut app, &mut events, "bob's three", |app| lines_from(app, "bob") == 3).await;
+
+    let _ = app.update(Message::ToggleSearch);
+    let mut ui = simulator(app.view());
+    ui.click("Search this room (Esc closes)").expect("the search field");
+    ui.typewrite("train");
+    let typed: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, typed);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("2 found").is_ok(), "either case");
+    assert!(ui.find("the train leaves at 7").is_ok() && ui.find("Train tickets are booked").is_ok());
+    assert!(ui.find("bring the map").is_err(), "only what has the words");
+    drop(ui);
+
+    let _ = app.update(Message::Escape);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("bring the map").is_ok(), "every line again");
+    assert!(ui.find("Search this room (Esc closes)").is_err());
+}
+
+#[tokio::test]
+async fn the_window_speaks_chinese_and_switches_to_english_and_back() {
+    let setup = TestRelay::start().await;
+    let bob = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    app.model.lang = qchat_gui::text::Lang::Zh;
+    pump(&mut app, &mut events, "connected", connected).await;
+    bob.client.send_and_wait("你好，周五见！").await.unwrap();
+    pump(&mut app, &mut events, "bob's message", |app| lines_from(app, "bob") == 1).await;
+    let mut ui = simulator(app.view());
+    for label in ["聊天室", "文件", "全部接收（0）", "选择文件…", "发送文件", "已连接：alice", "设备", "你好，周五见！"]
+    {
+        assert!(ui.find(label).is_ok(), "{label}");
+    }
+    assert!(ui.find("Rooms").is_err(), "no English left on the screen");
+    ui.click("English").expect("the language switch");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    apply(&mut app, clicked);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("Rooms").is_ok() && ui.find("Receive all (0)").is_ok());
+    assert!(ui.find("中文").is_ok(), "and back again");
 }
