@@ -21,13 +21,10 @@ pub fn recall(record: &Path) -> Option<Size> {
     ((320.0..=16384.0).contains(&w) && (240.0..=16384.0).contains(&h)).then(|| Size::new(w, h))
 }
 
-/// Remembers `size` in `record`. A failure only costs the convenience: it is logged.
+/// Remembers `size` in `record`.
 pub fn remember(record: &Path, size: Size) {
     let line = format!("{}x{}\n", size.width.round(), size.height.round());
-    let written = record.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(record, line));
-    if let Err(e) = written {
-        tracing::warn!(error = %e, file = %record.display(), "cannot remember the window's size");
-    }
+    crate::last::write_record(record, line.as_bytes(), "the window's size");
 }
 
 #[cfg(test)]

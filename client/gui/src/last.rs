@@ -21,12 +21,18 @@ pub fn recall(record: &Path) -> Option<PathBuf> {
 /// only costs the convenience, so it is logged, not shown.
 pub fn remember(record: &Path, identity: &Path) {
     let identity = std::path::absolute(identity).unwrap_or_else(|_| identity.to_path_buf());
+    write_record(record, identity.to_string_lossy().as_bytes(), "the identity opened");
+}
+
+/// Writes one of the window's records (its config directory made if need be), whole and
+/// readable by its owner only; a failure is logged: it only costs a convenience.
+pub fn write_record(record: &Path, bytes: &[u8], what: &str) {
     let written = record
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| replace_file(record, identity.to_string_lossy().as_bytes(), Readers::Owner));
+        .and_then(|()| replace_file(record, bytes, Readers::Owner));
     if let Err(e) = written {
-        tracing::warn!(error = %e, file = %record.display(), "cannot remember the identity opened");
+        tracing::warn!(error = %e, file = %record.display(), "cannot remember {what}");
     }
 }
 
