@@ -95,6 +95,9 @@ pub(crate) enum Command {
         transfer: TransferId,
         path: PathBuf,
         room: Option<String>,
+        /// The name it is offered under (default: its file name); `/` separates the
+        /// folders of a file sent with its folder.
+        name: Option<String>,
     },
     /// Receive every file offered now; with `keep`, every file offered later too, as it
     /// is offered (arriving ones included).
@@ -260,8 +263,14 @@ impl Client {
 
     /// Queues a file to upload to `room` (none: the default room).
     pub fn send_file_to(&self, room: Option<String>, path: impl Into<PathBuf>) -> TransferId {
+        self.send_file_named(room, path, None)
+    }
+
+    /// Like [`Client::send_file_to`], offered as `name`: a path relative to a folder sent
+    /// whole (`holiday/day 2/beach.jpg`), which the recipient saves in the same folders.
+    pub fn send_file_named(&self, room: Option<String>, path: impl Into<PathBuf>, name: Option<String>) -> TransferId {
         let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::SendFile { transfer, path: path.into(), room });
+        let _ = self.commands.send(Command::SendFile { transfer, path: path.into(), room, name });
         transfer
     }
 
@@ -483,7 +492,7 @@ impl Core {
     fn queue_offline(&mut self, command: Option<Command>) -> bool {
         match command {
             Some(Command::Send(outgoing)) => self.outbox.push(outgoing),
-            Some(Command::SendFile { transfer, path, room }) => self.queue_upload(transfer, path, room),
+            Some(Command::SendFile { transfer, path, room, name }) => self.queue_upload(transfer, path, room, name),
             Some(Command::ReceiveAll { out_dir, keep, room }) => self.receive(out_dir, keep, room),
             Some(Command::Receive { file_id, out_dir }) => self.receive_one(file_id, out_dir),
             Some(Command::Cancel { transfer }) => self.cancel(transfer),
@@ -495,15 +504,24 @@ impl Core {
         true
     }
 
-    /// Queues an upload to `room` (none: the default room); it starts when connected.
-    pub fn queue_upload(&mut self, transfer: TransferId, path: PathBuf, room: Option<String>) {
+    /// Queues an upload to `room` (none: the default room), offered as `name` (default:
+    /// its file name); it starts when connected.
+    pub fn queue_upload(&mut self, transfer: TransferId, path: PathBuf, room: Option<String>, name: Option<String>) {
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let queued =
-                    Event::UploadQueued { transfer, room: room.clone(), path: path.clone(), name, size: meta.len() };
+                let name = name
+                    .filter(|n| !n.trim().is_empty())
+                    .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default();
+                let queued = Event::UploadQueued {
+                    transfer,
+                    room: room.clone(),
+                    path: path.clone(),
+                    name: name.clone(),
+                    size: meta.len(),
+                };
                 self.emit(queued);
-                self.transfers.add(transfer, Job::Upload { path, room });
+                self.transfers.add(transfer, Job::Upload { path, room, name });
             }
             Ok(_) => self.emit(Event::TransferFailed {
                 transfer,

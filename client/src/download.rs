@@ -54,12 +54,28 @@ fn open_partial(path: &Path, size: u64, sealed: bool) -> std::io::Result<(File, 
     Ok((file, hasher, held))
 }
 
-/// Moves the verified partial file to a free name in `out_dir`, never over an existing
-/// file (`name (1).ext` and so on).
+/// Where a file offered as `name` goes in `out_dir`: a name with `/` (a file sent with
+/// its folder) in the same folders, without `.` and `..` parts, each part made safe as a
+/// file name (no separators, no device names), at most [`MAX_FOLDERS`] deep; returns the
+/// folder and the file's name.
+pub fn destination(out_dir: &Path, name: &str) -> (PathBuf, String) {
+    let kept = |p: &&str| !p.trim().is_empty() && !matches!(p.trim(), "." | "..");
+    let mut parts: Vec<String> = name.split('/').filter(kept).map(sanitize_file_name).collect();
+    let file = parts.pop().unwrap_or_else(|| sanitize_file_name(name));
+    let folders = parts.len().min(MAX_FOLDERS);
+    (parts[..folders].iter().fold(out_dir.to_path_buf(), |dir, part| dir.join(part)), file)
+}
+
+/// Folders a received file may be saved in, below the download folder.
+pub const MAX_FOLDERS: usize = 16;
+
+/// Moves the verified partial file to a free name in `out_dir` (in the folders its name
+/// gives), never over an existing file (`name (1).ext` and so on).
 fn place(out_dir: &Path, name: &str, partial: &Path) -> std::io::Result<PathBuf> {
-    let name = sanitize_file_name(name);
+    let (dir, name) = destination(out_dir, name);
+    std::fs::create_dir_all(&dir)?;
     for n in 0..10_000 {
-        let candidate = out_dir.join(if n == 0 { name.clone() } else { numbered(&name, n) });
+        let candidate = dir.join(if n == 0 { name.clone() } else { numbered(&name, n) });
         // Claim the name first, so two downloads never pick the same one; close the claim
         // before the rename.
         match OpenOptions::new().write(true).create_new(true).open(&candidate) {
@@ -272,6 +288,26 @@ mod tests {
             blake3: Some([2; 32]),
             time_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_file_sent_with_its_folder_lands_in_the_same_folders_and_never_outside() {
+        let out = Path::new("/home/bob/Downloads/qchat");
+        let at = |name: &str| {
+            let (dir, file) = destination(out, name);
+            dir.join(file)
+        };
+        assert_eq!(at("beach.jpg"), out.join("beach.jpg"));
+        assert_eq!(at("holiday/day 2/beach.jpg"), out.join("holiday").join("day 2").join("beach.jpg"));
+        for hostile in ["../../.ssh/authorized_keys", "/etc/passwd", "a/../../b", "..", "holiday/", "//x"] {
+            let path = at(hostile);
+            assert!(path.starts_with(out), "{hostile:?} went to {}", path.display());
+            assert!(path.components().all(|c| c != std::path::Component::ParentDir), "{hostile:?}: {}", path.display());
+            assert!(path != out, "{hostile:?} names a file");
+        }
+        assert_eq!(at("a\\..\\b.txt"), out.join("a___b.txt"), "a backslash is not a folder");
+        let deep = (0..40).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/") + "/f.txt";
+        assert_eq!(at(&deep).strip_prefix(out).unwrap().components().count(), MAX_FOLDERS + 1);
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
                         break ended(welcomed, &connection, &who).await;
                     }
                 }
-                Some(Command::SendFile { transfer, path, room }) => core.queue_upload(transfer, path, room),
+                Some(Command::SendFile { transfer, path, room, name }) => core.queue_upload(transfer, path, room, name),
                 Some(Command::ReceiveAll { out_dir, keep, room }) => {
                     core.receive(out_dir, keep, room);
                     if write_frame(&mut control_send, &ClientControl::ListFiles).await.is_err() {

@@ -25,10 +25,11 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// What a transfer does.
 #[derive(Debug, Clone)]
 pub enum Job {
-    /// To a room by name, or to the default room.
+    /// To a room by name, or to the default room, offered as `name`.
     Upload {
         path: PathBuf,
         room: Option<String>,
+        name: String,
     },
     Download {
         offer: Offer,
@@ -163,8 +164,8 @@ impl Transfers {
             let cancelled = entry.cancelled.clone();
             entry.running = Some(tasks.spawn(async move {
                 let outcome = match job {
-                    Job::Upload { path, room } => {
-                        upload::run(&context, &windows, transfer, (path, room), cancelled).await
+                    Job::Upload { path, room, name } => {
+                        upload::run(&context, &windows, transfer, (path, room, name), cancelled).await
                     }
                     Job::Download { offer, out_dir } => {
                         download::run(&context, &windows, transfer, offer, out_dir).await

@@ -40,17 +40,18 @@ fn inspect(path: &Path) -> Result<Local, String> {
     Ok(Local { size: meta.len(), modified_ms, name })
 }
 
-/// Uploads `path` to `room` (the default room with none); reports progress and the result
-/// as events.
+/// Uploads `path` to `room` (the default room with none), offered as `name`; reports
+/// progress and the result as events.
 pub async fn run(
     ctx: &TransferContext,
     windows: &Arc<ConnectionWindows>,
     transfer: TransferId,
-    (path, room): (PathBuf, Option<String>),
+    (path, room, name): (PathBuf, Option<String>, String),
     cancelled: Arc<AtomicBool>,
 ) -> Outcome {
     let connection = windows.connection();
     let local = match inspect(&path) {
+        Ok(local) if !name.is_empty() => Local { name, ..local },
         Ok(local) => local,
         Err(reason) => return ctx.fail(transfer, None, reason),
     };

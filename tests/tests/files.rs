@@ -312,3 +312,30 @@ async fn an_altered_partial_download_is_caught_by_the_hash_and_fetched_again() {
     assert!(failed.is_empty(), "{failed:?}");
     same_content(&path, &saved[0]);
 }
+
+#[tokio::test]
+async fn files_sent_with_their_folder_land_in_the_same_folders_and_a_hostile_name_stays_inside() {
+    let relay = TestRelay::start().await;
+    let (mut alice, mut bob) = relay.pair().await;
+    let sent = [
+        ("holiday/a.jpg", 1000u64),
+        ("holiday/day 2/b.jpg", CHUNK as u64 + 1),
+        ("../../outside.txt", 10),
+        ("/etc/cron.d/evil", 10),
+    ];
+    let mut transfers = Vec::new();
+    for (i, (name, size)) in sent.iter().enumerate() {
+        let source = write_file(&relay.tmp.path().join(format!("source-{i}")), *size);
+        transfers.push(alice.client.send_file_named(None, source, Some(name.to_string())));
+    }
+    alice.uploaded_all(&transfers).await;
+    let (saved, failed) = bob.receive_all().await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let downloads = relay.downloads("bob");
+    let mut landed: Vec<String> =
+        saved.iter().map(|p| p.strip_prefix(&downloads).unwrap().to_string_lossy().into_owned()).collect();
+    landed.sort();
+    assert_eq!(landed, ["etc/cron.d/evil", "holiday/a.jpg", "holiday/day 2/b.jpg", "outside.txt"]);
+    assert_eq!(std::fs::metadata(downloads.join("holiday/day 2/b.jpg")).unwrap().len(), CHUNK as u64 + 1);
+    assert!(!downloads.parent().unwrap().join("outside.txt").exists(), "nothing above the download folder");
+}

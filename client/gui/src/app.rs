@@ -213,8 +213,12 @@ impl App {
                     self.path.clear();
                 }
             }
-            // A folder dropped is sent as the files in it.
-            Message::FileDropped(path) => files_in(&path).into_iter().for_each(|file| self.send_file(file)),
+            // A folder dropped is sent as the files in it, named by their place in it.
+            Message::FileDropped(path) => {
+                for (file, name) in to_send(&path) {
+                    self.send_file_named(file, name);
+                }
+            }
             Message::Receive => {
                 if let Some(client) = &self.client {
                     client.receive_all_in(self.model.selected.clone(), None);
@@ -381,9 +385,13 @@ impl App {
     }
 
     fn send_file(&mut self, path: PathBuf) {
+        self.send_file_named(path, None);
+    }
+
+    fn send_file_named(&mut self, path: PathBuf, name: Option<String>) {
         match &self.client {
             Some(client) => {
-                client.send_file_to(self.model.selected.clone(), path);
+                client.send_file_named(self.model.selected.clone(), path, name);
             }
             None => self.model.notice = Some(self.model.lang.strings().not_connected.into()),
         }
@@ -420,6 +428,23 @@ pub fn shortcut(key: &keyboard::Key, modifiers: keyboard::Modifiers) -> Option<M
 fn open_detached(path: PathBuf) -> Task<Message> {
     let open = async move { open::that_detached(&path).map_err(|e| format!("cannot open {}: {e}", path.display())) };
     Task::perform(open, Message::Opened)
+}
+
+/// What to send for a dropped `path`: the file itself (under its own name), or every file
+/// under a folder, named by its place in it (`holiday/day 2/beach.jpg`) so that it lands
+/// in the same folders.
+pub fn to_send(path: &std::path::Path) -> Vec<(PathBuf, Option<String>)> {
+    let root = path.parent().unwrap_or(path);
+    let named = |file: PathBuf| {
+        let parts = file.strip_prefix(root).ok().map(|rel| {
+            rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
+        });
+        (file, parts)
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => files_in(path).into_iter().map(named).collect(),
+        _ => vec![(path.to_path_buf(), None)],
+    }
 }
 
 /// The files to send for a dropped `path`: itself, or every file under a folder (in name

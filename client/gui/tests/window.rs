@@ -446,6 +446,13 @@ fn a_dropped_folder_is_sent_as_the_files_in_it() {
     let files = qchat_gui::app::files_in(&folder);
     assert_eq!(files, [folder.join("a.jpg"), folder.join("b.jpg"), folder.join("day 2").join("c.jpg")]);
     assert_eq!(qchat_gui::app::files_in(&folder.join("a.jpg")), [folder.join("a.jpg")], "a file is itself");
+    let names: Vec<Option<String>> = qchat_gui::app::to_send(&folder).into_iter().map(|(_, name)| name).collect();
+    assert_eq!(names, [Some("holiday/a.jpg".into()), Some("holiday/b.jpg".into()), Some("holiday/day 2/c.jpg".into())]);
+    assert_eq!(
+        qchat_gui::app::to_send(&folder.join("a.jpg")),
+        [(folder.join("a.jpg"), None)],
+        "a file by its own name"
+    );
 }
 
 #[tokio::test]
