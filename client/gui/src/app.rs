@@ -49,6 +49,8 @@ pub enum Message {
     ReceiveFile(FileId),
     /// "Open" on a received file.
     OpenFile(PathBuf),
+    /// A link in a message was clicked: it opens in the browser (web links only).
+    OpenLink(String),
     /// "Show in folder" on a received file: its folder opens.
     ShowInFolder(PathBuf),
     /// A file or folder was opened, or could not be.
@@ -230,6 +232,14 @@ impl App {
                 }
             }
             Message::OpenFile(path) => return open_detached(path),
+            Message::OpenLink(link) => {
+                if link.starts_with("https://") || link.starts_with("http://") {
+                    let open =
+                        async move { open::that_detached(&link).map_err(|e| format!("cannot open {link}: {e}")) };
+                    return Task::perform(open, Message::Opened);
+                }
+                self.model.notice = Some(format!("not a web link, not opened: {link}"));
+            }
             Message::ShowInFolder(path) => {
                 return open_detached(path.parent().map(PathBuf::from).unwrap_or(path));
             }

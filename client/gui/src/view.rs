@@ -244,11 +244,27 @@ fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>, s: &'static String
     row![
         text(clock(line.time_ms)).size(12).style(style::tone(Tone::Muted)),
         text(format!("{}:", line.from)).style(style::tone(color)),
-        text(&line.text).width(Fill),
+        message_text(&line.text),
         ticks,
     ]
     .spacing(8)
     .into()
+}
+
+/// A message's text, its web links underlined and clickable.
+fn message_text(said: &str) -> Element<'_, Message> {
+    let parts = crate::format::links(said);
+    if parts.iter().all(|(_, link)| !link) {
+        return text(said).width(Fill).into();
+    }
+    let spans: Vec<iced::widget::text::Span<'_, String>> = parts
+        .into_iter()
+        .map(|(part, link)| match link {
+            true => iced::widget::span(part).link(part.to_string()).underline(true),
+            false => iced::widget::span(part),
+        })
+        .collect();
+    iced::widget::rich_text(spans).on_link_click(Message::OpenLink).width(Fill).into()
 }
 
 fn files(app: &App) -> Element<'_, Message> {

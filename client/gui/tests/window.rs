@@ -555,3 +555,20 @@ async fn the_window_speaks_chinese_and_switches_to_english_and_back() {
     assert!(ui.find("Rooms").is_ok() && ui.find("Receive all (0)").is_ok());
     assert!(ui.find("中文").is_ok(), "and back again");
 }
+
+#[tokio::test]
+async fn a_web_link_in_a_message_opens_and_nothing_else_does() {
+    let setup = TestRelay::start().await;
+    let bob = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    bob.client.send_and_wait("the route: https://map.example/route?day=2. See you").await.unwrap();
+    pump(&mut app, &mut events, "bob's link", |app| lines_from(app, "bob") == 1).await;
+    // The line is laid out as rich text (iced_test cannot select its spans by text; how
+    // the text is cut into links is format::links' test).
+    let _ = simulator(app.view());
+    let _ = app.update(Message::OpenLink("https://map.example/route?day=2".into()));
+    assert_eq!(app.model.notice, None, "a web link goes to the browser");
+    let _ = app.update(Message::OpenLink("file:///etc/passwd".into()));
+    assert_eq!(app.model.notice.as_deref(), Some("not a web link, not opened: file:///etc/passwd"));
+}
