@@ -68,6 +68,8 @@ pub enum Message {
     RevokeDevice(String),
     /// "Copy" next to an invite.
     CopyInvite(String),
+    /// A right click on a message: its text goes to the clipboard.
+    CopyText(String),
     /// A room in the room list was chosen.
     SelectRoom(String),
     /// The new room's name, or its members (names separated by commas), changed.
@@ -278,6 +280,10 @@ impl App {
             Message::LinkDevice => self.ask(DeviceRequest::Link),
             Message::RevokeDevice(id) => self.ask(DeviceRequest::Revoke(id)),
             Message::CopyInvite(line) => return iced::clipboard::write(line),
+            Message::CopyText(said) => {
+                self.model.notice = Some(self.model.lang.strings().copied.into());
+                return iced::clipboard::write(said);
+            }
             Message::SelectRoom(room) => {
                 self.model.select(room);
                 return operation::snap_to_end(LOG);

@@ -241,14 +241,15 @@ fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>, s: &'static String
     } else {
         ticks.into()
     };
-    row![
+    let row = row![
         text(clock(line.time_ms)).size(12).style(style::tone(Tone::Muted)),
         text(format!("{}:", line.from)).style(style::tone(color)),
         message_text(&line.text),
         ticks,
     ]
-    .spacing(8)
-    .into()
+    .spacing(8);
+    // A right click copies the message's text.
+    iced::widget::mouse_area(row).on_right_press(Message::CopyText(line.text.clone())).into()
 }
 
 /// A message's text, its web links underlined and clickable.

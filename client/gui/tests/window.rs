@@ -572,3 +572,16 @@ async fn a_web_link_in_a_message_opens_and_nothing_else_does() {
     let _ = app.update(Message::OpenLink("file:///etc/passwd".into()));
     assert_eq!(app.model.notice.as_deref(), Some("not a web link, not opened: file:///etc/passwd"));
 }
+
+#[tokio::test]
+async fn a_right_click_copies_a_message() {
+    let setup = TestRelay::start().await;
+    let bob = peer(&setup, "bob").await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    bob.client.send_and_wait("the door code is 4711").await.unwrap();
+    pump(&mut app, &mut events, "bob's message", |app| lines_from(app, "bob") == 1).await;
+    let _ = app.update(Message::CopyText("the door code is 4711".into()));
+    assert_eq!(app.model.notice.as_deref(), Some("the message is copied"));
+    assert!(simulator(app.view()).find("the message is copied").is_ok(), "the window says so");
+}
