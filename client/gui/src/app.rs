@@ -100,6 +100,8 @@ pub enum Message {
     Escape,
     /// The status line's language switch.
     SwitchLanguage,
+    /// A transfer's card was clicked.
+    SelectTransfer(TransferId),
     /// The window gained or lost the focus.
     Focused(bool),
     /// The window's new size (remembered for the next start).
@@ -334,9 +336,16 @@ impl App {
             }
             Message::SearchChanged(words) => self.model.search = Some(words),
             Message::SwitchLanguage => self.model.lang = self.model.lang.other(),
+            Message::SelectTransfer(transfer) => self.model.selected_transfer = Some(transfer),
+            // Esc closes the search, or else cancels the transfer chosen while it runs.
             Message::Escape => {
                 if self.model.search.take().is_some() {
                     return operation::focus(INPUT);
+                }
+                let chosen = self.model.selected_transfer.take();
+                let running = self.model.transfers.iter().any(|t| t.transfer == chosen && t.stage.is_running());
+                if let (Some(transfer), true, Some(client)) = (chosen, running, &self.client) {
+                    client.cancel(transfer);
                 }
             }
             Message::JumpToEnd => {

@@ -156,6 +156,8 @@ pub struct Model {
     pub search: Option<String>,
     /// The window's language.
     pub lang: crate::text::Lang,
+    /// The transfer clicked last (Esc cancels it while it runs).
+    pub selected_transfer: Option<TransferId>,
 }
 
 /// Lines the log lays out at first, and adds with each "Show earlier".
@@ -193,6 +195,7 @@ impl Model {
             shown: PAGE,
             search: None,
             lang: crate::text::Lang::default(),
+            selected_transfer: None,
         }
     }
 

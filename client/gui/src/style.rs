@@ -159,6 +159,12 @@ pub fn card(theme: &Theme) -> container::Style {
     }
 }
 
+/// The card of the transfer chosen (Esc cancels it).
+pub fn chosen_card(theme: &Theme) -> container::Style {
+    let palette = palette(theme);
+    container::Style { border: Border { color: palette.mine, width: 2.0, radius: 4.0.into() }, ..card(theme) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

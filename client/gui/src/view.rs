@@ -14,6 +14,7 @@ use crate::model::{Devices, Direction, Link, Stage, Transfer};
 use crate::style::{self, Surface, Tone};
 use crate::text::Strings;
 use qchat_client::rooms::title;
+use qchat_client::TransferId;
 use qchat_shared::frame::{DeviceInfo, RoomInfo};
 
 /// The whole window.
@@ -271,7 +272,8 @@ fn message_text(said: &str) -> Element<'_, Message> {
 fn files(app: &App) -> Element<'_, Message> {
     let s = app.model.lang.strings();
     let shown: Vec<&Transfer> = app.model.shown_transfers().collect();
-    let list = Column::with_children(shown.into_iter().rev().map(|t| transfer(t, s))).spacing(8);
+    let selected = app.model.selected_transfer;
+    let list = Column::with_children(shown.into_iter().rev().map(|t| transfer(t, selected, s))).spacing(8);
     let offers = app.model.offers();
     let receive = button(text((s.receive_all)(offers))).on_press_maybe((offers > 0).then_some(Message::Receive));
     column![
@@ -347,7 +349,7 @@ fn stage_text(t: &Transfer, s: &'static Strings) -> (String, Tone) {
     }
 }
 
-fn transfer<'a>(t: &'a Transfer, s: &'static Strings) -> Element<'a, Message> {
+fn transfer<'a>(t: &'a Transfer, selected: Option<TransferId>, s: &'static Strings) -> Element<'a, Message> {
     let arrow = match t.direction {
         Direction::Up => "↑",
         Direction::Down => "↓",
@@ -378,7 +380,13 @@ fn transfer<'a>(t: &'a Transfer, s: &'static Strings) -> Element<'a, Message> {
         text(stage).size(12).style(style::tone(color)),
     ]
     .spacing(4);
-    container(body).padding(8).width(Fill).style(style::card).into()
+    let chosen = t.transfer.is_some() && t.transfer == selected;
+    let card = container(body).padding(8).width(Fill).style(if chosen { style::chosen_card } else { style::card });
+    match t.transfer {
+        // A click chooses it (Esc then cancels it while it runs).
+        Some(id) => iced::widget::mouse_area(card).on_press(Message::SelectTransfer(id)).into(),
+        None => card.into(),
+    }
 }
 
 fn status(app: &App) -> Element<'_, Message> {

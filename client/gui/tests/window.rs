@@ -585,3 +585,28 @@ async fn a_right_click_copies_a_message() {
     assert_eq!(app.model.notice.as_deref(), Some("the message is copied"));
     assert!(simulator(app.view()).find("the message is copied").is_ok(), "the window says so");
 }
+
+#[tokio::test]
+async fn esc_cancels_the_transfer_clicked() {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    // Large enough to be running when Esc comes.
+    let source = write_file(&setup.tmp.path().join("big.iso"), 512 << 20);
+    let _ = app.update(Message::FileDropped(source));
+    pump(&mut app, &mut events, "the upload running", |app| {
+        app.model.transfers.first().is_some_and(|t| t.stage == Stage::Uploading)
+    })
+    .await;
+    let mut ui = simulator(app.view());
+    ui.click("big.iso").expect("the transfer's card");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    assert!(clicked.iter().any(|m| matches!(m, Message::SelectTransfer(_))), "{clicked:?}");
+    apply(&mut app, clicked);
+    let _ = app.update(Message::Escape);
+    pump(&mut app, &mut events, "cancelled", |app| {
+        app.model.transfers.first().is_some_and(|t| matches!(&t.stage, Stage::Failed(reason) if reason == "cancelled"))
+    })
+    .await;
+    assert_eq!(app.model.selected_transfer, None);
+}
