@@ -52,6 +52,9 @@ if dpkg-query -W -f='${Status}' qchat-server 2>/dev/null | grep -q "ok installed
 fi
 echo "== install"
 dpkg -i "$deb"
+# Whatever fails from here, the machine is left as it was: no relay, no package.
+relay=
+trap 'if [ -n "$relay" ]; then pkill -TERM -u qchat -x qchat-server || true; fi; dpkg -P qchat-server >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 getent passwd qchat >/dev/null || fail "no qchat user"
 [ "$(stat -c '%U %a' /var/lib/qchat)" = "qchat 700" ] || fail "/var/lib/qchat: $(stat -c '%U %a' /var/lib/qchat)"
 [ "$(stat -c '%U:%G %a' /etc/qchat/server.toml)" = "root:qchat 640" ] || fail "server.toml: $(stat -c '%U:%G %a' /etc/qchat/server.toml)"
@@ -73,6 +76,7 @@ print(status["relay"]["pid"])')
 echo "status: running, pid $pid"
 kill -TERM "$pid"
 wait "$relay" || fail "the relay did not stop cleanly on SIGTERM"
+relay=
 echo "== remove keeps the data"
 dpkg -r qchat-server
 [ -e /var/lib/qchat/relay.db ] || fail "removal deleted the database"

@@ -53,11 +53,16 @@ pub async fn make_invite(
     let new_person = !PkiDir::new(&dirs.pki).users()?.iter().any(|u| u == user);
     let server = match server {
         Some(server) => server,
-        None => format!("{}:{}", qchat_certs::relay_host(&dirs.pki)?, qchat_shared::DEFAULT_PORT),
+        None => default_server(&dirs.pki, qchat_shared::DEFAULT_PORT)?,
     };
     qchat_shared::identity::split_host_port(&server).map_err(anyhow::Error::msg)?;
     let issued = dirs.with_store(async |store| devices::create_invite(store, user, lifetime, None).await).await??;
     Ok(OperatorInvite { invite: issued.line(&dirs.pki, &server)?, expires_ms: issued.expires_ms, new_person })
+}
+
+/// Where clients reach the relay of `pki` listening on `port`: its certificate's first host.
+pub fn default_server(pki: &Path, port: u16) -> Result<String> {
+    Ok(format!("{}:{port}", qchat_certs::relay_host(pki)?))
 }
 
 /// `qchat-server invite NAME`: a one-time invite, its line printed last.

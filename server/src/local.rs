@@ -17,6 +17,9 @@ pub struct LiveReport {
     pub started_ms: i64,
     /// File transfers being served now.
     pub transfers: usize,
+    /// How long it keeps fetched files, and files nobody fetched (ms): what its sweep uses.
+    pub retention_ms: u64,
+    pub expiry_ms: u64,
     pub connections: Vec<LiveConnectionReport>,
 }
 
@@ -55,6 +58,8 @@ pub fn report(state: &RelayState, listen: std::net::SocketAddr, started_ms: i64)
         listen: listen.to_string(),
         started_ms,
         transfers: state.transfers.in_use(),
+        retention_ms: state.limits.retention.as_millis() as u64,
+        expiry_ms: state.limits.expiry.as_millis() as u64,
         connections,
     }
 }
@@ -110,7 +115,11 @@ impl LocalSocket {
         let listener = tokio::net::UnixListener::from_std(self.listener)?;
         Ok(tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
                 let mut line = serde_json::to_vec(&report(&state, listen, started_ms)).unwrap_or_default();
                 line.push(b'\n');
                 // A caller that does not read gets a second, then it is dropped.

@@ -70,7 +70,7 @@ enum Admin {
         #[command(flatten)]
         dirs: DirArgs,
         /// HOST:PORT clients reach the relay at (default: the relay certificate's first
-        /// host, port 21567).
+        /// host, and the port of the config file's `listen`, or 21567).
         #[arg(long)]
         server: Option<String>,
         /// How long the invite can be used (e.g. 30m, 24h, 7d).
@@ -116,7 +116,14 @@ enum Admin {
 async fn run_admin(command: Admin) -> Result<()> {
     match command {
         Admin::Invite { name, dirs, server, expires } => {
-            qchat_server::admin::invite(&dirs.dirs()?, &name, server, expires).await
+            // By default, the port the relay listens on (its config file's `listen`).
+            let settings = dirs.settings()?;
+            let dirs = dirs_of(&settings)?;
+            let server = match server {
+                Some(server) => server,
+                None => qchat_server::admin::default_server(&dirs.pki, settings.listen_addr().port())?,
+            };
+            qchat_server::admin::invite(&dirs, &name, Some(server), expires).await
         }
         Admin::Users { dirs } => qchat_server::admin::users(&dirs.dirs()?).await,
         Admin::Devices { user, dirs } => qchat_server::admin::list_devices(&dirs.dirs()?, user.as_deref()).await,
@@ -206,8 +213,13 @@ async fn run_relay(settings: Settings) -> Result<()> {
     let config = settings.relay_config(pki_dir, data_dir);
     let mut relay = Relay::start(config).await?;
     if let Some(addr) = settings.metrics {
-        let bound = relay.serve_metrics(addr).await.with_context(|| format!("serving metrics on {addr}"))?;
-        println!("metrics on http://{bound}/metrics");
+        match relay.serve_metrics(addr).await {
+            Ok(bound) => println!("metrics on http://{bound}/metrics"),
+            Err(e) => {
+                relay.shutdown().await;
+                return Err(anyhow::Error::from(e).context(format!("serving metrics on {addr}")));
+            }
+        }
     }
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
     wait_for_stop_signal().await;

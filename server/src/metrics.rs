@@ -102,7 +102,11 @@ pub async fn serve(
     let at_once = Arc::new(tokio::sync::Semaphore::new(8));
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: wait rather than spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let Ok(permit) = at_once.clone().acquire_owned().await else { return };
             let state = state.clone();
             tokio::spawn(async move {

@@ -89,7 +89,8 @@ pub struct FileStatus {
     pub size: u64,
     pub sender: String,
     pub room: String,
-    /// Who it is for: the room's members (but its sender) when it was sent.
+    /// Who it is for: the room's members (but its sender) who were in it when it was
+    /// sent and still are.
     pub recipients: Vec<String>,
     pub fetched_by: Vec<String>,
     /// `uploading`, `waiting`, `fetched` by some, `fetched by all`.
@@ -121,7 +122,8 @@ pub struct Totals {
     pub messages_undelivered: u64,
 }
 
-/// Gathers the status of the relay with `dirs`, whose limits are `limits` (for expiry).
+/// Gathers the status of the relay with `dirs`. Expiry is reckoned with the running
+/// relay's retention and expiry, or with `limits` (its config) when it does not run.
 pub fn gather(dirs: &Dirs, limits: &RelayLimits) -> Result<Status> {
     let db_path = dirs.data.join("relay.db");
     if !db_path.exists() {
@@ -146,7 +148,12 @@ pub fn gather(dirs: &Dirs, limits: &RelayLimits) -> Result<Status> {
     let connections: Vec<LiveConnectionReport> = live.as_ref().map(|l| l.connections.clone()).unwrap_or_default();
     let users = users(&db, dirs, &connections)?;
     let rooms = rooms(&db)?;
-    let files = files(&db, limits)?;
+    let mut limits = limits.clone();
+    if let Some(live) = &live {
+        limits.retention = Duration::from_millis(live.retention_ms);
+        limits.expiry = Duration::from_millis(live.expiry_ms);
+    }
+    let files = files(&db, &limits)?;
     let (spool_bytes, spool_files) = crate::spool::usage_of(&dirs.data.join("spool"));
     let database_bytes = ["relay.db", "relay.db-wal", "relay.db-shm"]
         .iter()
@@ -275,13 +282,16 @@ fn files(db: &Connection, limits: &RelayLimits) -> Result<Vec<FileStatus>> {
         let (file, user) = row?;
         fetched.entry(file).or_default().push(user);
     }
-    let mut stmt = db.prepare(
+    let sql = format!(
         "SELECT id, size, held, sender, room, created_ms, committed_ms, fetched_ms,
                 (SELECT group_concat(user, char(10)) FROM (SELECT DISTINCT user FROM members AS mb
                     WHERE mb.room = files.room AND mb.until_seq IS NULL AND mb.user != files.sender
-                    AND mb.added_ms <= files.created_ms ORDER BY user))
+                    AND mb.added_ms <= files.created_ms ORDER BY user)),
+                {}
          FROM files WHERE swept_ms IS NULL ORDER BY created_ms",
-    )?;
+        crate::store::EVERY_DEVICE_FETCHED
+    );
+    let mut stmt = db.prepare(&sql)?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, Vec<u8>>(0)?,
@@ -293,16 +303,18 @@ fn files(db: &Connection, limits: &RelayLimits) -> Result<Vec<FileStatus>> {
             r.get::<_, Option<i64>>(6)?,
             r.get::<_, Option<i64>>(7)?,
             r.get::<_, Option<String>>(8)?,
+            r.get::<_, bool>(9)?,
         ))
     })?;
     let retention = limits.retention.as_millis() as i64;
     let expiry = limits.expiry.as_millis() as i64;
     rows.map(|row| {
-        let (id, size, held, sender, room, created_ms, committed_ms, fetched_ms, recipients) = row?;
+        let (id, size, held, sender, room, created_ms, committed_ms, fetched_ms, recipients, every_device) = row?;
         let recipients: Vec<String> =
             recipients.map(|r| r.split('\n').map(str::to_string).collect()).unwrap_or_default();
         let fetched_by = fetched.remove(&id).unwrap_or_default();
-        let by_all = !recipients.is_empty() && recipients.iter().all(|r| fetched_by.contains(r));
+        // As the sweep counts: every device that is to fetch it has.
+        let by_all = fetched_ms.is_some() && every_device;
         let state = match (committed_ms, fetched_by.len()) {
             (None, _) => "uploading",
             (Some(_), 0) => "waiting",

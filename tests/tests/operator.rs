@@ -27,6 +27,12 @@ fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
+/// Unix milliseconds of an RFC 3339 time.
+fn time_of(rfc3339: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// The value of the sample named exactly `sample` (with its labels) in `text`.
 fn sample(text: &str, sample: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
@@ -59,6 +65,10 @@ async fn status_shows_people_connections_rooms_and_files_and_metrics_count_what_
     let mut bob = relay.client("bob");
     alice.connected().await;
     bob.connected().await;
+    // Carol's device has been here once (so the file waits for it too), and is away now.
+    let mut carol = relay.client("carol");
+    carol.connected().await;
+    carol.stop().await;
     let members = vec!["bob".to_string(), "carol".to_string()];
     alice.room(RoomRequest::Create { name: "team".into(), members }).await.expect("the room is made");
     alice.client.send_and_wait_to(Some("team".into()), "the plan is attached").await.unwrap();
@@ -74,7 +84,7 @@ async fn status_shows_people_connections_rooms_and_files_and_metrics_count_what_
     let status = status_when(&relay, "bob's fetch", |s| s.files.iter().any(|f| !f.fetched_by.is_empty())).await;
     assert!(status.relay.running);
     assert_eq!(status.relay.listen.as_deref(), Some(relay.addr.to_string().as_str()));
-    // People and devices: carol has never connected; alice and bob are online, from loopback.
+    // People and devices: alice and bob are online, from loopback; carol is not.
     let names: Vec<(&str, bool)> = status.users.iter().map(|u| (u.name.as_str(), u.online)).collect();
     assert_eq!(names, [("alice", true), ("bob", true), ("carol", false)]);
     assert_eq!(status.connections.len(), 2, "{:?}", status.connections);
@@ -99,12 +109,15 @@ async fn status_shows_people_connections_rooms_and_files_and_metrics_count_what_
     assert_eq!((file.sender.as_str(), file.room.as_str()), ("alice", "team"));
     assert_eq!(file.recipients, ["bob", "carol"]);
     assert_eq!(file.fetched_by, ["bob"]);
-    assert_eq!(file.state, "fetched", "carol has not fetched it yet");
+    assert_eq!(file.state, "fetched", "carol's device has not fetched it yet");
+    let (created, expires) = (time_of(&file.created), time_of(&file.expires));
+    let kept = expires - created - limits().expiry.as_millis() as i64;
+    assert!((0..60_000).contains(&kept), "kept its expiry from the upload for carol, as the sweep does: {kept} ms off");
     assert_eq!(file.held, file.size);
     assert!(file.expires > file.created);
     assert_eq!(status.totals.files, 1);
     assert_eq!(status.totals.file_bytes, file.size);
-    assert_eq!((status.totals.users, status.totals.connections, status.totals.devices), (3, 2, 2));
+    assert_eq!((status.totals.users, status.totals.connections, status.totals.devices), (3, 2, 3));
     assert_eq!((status.disk.spool_files, status.disk.spool_bytes), (1, file.size));
     assert!(status.disk.database_bytes > 0);
 
@@ -125,7 +138,7 @@ async fn status_shows_people_connections_rooms_and_files_and_metrics_count_what_
     let (head, body) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await.unwrap();
     assert!(head.contains("200"), "{head}");
     assert_eq!(sample(&body, "qchat_connected"), Some(2.0), "{body}");
-    assert_eq!(sample(&body, "qchat_connections_total"), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "qchat_connections_total"), Some(3.0), "alice, bob and carol once: {body}");
     assert_eq!(sample(&body, r#"qchat_transfers_total{kind="upload"}"#), Some(1.0), "{body}");
     assert_eq!(sample(&body, r#"qchat_transfers_total{kind="download"}"#), Some(1.0), "{body}");
     assert_eq!(sample(&body, r#"qchat_refusals_total{reason="upload"}"#), Some(1.0), "{body}");

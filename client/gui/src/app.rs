@@ -221,7 +221,13 @@ impl App {
             }
             // A folder dropped is sent as the files in it, named by their place in it.
             Message::FileDropped(path) => {
-                for (file, name) in to_send(&path) {
+                let files = to_send(&path);
+                if files.len() > MAX_DROPPED {
+                    let s = self.model.lang.strings();
+                    self.model.notice = Some((s.too_many_files)(&path.display().to_string(), files.len(), MAX_DROPPED));
+                    return Task::none();
+                }
+                for (file, name) in files {
                     self.send_file_named(file, name);
                 }
             }
@@ -287,6 +293,7 @@ impl App {
                 return iced::clipboard::write(said);
             }
             Message::SelectRoom(room) => {
+                self.model.selected_transfer = None;
                 self.model.select(room);
                 return operation::snap_to_end(LOG);
             }
@@ -342,8 +349,9 @@ impl App {
                 if self.model.search.take().is_some() {
                     return operation::focus(INPUT);
                 }
+                // Only one in view: a transfer of another room is not cancelled unseen.
                 let chosen = self.model.selected_transfer.take();
-                let running = self.model.transfers.iter().any(|t| t.transfer == chosen && t.stage.is_running());
+                let running = self.model.shown_transfers().any(|t| t.transfer == chosen && t.stage.is_running());
                 if let (Some(transfer), true, Some(client)) = (chosen, running, &self.client) {
                     client.cancel(transfer);
                 }
@@ -472,17 +480,41 @@ pub fn to_send(path: &std::path::Path) -> Vec<(PathBuf, Option<String>)> {
     }
 }
 
+/// Files a dropped folder may hold for them all to be sent (more is likely a mistake,
+/// such as a home folder, and the relay takes 10,000 waiting files of a sender at most).
+pub const MAX_DROPPED: usize = 1000;
+
 /// The files to send for a dropped `path`: itself, or every file under a folder (in name
-/// order, links not followed).
+/// order; links in it are not followed, nor sent). It stops counting past
+/// [`MAX_DROPPED`] + 1.
 pub fn files_in(path: &std::path::Path) -> Vec<PathBuf> {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return vec![path.to_path_buf()] };
     if !meta.is_dir() {
         return vec![path.to_path_buf()];
     }
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(path).into_iter().flatten().flatten().map(|entry| entry.path()).collect();
-    entries.sort();
-    entries.iter().flat_map(|entry| files_in(entry)).collect()
+    let mut found = Vec::new();
+    walk(path, &mut found);
+    found
+}
+
+fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+    let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| Some((entry.path(), entry.file_type().ok()?)))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, kind) in entries {
+        if found.len() > MAX_DROPPED {
+            return;
+        }
+        if kind.is_dir() {
+            walk(&path, found);
+        } else if kind.is_file() {
+            found.push(path);
+        }
+    }
 }
 
 /// Starts the client core and forwards its events; the first item is the command handle.

@@ -67,7 +67,9 @@ fn next_link(text: &str, from: usize) -> Option<(usize, usize)> {
             .filter_map(|scheme| Some((at + text[at..].find(scheme)?, scheme.len())))
             .min()?;
         let run = &text[start..];
-        let end = start + run.find(|c: char| c.is_whitespace() || STOPS.contains(&c)).unwrap_or(run.len());
+        // A direction control would make the link read otherwise than where it goes.
+        let stop = |c: char| c.is_whitespace() || STOPS.contains(&c) || qchat_shared::display::is_unsafe(c);
+        let end = start + run.find(stop).unwrap_or(run.len());
         let link = text[start..end].trim_end_matches(ENDS);
         if link.len() > scheme {
             return Some((start, start + link.len()));
@@ -117,6 +119,10 @@ mod tests {
             [("(", false), ("https://qchat.example/docs", true), (")", false)]
         );
         assert_eq!(links("https:// alone"), [("https:// alone", false)]);
+        assert_eq!(
+            links("https://bank.example\u{202e}gpj.exe"),
+            [("https://bank.example", true), ("\u{202e}gpj.exe", false)]
+        );
         assert_eq!(
             links("地图：https://map.example/路线，周五"),
             [("地图：", false), ("https://map.example/路线", true), ("，周五", false)]

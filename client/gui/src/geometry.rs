@@ -21,8 +21,10 @@ pub fn recall(record: &Path) -> Option<Size> {
     ((320.0..=16384.0).contains(&w) && (240.0..=16384.0).contains(&h)).then(|| Size::new(w, h))
 }
 
-/// Remembers `size` in `record`.
+/// Remembers `size` in `record`. Writers (one per resize event) take turns.
 pub fn remember(record: &Path, size: Size) {
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = WRITING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let line = format!("{}x{}\n", size.width.round(), size.height.round());
     crate::last::write_record(record, line.as_bytes(), "the window's size");
 }

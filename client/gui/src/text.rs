@@ -114,6 +114,8 @@ pub struct Strings {
     pub offline: fn(&str) -> String,
     pub not_connected: &'static str,
     pub copied: &'static str,
+    /// A folder dropped with too many files: the folder, how many (at least), the limit.
+    pub too_many_files: fn(&str, usize, usize) -> String,
     pub message_kept: &'static str,
     pub welcome: &'static str,
     pub paste_invite: &'static str,
@@ -203,6 +205,9 @@ pub static EN: Strings = Strings {
     offline: |peer| format!("{peer} is offline"),
     not_connected: "not connected yet; try again in a moment",
     copied: "the message is copied",
+    too_many_files: |folder, n, max| {
+        format!("{folder} holds more than {} files (at most {max} are sent at once): nothing was sent", n - 1)
+    },
 
     message_kept: "not connected yet; the message stays in the box",
     welcome: "Welcome to qchat",
@@ -302,6 +307,7 @@ pub static ZH: Strings = Strings {
     offline: |peer| format!("对方 {peer} 离线"),
     not_connected: "尚未连接；请稍后再试",
     copied: "消息已复制",
+    too_many_files: |folder, n, max| format!("{folder} 中的文件超过 {} 个（一次最多发送 {max} 个）：未发送", n - 1),
     message_kept: "尚未连接；消息保留在输入框中",
     welcome: "欢迎使用 qchat",
     paste_invite: "粘贴你的邀请：中继管理员给你的那一行，或你另一台设备上 qchat 给出的那一行。",

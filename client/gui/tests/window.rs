@@ -446,6 +446,11 @@ fn a_dropped_folder_is_sent_as_the_files_in_it() {
     let files = qchat_gui::app::files_in(&folder);
     assert_eq!(files, [folder.join("a.jpg"), folder.join("b.jpg"), folder.join("day 2").join("c.jpg")]);
     assert_eq!(qchat_gui::app::files_in(&folder.join("a.jpg")), [folder.join("a.jpg")], "a file is itself");
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/etc/passwd", folder.join("link")).unwrap();
+        assert_eq!(qchat_gui::app::files_in(&folder).len(), 3, "a link in the folder is not sent");
+    }
     let names: Vec<Option<String>> = qchat_gui::app::to_send(&folder).into_iter().map(|(_, name)| name).collect();
     assert_eq!(names, [Some("holiday/a.jpg".into()), Some("holiday/b.jpg".into()), Some("holiday/day 2/c.jpg".into())]);
     assert_eq!(
@@ -609,4 +614,20 @@ async fn esc_cancels_the_transfer_clicked() {
     })
     .await;
     assert_eq!(app.model.selected_transfer, None);
+}
+
+#[tokio::test]
+async fn a_folder_of_too_many_files_is_not_sent_and_the_window_says_why() {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let home = setup.tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    for i in 0..=qchat_gui::app::MAX_DROPPED {
+        std::fs::write(home.join(format!("{i}.txt")), "x").unwrap();
+    }
+    let _ = app.update(Message::FileDropped(home.clone()));
+    assert!(app.model.transfers.is_empty(), "nothing queued");
+    let notice = app.model.notice.clone().unwrap_or_default();
+    assert!(notice.contains("more than 1000 files") && notice.contains("nothing was sent"), "{notice}");
 }

@@ -208,6 +208,18 @@ fn new_upload(
     Ok(UploadSlot { file_id, held: 0, created_ms, room })
 }
 
+/// SQL, about a row of `files`: every device that is to fetch the file has (each device,
+/// not revoked, enrolled before the file was sent, of each member but its sender who was
+/// in the room then and still is). The sweep keeps a fetched file only its retention once
+/// this holds; `status` shows the same.
+pub const EVERY_DEVICE_FETCHED: &str = "NOT EXISTS (
+    SELECT 1 FROM members AS mb JOIN devices AS d ON d.user = mb.user
+    WHERE mb.room = files.room AND mb.until_seq IS NULL AND mb.user != files.sender
+    AND mb.added_ms <= files.created_ms
+    AND d.revoked_ms IS NULL AND d.enrolled_ms <= files.created_ms
+    AND NOT EXISTS (SELECT 1 FROM fetches
+        WHERE file = files.id AND fetches.device = d.id AND fetches.user = d.user))";
+
 #[async_trait]
 impl FileStore for Store {
     /// Starts an upload to the room `target` resolves to for `sender`, or resumes `resume`
@@ -383,19 +395,14 @@ impl FileStore for Store {
                     "DELETE FROM files WHERE swept_ms IS NOT NULL AND swept_ms + ?2 <= ?1",
                     params![now, retention_ms],
                 )?;
-                let mut stmt = txn.prepare_cached(
+                let sql = format!(
                     "UPDATE files SET swept_ms = ?1 WHERE swept_ms IS NULL AND (
-                        (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1 AND NOT EXISTS (
-                            SELECT 1 FROM members AS mb JOIN devices AS d ON d.user = mb.user
-                            WHERE mb.room = files.room AND mb.until_seq IS NULL AND mb.user != files.sender
-                            AND mb.added_ms <= files.created_ms
-                            AND d.revoked_ms IS NULL AND d.enrolled_ms <= files.created_ms
-                            AND NOT EXISTS (SELECT 1 FROM fetches
-                                WHERE file = files.id AND fetches.device = d.id AND fetches.user = d.user)))
+                        (fetched_ms IS NOT NULL AND fetched_ms + ?2 <= ?1 AND {EVERY_DEVICE_FETCHED})
                         OR (COALESCE(committed_ms, created_ms) + ?3 <= ?1
                             AND (fetched_ms IS NULL OR fetched_ms + ?2 <= ?1)))
-                     RETURNING id, sender, fetched_ms IS NOT NULL",
-                )?;
+                     RETURNING id, sender, fetched_ms IS NOT NULL"
+                );
+                let mut stmt = txn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(params![now, retention_ms, expiry_ms], |r| {
                     Ok(SweptFile { file_id: file_id(r.get(0)?), sender: r.get(1)?, fetched: r.get(2)? })
                 })?;

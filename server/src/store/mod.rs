@@ -18,7 +18,7 @@ mod rooms;
 pub mod schema;
 
 pub use devices::{DeviceRow, InviteCheck, NewDevice, Revoked};
-pub use files::{Listing, SweptFile, UploadLimits, UploadSlot};
+pub use files::{Listing, SweptFile, UploadLimits, UploadSlot, EVERY_DEVICE_FETCHED};
 pub use interfaces::{Backend, DeviceStore, FileStore, KeyStore, MessageStore, Queued, RoomStore};
 pub use keys::{GroupPlan, IssuedLookup};
 pub use messages::{ExpiredMessage, MessageSweep, Receipt, Stored, StoredMessage};
