@@ -362,6 +362,32 @@ async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread()
     assert!(ui.find("carol:").is_ok());
 }
 
+/// Alice's window and bob without one, both connected to a fresh relay.
+struct AliceAndBob {
+    // Kept alive for the relay's sake.
+    _setup: TestRelay,
+    bob: TestClient,
+    app: App,
+    events: UnboundedReceiver<Event>,
+}
+
+impl AliceAndBob {
+    async fn start() -> Self {
+        let setup = TestRelay::start().await;
+        let bob = peer(&setup, "bob").await;
+        let (mut app, mut events) = window(&setup, setup.identity("alice"));
+        pump(&mut app, &mut events, "connected", connected).await;
+        AliceAndBob { _setup: setup, bob, app, events }
+    }
+
+    /// Bob sends `said`; alice's window has it after.
+    async fn bob_says(&mut self, said: &str) {
+        let before = lines_from(&self.app, "bob");
+        self.bob.client.send_and_wait(said).await.unwrap();
+        pump(&mut self.app, &mut self.events, said, |app| lines_from(app, "bob") > before).await;
+    }
+}
+
 /// How many of the shown room's messages (not notices) are from `who`.
 fn lines_from(app: &App, who: &str) -> usize {
     app.model.shown_lines().filter(|l| l.from == who && !l.notice).count()
@@ -369,32 +395,28 @@ fn lines_from(app: &App, who: &str) -> usize {
 
 #[tokio::test]
 async fn reading_back_is_not_disturbed_by_new_messages_and_a_button_takes_you_down() {
-    let setup = TestRelay::start().await;
-    let bob = peer(&setup, "bob").await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
-    bob.client.send_and_wait("one").await.unwrap();
-    pump(&mut app, &mut events, "bob's first", |app| lines_from(app, "bob") == 1).await;
-    assert!(app.model.follow && app.model.below == 0, "at the end, new lines keep the view there");
+    let mut chat = AliceAndBob::start().await;
+    chat.bob_says("one").await;
+    assert!(chat.app.model.follow && chat.app.model.below == 0, "at the end, new lines keep the view there");
 
     // Alice scrolls up to read: what comes is counted, and the view stays.
-    let _ = app.update(Message::LogScrolled(false));
-    bob.client.send_and_wait("two").await.unwrap();
-    bob.client.send_and_wait("three").await.unwrap();
-    pump(&mut app, &mut events, "two more", |app| lines_from(app, "bob") == 3).await;
+    let _ = chat.app.update(Message::LogScrolled(false));
+    chat.bob_says("two").await;
+    chat.bob_says("three").await;
+    let app = &mut chat.app;
     assert_eq!((app.model.follow, app.model.below), (false, 2));
     let mut ui = simulator(app.view());
     ui.click("2 new messages ↓").expect("the button to the newest lines");
     let clicked: Vec<Message> = ui.into_messages().collect();
     assert!(clicked.iter().any(|m| matches!(m, Message::JumpToEnd)), "{clicked:?}");
-    apply(&mut app, clicked);
+    apply(app, clicked);
     assert_eq!((app.model.follow, app.model.below), (true, 0));
     assert!(simulator(app.view()).find("2 new messages ↓").is_err(), "gone once down");
 
     // Away from the window: what comes meanwhile is unread, and marked new on return.
     let _ = app.update(Message::Focused(false));
-    bob.client.send_and_wait("while you were away").await.unwrap();
-    pump(&mut app, &mut events, "the message while away", |app| lines_from(app, "bob") == 4).await;
+    chat.bob_says("while you were away").await;
+    let app = &mut chat.app;
     assert!(app.title().starts_with("qchat (1)"), "{}", app.title());
     assert!(simulator(app.view()).find("new").is_err(), "no divider before she looks");
     let _ = app.update(Message::Focused(true));
@@ -511,14 +533,11 @@ async fn ctrl_f_searches_the_rooms_history_and_esc_closes_it() {
     assert!(qchat_gui::app::shortcut(&Key::Character("f".into()), Modifiers::empty()).is_none(), "f alone is typing");
     assert!(matches!(qchat_gui::app::shortcut(&Key::Named(Named::Escape), Modifiers::empty()), Some(Message::Escape)));
 
-    let setup = TestRelay::start().await;
-    let bob = peer(&setup, "bob").await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let mut chat = AliceAndBob::start().await;
     for said in ["the train leaves at 7", "bring the map", "Train tickets are booked"] {
-        bob.client.send_and_wait(said).await.unwrap();
+        chat.bob_says(said).await;
     }
-    pump(&mut app, &mut events, "bob's three", |app| lines_from(app, "bob") == 3).await;
+    let mut app = chat.app;
 
     let _ = app.update(Message::ToggleSearch);
     let mut ui = simulator(app.view());
@@ -540,13 +559,10 @@ async fn ctrl_f_searches_the_rooms_history_and_esc_closes_it() {
 
 #[tokio::test]
 async fn the_window_speaks_chinese_and_switches_to_english_and_back() {
-    let setup = TestRelay::start().await;
-    let bob = peer(&setup, "bob").await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    app.model.lang = qchat_gui::text::Lang::Zh;
-    pump(&mut app, &mut events, "connected", connected).await;
-    bob.client.send_and_wait("你好，周五见！").await.unwrap();
-    pump(&mut app, &mut events, "bob's message", |app| lines_from(app, "bob") == 1).await;
+    let mut chat = AliceAndBob::start().await;
+    chat.app.model.lang = qchat_gui::text::Lang::Zh;
+    chat.bob_says("你好，周五见！").await;
+    let mut app = chat.app;
     let mut ui = simulator(app.view());
     for label in ["聊天室", "文件", "全部接收（0）", "选择文件…", "发送文件", "已连接：alice", "设备", "你好，周五见！"]
     {
@@ -563,12 +579,9 @@ async fn the_window_speaks_chinese_and_switches_to_english_and_back() {
 
 #[tokio::test]
 async fn a_web_link_in_a_message_opens_and_nothing_else_does() {
-    let setup = TestRelay::start().await;
-    let bob = peer(&setup, "bob").await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
-    bob.client.send_and_wait("the route: https://map.example/route?day=2. See you").await.unwrap();
-    pump(&mut app, &mut events, "bob's link", |app| lines_from(app, "bob") == 1).await;
+    let mut chat = AliceAndBob::start().await;
+    chat.bob_says("the route: https://map.example/route?day=2. See you").await;
+    let mut app = chat.app;
     // The line is laid out as rich text (iced_test cannot select its spans by text; how
     // the text is cut into links is format::links' test).
     let _ = simulator(app.view());
@@ -580,12 +593,9 @@ async fn a_web_link_in_a_message_opens_and_nothing_else_does() {
 
 #[tokio::test]
 async fn a_right_click_copies_a_message() {
-    let setup = TestRelay::start().await;
-    let bob = peer(&setup, "bob").await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
-    bob.client.send_and_wait("the door code is 4711").await.unwrap();
-    pump(&mut app, &mut events, "bob's message", |app| lines_from(app, "bob") == 1).await;
+    let mut chat = AliceAndBob::start().await;
+    chat.bob_says("the door code is 4711").await;
+    let mut app = chat.app;
     let _ = app.update(Message::CopyText("the door code is 4711".into()));
     assert_eq!(app.model.notice.as_deref(), Some("the message is copied"));
     assert!(simulator(app.view()).find("the message is copied").is_ok(), "the window says so");
