@@ -127,6 +127,7 @@ fn chat(app: &App) -> Element<'_, Message> {
     let s = app.model.lang.strings();
     let mut log = Column::new().spacing(6).padding(4);
     let (earlier, lines) = app.model.page();
+    let matching = earlier + lines.len();
     if earlier > 0 {
         let label = (s.show_earlier)(earlier);
         log = log.push(container(button(text(label).size(12)).on_press(Message::ShowEarlier)).center_x(Fill));
@@ -165,19 +166,22 @@ fn chat(app: &App) -> Element<'_, Message> {
     ]
     .spacing(6)
     .align_y(Alignment::Center);
-    column![room_head(app, room)].push(search(app)).push(log).push(jump).push(input).push(file_row).spacing(8).into()
+    column![room_head(app, room)]
+        .push(search(app, matching))
+        .push(log)
+        .push(jump)
+        .push(input)
+        .push(file_row)
+        .spacing(8)
+        .into()
 }
 
-/// Ctrl+F's search field, with how many lines have the words.
-fn search(app: &App) -> Option<Element<'_, Message>> {
+/// Ctrl+F's search field, with how many lines have the words (`matching`: the log
+/// counted them as it filtered, once a frame).
+fn search(app: &App, matching: usize) -> Option<Element<'_, Message>> {
     let words = app.model.search.as_ref()?;
     let s = app.model.lang.strings();
-    let found = if words.trim().is_empty() {
-        String::new()
-    } else {
-        let (earlier, page) = app.model.page();
-        (s.found)(earlier + page.len())
-    };
+    let found = if words.trim().is_empty() { String::new() } else { (s.found)(matching) };
     let field = text_input(s.search_here, words).id(SEARCH).on_input(Message::SearchChanged);
     let close = button(text("×")).style(button::text).on_press(Message::ToggleSearch);
     Some(
