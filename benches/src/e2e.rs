@@ -222,10 +222,15 @@ impl E2e {
         for i in 0..n {
             self.alice.client.send_to(direct(), format!("burst {i}"));
         }
-        let mut stored = 0;
-        while stored < n {
-            self.alice.until(|e| matches!(e, Event::Stored { .. }).then_some(())).await?;
-            stored += 1;
+        for _ in 0..n {
+            self.alice
+                .until(|e| match e {
+                    Event::Stored { .. } => Some(Ok(())),
+                    Event::SendFailed { reason, .. } => Some(Err(reason)),
+                    _ => None,
+                })
+                .await?
+                .map_err(|reason| anyhow::anyhow!("a message was not stored: {reason}"))?;
         }
         Ok(n as f64 / start.elapsed().as_secs_f64())
     }

@@ -237,9 +237,11 @@ impl Secure {
         self.committing.remove(room);
     }
 
-    /// Encrypts `content` for `room`'s group.
-    pub fn seal(&mut self, room: &str, content: &Content) -> Result<Vec<u8>, String> {
-        self.device().seal(room, &content.to_bytes()).map_err(|e| e.to_string())
+    /// Seals each of `contents` for `room`, in order, in one go.
+    pub fn seal_all(&mut self, room: &str, contents: &[&Content]) -> Result<Vec<Vec<u8>>, String> {
+        let bytes: Vec<Vec<u8>> = contents.iter().map(|c| c.to_bytes()).collect();
+        let plaintexts: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        self.device().seal_all(room, &plaintexts).map_err(|e| e.to_string())
     }
 
     /// The file offer kept for `file_id`.

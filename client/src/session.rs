@@ -12,7 +12,7 @@ use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_ACKS_PER_FRAME, MAX_TEXT};
 use qchat_shared::transport::CHAT_PRIORITY;
 use qchat_shared::window::ConnectionWindows;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -99,20 +99,35 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     core.read_upto = 0;
 
     let mut welcomed = false;
+    let mut stashed: Option<Command> = None;
     let mut reorder = Reorder::default();
     let mut dirty = false;
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let outcome = loop {
         let gap = reorder.gap_deadline();
         tokio::select! {
-            command = core.commands.recv() => match command {
+            command = next_command(&mut stashed, &mut core.commands) => match command {
                 Some(Command::Send(outgoing)) => {
-                    let id = outgoing.id;
-                    let refused = refuse_locally(&outgoing.content);
-                    core.outbox.push(outgoing);
-                    if let Some(reason) = refused {
-                        core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
-                    } else if welcomed {
+                    // Every send already waiting comes along, so that a burst is sealed
+                    // in one go; a command of another kind is kept for the next turn.
+                    let mut next = Some(outgoing);
+                    let mut taken = 0;
+                    while let Some(outgoing) = next.take() {
+                        let (id, refused) = (outgoing.id, refuse_locally(&outgoing.content));
+                        core.outbox.push(outgoing);
+                        if let Some(reason) = refused {
+                            core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
+                        }
+                        taken += 1;
+                        if taken < SENDS_AT_ONCE {
+                            match core.commands.try_recv() {
+                                Ok(Command::Send(outgoing)) => next = Some(outgoing),
+                                Ok(other) => stashed = Some(other),
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                    if welcomed {
                         let frames = dispatch(core, &send_queue, &mut dispatched);
                         if write_all(&mut control_send, frames).await.is_err() {
                             break ended(welcomed, &connection, &who).await;
@@ -219,7 +234,9 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             Some(first) = results.recv() => {
                 // Answers that came together are settled together, with one history write.
                 let mut answers = vec![first];
-                while let (true, Ok(next)) = (answers.len() < RESULTS_AT_ONCE, results.try_recv()) {
+                // (The count first: a result taken past it would be lost.)
+                while answers.len() < RESULTS_AT_ONCE {
+                    let Ok(next) = results.try_recv() else { break };
                     answers.push(next);
                 }
                 let mut history = Vec::new();
@@ -287,6 +304,20 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     outcome
 }
 
+/// Sends taken from the command channel at once (and sealed together).
+const SENDS_AT_ONCE: usize = 256;
+
+/// The command kept back from the last turn, or else the next from the channel.
+async fn next_command(
+    stashed: &mut Option<Command>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<Command> {
+    match stashed.take() {
+        Some(command) => Some(command),
+        None => commands.recv().await,
+    }
+}
+
 /// A message as the sending task takes it: id, room and sealed bytes.
 type Queued = (MessageId, String, Vec<u8>);
 
@@ -320,29 +351,37 @@ fn dispatch(
             return Vec::new();
         }
     };
+    // What waits to be sealed in rooms whose group is ready, by room, in the outbox's order.
     let mut questions = Vec::new();
-    let mut failed = Vec::new();
-    for outgoing in core.outbox.iter_mut() {
-        if dispatched.contains(&outgoing.id) {
+    let mut to_seal: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (at, outgoing) in core.outbox.iter_mut().enumerate() {
+        if outgoing.sealed.is_some() || dispatched.contains(&outgoing.id) {
             continue;
         }
         if outgoing.room.is_none() {
             outgoing.room = core.default_room.clone();
         }
-        if outgoing.sealed.is_none() {
-            match outgoing.room.as_deref() {
-                Some(room) if secure.is_ready(room) => match secure.seal(room, &outgoing.content) {
-                    Ok(sealed) => outgoing.sealed = Some((room.to_string(), sealed)),
-                    Err(reason) => {
-                        failed.push((outgoing.id, reason));
-                        continue;
-                    }
-                },
-                room => {
-                    questions.extend(secure.ask(room));
-                    continue;
+        match outgoing.room.as_deref() {
+            Some(room) if secure.is_ready(room) => to_seal.entry(room.to_string()).or_default().push(at),
+            room => questions.extend(secure.ask(room)),
+        }
+    }
+    // Sealed per room in one go (one group load and one commit for a burst).
+    let mut failed = Vec::new();
+    for (room, ats) in to_seal {
+        let contents: Vec<&Content> = ats.iter().map(|&at| &core.outbox[at].content).collect();
+        match secure.seal_all(&room, &contents) {
+            Ok(sealed) => {
+                for (at, sealed) in ats.into_iter().zip(sealed) {
+                    core.outbox[at].sealed = Some((room.clone(), sealed));
                 }
             }
+            Err(reason) => failed.extend(ats.iter().map(|&at| (core.outbox[at].id, reason.clone()))),
+        }
+    }
+    for outgoing in &core.outbox {
+        if dispatched.contains(&outgoing.id) {
+            continue;
         }
         if let Some(message) = queued(outgoing) {
             dispatched.insert(outgoing.id);

@@ -285,10 +285,25 @@ impl Device {
 
     /// Encrypts `plaintext` for the room's group.
     pub fn seal(&mut self, room: &str, plaintext: &[u8]) -> Result<Vec<u8>, E2eError> {
-        let provider = Provider::new(&self.crypto, &self.connection);
+        let mut sealed = self.seal_all(room, &[plaintext])?;
+        Ok(sealed.pop().unwrap_or_default())
+    }
+
+    /// Encrypts each of `plaintexts` for the room's group, in order: the group is loaded
+    /// once and its ratchet written in one transaction (a burst of messages costs one
+    /// load and one commit, not one each).
+    pub fn seal_all(&mut self, room: &str, plaintexts: &[&[u8]]) -> Result<Vec<Vec<u8>>, E2eError> {
+        let tx = self.connection.unchecked_transaction()?;
+        let provider = Provider::new(&self.crypto, &tx);
         let mut group = self.active(&provider, room)?.ok_or(E2eError::NotInGroup)?;
-        let message = group.create_message(&provider, &self.signer, plaintext).map_err(mls)?;
-        message.to_bytes().map_err(mls)
+        let sealed = plaintexts
+            .iter()
+            .map(|plaintext| {
+                group.create_message(&provider, &self.signer, plaintext).map_err(mls)?.to_bytes().map_err(mls)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        Ok(sealed)
     }
 
     /// Opens event `room_seq` of `room`: once, in the room's order; the same answer again
