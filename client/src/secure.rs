@@ -274,6 +274,45 @@ impl Secure {
                 return (Reading::Change, Vec::new());
             }
         };
+        self.interpret(d, opened.map_err(|e| e.to_string()))
+    }
+
+    /// Opens deliveries in order, as [`Secure::read`] opens each; a run of sealed messages
+    /// of one room is opened in one go (one group load and one commit for a burst).
+    pub fn read_all<'r>(
+        &mut self,
+        deliveries: &[Deliver],
+        room_of: impl Fn(&str) -> Option<&'r RoomInfo>,
+    ) -> Vec<(Reading, Vec<ClientControl>)> {
+        let mut read = Vec::with_capacity(deliveries.len());
+        let mut rest = deliveries;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|d| matches!(d.body, Body::Sealed(_)) && d.room == first.room).count();
+            if run < 2 {
+                read.push(self.read(first, room_of(&first.room)));
+                rest = &rest[1..];
+                continue;
+            }
+            let (batch, after) = rest.split_at(run);
+            let messages: Vec<(u64, &[u8])> = batch
+                .iter()
+                .filter_map(|d| match &d.body {
+                    Body::Sealed(sealed) => Some((d.room_seq, sealed.as_slice())),
+                    _ => None,
+                })
+                .collect();
+            let opened = self.device().receive_messages(&first.room, &messages);
+            match opened {
+                Ok(opened) => read.extend(batch.iter().zip(opened).map(|(d, o)| self.interpret(d, Ok(o)))),
+                Err(e) => read.extend(batch.iter().map(|d| self.interpret(d, Err(e.to_string())))),
+            }
+            rest = after;
+        }
+        read
+    }
+
+    /// What an opened event means for the user, and what to tell the relay after it.
+    fn interpret(&mut self, d: &Deliver, opened: Result<Opened, String>) -> (Reading, Vec<ClientControl>) {
         tracing::debug!(room = %d.room, room_seq = d.room_seq, outcome = ?opened.as_ref().map(|o| match o {
             Opened::Message { .. } => "message".to_string(),
             other => format!("{other:?}"),

@@ -681,17 +681,20 @@ fn invite_line(core: &Core, id: String, secret: Vec<u8>) -> Result<String, Strin
 /// relay after them.
 fn read_all(core: &mut Core, ready: &[Deliver]) -> (Vec<Reading>, Vec<ClientControl>) {
     let mut tell = Vec::new();
-    let readings = ready
-        .iter()
-        .map(|d| match core.secure.as_mut() {
-            Ok(secure) => {
-                let (reading, frames) = secure.read(d, core.rooms.get(&d.room));
-                tell.extend(frames);
-                reading
-            }
-            Err(reason) => Reading::Notice(format!("this device cannot decrypt: {reason}")),
-        })
-        .collect();
+    let readings = match core.secure.as_mut() {
+        Ok(secure) => {
+            let rooms = &core.rooms;
+            secure
+                .read_all(ready, |room| rooms.get(room))
+                .into_iter()
+                .map(|(reading, frames)| {
+                    tell.extend(frames);
+                    reading
+                })
+                .collect()
+        }
+        Err(reason) => ready.iter().map(|_| Reading::Notice(format!("this device cannot decrypt: {reason}"))).collect(),
+    };
     (readings, tell)
 }
 

@@ -84,6 +84,17 @@ fn to_message(bytes: &[u8]) -> Result<MlsMessageIn, String> {
 }
 
 /// The group's members (identity and signing key).
+/// Keeps what event `room_seq` of `room` opened to (it is answered the same if it comes again).
+fn keep_opened(tx: &rusqlite::Transaction<'_>, room: &str, room_seq: u64, opened: &Opened) -> Result<(), E2eError> {
+    let outcome = serde_json::to_string(opened).map_err(|e| E2eError::Store(e.to_string()))?;
+    tx.prepare_cached("INSERT INTO qchat_opened (room, room_seq, outcome) VALUES (?1, ?2, ?3)")?.execute(params![
+        room,
+        room_seq as i64,
+        outcome
+    ])?;
+    Ok(())
+}
+
 fn members_of(group: &MlsGroup) -> Vec<(String, Vec<u8>)> {
     group.members().map(|m| (identity_of(&m.credential), m.signature_key)).collect()
 }
@@ -317,35 +328,62 @@ impl Device {
         incoming: Incoming<'_>,
         may_join: &dyn Fn(&str) -> bool,
     ) -> Result<Opened, E2eError> {
-        let cached: Option<String> = self
-            .connection
-            .query_row(
-                "SELECT outcome FROM qchat_opened WHERE room = ?1 AND room_seq = ?2",
-                params![room, room_seq as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(cached) = cached {
-            return serde_json::from_str(&cached).map_err(|e| E2eError::Store(e.to_string()));
+        if let Some(cached) = self.opened_before(room, room_seq)? {
+            return Ok(cached);
         }
         let tx = self.connection.unchecked_transaction()?;
         let provider = Provider::new(&self.crypto, &tx);
         let opened = match incoming {
-            Incoming::Message(bytes) => self.open_message(&provider, room, bytes)?,
+            Incoming::Message(bytes) => {
+                let mut group = self.active(&provider, room)?;
+                self.open_message(&provider, &mut group, bytes)
+            }
             Incoming::Commit { commit, welcome } => self.open_commit(&provider, room, (commit, welcome), may_join)?,
         };
-        let outcome = serde_json::to_string(&opened).map_err(|e| E2eError::Store(e.to_string()))?;
-        tx.execute(
-            "INSERT INTO qchat_opened (room, room_seq, outcome) VALUES (?1, ?2, ?3)",
-            params![room, room_seq as i64, outcome],
-        )?;
+        keep_opened(&tx, room, room_seq, &opened)?;
         tx.commit()?;
         Ok(opened)
     }
 
-    fn open_message(&self, provider: &Provider<'_>, room: &str, bytes: &[u8]) -> Result<Opened, E2eError> {
-        let unreadable = |reason: &str| Ok(Opened::Unreadable { reason: reason.to_string() });
-        let Some(mut group) = self.active(provider, room)? else {
+    /// Opens application messages of one room, `(room_seq, bytes)` in the room's order, as
+    /// [`Device::receive`] opens each, but in one transaction with the group loaded once
+    /// (a burst costs one load and one commit, not one each).
+    pub fn receive_messages(&mut self, room: &str, messages: &[(u64, &[u8])]) -> Result<Vec<Opened>, E2eError> {
+        let tx = self.connection.unchecked_transaction()?;
+        let provider = Provider::new(&self.crypto, &tx);
+        let mut group = self.active(&provider, room)?;
+        let mut opened = Vec::with_capacity(messages.len());
+        for &(room_seq, bytes) in messages {
+            if let Some(cached) = self.opened_before(room, room_seq)? {
+                opened.push(cached);
+                continue;
+            }
+            let outcome = self.open_message(&provider, &mut group, bytes);
+            if matches!(outcome, Opened::Unreadable { .. }) {
+                // What a failed message left in memory is not trusted: the store's is.
+                group = self.active(&provider, room)?;
+            }
+            keep_opened(&tx, room, room_seq, &outcome)?;
+            opened.push(outcome);
+        }
+        tx.commit()?;
+        Ok(opened)
+    }
+
+    /// What event `room_seq` of `room` opened to, if it was opened before.
+    fn opened_before(&self, room: &str, room_seq: u64) -> Result<Option<Opened>, E2eError> {
+        let cached: Option<String> = self
+            .connection
+            .prepare_cached("SELECT outcome FROM qchat_opened WHERE room = ?1 AND room_seq = ?2")?
+            .query_row(params![room, room_seq as i64], |r| r.get(0))
+            .optional()?;
+        cached.map(|c| serde_json::from_str(&c).map_err(|e| E2eError::Store(e.to_string()))).transpose()
+    }
+
+    /// Opens one application message with the room's group (none: this device is not in it).
+    fn open_message(&self, provider: &Provider<'_>, group: &mut Option<MlsGroup>, bytes: &[u8]) -> Opened {
+        let unreadable = |reason: &str| Opened::Unreadable { reason: reason.to_string() };
+        let Some(group) = group.as_mut() else {
             return unreadable("sent before this device was in the room's encryption group");
         };
         let message = match to_message(bytes).map(MlsMessageIn::try_into_protocol_message) {
@@ -357,12 +395,12 @@ impl Device {
                 let sender = identity_of(processed.credential());
                 match processed.into_content() {
                     ProcessedMessageContent::ApplicationMessage(app) => {
-                        Ok(Opened::Message { sender, plaintext: app.into_bytes() })
+                        Opened::Message { sender, plaintext: app.into_bytes() }
                     }
                     _ => unreadable("a group message that is not a chat message"),
                 }
             }
-            Err(e) => Ok(Opened::Unreadable { reason: format!("it does not decrypt on this device ({e:?})") }),
+            Err(e) => Opened::Unreadable { reason: format!("it does not decrypt on this device ({e:?})") },
         }
     }
 

@@ -185,3 +185,36 @@ fn a_burst_sealed_at_once_opens_in_order_and_survives_a_reopen() {
         qchat_e2e::E2eError::NotInGroup.to_string()
     );
 }
+
+#[test]
+fn a_run_of_messages_opens_in_one_go_past_a_forged_one_and_the_same_again_if_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob, _relay) = pair(&dir);
+    let plaintexts: Vec<Vec<u8>> = (0..5).map(|i| format!("run {i}").into_bytes()).collect();
+    let burst: Vec<&[u8]> = plaintexts.iter().map(Vec::as_slice).collect();
+    let sealed = alice.seal_all("pair", &burst).unwrap();
+    let forged = {
+        let mut bytes = sealed[2].clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        bytes
+    };
+    // Events 10.. of the room: the third is forged, the fourth is garbage.
+    let run: Vec<(u64, &[u8])> =
+        vec![(10, &sealed[0]), (11, &sealed[1]), (12, &forged), (13, b"not mls"), (14, &sealed[3]), (15, &sealed[4])];
+    let opened = bob.receive_messages("pair", &run).unwrap();
+    let texts: Vec<Option<&[u8]>> = opened.iter().map(text).collect();
+    assert_eq!(texts, [Some(&b"run 0"[..]), Some(b"run 1"), None, None, Some(b"run 3"), Some(b"run 4")]);
+    assert!(
+        matches!(&opened[2], Opened::Unreadable { reason } if reason.contains("does not decrypt")),
+        "{:?}",
+        opened[2]
+    );
+    assert!(matches!(&opened[3], Opened::Unreadable { reason } if reason.contains("not an MLS message")));
+    // Delivered again (after a reconnect), the same answers, one by one or as a run.
+    assert_eq!(bob.receive_messages("pair", &run).unwrap(), opened);
+    assert_eq!(bob.receive("pair", 14, Incoming::Message(&sealed[3]), &|_| true).unwrap(), opened[4]);
+    // A room this device is not in: each unreadable, none an error.
+    let elsewhere = bob.receive_messages("elsewhere", &run[..2]).unwrap();
+    assert!(elsewhere.iter().all(|o| matches!(o, Opened::Unreadable { .. })));
+}
