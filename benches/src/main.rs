@@ -135,6 +135,28 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         e2e::write_payload(&file, size)?;
     }
     let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data")).await?;
+    // Over the emulated link first, with the devices' state where the loopback clients keep
+    // theirs (one device, one end-to-end state: a second store would be a stranger to the
+    // room's group), before those connect.
+    let wan = match wan {
+        Some((spec, wan_size)) => {
+            eprintln!(
+                "{} over an emulated {} Mbit/s link, {} ms round trip, loss {} …",
+                qchat_shared::units::human_bytes(wan_size),
+                spec.rate_mbit,
+                spec.rtt_ms,
+                spec.loss
+            );
+            let wan_file = tmp.path().join("wan.bin");
+            e2e::write_payload(&wan_file, wan_size)?;
+            let figures = wan::run(&pki, &relay, tmp.path(), spec, &wan_file).await?;
+            std::fs::remove_file(wan_file)?;
+            // The loopback figures' peak is their own.
+            relay.reset_peak_rss()?;
+            Some(figures)
+        }
+        None => None,
+    };
     let mut run = e2e::E2e::connect(&pki, relay.addr, tmp.path()).await?;
 
     let gib = size as f64 / (1u64 << 30) as f64;
@@ -171,23 +193,6 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         throughput.download_cpu.add(after_upload, after_download, gib);
     }
     let peak_rss = relay.peak_rss_mib()?;
-    let wan = match wan {
-        Some((spec, wan_size)) => {
-            eprintln!(
-                "{} over an emulated {} Mbit/s link, {} ms round trip, loss {} …",
-                qchat_shared::units::human_bytes(wan_size),
-                spec.rate_mbit,
-                spec.rtt_ms,
-                spec.loss
-            );
-            let wan_file = tmp.path().join("wan.bin");
-            e2e::write_payload(&wan_file, wan_size)?;
-            let figures = wan::run(&pki, &relay, &tmp.path().join("wan"), spec, &wan_file).await?;
-            std::fs::remove_file(wan_file)?;
-            Some(figures)
-        }
-        None => None,
-    };
     let chat = if rounds > 0 {
         eprintln!("chat …");
         let idle = run.chat_latency(200).await?;

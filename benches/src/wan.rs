@@ -64,7 +64,8 @@ pub struct WanFigures {
     pub relay_peak_rss_mib: f64,
 }
 
-/// Uploads `file` as alice and downloads it as bob, each through a link of its own.
+/// Uploads `file` as alice and downloads it as bob, each through a link of its own, their
+/// clients keeping their state under `dir` (where the loopback clients keep theirs).
 pub async fn run(pki: &Path, relay: &RelayChild, dir: &Path, spec: WanSpec, file: &Path) -> Result<WanFigures> {
     let size = std::fs::metadata(file)?.len();
     relay.reset_peak_rss()?;
@@ -73,7 +74,7 @@ pub async fn run(pki: &Path, relay: &RelayChild, dir: &Path, spec: WanSpec, file
 
     let link = EmulatedLink::start(relay.addr, spec.link())?;
     let started = Instant::now();
-    let mut peer = Peer::start(alice, link.addr, &dir.join("alice")).await.context("alice over the link")?;
+    let mut peer = Peer::start(alice, link.addr, dir).await.context("alice over the link")?;
     let transfer = peer.client.send_file_to(crate::e2e::direct(), file);
     peer.uploaded(transfer).await?;
     let upload_s = started.elapsed().as_secs_f64();
@@ -82,7 +83,7 @@ pub async fn run(pki: &Path, relay: &RelayChild, dir: &Path, spec: WanSpec, file
 
     let link = EmulatedLink::start(relay.addr, spec.link())?;
     let started = Instant::now();
-    let mut peer = Peer::start(bob, link.addr, &dir.join("bob")).await.context("bob over the link")?;
+    let mut peer = Peer::start(bob, link.addr, dir).await.context("bob over the link")?;
     peer.client.receive_all(None);
     let saved = peer.saved().await?;
     let download_s = started.elapsed().as_secs_f64();
