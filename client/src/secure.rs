@@ -66,8 +66,18 @@ pub struct Secure {
     device: Mutex<Device>,
     /// Rooms whose group held every member's device at the relay's last answer.
     ready: HashSet<String>,
-    /// The rooms asked about on this connection, in order (the relay answers in order).
-    asked: VecDeque<Option<String>>,
+    /// The rooms asked about on this connection, in order (the relay answers in order),
+    /// each with its question's number.
+    asked: VecDeque<(Option<String>, u64)>,
+    /// Questions asked on this connection so far.
+    questions: u64,
+    /// Rooms whose group was put in doubt (a device joined, the members changed) and the
+    /// number of the first question asked after: answers to earlier ones are out of date.
+    doubted: std::collections::HashMap<String, u64>,
+    /// Likewise for every room (a device joined or went somewhere).
+    all_doubted: u64,
+    /// Rooms with a commit of ours out, and the number of the question it answered.
+    commit_asked: std::collections::HashMap<String, u64>,
     /// Rooms with a question or a commit out on this connection.
     busy: HashSet<Option<String>>,
     /// Rooms with a commit of ours out: no second one until the relay answers it (two
@@ -80,8 +90,18 @@ impl Secure {
         std::fs::create_dir_all(&dir.dir).map_err(|e| format!("cannot make {}: {e}", dir.dir.display()))?;
         let (name, issued) = device_identity(identity);
         let device = Device::open(&dir.dir.join("mls.db"), &name, issued.as_ref()).map_err(|e| e.to_string())?;
-        let (ready, asked, busy, committing) = Default::default();
-        Ok(Secure { device: Mutex::new(device), ready, asked, busy, committing })
+        let (ready, asked, busy, committing, doubted) = Default::default();
+        Ok(Secure {
+            device: Mutex::new(device),
+            ready,
+            asked,
+            questions: 0,
+            doubted,
+            all_doubted: 0,
+            commit_asked: Default::default(),
+            busy,
+            committing,
+        })
     }
 
     fn device(&self) -> MutexGuard<'_, Device> {
@@ -93,6 +113,9 @@ impl Secure {
     pub fn connected(&mut self) {
         self.ready.clear();
         self.asked.clear();
+        self.doubted.clear();
+        self.all_doubted = 0;
+        self.questions = 0;
         self.busy.clear();
         self.committing.clear();
     }
@@ -104,6 +127,30 @@ impl Secure {
     /// The room's members changed: check its group before the next message.
     pub fn unready(&mut self, room: &str) {
         self.ready.remove(room);
+        // An answer on its way may predate the change: it does not make the room ready.
+        self.doubted.insert(room.to_string(), self.questions);
+    }
+
+    /// Our commit in `room` is in force: the room is ready, unless its group was put in
+    /// doubt after the commit was made (then the next message asks again).
+    fn commit_in_force(&mut self, room: &str) {
+        let doubted = |number: u64| number < self.all_doubted || self.doubted.get(room).is_some_and(|d| number < *d);
+        match self.commit_asked.remove(room) {
+            Some(number) if !doubted(number) => {
+                self.ready.insert(room.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    /// Every ready room that `pick` picks: check its group before the next message (and
+    /// no answer on its way makes any room ready).
+    pub fn unready_all(&mut self, pick: impl Fn(&str) -> bool) {
+        self.all_doubted = self.questions;
+        let picked: Vec<String> = self.ready.iter().filter(|room| pick(room)).cloned().collect();
+        for room in picked {
+            self.unready(&room);
+        }
     }
 
     /// Key packages to top the relay's stock up with, when it holds `held`.
@@ -134,7 +181,8 @@ impl Secure {
             Some(room) => self.device().members(room).unwrap_or_default().into_iter().map(|(id, _)| id).collect(),
             None => Vec::new(),
         };
-        self.asked.push_back(key.clone());
+        self.asked.push_back((key.clone(), self.questions));
+        self.questions += 1;
         Some(ClientControl::GroupState { room: key, have })
     }
 
@@ -148,9 +196,14 @@ impl Secure {
         group_info: Option<Vec<u8>>,
         (add, devices): (Vec<DeviceKey>, Vec<String>),
     ) -> (Option<String>, Result<Option<ClientControl>, String>) {
-        let target = self.asked.pop_front().flatten();
+        let (target, number) = self.asked.pop_front().unwrap_or((None, u64::MAX));
         self.busy.remove(&target);
         let key = Some(room.to_string());
+        let out_of_date = number < self.all_doubted || self.doubted.get(room).is_some_and(|first| number < *first);
+        if out_of_date {
+            // Asked before a device joined or the members changed: asked again next.
+            return (target, Ok(None));
+        }
         if self.committing.contains(room) || behind {
             // Our commit's answer comes first, or a commit on its way to us: the group is
             // looked at again after it.
@@ -185,6 +238,7 @@ impl Secure {
                 }
                 self.busy.insert(key);
                 self.committing.insert(room.to_string());
+                self.commit_asked.insert(room.to_string(), number);
                 let frame = ClientControl::Commit {
                     room: room.to_string(),
                     epoch: commit.epoch,
@@ -199,7 +253,7 @@ impl Secure {
 
     /// The relay refused the oldest question: the target asked.
     pub fn refused_question(&mut self) -> Option<String> {
-        let target = self.asked.pop_front().flatten();
+        let (target, _) = self.asked.pop_front().unwrap_or_default();
         self.busy.remove(&target);
         target
     }
@@ -218,7 +272,7 @@ impl Secure {
                 return (None, None);
             }
         };
-        self.ready.insert(room.to_string());
+        self.commit_in_force(room);
         let me = self.device().identity().to_string();
         (self.group_info(room), news("this device", &added, &removed, &me))
     }
@@ -360,7 +414,7 @@ impl Secure {
                 let first = !added.is_empty() || !removed.is_empty();
                 self.busy.remove(&room_key);
                 self.committing.remove(&d.room);
-                self.ready.insert(d.room.clone());
+                self.commit_in_force(&d.room);
                 let info = if first { self.group_info(&d.room) } else { None };
                 let me = self.device().identity().to_string();
                 let reading = news("this device", &added, &removed, &me).map_or(Reading::Silent, Reading::Notice);

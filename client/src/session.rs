@@ -99,35 +99,20 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     core.read_upto = 0;
 
     let mut welcomed = false;
-    let mut stashed: Option<Command> = None;
     let mut reorder = Reorder::default();
     let mut dirty = false;
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let outcome = loop {
         let gap = reorder.gap_deadline();
         tokio::select! {
-            command = next_command(&mut stashed, &mut core.commands) => match command {
+            command = core.commands.recv() => match command {
                 Some(Command::Send(outgoing)) => {
-                    // Every send already waiting comes along, so that a burst is sealed
-                    // in one go; a command of another kind is kept for the next turn.
-                    let mut next = Some(outgoing);
-                    let mut taken = 0;
-                    while let Some(outgoing) = next.take() {
-                        let (id, refused) = (outgoing.id, refuse_locally(&outgoing.content));
-                        core.outbox.push(outgoing);
-                        if let Some(reason) = refused {
-                            core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
-                        }
-                        taken += 1;
-                        if taken < SENDS_AT_ONCE {
-                            match core.commands.try_recv() {
-                                Ok(Command::Send(outgoing)) => next = Some(outgoing),
-                                Ok(other) => stashed = Some(other),
-                                Err(_) => {}
-                            }
-                        }
-                    }
-                    if welcomed {
+                    let id = outgoing.id;
+                    let refused = refuse_locally(&outgoing.content);
+                    core.outbox.push(outgoing);
+                    if let Some(reason) = refused {
+                        core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
+                    } else if welcomed {
                         let frames = dispatch(core, &send_queue, &mut dispatched);
                         if write_all(&mut control_send, frames).await.is_err() {
                             break ended(welcomed, &connection, &who).await;
@@ -302,20 +287,6 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
         core.save_state().await;
     }
     outcome
-}
-
-/// Sends taken from the command channel at once (and sealed together).
-const SENDS_AT_ONCE: usize = 256;
-
-/// The command kept back from the last turn, or else the next from the channel.
-async fn next_command(
-    stashed: &mut Option<Command>,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> Option<Command> {
-    match stashed.take() {
-        Some(command) => Some(command),
-        None => commands.recv().await,
-    }
 }
 
 /// A message as the sending task takes it: id, room and sealed bytes.
@@ -647,10 +618,13 @@ async fn on_control(core: &mut Core, frame: RelayControl, tell: &mut Vec<ClientC
     false
 }
 
-/// The rooms `user` is in must check their groups before our next message in them.
+/// The rooms `user` is in must check their groups before our next message in them; so must
+/// every room whose members this client may not know yet (its list can lag behind the
+/// relay's), so every ready room not known to be without `user`.
 fn unready_rooms_of(core: &mut Core, user: &str) {
     if let Ok(secure) = core.secure.as_mut() {
-        core.rooms.list().iter().filter(|r| r.has(user)).for_each(|r| secure.unready(&r.name));
+        let without: HashSet<String> = core.rooms.list().into_iter().filter(|r| !r.has(user)).map(|r| r.name).collect();
+        secure.unready_all(|room| !without.contains(room));
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Device {
     pub(crate) crypto: RustCrypto,
     pub(crate) signer: SignatureKeyPair,
     pub(crate) identity: String,
+    /// Groups kept in memory between messages, as the store has them (each taken out while
+    /// in use and put back only after its transaction committed; any change of members
+    /// drops the room's).
+    pub(crate) loaded: std::collections::HashMap<String, MlsGroup>,
 }
 
 /// Keys made for a device before it first runs (by `qchat-certs user`): the relay serves
@@ -118,7 +122,7 @@ impl Device {
                 signer
             }
         };
-        Ok(Device { connection, crypto, signer, identity: identity.to_string() })
+        Ok(Device { connection, crypto, signer, identity: identity.to_string(), loaded: Default::default() })
     }
 
     /// This device's MLS identity (`user/device`).

@@ -141,6 +141,7 @@ impl Device {
     /// group, making the group first if this device has none. The group moves on only
     /// when the relay delivers the commit back; [`Device::refused`] drops it.
     pub fn change(&mut self, room: &str, add: &[Candidate], remove: &[String]) -> Result<Commit, E2eError> {
+        self.loaded.remove(room);
         let tx = self.connection.unchecked_transaction()?;
         let provider = Provider::new(&self.crypto, &tx);
         let (mut group, provisional) = match self.active(&provider, room)? {
@@ -208,6 +209,7 @@ impl Device {
     /// Makes a commit that brings this device into the room's group from the group's
     /// `group_info` (which the relay keeps), for a member's device nobody added.
     pub fn join(&mut self, room: &str, group_info: &[u8]) -> Result<Commit, E2eError> {
+        self.loaded.remove(room);
         let MlsMessageBodyIn::GroupInfo(info) = to_message(group_info).map_err(E2eError::Refused)?.extract() else {
             return Err(E2eError::Refused("the relay's group info is not one".into()));
         };
@@ -241,6 +243,7 @@ impl Device {
     /// The relay took this device's pending commit in `room`: it is in force at once (the
     /// relay's delivery of it, later, is then only confirmed). What it added and removed.
     pub fn confirm(&mut self, room: &str) -> Result<(Vec<String>, Vec<String>), E2eError> {
+        self.loaded.remove(room);
         let tx = self.connection.unchecked_transaction()?;
         let provider = Provider::new(&self.crypto, &tx);
         let merged = self.merge_pending(&provider, room)?;
@@ -260,6 +263,7 @@ impl Device {
     /// The relay did not take this device's pending commit in `room` (another came first):
     /// it is dropped, with a group that only it would have made.
     pub fn refused(&mut self, room: &str) -> Result<(), E2eError> {
+        self.loaded.remove(room);
         let tx = self.connection.unchecked_transaction()?;
         let provider = Provider::new(&self.crypto, &tx);
         self.drop_pending(&provider, room)?;
@@ -304,9 +308,13 @@ impl Device {
     /// once and its ratchet written in one transaction (a burst of messages costs one
     /// load and one commit, not one each).
     pub fn seal_all(&mut self, room: &str, plaintexts: &[&[u8]]) -> Result<Vec<Vec<u8>>, E2eError> {
+        let kept = self.loaded.remove(room);
         let tx = self.connection.unchecked_transaction()?;
         let provider = Provider::new(&self.crypto, &tx);
-        let mut group = self.active(&provider, room)?.ok_or(E2eError::NotInGroup)?;
+        let mut group = match kept {
+            Some(group) => group,
+            None => self.active(&provider, room)?.ok_or(E2eError::NotInGroup)?,
+        };
         let sealed = plaintexts
             .iter()
             .map(|plaintext| {
@@ -314,6 +322,7 @@ impl Device {
             })
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
+        self.loaded.insert(room.to_string(), group);
         Ok(sealed)
     }
 
@@ -331,27 +340,31 @@ impl Device {
         if let Some(cached) = self.opened_before(room, room_seq)? {
             return Ok(cached);
         }
-        let tx = self.connection.unchecked_transaction()?;
-        let provider = Provider::new(&self.crypto, &tx);
-        let opened = match incoming {
-            Incoming::Message(bytes) => {
-                let mut group = self.active(&provider, room)?;
-                self.open_message(&provider, &mut group, bytes)
+        match incoming {
+            Incoming::Message(bytes) => Ok(self.receive_messages(room, &[(room_seq, bytes)])?.remove(0)),
+            Incoming::Commit { commit, welcome } => {
+                self.loaded.remove(room);
+                let tx = self.connection.unchecked_transaction()?;
+                let provider = Provider::new(&self.crypto, &tx);
+                let opened = self.open_commit(&provider, room, (commit, welcome), may_join)?;
+                keep_opened(&tx, room, room_seq, &opened)?;
+                tx.commit()?;
+                Ok(opened)
             }
-            Incoming::Commit { commit, welcome } => self.open_commit(&provider, room, (commit, welcome), may_join)?,
-        };
-        keep_opened(&tx, room, room_seq, &opened)?;
-        tx.commit()?;
-        Ok(opened)
+        }
     }
 
     /// Opens application messages of one room, `(room_seq, bytes)` in the room's order, as
     /// [`Device::receive`] opens each, but in one transaction with the group loaded once
     /// (a burst costs one load and one commit, not one each).
     pub fn receive_messages(&mut self, room: &str, messages: &[(u64, &[u8])]) -> Result<Vec<Opened>, E2eError> {
+        let kept = self.loaded.remove(room);
         let tx = self.connection.unchecked_transaction()?;
         let provider = Provider::new(&self.crypto, &tx);
-        let mut group = self.active(&provider, room)?;
+        let mut group = match kept {
+            Some(group) => Some(group),
+            None => self.active(&provider, room)?,
+        };
         let mut opened = Vec::with_capacity(messages.len());
         for &(room_seq, bytes) in messages {
             if let Some(cached) = self.opened_before(room, room_seq)? {
@@ -367,6 +380,9 @@ impl Device {
             opened.push(outcome);
         }
         tx.commit()?;
+        if let Some(group) = group {
+            self.loaded.insert(room.to_string(), group);
+        }
         Ok(opened)
     }
 
