@@ -99,11 +99,9 @@ async fn room_messages_reach_every_members_devices_in_one_order_and_tick_when_al
     // knew of a device is one that device cannot read (MLS: it was not in the group yet).
     for who in ["alice", "bob", "carol"] {
         let client = c.get_mut(who).unwrap();
-        client
-            .expect("bob's new device", |e| {
-                matches!(e, Event::DeviceAdded { ref user, .. } if user == "bob").then_some(())
-            })
-            .await;
+        let is_phone =
+            |e: &Event| matches!(e, Event::DeviceAdded { user, device } if user == "bob" && device.id == phone_id);
+        client.expect("bob's new device", |e| is_phone(&e).then_some(())).await;
     }
 
     // Three people write at once: everyone sees one order.
