@@ -99,20 +99,35 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
     core.read_upto = 0;
 
     let mut welcomed = false;
+    let mut stashed: Option<Command> = None;
     let mut reorder = Reorder::default();
     let mut dirty = false;
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let outcome = loop {
         let gap = reorder.gap_deadline();
         tokio::select! {
-            command = core.commands.recv() => match command {
+            command = next_command(&mut stashed, &mut core.commands) => match command {
                 Some(Command::Send(outgoing)) => {
-                    let id = outgoing.id;
-                    let refused = refuse_locally(&outgoing.content);
-                    core.outbox.push(outgoing);
-                    if let Some(reason) = refused {
-                        core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
-                    } else if welcomed {
+                    // Every send already waiting comes along, so that a burst is sealed
+                    // in one go; a command of another kind is kept for the next turn.
+                    let mut next = Some(outgoing);
+                    let mut taken = 0;
+                    while let Some(outgoing) = next.take() {
+                        let (id, refused) = (outgoing.id, refuse_locally(&outgoing.content));
+                        core.outbox.push(outgoing);
+                        if let Some(reason) = refused {
+                            core.settle(id, Err(SendError::Refused(reason)), &mut Vec::new());
+                        }
+                        taken += 1;
+                        if taken < SENDS_AT_ONCE {
+                            match core.commands.try_recv() {
+                                Ok(Command::Send(outgoing)) => next = Some(outgoing),
+                                Ok(other) => stashed = Some(other),
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                    if welcomed {
                         let frames = dispatch(core, &send_queue, &mut dispatched);
                         if write_all(&mut control_send, frames).await.is_err() {
                             break ended(welcomed, &connection, &who).await;
@@ -287,6 +302,20 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
         core.save_state().await;
     }
     outcome
+}
+
+/// Sends taken from the command channel at once (and sealed together).
+const SENDS_AT_ONCE: usize = 256;
+
+/// The command kept back from the last turn, or else the next from the channel.
+async fn next_command(
+    stashed: &mut Option<Command>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<Command> {
+    match stashed.take() {
+        Some(command) => Some(command),
+        None => commands.recv().await,
+    }
 }
 
 /// A message as the sending task takes it: id, room and sealed bytes.
