@@ -116,6 +116,7 @@ impl Secure {
         self.doubted.clear();
         self.all_doubted = 0;
         self.questions = 0;
+        self.commit_asked.clear();
         self.busy.clear();
         self.committing.clear();
     }
@@ -289,6 +290,7 @@ impl Secure {
         }
         self.busy.remove(&Some(room.to_string()));
         self.committing.remove(room);
+        self.commit_asked.remove(room);
     }
 
     /// Seals each of `contents` for `room`, in order, in one go.
