@@ -135,13 +135,17 @@ impl Secure {
     /// Our commit in `room` is in force: the room is ready, unless its group was put in
     /// doubt after the commit was made (then the next message asks again).
     fn commit_in_force(&mut self, room: &str) {
-        let doubted = |number: u64| number < self.all_doubted || self.doubted.get(room).is_some_and(|d| number < *d);
         match self.commit_asked.remove(room) {
-            Some(number) if !doubted(number) => {
+            Some(number) if !self.outdated(room, number) => {
                 self.ready.insert(room.to_string());
             }
             _ => {}
         }
+    }
+
+    /// Whether question `number` was asked before `room`'s group was last put in doubt.
+    fn outdated(&self, room: &str, number: u64) -> bool {
+        number < self.all_doubted || self.doubted.get(room).is_some_and(|first| number < *first)
     }
 
     /// Every ready room that `pick` picks: check its group before the next message (and
@@ -200,8 +204,7 @@ impl Secure {
         let (target, number) = self.asked.pop_front().unwrap_or((None, u64::MAX));
         self.busy.remove(&target);
         let key = Some(room.to_string());
-        let out_of_date = number < self.all_doubted || self.doubted.get(room).is_some_and(|first| number < *first);
-        if out_of_date {
+        if self.outdated(room, number) {
             // Asked before a device joined or the members changed: asked again next.
             return (target, Ok(None));
         }

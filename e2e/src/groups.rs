@@ -337,12 +337,13 @@ impl Device {
         incoming: Incoming<'_>,
         may_join: &dyn Fn(&str) -> bool,
     ) -> Result<Opened, E2eError> {
-        if let Some(cached) = self.opened_before(room, room_seq)? {
-            return Ok(cached);
-        }
         match incoming {
+            // (It looks for an answer given before itself.)
             Incoming::Message(bytes) => Ok(self.receive_messages(room, &[(room_seq, bytes)])?.remove(0)),
             Incoming::Commit { commit, welcome } => {
+                if let Some(cached) = self.opened_before(room, room_seq)? {
+                    return Ok(cached);
+                }
                 self.loaded.remove(room);
                 let tx = self.connection.unchecked_transaction()?;
                 let provider = Provider::new(&self.crypto, &tx);

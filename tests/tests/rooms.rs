@@ -35,10 +35,7 @@ async fn room_messages(client: &mut TestClient, room: &str, n: usize) -> Vec<(u6
     while got.len() < n {
         let m = client.expect("a room message", |e| match e {
             Event::Message(m) if m.room == room => Some(m),
-            other => {
-                eprintln!("HACK {other:?}");
-                None
-            }
+            _ => None,
         });
         let m = m.await;
         got.push((m.room_seq, m.from, m.text));
