@@ -195,6 +195,7 @@ impl RoomRequest {
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     next_transfer: Arc<AtomicU64>,
+    history: History,
 }
 
 impl Client {
@@ -220,6 +221,7 @@ impl Client {
             offers: file_offers,
         };
         let secure = Secure::open(&state_dir, &options.identity);
+        let history = History::new(&state_dir, &options.identity.user);
         let core = Core {
             secure: secure.map_err(|e| e.to_string()),
             file_offers: offers_rx,
@@ -233,7 +235,7 @@ impl Client {
             listing: Vec::new(),
             listing_done: false,
             keys_due: None,
-            history: History::new(&state_dir),
+            history: history.clone(),
             saved: state_dir.load(),
             state_dir,
             options,
@@ -253,7 +255,12 @@ impl Client {
             next_download: 1 << 32,
         };
         tokio::spawn(core.run());
-        (Client { commands, next_transfer: Arc::new(AtomicU64::new(1)) }, events_rx)
+        (Client { commands, next_transfer: Arc::new(AtomicU64::new(1)), history }, events_rx)
+    }
+
+    /// The conversations on this PC, for a window to read a page at a time.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Queues a file to upload to the default room; its events carry the returned id.
@@ -701,10 +708,6 @@ impl Core {
     }
 
     async fn run(mut self) {
-        let history = self.history.clone();
-        let mut lines = tokio::task::spawn_blocking(move || history.load()).await.unwrap_or_default();
-        crate::history::assign_rooms(&mut lines, &self.options.identity.user);
-        self.emit(Event::History(lines));
         let server = self.options.server().to_string();
         let mut backoff = FIRST_BACKOFF;
         loop {

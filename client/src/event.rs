@@ -48,8 +48,6 @@ pub enum ConnectionState {
 /// Everything the core tells its user interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The conversation kept on disk, sent once when the client starts.
-    History(Vec<crate::history::ChatLine>),
     Connection(ConnectionState),
     /// A message (each id once per run, in the relay's order).
     Message(IncomingMessage),

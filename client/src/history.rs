@@ -1,16 +1,21 @@
-//! The conversations as this client has seen them, kept on disk per identity, so that
-//! they are still there after a restart: an append-only `history.jsonl` (0600) of
-//! messages, changes of rooms' members, and receipts. Writes run on a blocking thread, never on tokio's workers; messages from the
-//! peer are fsynced before the client acknowledges them to the relay.
+//! The conversations as this client has seen them, kept on disk per identity so that
+//! they are still there after a restart: `history.db` (SQLite, 0600) holds messages,
+//! changes of rooms' members, receipts, and where the user was in each room. A window
+//! reads it a page at a time ([`History::read`]), so a long history costs neither memory
+//! nor time at start. Writes run on a blocking thread, never on tokio's workers; messages
+//! from the peer are fsynced before the client acknowledges them to the relay.
 
-use std::collections::HashMap;
-use std::io::Write;
+mod legacy;
+mod store;
+
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use qchat_shared::frame::MessageId;
 use serde::{Deserialize, Serialize};
 
 use crate::state::StateDir;
+use store::Store;
 
 /// One line of the chat log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,58 +107,106 @@ pub enum Record {
     },
 }
 
-/// Gives the lines of a client from before rooms their room: the direct room of `me` and
-/// the one other person of those days (whoever wrote the first line that is not ours).
-pub fn assign_rooms(lines: &mut [ChatLine], me: &str) {
-    let Some(peer) = lines.iter().find(|l| l.room.is_empty() && !l.mine).map(|l| l.from.clone()) else { return };
-    let room = qchat_shared::names::direct_room(me, &peer);
-    for line in lines.iter_mut().filter(|l| l.room.is_empty()) {
-        line.room = room.clone();
-    }
+/// Which lines of a room to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// Its newest lines, this many at most.
+    Newest(usize),
+    /// The `limit` lines just before the line with this `seq`.
+    Before { seq: u64, limit: usize },
+    /// The `limit` lines from the line with this `seq` on (it included).
+    From { seq: u64, limit: usize },
+    /// `limit` lines from `before` lines back from the line with this `seq` (it included):
+    /// a place in the room with what leads up to it.
+    Around { seq: u64, before: usize, limit: usize },
 }
 
-/// The history file of one identity.
-#[derive(Debug, Clone)]
+/// Lines of one room, in the relay's order, and how many it has on either side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub lines: Vec<ChatLine>,
+    /// Lines before the first of `lines`.
+    pub earlier: usize,
+    /// Lines after the last of `lines`.
+    pub later: usize,
+}
+
+/// What a search of a room found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The words looked for, as compared (trimmed, lower case).
+    pub words: String,
+    /// How many messages have them.
+    pub count: usize,
+    /// The newest of those, in the relay's order.
+    pub lines: Vec<ChatLine>,
+}
+
+/// Where the user was in a room, for the window to come back to.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Place {
+    /// The last line seen: lines after it are new.
+    pub seen_upto: Option<u64>,
+    /// Reading back: the first line laid out and how far down (0 to 1) the view was.
+    pub reading: Option<(u64, f32)>,
+}
+
+/// Where the user was in the rooms, as kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Places {
+    pub rooms: Vec<RoomPlace>,
+    /// The room shown last.
+    pub last_shown: Option<String>,
+}
+
+/// Where the user was in one room, and what came after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomPlace {
+    pub room: String,
+    pub place: Place,
+    /// Messages from others after the last line seen.
+    pub unread: usize,
+    /// The room's newest stored line when this was read.
+    pub last_seq: Option<u64>,
+}
+
+/// The history of one identity; cheap to clone (clones share the open database).
+#[derive(Clone)]
 pub struct History {
-    file: PathBuf,
+    dir: PathBuf,
+    me: String,
+    store: Arc<Mutex<Option<Store>>>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").field("dir", &self.dir).finish()
+    }
 }
 
 impl History {
-    pub fn new(state: &StateDir) -> Self {
-        History { file: state.dir.join("history.jsonl") }
+    /// The history in `state`'s folder of the user `me` (opened when first used, so that a
+    /// failure to open it is reported where it matters, by each call).
+    pub fn new(state: &StateDir, me: &str) -> Self {
+        History { dir: state.dir.clone(), me: me.to_string(), store: Arc::new(Mutex::new(None)) }
     }
 
-    /// Every line so far, in the relay's order (messages not stored yet last).
-    pub fn load(&self) -> Vec<ChatLine> {
-        let Ok(text) = std::fs::read_to_string(&self.file) else { return Vec::new() };
-        let mut lines: Vec<ChatLine> = Vec::new();
-        let mut at: HashMap<MessageId, usize> = HashMap::new();
-        for record in text.lines().filter_map(|l| serde_json::from_str::<Record>(l).ok()) {
-            match record {
-                Record::Line(line) => match at.get(&line.id) {
-                    Some(&i) => {
-                        let received_by = std::mem::take(&mut lines[i].received_by);
-                        lines[i] = ChatLine { delivered: lines[i].delivered || line.delivered, received_by, ..line }
-                    }
-                    None => {
-                        at.insert(line.id, lines.len());
-                        lines.push(line);
-                    }
-                },
-                Record::Delivered(id) => {
-                    if let Some(&i) = at.get(&id) {
-                        lines[i].delivered = true;
-                    }
-                }
-                Record::Receipt { id, by, everyone } => {
-                    if let Some(&i) = at.get(&id) {
-                        lines[i].received(&by, everyone);
-                    }
-                }
-            }
+    /// Runs `f` on the open store, opening it first if need be (blocking).
+    fn with<T>(&self, f: impl FnOnce(&mut Store) -> rusqlite::Result<T>) -> std::io::Result<T> {
+        let mut store = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if store.is_none() {
+            *store = Some(Store::open(&self.dir, &self.me).map_err(std::io::Error::other)?);
         }
-        lines.sort_by_key(ChatLine::order);
-        lines
+        f(store.as_mut().expect("opened above")).map_err(std::io::Error::other)
+    }
+
+    /// Runs `f` on a blocking thread.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> rusqlite::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let history = self.clone();
+        tokio::task::spawn_blocking(move || history.with(f)).await.map_err(std::io::Error::other)?
     }
 
     /// Appends `records` on a blocking thread; with `durable`, they are on disk (fsynced)
@@ -162,41 +215,34 @@ impl History {
         if records.is_empty() {
             return Ok(());
         }
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || append_now(&file, &records, durable))
-            .await
-            .map_err(std::io::Error::other)?
+        self.off_thread(move |store| store.append(&records, durable)).await
     }
-}
 
-fn append_now(path: &std::path::Path, records: &[Record], durable: bool) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    /// The lines of `room` that `span` names.
+    pub async fn read(&self, room: String, span: Span) -> std::io::Result<Page> {
+        self.off_thread(move |store| store.read(&room, span)).await
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+
+    /// The newest `limit` messages of `room` with `words` in them (in any case), and how many
+    /// there are.
+    pub async fn search(&self, room: String, words: String, limit: usize) -> std::io::Result<Found> {
+        self.off_thread(move |store| store.search(&room, &words, limit)).await
     }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        // A history written by an older client may still be readable by others.
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+
+    /// The newest stored line of `room`.
+    pub async fn last_seq(&self, room: String) -> std::io::Result<Option<u64>> {
+        self.off_thread(move |store| store.last_seq(&room)).await
     }
-    let mut bytes = Vec::new();
-    for record in records {
-        serde_json::to_writer(&mut bytes, record).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
+
+    /// Where the user was in each room, and the room shown last.
+    pub async fn places(&self) -> std::io::Result<Places> {
+        self.off_thread(|store| store.places()).await
     }
-    file.write_all(&bytes)?;
-    if durable {
-        file.sync_data()?;
+
+    /// Remembers where the user is in `room`; with `shown_ms`, that it is the room shown.
+    pub async fn set_place(&self, room: String, place: Place, shown_ms: Option<i64>) -> std::io::Result<()> {
+        self.off_thread(move |store| store.set_place(&room, &place, shown_ms)).await
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -207,7 +253,7 @@ mod tests {
         ChatLine {
             id: MessageId([seq as u8; 16]),
             seq: Some(seq),
-            room: String::new(),
+            room: "alice+bob".into(),
             from: if mine { "alice" } else { "bob" }.into(),
             text: format!("m{seq}"),
             time_ms: seq as i64,
@@ -218,14 +264,33 @@ mod tests {
         }
     }
 
+    /// `n` lines of the room `team`, seq 1 to n, with distinct ids.
+    fn team_lines(n: u64) -> Vec<Record> {
+        (1..=n)
+            .map(|seq| {
+                let mut id = [0; 16];
+                id[..8].copy_from_slice(&seq.to_be_bytes());
+                Record::Line(ChatLine { id: MessageId(id), room: "team".into(), ..line(seq, false) })
+            })
+            .collect()
+    }
+
+    fn history_in(dir: &std::path::Path) -> History {
+        History::new(&StateDir { dir: dir.to_path_buf() }, "alice")
+    }
+
+    fn seqs(page: &Page) -> Vec<u64> {
+        page.lines.iter().map(|l| l.seq.unwrap()).collect()
+    }
+
     #[test]
     fn a_history_from_before_rooms_is_the_direct_room_and_receipts_say_who() {
         // A line as a client from before rooms wrote it: no room, no receipts by name.
         let mut old = serde_json::to_value(Record::Line(line(1, true))).unwrap();
         old["Line"].as_object_mut().unwrap().remove("room");
         let Record::Line(first) = serde_json::from_value(old).unwrap() else { panic!() };
-        let mut lines = vec![first, line(2, false)];
-        assign_rooms(&mut lines, "alice");
+        let mut lines = vec![first, ChatLine { room: String::new(), ..line(2, false) }];
+        legacy::assign_rooms(&mut lines, "alice");
         assert!(lines.iter().all(|l| l.room == "alice+bob"));
         lines[0].received("bob", false);
         lines[0].received("bob", true);
@@ -233,21 +298,152 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn survives_a_reload_in_order_with_receipts() {
+    async fn survives_a_reopen_in_order_with_receipts() {
         let dir = tempfile::tempdir().unwrap();
-        let history = History::new(&StateDir { dir: dir.path().to_path_buf() });
+        let history = history_in(dir.path());
         history.append(vec![Record::Line(line(3, false)), Record::Line(line(1, true))], true).await.unwrap();
         history.append(vec![Record::Delivered(MessageId([1; 16]))], false).await.unwrap();
+        let receipt = |by: &str| Record::Receipt { id: MessageId([1; 16]), by: by.into(), everyone: false };
+        history.append(vec![receipt("bob"), receipt("carol"), receipt("bob")], false).await.unwrap();
         history.append(vec![Record::Line(line(2, false)), Record::Line(line(2, false))], true).await.unwrap();
-        let lines = history.load();
-        assert_eq!(lines.iter().map(|l| l.seq.unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
-        assert!(lines[0].delivered && !lines[1].delivered);
+        drop(history);
+        let page = history_in(dir.path()).read("alice+bob".into(), Span::Newest(10)).await.unwrap();
+        assert_eq!((seqs(&page), page.earlier, page.later), (vec![1, 2, 3], 0, 0));
+        assert!(page.lines[0].delivered && !page.lines[1].delivered);
+        assert_eq!(page.lines[0].received_by, ["bob", "carol"], "each once, in the order they came");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("history.jsonl")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("history.db")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "the conversation is private");
         }
+    }
+
+    #[tokio::test]
+    async fn pages_have_what_their_span_asks_at_every_boundary() {
+        const LIMIT: usize = 4;
+        for n in [0, 1, LIMIT - 1, LIMIT, LIMIT + 1, 3 * LIMIT] {
+            let dir = tempfile::tempdir().unwrap();
+            let history = history_in(dir.path());
+            history.append(team_lines(n as u64), false).await.unwrap();
+            let read = |span| history.read("team".into(), span);
+
+            let newest = read(Span::Newest(LIMIT)).await.unwrap();
+            let shown = n.min(LIMIT);
+            assert_eq!(seqs(&newest), ((n - shown + 1) as u64..=n as u64).collect::<Vec<_>>(), "{n} lines");
+            assert_eq!((newest.earlier, newest.later), (n - shown, 0), "{n} lines");
+
+            // Going back a page at a time reaches the first line, and no further.
+            let mut first = newest.lines.first().and_then(|l| l.seq);
+            let mut seen = newest.lines.len();
+            while let Some(seq) = first {
+                let page = read(Span::Before { seq, limit: LIMIT }).await.unwrap();
+                assert_eq!(page.later, seen, "{n} lines, before {seq}");
+                assert_eq!(page.earlier + page.lines.len() + seen, n);
+                seen += page.lines.len();
+                first = page.lines.first().and_then(|l| l.seq);
+            }
+            assert_eq!(seen, n);
+
+            // Around the line 3: two lines up to it, then what follows.
+            let around = read(Span::Around { seq: 3, before: 2, limit: LIMIT }).await.unwrap();
+            let expected: Vec<u64> = (if n >= 3 { 2 } else { 1 }..=n as u64).take(LIMIT).collect();
+            assert_eq!(seqs(&around), expected, "{n} lines, around 3");
+
+            let from = read(Span::From { seq: 2, limit: LIMIT }).await.unwrap();
+            let expected: Vec<u64> = (2..=n as u64).take(LIMIT).collect();
+            assert_eq!(seqs(&from), expected, "{n} lines");
+            assert_eq!((from.earlier, from.later), (n.min(1), n.saturating_sub(1 + expected.len())), "{n} lines");
+        }
+        // Another room's lines are not this room's.
+        let dir = tempfile::tempdir().unwrap();
+        let history = history_in(dir.path());
+        history.append(team_lines(3), false).await.unwrap();
+        assert_eq!(history.read("other".into(), Span::Newest(5)).await.unwrap(), Page::default());
+        assert_eq!(history.last_seq("team".into()).await.unwrap(), Some(3));
+        assert_eq!(history.last_seq("other".into()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_search_finds_words_in_any_case_newest_first_with_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = history_in(dir.path());
+        let said = ["Hello Bob", "ПРИВЕТ мир", "hello again", "你好 hello", "nothing"];
+        let records = said.iter().enumerate().map(|(i, text)| {
+            let seq = i as u64 + 1;
+            Record::Line(ChatLine { text: text.to_string(), ..line(seq, false) })
+        });
+        history.append(records.collect(), false).await.unwrap();
+        let found = history.search("alice+bob".into(), " HELLO ".into(), 2).await.unwrap();
+        assert_eq!(found.count, 3);
+        let texts: Vec<&str> = found.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["hello again", "你好 hello"], "the newest two, in order");
+        let found = history.search("alice+bob".into(), "привет".into(), 10).await.unwrap();
+        assert_eq!(found.count, 1, "not only ASCII is folded");
+        assert_eq!(history.search("alice+bob".into(), "absent".into(), 10).await.unwrap().count, 0);
+    }
+
+    #[tokio::test]
+    async fn places_are_kept_per_room_with_the_room_shown_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = history_in(dir.path());
+        assert_eq!(history.places().await.unwrap(), Places::default());
+        history.append(team_lines(10), false).await.unwrap();
+        let mine = Record::Line(ChatLine { room: "team".into(), ..line(11, true) });
+        history.append(vec![mine], false).await.unwrap();
+        let reading = Place { seen_upto: Some(7), reading: Some((3, 0.25)) };
+        history.set_place("team".into(), reading, Some(100)).await.unwrap();
+        history.set_place("alice+bob".into(), Place { seen_upto: Some(9), reading: None }, Some(200)).await.unwrap();
+        // Leaving a room records its place without making it the one shown.
+        history.set_place("team".into(), Place { seen_upto: Some(8), ..reading }, None).await.unwrap();
+        drop(history);
+        let places = history_in(dir.path()).places().await.unwrap();
+        assert_eq!(places.last_shown.as_deref(), Some("alice+bob"));
+        let team = places.rooms.iter().find(|p| p.room == "team").unwrap();
+        assert_eq!(team.place, Place { seen_upto: Some(8), reading: Some((3, 0.25)) });
+        assert_eq!((team.unread, team.last_seq), (2, Some(11)), "9 and 10 are unread; 11 is ours");
+    }
+
+    #[tokio::test]
+    async fn an_old_history_file_is_imported_once_with_everything_it_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("history.jsonl");
+        let mut first = serde_json::to_value(Record::Line(line(1, true))).unwrap();
+        first["Line"].as_object_mut().unwrap().remove("room");
+        let records = [
+            first,
+            serde_json::to_value(Record::Line(ChatLine { room: String::new(), ..line(2, false) })).unwrap(),
+            serde_json::to_value(Record::Receipt { id: MessageId([1; 16]), by: "bob".into(), everyone: true }).unwrap(),
+        ];
+        let mut text: String = records.iter().map(|r| format!("{r}\n")).collect();
+        text.push_str("not a record\n");
+        std::fs::write(&old, text).unwrap();
+        let history = history_in(dir.path());
+        let page = history.read("alice+bob".into(), Span::Newest(10)).await.unwrap();
+        assert_eq!(seqs(&page), [1, 2], "in the direct room of those days");
+        assert!(page.lines[0].delivered);
+        assert_eq!(page.lines[0].received_by, ["bob"]);
+        assert!(!old.exists() && dir.path().join("history.jsonl.imported").exists());
+        // Opened again: nothing is imported twice.
+        drop(history);
+        let page = history_in(dir.path()).read("alice+bob".into(), Span::Newest(10)).await.unwrap();
+        assert_eq!(page.lines.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_history_of_a_newer_client_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = history_in(dir.path());
+        history.append(team_lines(2), true).await.unwrap();
+        drop(history);
+        let db = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+        db.pragma_update(None, "user_version", 99).unwrap();
+        drop(db);
+        let error = history_in(dir.path()).read("team".into(), Span::Newest(5)).await.unwrap_err();
+        assert!(error.to_string().contains("cannot be read"), "{error}");
+        let db = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+        let kept: i64 = db.query_row("SELECT count(*) FROM lines", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 2);
     }
 
     #[tokio::test]
@@ -256,7 +452,7 @@ mod tests {
         // The history's folder is a file: nothing can be written there.
         let blocked = dir.path().join("blocked");
         std::fs::write(&blocked, b"").unwrap();
-        let history = History::new(&StateDir { dir: blocked });
+        let history = history_in(&blocked);
         assert!(history.append(vec![Record::Line(line(1, false))], true).await.is_err());
     }
 }

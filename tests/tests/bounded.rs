@@ -267,14 +267,14 @@ async fn the_relays_and_the_clients_files_are_private() {
     let mut seen = 0;
     for dir in state {
         let dir = dir.unwrap().path();
-        for name in ["history.jsonl", "state.json"] {
+        for name in ["history.db", "history.db-wal", "state.json"] {
             if dir.join(name).exists() {
                 assert_eq!(mode(&dir.join(name)), 0o600, "{}", dir.join(name).display());
                 seen += 1;
             }
         }
     }
-    assert!(seen >= 2, "the clients' files were checked");
+    assert!(seen >= 4, "the clients' files were checked");
 }
 
 #[tokio::test]
@@ -285,14 +285,16 @@ async fn a_history_that_cannot_be_written_is_reported_and_not_acknowledged() {
     let mut bob = relay.client("bob");
     bob.connected().await;
     bob.stop().await;
-    // Bob's history file becomes a folder: appending to it fails.
+    // Bob's history database becomes a folder: it cannot be opened, nor written.
     let bob_dir = std::fs::read_dir(relay.clients_dir.join("clients"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("bob@"))
         .expect("bob's state folder");
-    let _ = std::fs::remove_file(bob_dir.join("history.jsonl"));
-    std::fs::create_dir_all(bob_dir.join("history.jsonl")).unwrap();
+    for name in ["history.db", "history.db-wal", "history.db-shm"] {
+        let _ = std::fs::remove_file(bob_dir.join(name));
+    }
+    std::fs::create_dir_all(bob_dir.join("history.db")).unwrap();
     alice.client.send_and_wait("keep me").await.unwrap();
     let mut bob = relay.client("bob");
     let reason = bob

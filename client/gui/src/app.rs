@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iced::futures::SinkExt;
+use iced::widget::operation::AbsoluteOffset;
+use iced::widget::selector::{self, Target};
 use iced::widget::{operation, text_editor};
 use iced::{event, keyboard, window, Subscription, Task};
+use qchat_client::history::{History, Place};
 use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, RoomRequest, TransferId};
 use qchat_shared::frame::FileId;
 
-use crate::model::{Devices, Model};
+use crate::model::{Answer, Devices, Model, Read, Scroll};
 
 /// The chat log's widget id (to keep it scrolled to the newest line).
 pub const LOG: &str = "chat-log";
@@ -21,6 +24,8 @@ pub const LOG: &str = "chat-log";
 pub const INPUT: &str = "chat-input";
 /// The search field's widget id (focused by Ctrl+F).
 pub const SEARCH: &str = "search";
+/// The "new" divider's widget id (the log is scrolled to it when a room opens there).
+pub const DIVIDER: &str = "new-divider";
 
 /// Everything the window can be told.
 #[derive(Debug, Clone)]
@@ -87,8 +92,23 @@ pub enum Message {
     LeaveRoom,
     /// "Safety number" in a direct room: ask for the one with this person.
     Verify(String),
-    /// The chat log was scrolled: to its end, or not.
-    LogScrolled(bool),
+    /// The chat log was scrolled: to its end or not, this far down its content, which is
+    /// this tall.
+    LogScrolled {
+        at_end: bool,
+        offset: f32,
+        content: f32,
+    },
+    /// A read of the history (numbered as asked) came back.
+    Answered(u64, Result<Answer, String>),
+    /// Where the log and the divider are laid out, to scroll as `Scroll` says.
+    Measured(Scroll, Option<Target>, Option<Target>),
+    /// Time to write down the places that changed while scrolling.
+    KeepPlaces,
+    /// These places were written down (or could not be: the log says why).
+    PlacesWritten(Vec<(String, Place)>),
+    /// "Show later messages": read the page after the log's last line.
+    ShowLater,
     /// "N new messages ↓": go to the newest line.
     JumpToEnd,
     /// "Show earlier messages": lay out another page of the room's history.
@@ -131,7 +151,14 @@ pub struct App {
     pub forms: RoomForms,
     /// Where the window's size is remembered (none: it is not).
     pub size_record: Option<PathBuf>,
+    /// When places were last written down.
+    places_written: Instant,
+    /// A write of places is under way.
+    writing_places: bool,
 }
+
+/// How often places changed by scrolling are written down.
+const PLACES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Identifies the core subscription (one per identity and relay).
 struct CoreKey(Arc<ClientOptions>);
@@ -159,6 +186,8 @@ impl App {
             path: String::new(),
             forms: RoomForms::default(),
             size_record: None,
+            places_written: Instant::now(),
+            writing_places: false,
         };
         (app, operation::focus(INPUT))
     }
@@ -174,11 +203,55 @@ impl App {
         }
     }
 
+    /// Handles `message`, then starts the reads of the history and the writes of places
+    /// it calls for.
     pub fn update(&mut self, message: Message) -> Task<Message> {
+        let scrolled = matches!(message, Message::LogScrolled { .. });
+        let handled = self.handle(message);
+        let mut tasks = vec![handled];
+        if let Some(history) = self.client.as_ref().map(|c| c.history().clone()) {
+            while let Some((number, read)) = self.model.next_read() {
+                tasks.push(Task::perform(read_history(history.clone(), read), move |a| Message::Answered(number, a)));
+            }
+            // Scrolling writes its place at most once a second ([`App::subscription`]).
+            if !self.writing_places && (!scrolled || self.places_written.elapsed() >= PLACES_EVERY) {
+                tasks.push(self.write_places(&history));
+            }
+        }
+        Task::batch(tasks)
+    }
+
+    /// Writes down the places that changed (the shown room's as the one shown).
+    fn write_places(&mut self, history: &History) -> Task<Message> {
+        let places = self.model.places_to_write();
+        if places.is_empty() {
+            return Task::none();
+        }
+        (self.places_written, self.writing_places) = (Instant::now(), true);
+        let write = keep_places(history.clone(), places, self.model.selected.clone());
+        Task::perform(write, Message::PlacesWritten)
+    }
+
+    /// Runs the reads of the history asked for and applies their answers, until none is
+    /// left: for a caller that does not run the tasks [`App::update`] returns (tests).
+    pub async fn settle(&mut self) {
+        let Some(history) = self.client.as_ref().map(|c| c.history().clone()) else { return };
+        while let Some((&number, read)) = self.model.asked.iter().next() {
+            let answer = read_history(history.clone(), read.clone()).await;
+            let _ = self.update(Message::Answered(number, answer));
+        }
+        let places = self.model.places_to_write();
+        if !places.is_empty() {
+            let written = keep_places(history, places, self.model.selected.clone()).await;
+            let _ = self.update(Message::PlacesWritten(written));
+        }
+    }
+
+    fn handle(&mut self, message: Message) -> Task<Message> {
         match message {
             Message::Ready(client) => self.client = Some(client),
             Message::Core(event) => {
-                let scroll = matches!(event, Event::Message(_) | Event::History(_));
+                let scroll = matches!(event, Event::Message(_));
                 if let (Event::Connection(ConnectionState::Connected(_)), Some(client)) = (&event, &self.client) {
                     // Show what we sent earlier and where it is now.
                     client.list_files();
@@ -332,9 +405,18 @@ impl App {
                     client.verify(&user);
                 }
             }
-            Message::LogScrolled(at_end) => self.model.scrolled(at_end),
-            Message::ShowEarlier => self.model.shown += crate::model::PAGE,
+            Message::LogScrolled { at_end, offset, content } => self.model.scrolled(at_end, offset, content),
+            Message::Answered(number, answer) => return scroll(self.model.answered(number, answer)),
+            Message::Measured(scroll, log, divider) => return measured(scroll, log, divider),
+            Message::KeepPlaces => {}
+            Message::PlacesWritten(written) => {
+                self.writing_places = false;
+                self.model.places_written(&written);
+            }
+            Message::ShowEarlier => self.model.show_earlier(),
+            Message::ShowLater => self.model.show_later(),
             Message::ToggleSearch => {
+                self.model.found = None;
                 if self.model.search.take().is_none() {
                     self.model.search = Some(String::new());
                     return operation::focus(SEARCH);
@@ -347,6 +429,7 @@ impl App {
             // Esc closes the search, or else cancels the transfer chosen while it runs.
             Message::Escape => {
                 if self.model.search.take().is_some() {
+                    self.model.found = None;
                     return operation::focus(INPUT);
                 }
                 // Only one in view: a transfer of another room is not cancelled unseen.
@@ -444,7 +527,10 @@ impl App {
             iced::Event::Window(window::Event::Resized(size)) => Some(Message::Resized(size)),
             _ => None,
         });
-        Subscription::batch([core, drops])
+        // Places changed by scrolling, written down a moment after.
+        let keep = (!self.model.places_changed.is_empty())
+            .then(|| iced::time::every(PLACES_EVERY).map(|_| Message::KeepPlaces));
+        Subscription::batch([core, drops].into_iter().chain(keep))
     }
 }
 
@@ -455,6 +541,53 @@ pub fn shortcut(key: &keyboard::Key, modifiers: keyboard::Modifiers) -> Option<M
         keyboard::Key::Named(keyboard::key::Named::Escape) => Some(Message::Escape),
         _ => None,
     }
+}
+
+/// Reads what `read` asks of the history (off the window's thread).
+async fn read_history(history: History, read: Read) -> Result<Answer, String> {
+    let answer = match read {
+        Read::Places => history.places().await.map(Answer::Places),
+        Read::Page { room, span, .. } => history.read(room, span).await.map(Answer::Page),
+        Read::Search { room, words } => history.search(room, words, crate::model::FOUND_SHOWN).await.map(Answer::Found),
+    };
+    answer.map_err(|e| e.to_string())
+}
+
+/// Writes `places` down (`shown` as the room shown), and says which.
+async fn keep_places(history: History, places: Vec<(String, Place)>, shown: Option<String>) -> Vec<(String, Place)> {
+    for (room, place) in &places {
+        let shown_ms = (Some(room) == shown.as_ref()).then(now_ms);
+        if let Err(e) = history.set_place(room.clone(), *place, shown_ms).await {
+            tracing::warn!(error = %e, "cannot keep the place in the chat history");
+        }
+    }
+    places
+}
+
+/// Scrolls the log as a page's arrival asks: some ways need the new layout measured first.
+fn scroll(scroll: Scroll) -> Task<Message> {
+    let log = || selector::find(selector::id(LOG));
+    match scroll {
+        Scroll::Stay => Task::none(),
+        Scroll::End => operation::snap_to_end(LOG),
+        Scroll::To(y) => operation::scroll_to(LOG, AbsoluteOffset { x: 0.0, y }),
+        Scroll::Divider => log().then(move |log| {
+            selector::find(selector::id(DIVIDER)).map(move |divider| Message::Measured(scroll, log.clone(), divider))
+        }),
+        Scroll::Below(..) => log().map(move |log| Message::Measured(scroll, log, None)),
+    }
+}
+
+/// Scrolls the log once its layout is known: to the divider (a line of what led up to it
+/// above), or down by what lines put above it added.
+fn measured(scroll: Scroll, log: Option<Target>, divider: Option<Target>) -> Task<Message> {
+    let Some(Target::Scrollable { content_bounds, .. }) = log else { return operation::snap_to_end(LOG) };
+    let y = match (scroll, divider) {
+        (Scroll::Divider, Some(divider)) => divider.bounds().y - content_bounds.y - 40.0,
+        (Scroll::Below(offset, content), _) => offset + (content_bounds.height - content),
+        _ => return operation::snap_to_end(LOG),
+    };
+    operation::scroll_to(LOG, AbsoluteOffset { x: 0.0, y: y.max(0.0) })
 }
 
 /// Opens `path` with the desktop's application for it, off the window's thread.

@@ -5,7 +5,9 @@
 //! - [`last`]: the identity opened last, opened again by a start with no arguments;
 //! - [`geometry`]: the window's size, remembered between starts;
 //! - [`app`]: the chat window: state, messages, update, subscriptions;
-//! - [`model`]: what the window shows, as plain data changed only by core events;
+//! - [`model`]: what the window shows, as plain data changed only by core events and
+//!   what it reads from the history;
+//! - [`log`]: the shown room's lines in memory, a bounded stretch of its history;
 //! - [`view`]: the room list, the files and chat panels, and the status line;
 //! - [`notify`]: desktop notifications while the window is not focused;
 //! - [`text`]: every string the window shows, in English and Simplified Chinese;
@@ -16,6 +18,7 @@ pub mod format;
 pub mod geometry;
 pub mod join;
 pub mod last;
+pub mod log;
 pub mod model;
 pub mod notify;
 pub mod shell;

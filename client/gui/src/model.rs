@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use qchat_client::history::ChatLine;
+use qchat_client::history::{ChatLine, Found, Page, Place, Places, Span};
 use qchat_client::offer::Listed;
 use qchat_client::{ConnectionState, Event, TransferId};
 use qchat_shared::frame::{DeviceInfo, FileId, FileState, MessageId, RoomInfo};
 use qchat_shared::names::direct_room;
+
+use crate::log::{Log, Why, MAX_LOADED, PAGE};
 
 /// The link to the relay, as the status line tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,14 +124,19 @@ pub struct Model {
     pub link: Link,
     /// Our rooms, by name.
     pub rooms: Vec<RoomInfo>,
+    /// The relay has listed our rooms (before, `rooms` is empty for want of news).
+    rooms_listed: bool,
     /// The room shown (a direct room may be shown before it exists: it does once written to).
     pub selected: Option<String>,
     /// Messages not seen yet, per room.
     pub unread: BTreeMap<String, usize>,
     /// Whether the window has the focus (unread counts grow in the shown room without it).
     pub focused: bool,
-    /// Every room's lines, in the relay's order.
-    pub lines: Vec<ChatLine>,
+    /// The shown room's lines, as far as they are read from disk (never the whole history).
+    pub log: Log,
+    /// Lines that are not in the history on disk: our messages the relay has not stored
+    /// yet, and notices of this run (at most [`NOTICES_KEPT`]), shown at the end of their room.
+    pub extra: Vec<ChatLine>,
     pub transfers: Vec<Transfer>,
     /// The last error worth a person's attention.
     pub notice: Option<String>,
@@ -142,15 +149,31 @@ pub struct Model {
     pub follow: bool,
     /// Lines that arrived in the shown room below the view while it was scrolled up.
     pub below: usize,
-    /// Per room, the last line (its order number) seen when the room was left or the
-    /// window lost the focus: lines after it are new when the room is shown again.
-    pub seen_upto: BTreeMap<String, u64>,
+    /// Per room, where the user was: the last line seen (lines after it are new when the
+    /// room is shown again) and, reading back, the place in the log. Kept on disk.
+    pub places: BTreeMap<String, Place>,
+    /// Rooms whose place changed since it was last written down.
+    pub places_changed: std::collections::BTreeSet<String>,
     /// Lines of the shown room after this one came since it was last looked at (the
     /// "new" divider goes before the first of them).
     pub new_after: Option<u64>,
-    /// How many of the shown room's newest lines the log lays out ("Show earlier" adds a
-    /// page): a long history costs a frame no more than a page of it.
-    pub shown: usize,
+    /// The log's last viewport: how far down it is scrolled, and how tall its content is.
+    pub viewport: (f32, f32),
+    /// Reads of the history asked for and not answered yet, by number.
+    pub asked: BTreeMap<u64, Read>,
+    next_read: u64,
+    /// The places were read from disk (rooms are read only after, to open at their place).
+    places_read: bool,
+    /// A room was chosen (by the user, or as the one shown last): the first room is no
+    /// longer picked for the window.
+    picked: bool,
+    /// Per room, the newest line the places' unread count took in.
+    counted_upto: BTreeMap<String, u64>,
+    /// A page of the shown room to read next (asked by "Show earlier", "Show later", or the
+    /// button to the newest lines).
+    wanted: Option<(Why, Span)>,
+    /// What the search of the shown room found, for the words it names.
+    pub found: Option<Found>,
     /// Ctrl+F: the words searched for in the shown room's history (the log shows only the
     /// lines that have them).
     pub search: Option<String>,
@@ -160,8 +183,46 @@ pub struct Model {
     pub selected_transfer: Option<TransferId>,
 }
 
-/// Lines the log lays out at first, and adds with each "Show earlier".
-pub const PAGE: usize = 300;
+/// Notices of this run kept for the window (they are not in the history on disk).
+pub const NOTICES_KEPT: usize = 100;
+
+/// Messages a search shows at most (the count says how many match).
+pub const FOUND_SHOWN: usize = PAGE;
+
+/// A read of the history the window waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// Where the user was in each room.
+    Places,
+    /// Lines of `room`.
+    Page { room: String, why: Why, span: Span },
+    /// The messages of `room` with `words`.
+    Search { room: String, words: String },
+}
+
+/// What a read of the history gave.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Places(Places),
+    Page(Page),
+    Found(Found),
+}
+
+/// Where the log is to be scrolled after a page came.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scroll {
+    /// Nowhere: the view stays.
+    Stay,
+    /// To the newest line.
+    End,
+    /// To this offset from the top (a place kept from before).
+    To(f32),
+    /// To the "new" divider, if it is laid out (else to the end).
+    Divider,
+    /// Lines were put above: down by what they add to the content, so that what was in
+    /// view stays (`(offset, content height)` before them).
+    Below(f32, f32),
+}
 
 /// The devices panel: this person's devices, and an invite for another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,19 +241,29 @@ impl Model {
             peer_online: false,
             link: Link::Connecting,
             rooms: Vec::new(),
+            rooms_listed: false,
             selected: None,
             unread: BTreeMap::new(),
             focused: true,
-            lines: Vec::new(),
+            log: Log::default(),
+            extra: Vec::new(),
             transfers: Vec::new(),
             notice: None,
             devices: None,
             safety: None,
             follow: true,
             below: 0,
-            seen_upto: BTreeMap::new(),
+            places: BTreeMap::new(),
+            places_changed: Default::default(),
             new_after: None,
-            shown: PAGE,
+            viewport: (0.0, 0.0),
+            asked: BTreeMap::new(),
+            next_read: 0,
+            places_read: false,
+            picked: false,
+            counted_upto: BTreeMap::new(),
+            wanted: None,
+            found: None,
             search: None,
             lang: crate::text::Lang::default(),
             selected_transfer: None,
@@ -209,9 +280,12 @@ impl Model {
         self.selected.as_deref() == Some(room)
     }
 
-    /// The shown room's lines.
+    /// The shown room's lines held: those read from disk, then ours not stored yet and
+    /// notices.
     pub fn shown_lines(&self) -> impl Iterator<Item = &ChatLine> {
-        self.lines.iter().filter(|l| self.shows(&l.room))
+        let held = self.selected.as_deref().is_some_and(|room| self.log.is_of(room));
+        let log = self.log.lines.iter().filter(move |_| held);
+        log.chain(self.extra.iter().filter(|l| self.shows(&l.room)))
     }
 
     /// The shown room's files (and uploads the relay has not placed yet).
@@ -224,37 +298,54 @@ impl Model {
         self.rooms.iter().find(|r| Some(&r.name) == self.selected.as_ref())
     }
 
-    /// Shows `room` (at its newest line) and marks it read; lines that came since it was
-    /// last looked at get the "new" divider. The room left is remembered as seen.
+    /// Shows `room` (at the place it was left, or its newest line) and marks it read;
+    /// lines that came since it was last looked at get the "new" divider. The room left is
+    /// remembered as seen.
     pub fn select(&mut self, room: String) {
+        self.picked = true;
+        self.show(room);
+    }
+
+    fn show(&mut self, room: String) {
         if let Some(left) = self.selected.clone().filter(|left| *left != room) {
             self.looked_at(&left);
+            self.places_changed.insert(left);
         }
+        self.places_changed.insert(room.clone());
         self.selected = Some(room);
-        self.shown = PAGE;
+        self.found = None;
+        self.new_after = None;
         self.looked_back();
         self.follow_to_end();
     }
 
-    /// The shown room's lines the log lays out (its newest `shown`), and how many earlier
-    /// ones it leaves out.
-    pub fn page(&self) -> (usize, Vec<&ChatLine>) {
-        let lines: Vec<&ChatLine> = match self.search.as_deref().map(str::to_lowercase) {
-            Some(words) if !words.trim().is_empty() => {
-                self.shown_lines().filter(|l| l.text.to_lowercase().contains(words.trim())).collect()
-            }
-            _ => self.shown_lines().collect(),
-        };
-        let earlier = lines.len().saturating_sub(self.shown);
-        (earlier, lines[earlier..].to_vec())
+    /// The shown room's lines the log lays out, with how many the room has before and
+    /// after them on disk (searching: the messages found, and how many more match).
+    pub fn page(&self) -> (usize, Vec<&ChatLine>, usize) {
+        match (&self.found, self.searching()) {
+            (Some(found), Some(_)) => (found.count - found.lines.len(), found.lines.iter().collect(), 0),
+            (None, Some(_)) => (0, Vec::new(), 0),
+            _ => (self.log.earlier, self.shown_lines().collect(), self.log.later),
+        }
+    }
+
+    /// The words searched for, when there are any.
+    fn searching(&self) -> Option<String> {
+        self.search.as_deref().map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty())
     }
 
     /// The shown room is looked at again (shown, or the window has the focus back): it is
-    /// read, and what came since it was last seen is marked new. The view stays put.
+    /// read, and what came since it was last seen is marked new, as is what comes while it
+    /// is shown (the divider stays where the user left off). The view stays put.
     pub fn looked_back(&mut self) {
         let Some(room) = self.selected.clone() else { return };
-        self.new_after = self.seen_upto.get(&room).copied().filter(|&seen| self.last_seq(&room) > Some(seen));
+        self.new_after = self.places.get(&room).and_then(|p| p.seen_upto);
         self.unread.remove(&room);
+    }
+
+    /// Whether the log holds a line from someone else after the divider.
+    pub fn has_new(&self) -> bool {
+        self.new_after.is_some() && self.log.lines.iter().any(|l| !l.mine && l.seq > self.new_after)
     }
 
     /// The shown room is looked at no more (the window lost the focus): what it shows now
@@ -262,32 +353,189 @@ impl Model {
     pub fn looked_away(&mut self) {
         if let Some(room) = self.selected.clone() {
             self.looked_at(&room);
+            self.places_changed.insert(room);
         }
     }
 
+    /// Everything up to the newest line of `room` held is seen (if the log holds it).
     fn looked_at(&mut self, room: &str) {
-        if let Some(seq) = self.last_seq(room) {
-            self.seen_upto.insert(room.to_string(), seq);
+        if let (Some(seq), true) = (self.log.last_seq(), self.log.is_of(room) && self.log.later == 0) {
+            let place = self.places.entry(room.to_string()).or_default();
+            place.seen_upto = place.seen_upto.max(Some(seq));
         }
     }
 
-    /// The order number of `room`'s newest stored line.
-    fn last_seq(&self, room: &str) -> Option<u64> {
-        self.lines.iter().rev().filter(|l| l.room == room).find_map(|l| l.seq)
-    }
-
-    /// The log was scrolled: to its end (new lines keep it there), or up.
-    pub fn scrolled(&mut self, at_end: bool) {
+    /// The log was scrolled: to its end (new lines keep it there), or up; `offset` down
+    /// from the top of its content, `content` high. Reading back, the place is kept.
+    pub fn scrolled(&mut self, at_end: bool, offset: f32, content: f32) {
         self.follow = at_end;
+        self.viewport = (offset, content);
         if at_end {
             self.below = 0;
         }
+        let Some(room) = self.selected.clone().filter(|room| self.log.is_of(room) && self.searching().is_none()) else {
+            return;
+        };
+        let reading = match (at_end && self.log.later == 0, self.log.first_seq()) {
+            (false, Some(first)) => Some((first, offset)),
+            _ => None,
+        };
+        let place = self.places.entry(room.clone()).or_default();
+        if place.reading != reading {
+            place.reading = reading;
+            self.places_changed.insert(room);
+        }
     }
 
-    /// The log goes to its newest line and stays there.
+    /// The log goes to its newest line and stays there (reading it from disk again when
+    /// the log stops short of it).
     pub fn follow_to_end(&mut self) {
         self.follow = true;
         self.below = 0;
+        if self.log.later > 0 {
+            self.wanted = Some((Why::Newest, Span::Newest(PAGE)));
+        }
+    }
+
+    /// "Show earlier": the page before the first line held.
+    pub fn show_earlier(&mut self) {
+        if let Some(seq) = self.log.first_seq().filter(|_| self.log.earlier > 0) {
+            self.wanted = Some((Why::Earlier, Span::Before { seq, limit: PAGE }));
+        }
+    }
+
+    /// "Show later": the page after the last line held.
+    pub fn show_later(&mut self) {
+        if let Some(seq) = self.log.last_seq().filter(|_| self.log.later > 0) {
+            self.wanted = Some((Why::Later, Span::From { seq: seq + 1, limit: PAGE }));
+        }
+    }
+
+    /// The next read of the history the window needs, numbered and recorded as asked:
+    /// the places first, then the shown room's first page (from where it was left), a
+    /// page asked for, or a search.
+    pub fn next_read(&mut self) -> Option<(u64, Read)> {
+        let read = self.read_needed()?;
+        if self.asked.values().any(|asked| *asked == read) {
+            return None;
+        }
+        self.next_read += 1;
+        self.asked.insert(self.next_read, read.clone());
+        Some((self.next_read, read))
+    }
+
+    fn read_needed(&mut self) -> Option<Read> {
+        if !self.places_read {
+            return Some(Read::Places);
+        }
+        let room = self.selected.clone()?;
+        if !self.log.is_of(&room) {
+            // Reads for the room left are of no use now.
+            self.asked.retain(|_, read| !matches!(read, Read::Page { .. } | Read::Search { .. }));
+            self.wanted = None;
+            self.log = Log::opening(room.clone());
+            let place = self.places.get(&room).copied().unwrap_or_default();
+            let span = match place {
+                Place { reading: Some((seq, _)), .. } => Span::From { seq, limit: MAX_LOADED },
+                Place { seen_upto: Some(seq), .. } => Span::Around { seq, before: PAGE, limit: MAX_LOADED },
+                _ => Span::Newest(PAGE),
+            };
+            return Some(Read::Page { room, why: Why::Open, span });
+        }
+        if let Some(words) = self.searching().filter(|w| self.found.as_ref().is_none_or(|f| f.words != *w)) {
+            return Some(Read::Search { room, words });
+        }
+        let (why, span) = self.wanted.take()?;
+        Some(Read::Page { room, why, span })
+    }
+
+    /// A read of the history came back; says where to scroll the log.
+    pub fn answered(&mut self, number: u64, answer: Result<Answer, String>) -> Scroll {
+        let Some(read) = self.asked.remove(&number) else { return Scroll::Stay };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(reason) => {
+                self.notice = Some(format!("cannot read the chat history: {reason}"));
+                if read == Read::Places {
+                    // Nothing to come back to: the rooms open at their newest lines.
+                    self.places_read = true;
+                }
+                return Scroll::Stay;
+            }
+        };
+        match (read, answer) {
+            (Read::Places, Answer::Places(places)) => {
+                self.places_read = true;
+                for kept in places.rooms {
+                    if let Some(last) = kept.last_seq {
+                        self.counted_upto.insert(kept.room.clone(), last);
+                    }
+                    if kept.unread > 0 && !self.shows(&kept.room) {
+                        *self.unread.entry(kept.room.clone()).or_default() += kept.unread;
+                    }
+                    self.places.insert(kept.room, kept.place);
+                }
+                if let (Some(room), false) = (places.last_shown, self.picked) {
+                    self.picked = true;
+                    self.show(room);
+                }
+                Scroll::Stay
+            }
+            (Read::Page { room, why, .. }, Answer::Page(page)) if self.log.is_of(&room) => {
+                let (offset, content) = self.viewport;
+                self.log.paged(why, page);
+                match why {
+                    Why::Open => self.opened(&room),
+                    Why::Earlier => Scroll::Below(offset, content),
+                    Why::Later => Scroll::Stay,
+                    Why::Newest => Scroll::End,
+                }
+            }
+            (Read::Search { room, words }, Answer::Found(found))
+                if self.shows(&room) && self.searching().as_deref() == Some(words.as_str()) =>
+            {
+                self.found = Some(found);
+                Scroll::End
+            }
+            _ => Scroll::Stay,
+        }
+    }
+
+    /// The shown room's first page came: where the view goes.
+    fn opened(&mut self, room: &str) -> Scroll {
+        let place = self.places.get(room).copied().unwrap_or_default();
+        self.looked_back();
+        match place {
+            Place { reading: Some((seq, offset)), .. } if self.log.first_seq() == Some(seq) => {
+                self.follow = false;
+                Scroll::To(offset)
+            }
+            _ if self.has_new() => Scroll::Divider,
+            _ => Scroll::End,
+        }
+    }
+
+    /// The places that changed since they were written down, to write now.
+    pub fn places_to_write(&mut self) -> Vec<(String, Place)> {
+        // Looked at now, down to its end: the shown room is seen so far.
+        if let Some(room) = self.selected.clone().filter(|_| self.focused && self.follow) {
+            let before = self.places.get(&room).and_then(|p| p.seen_upto);
+            self.looked_at(&room);
+            if self.places.get(&room).and_then(|p| p.seen_upto) != before {
+                self.places_changed.insert(room);
+            }
+        }
+        let place = |room: &String| self.places.get(room).copied().unwrap_or_default();
+        self.places_changed.iter().map(|room| (room.clone(), place(room))).collect()
+    }
+
+    /// These places are written down (a room whose place moved on since stays to write).
+    pub fn places_written(&mut self, written: &[(String, Place)]) {
+        for (room, place) in written {
+            if self.places.get(room).copied().unwrap_or_default() == *place {
+                self.places_changed.remove(room);
+            }
+        }
     }
 
     /// Shows a message of ours at once, before the relay has it (no tick yet).
@@ -304,25 +552,31 @@ impl Model {
             received_by: Vec::new(),
             notice: false,
         };
-        self.lines.push(line);
+        self.extra.push(line);
     }
 
     /// Picks a room to show when none is (or the shown one is gone): the first room, or
     /// the direct room with the relay's only other user.
     fn keep_a_room_shown(&mut self) {
         let direct = self.peer.as_ref().map(|peer| direct_room(&self.me, peer));
-        let gone = self
-            .selected
-            .as_ref()
-            .is_some_and(|s| !self.rooms.iter().any(|r| &r.name == s) && Some(s) != direct.as_ref());
+        // Until the relay lists the rooms, the one shown (the one shown last) may be in it.
+        let gone = self.rooms_listed
+            && self
+                .selected
+                .as_ref()
+                .is_some_and(|s| !self.rooms.iter().any(|r| &r.name == s) && Some(s) != direct.as_ref());
         if self.selected.is_none() || gone {
             self.selected = self.rooms.first().map(|r| r.name.clone()).or(direct);
         }
     }
 
-    /// Counts a new line of `room` as unread, unless it is in view; one in the shown room
-    /// below a log scrolled up is counted for the "new messages" button.
-    fn arrived(&mut self, room: &str) {
+    /// Counts a new line of `room` (`seq` in the relay's order) as unread, unless it is in
+    /// view or was counted from the history at start; one in the shown room below a log
+    /// scrolled up is counted for the "new messages" button.
+    fn arrived(&mut self, room: &str, seq: Option<u64>) {
+        if seq.is_some() && seq <= self.counted_upto.get(room).copied() {
+            return;
+        }
         if !(self.focused && self.shows(room)) {
             *self.unread.entry(room.to_string()).or_default() += 1;
         }
@@ -332,14 +586,30 @@ impl Model {
     }
 
     fn line(&mut self, id: MessageId) -> Option<&mut ChatLine> {
-        self.lines.iter_mut().find(|l| l.id == id)
+        match self.log.lines.iter().position(|l| l.id == id) {
+            Some(at) => Some(&mut self.log.lines[at]),
+            None => self.extra.iter_mut().find(|l| l.id == id),
+        }
     }
 
-    /// Puts `line` in its place in the (ordered) log, after any line of the same order.
+    /// A new stored line: into the log if it is of the shown room (the history on disk
+    /// has it either way).
     fn place(&mut self, line: ChatLine) {
-        let order = line.order();
-        let at = self.lines.partition_point(|l| l.order() <= order);
-        self.lines.insert(at, line);
+        if self.log.room.as_deref() == Some(line.room.as_str()) {
+            let following = self.follow;
+            self.log.arrived(line, following);
+        }
+    }
+
+    /// A notice of this run: shown at the end of its room's log, the oldest forgotten.
+    fn place_notice(&mut self, line: ChatLine) {
+        let notices = self.extra.iter().filter(|l| l.notice).count();
+        if notices >= NOTICES_KEPT {
+            if let Some(oldest) = self.extra.iter().position(|l| l.notice) {
+                self.extra.remove(oldest);
+            }
+        }
+        self.extra.push(line);
     }
 
     fn by_transfer(&mut self, transfer: TransferId) -> Option<&mut Transfer> {
@@ -353,18 +623,13 @@ impl Model {
     /// Applies one event from the core.
     pub fn apply(&mut self, event: Event, now: Instant) {
         match event {
-            Event::History(lines) => {
-                let pending = std::mem::replace(&mut self.lines, lines);
-                self.lines.extend(pending);
-                self.lines.sort_by_key(ChatLine::order);
-            }
             Event::Connection(state) => self.connection(state),
             Event::Message(m) => {
                 if self.line(m.id).is_none() {
                     // One of ours from another of our devices is shown as ours.
                     let mine = m.from == self.me;
                     if !mine {
-                        self.arrived(&m.room);
+                        self.arrived(&m.room, Some(m.seq));
                     }
                     self.place(ChatLine {
                         id: m.id,
@@ -388,6 +653,7 @@ impl Model {
             }
             Event::Rooms(rooms) => {
                 self.rooms = rooms;
+                self.rooms_listed = true;
                 // Nothing stays unread in a room we are no longer in.
                 let rooms = &self.rooms;
                 self.unread.retain(|name, _| rooms.iter().any(|r| &r.name == name));
@@ -400,17 +666,17 @@ impl Model {
             }
             Event::RoomRefused { reason } => self.notice = Some(reason),
             Event::Notice { room, text, time_ms } => {
-                self.place(ChatLine::notice(MessageId::random(), None, room, String::new(), text, time_ms))
+                self.place_notice(ChatLine::notice(MessageId::random(), None, room, String::new(), text, time_ms))
             }
             Event::SafetyNumber { user, number, .. } => self.safety = Some((user, number)),
             Event::Stored { id, seq, room, time_ms } => {
-                if let Some(at) = self.lines.iter().position(|l| l.id == id) {
-                    let line = self.lines.remove(at);
+                if let Some(at) = self.extra.iter().position(|l| l.id == id) {
+                    let line = self.extra.remove(at);
                     self.place(ChatLine { seq: Some(seq), room, time_ms, ..line });
                 }
             }
             Event::SendFailed { id, reason } => {
-                self.lines.retain(|l| l.id != id || l.seq.is_some());
+                self.extra.retain(|l| l.id != id);
                 self.notice = Some(format!("message not sent: {reason}"));
             }
             Event::Delivered { id, by, everyone, .. } => {
@@ -526,7 +792,7 @@ impl Model {
                     // Offered again once committed: no longer arriving.
                     Some(row) => row.arriving = arriving,
                     None => {
-                        self.arrived(&offer.room);
+                        self.arrived(&offer.room, None);
                         let mut row = Transfer::new(Direction::Down, offer.name, offer.size, Stage::Offered);
                         (row.file_id, row.room, row.arriving) = (Some(offer.file_id), Some(offer.room), arriving);
                         self.transfers.push(row);
@@ -595,28 +861,140 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qchat_client::history::RoomPlace;
     use qchat_client::IncomingMessage;
     use qchat_shared::frame::Body;
+
+    /// Answers the model's reads as a history would: `places` kept, `pages` for the pages
+    /// asked (in turn; empty once they run out), nothing found. Returns the last scroll.
+    fn answer_reads(model: &mut Model, places: Places, pages: &mut Vec<Page>) -> Scroll {
+        let mut scroll = Scroll::Stay;
+        let mut places = Some(places);
+        while let Some((number, read)) = model.next_read() {
+            let answer = match read {
+                Read::Places => Answer::Places(places.take().unwrap_or_default()),
+                Read::Page { .. } => Answer::Page(if pages.is_empty() { Page::default() } else { pages.remove(0) }),
+                Read::Search { words, .. } => Answer::Found(Found { words, ..Found::default() }),
+            };
+            scroll = model.answered(number, Ok(answer));
+        }
+        scroll
+    }
+
+    /// Shows `room`, with nothing in the history.
+    fn open_empty(model: &mut Model, room: &str) {
+        model.select(room.into());
+        answer_reads(model, Places::default(), &mut Vec::new());
+    }
+
+    fn from_bob(seq: u64, room: &str) -> ChatLine {
+        let mut id = [0; 16];
+        id[..8].copy_from_slice(&seq.to_be_bytes());
+        ChatLine {
+            id: MessageId(id),
+            seq: Some(seq),
+            room: room.into(),
+            from: "bob".into(),
+            text: format!("m{seq}"),
+            time_ms: seq as i64,
+            mine: false,
+            delivered: true,
+            received_by: Vec::new(),
+            notice: false,
+        }
+    }
 
     #[test]
     fn my_message_gets_its_ticks_and_the_log_stays_in_relay_order() {
         let mut model = Model::new("alice");
         let now = Instant::now();
+        let room = "alice+bob".to_string();
+        open_empty(&mut model, &room);
         let id = MessageId([1; 16]);
         model.sending(id, "hi".into(), 5);
-        assert_eq!(model.lines[0].seq, None);
-        let room = "alice+bob".to_string();
-        model.select(room.clone());
+        assert_eq!(model.shown_lines().map(|l| l.seq).collect::<Vec<_>>(), [None], "shown before the relay has it");
         let (from, text) = ("bob".to_string(), "yo".to_string());
         let incoming =
             IncomingMessage { id: MessageId([2; 16]), seq: 7, room: room.clone(), room_seq: 2, from, text, time_ms: 9 };
         model.apply(Event::Message(incoming), now);
         model.apply(Event::Stored { id, seq: 6, room: room.clone(), time_ms: 8 }, now);
-        assert_eq!(model.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [Some(6), Some(7)]);
+        assert_eq!(model.shown_lines().map(|l| l.seq).collect::<Vec<_>>(), [Some(6), Some(7)]);
         model.apply(Event::Delivered { id, seq: 6, room, by: "bob".into(), everyone: true }, now);
-        assert!(model.lines[0].delivered);
-        assert_eq!(model.lines[0].received_by, ["bob"]);
+        assert!(model.log.lines[0].delivered);
+        assert_eq!(model.log.lines[0].received_by, ["bob"]);
         assert!(model.unread.is_empty(), "seen: the room is shown and the window has the focus");
+    }
+
+    #[test]
+    fn the_window_opens_where_it_was_left_with_what_came_meanwhile_unread() {
+        let mut model = Model::new("alice");
+        let now = Instant::now();
+        // At start, the places come first: the room shown last is shown again.
+        let kept = |room: &str, seen: u64, reading, unread, last| RoomPlace {
+            room: room.into(),
+            place: Place { seen_upto: Some(seen), reading },
+            unread,
+            last_seq: Some(last),
+        };
+        let places = Places {
+            rooms: vec![kept("team", 40, None, 3, 43), kept("alice+bob", 10, Some((5, 120.0)), 2, 12)],
+            last_shown: Some("team".into()),
+        };
+        // The team's page around the last line seen: 3 lines came after it.
+        let page = Page { lines: (21..=43).map(|s| from_bob(s, "team")).collect(), earlier: 20, later: 0 };
+        let scroll = answer_reads(&mut model, places, &mut vec![page]);
+        assert_eq!(model.selected.as_deref(), Some("team"));
+        assert_eq!((model.new_after, scroll), (Some(40), Scroll::Divider), "opened at the divider");
+        assert_eq!(model.unread.get("alice+bob"), Some(&2), "unread in the room not shown");
+        assert_eq!(model.unread.get("team"), None, "the team's 3 are in view");
+
+        // Delivered again after a reconnect, a line counted from the history is not
+        // counted twice; a line after it is.
+        let message = |seq: u64| {
+            let line = from_bob(seq, "alice+bob");
+            let (id, room, from, text, time_ms) = (line.id, line.room, line.from, line.text, line.time_ms);
+            Event::Message(IncomingMessage { id, seq, room, room_seq: seq, from, text, time_ms })
+        };
+        model.apply(message(12), now);
+        assert_eq!(model.unread.get("alice+bob"), Some(&2));
+        model.apply(message(13), now);
+        assert_eq!(model.unread.get("alice+bob"), Some(&3));
+
+        // The direct room was left while reading back: it opens at the same place.
+        model.select("alice+bob".into());
+        let page = Page { lines: (5..=13).map(|s| from_bob(s, "alice+bob")).collect(), earlier: 4, later: 0 };
+        let asked = model.next_read().map(|(_, read)| read);
+        let span = Span::From { seq: 5, limit: MAX_LOADED };
+        assert_eq!(asked, Some(Read::Page { room: "alice+bob".into(), why: Why::Open, span }));
+        let number = *model.asked.keys().next().unwrap();
+        assert_eq!(model.answered(number, Ok(Answer::Page(page))), Scroll::To(120.0));
+        assert!(!model.follow, "reading back: new lines do not move the view");
+        assert!(model.places_changed.contains("team"), "the team's place is to be written down");
+
+        // Show earlier keeps what is in view: the log goes down by what the page adds.
+        model.scrolled(false, 30.0, 900.0);
+        model.show_earlier();
+        let page = Page { lines: (1..=4).map(|s| from_bob(s, "alice+bob")).collect(), earlier: 0, later: 9 };
+        assert_eq!(answer_reads(&mut model, Places::default(), &mut vec![page]), Scroll::Below(30.0, 900.0));
+        assert_eq!((model.log.first_seq(), model.log.earlier), (Some(1), 0));
+        assert_eq!(model.places.get("alice+bob").and_then(|p| p.reading), Some((5, 30.0)));
+    }
+
+    #[test]
+    fn a_search_answer_for_words_no_longer_searched_is_not_shown() {
+        let mut model = Model::new("alice");
+        open_empty(&mut model, "team");
+        model.search = Some("hel".into());
+        let first = model.next_read().unwrap();
+        model.search = Some("hello".into());
+        let second = model.next_read().unwrap();
+        let found = |words: &str, count| Found { words: words.into(), count, lines: vec![from_bob(1, "team")] };
+        model.answered(second.0, Ok(Answer::Found(found("hello", 1))));
+        model.answered(first.0, Ok(Answer::Found(found("hel", 5))));
+        let (more, lines, _) = model.page();
+        assert_eq!((more, lines.len()), (0, 1), "the answer for the words in the field");
+        model.search = None;
+        assert_eq!(model.page().1.len(), 0, "the search closed: the log (empty here) again");
     }
 
     #[test]
@@ -632,7 +1010,7 @@ mod tests {
             text: format!("m{seq}"),
             time_ms: seq as i64,
         };
-        model.select("team".into());
+        open_empty(&mut model, "team");
         model.apply(Event::Message(message(1, "team")), now);
         let (id, room, by, time_ms) = (MessageId([2; 16]), "team".to_string(), "bob".to_string(), 2);
         let change = Body::Added { user: "carol".into() };

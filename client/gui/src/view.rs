@@ -8,7 +8,7 @@ use iced::widget::{button, column, container, progress_bar, row, scrollable, tex
 use iced::{Alignment, Element, Fill, Length};
 use qchat_client::history::ChatLine;
 
-use crate::app::{App, Message, INPUT, LOG, SEARCH};
+use crate::app::{App, Message, DIVIDER, INPUT, LOG, SEARCH};
 use crate::format::{clock, date, day, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
 use crate::style::{self, Surface, Tone};
@@ -126,7 +126,7 @@ fn chat(app: &App) -> Element<'_, Message> {
     let room = app.model.shown_room();
     let s = app.model.lang.strings();
     let mut log = Column::new().spacing(6).padding(4);
-    let (earlier, lines) = app.model.page();
+    let (earlier, lines, later) = app.model.page();
     let matching = earlier + lines.len();
     if earlier > 0 {
         let label = (s.show_earlier)(earlier);
@@ -147,7 +147,14 @@ fn chat(app: &App) -> Element<'_, Message> {
         }
         log = log.push(chat_line(line, room, s));
     }
-    let log = scrollable(log).id(LOG).height(Fill).width(Fill).on_scroll(|v| Message::LogScrolled(at_end(&v)));
+    if later > 0 {
+        log = log.push(container(button(text(s.show_later).size(12)).on_press(Message::ShowLater)).center_x(Fill));
+    }
+    let log = scrollable(log).id(LOG).height(Fill).width(Fill).on_scroll(|v| Message::LogScrolled {
+        at_end: at_end(&v),
+        offset: v.absolute_offset().y,
+        content: v.content_bounds().height,
+    });
     let below = app.model.below;
     let jump = (below > 0).then(|| {
         let label = (s.new_messages)(below);
@@ -201,10 +208,10 @@ fn at_end(viewport: &scrollable::Viewport) -> bool {
 /// The line before what came since the room was last looked at.
 fn new_divider<'a>(s: &'static Strings) -> Element<'a, Message> {
     let rule = || iced::widget::rule::horizontal(1);
-    row![rule(), text(s.new_divider).size(12).style(style::tone(Tone::Theirs)), rule()]
+    let line = row![rule(), text(s.new_divider).size(12).style(style::tone(Tone::Theirs)), rule()]
         .spacing(8)
-        .align_y(Alignment::Center)
-        .into()
+        .align_y(Alignment::Center);
+    container(line).id(DIVIDER).into()
 }
 
 /// Enter sends; Shift+Enter (and everything else) does what an editor does.

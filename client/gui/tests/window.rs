@@ -23,6 +23,15 @@ fn window(relay: &TestRelay, identity: Identity) -> (App, UnboundedReceiver<Even
     (app, events)
 }
 
+/// Feeds the window the messages a simulator gave, then runs the reads of the history they
+/// asked for (the tasks `update` returns are not run here).
+async fn apply(app: &mut App, messages: impl IntoIterator<Item = Message>) {
+    for message in messages {
+        let _ = app.update(message);
+    }
+    app.settle().await;
+}
+
 /// A peer without a window.
 async fn peer(relay: &TestRelay, name: &str) -> TestClient {
     let mut peer = relay.client(name);
@@ -33,9 +42,11 @@ async fn peer(relay: &TestRelay, name: &str) -> TestClient {
 /// Feeds core events to the window until `done` holds.
 async fn pump(app: &mut App, events: &mut UnboundedReceiver<Event>, what: &str, done: impl Fn(&App) -> bool) {
     let wait = async {
+        app.settle().await;
         while !done(app) {
             let event = events.recv().await.expect("the core stopped");
             let _ = app.update(Message::Core(event));
+            app.settle().await;
         }
     };
     tokio::time::timeout(Duration::from_secs(20), wait).await.unwrap_or_else(|_| panic!("timed out: {what}"));
@@ -43,13 +54,6 @@ async fn pump(app: &mut App, events: &mut UnboundedReceiver<Event>, what: &str, 
 
 fn connected(app: &App) -> bool {
     app.model.link == Link::Connected
-}
-
-/// Runs the user's messages from a simulator through update.
-fn apply(app: &mut App, messages: impl IntoIterator<Item = Message>) {
-    for message in messages {
-        let _ = app.update(message);
-    }
 }
 
 #[tokio::test]
@@ -66,11 +70,11 @@ async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
     ui.tap_key(Named::Enter);
     let messages: Vec<Message> = ui.into_messages().collect();
     assert!(messages.iter().any(|m| matches!(m, Message::Send)), "Enter sends: {messages:?}");
-    apply(&mut app, messages);
-    assert_eq!(app.model.lines.last().map(|l| l.text.as_str()), Some("hello bob"));
+    apply(&mut app, messages).await;
+    assert_eq!(app.model.shown_lines().last().map(|l| l.text.as_str()), Some("hello bob"));
     assert!(app.input.text().trim().is_empty(), "the input is cleared");
 
-    pump(&mut app, &mut events, "delivered", |app| app.model.lines.iter().any(|l| l.delivered)).await;
+    pump(&mut app, &mut events, "delivered", |app| app.model.shown_lines().any(|l| l.delivered)).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("hello bob").is_ok());
     assert!(ui.find("✓✓").is_ok(), "two ticks once bob has it");
@@ -92,7 +96,7 @@ async fn shift_enter_makes_a_new_line_instead_of_sending() {
     ui.typewrite("second");
     let messages: Vec<Message> = ui.into_messages().collect();
     assert!(!messages.iter().any(|m| matches!(m, Message::Send)), "{messages:?}");
-    apply(&mut app, messages);
+    apply(&mut app, messages).await;
     assert_eq!(app.input.text().trim_end(), "first\nsecond");
 }
 
@@ -104,7 +108,7 @@ async fn a_message_from_the_peer_appears() {
     let bob = peer(&setup, "bob").await;
     pump(&mut app, &mut events, "bob online", |app| app.model.peer_online).await;
     bob.client.send_and_wait("hi from bob").await.unwrap();
-    pump(&mut app, &mut events, "the message", |app| app.model.lines.iter().any(|l| l.text == "hi from bob")).await;
+    pump(&mut app, &mut events, "the message", |app| app.model.shown_lines().any(|l| l.text == "hi from bob")).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("hi from bob").is_ok());
     assert!(ui.find("bob:").is_ok());
@@ -128,7 +132,7 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
     assert!(ui.find("offered to you: press Receive").is_ok());
     ui.click("Receive all (1)").expect("the Receive button with its count");
     let messages: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, messages);
+    apply(&mut app, messages).await;
     pump(&mut app, &mut events, "saved", |app| matches!(app.model.transfers[0].stage, Stage::Saved(_))).await;
 
     let saved = setup.downloads("alice").join("photo.jpg");
@@ -148,7 +152,7 @@ async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay()
     let mut ui = simulator(app.view());
     ui.click("Send File").expect("the Send File button");
     let messages: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, messages);
+    apply(&mut app, messages).await;
     pump(&mut app, &mut events, "on the relay", |app| {
         app.model.transfers.first().is_some_and(|t| t.stage == Stage::OnRelay)
     })
@@ -278,14 +282,14 @@ async fn the_devices_panel_lists_links_and_revokes() {
     let mut ui = simulator(app.view());
     ui.click("Devices").expect("the Devices button");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     pump(&mut app, &mut events, "the device list", |app| app.model.devices.as_ref().is_some_and(|d| d.list.is_some()))
         .await;
     let mut ui = simulator(app.view());
     assert!(ui.find("this device").is_ok());
     ui.click("Link a new device").expect("the link button");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     pump(&mut app, &mut events, "an invite", |app| app.model.devices.as_ref().is_some_and(|d| d.invite.is_some()))
         .await;
     let line = app.model.devices.as_ref().unwrap().invite.clone().unwrap();
@@ -298,7 +302,7 @@ async fn the_devices_panel_lists_links_and_revokes() {
     ui.click("Revoke").expect("a Revoke button for the phone");
     let clicked: Vec<Message> = ui.into_messages().collect();
     assert!(clicked.iter().any(|m| matches!(m, Message::RevokeDevice(id) if Some(id.clone()) == phone.device())));
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     pump(&mut app, &mut events, "revoked", |app| app.model.notice.as_deref().is_some_and(|n| n.contains("revoked")))
         .await;
     let list = app.model.devices.as_ref().and_then(|d| d.list.clone()).unwrap();
@@ -323,11 +327,11 @@ async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread()
     ui.click("members: bob, carol").expect("the members field");
     ui.typewrite("bob, carol");
     let typed: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, typed);
+    apply(&mut app, typed).await;
     let mut ui = simulator(app.view());
     ui.click("Create").expect("the Create button");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     pump(&mut app, &mut events, "the room", |app| app.model.selected.as_deref() == Some("team")).await;
     let everyone_online = |app: &App| {
         app.model.rooms.len() == 2 && app.model.shown_room().is_some_and(|r| r.members.iter().all(|m| m.online))
@@ -343,7 +347,7 @@ async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread()
     let mut ui = simulator(app.view());
     ui.click("bob").expect("bob's direct room in the list");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     carol
         .expect("the room", |e| matches!(e, Event::Rooms(r) if r.iter().any(|r| r.name == "team")).then_some(()))
         .await;
@@ -355,7 +359,7 @@ async fn a_room_made_in_the_window_lists_its_members_and_counts_what_is_unread()
     assert!(ui.find("hello team").is_err(), "not in the room shown");
     ui.click("#team").expect("the team room");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     assert!(app.model.unread.is_empty());
     let mut ui = simulator(app.view());
     assert!(ui.find("hello team").is_ok());
@@ -400,7 +404,7 @@ async fn reading_back_is_not_disturbed_by_new_messages_and_a_button_takes_you_do
     assert!(chat.app.model.follow && chat.app.model.below == 0, "at the end, new lines keep the view there");
 
     // Alice scrolls up to read: what comes is counted, and the view stays.
-    let _ = chat.app.update(Message::LogScrolled(false));
+    let _ = chat.app.update(Message::LogScrolled { at_end: false, offset: 0.0, content: 2000.0 });
     chat.bob_says("two").await;
     chat.bob_says("three").await;
     let app = &mut chat.app;
@@ -409,7 +413,7 @@ async fn reading_back_is_not_disturbed_by_new_messages_and_a_button_takes_you_do
     ui.click("2 new messages ↓").expect("the button to the newest lines");
     let clicked: Vec<Message> = ui.into_messages().collect();
     assert!(clicked.iter().any(|m| matches!(m, Message::JumpToEnd)), "{clicked:?}");
-    apply(app, clicked);
+    apply(app, clicked).await;
     assert_eq!((app.model.follow, app.model.below), (true, 0));
     assert!(simulator(app.view()).find("2 new messages ↓").is_err(), "gone once down");
 
@@ -426,6 +430,50 @@ async fn reading_back_is_not_disturbed_by_new_messages_and_a_button_takes_you_do
     assert!(ui.find("while you were away").is_ok());
     let first_new = app.model.shown_lines().find(|l| l.seq > app.model.new_after).map(|l| l.text.as_str());
     assert_eq!(first_new, Some("while you were away"), "the divider sits before what came while away");
+}
+
+#[tokio::test]
+async fn a_restarted_window_opens_the_room_where_it_was_left_with_what_came_since_marked() {
+    let mut chat = AliceAndBob::start().await;
+    chat.app.model.select("team-to-be".into());
+    chat.app.settle().await;
+    let direct = qchat_shared::names::direct_room("alice", "bob");
+    chat.app.model.select(direct.clone());
+    for said in ["one", "two"] {
+        chat.bob_says(said).await;
+    }
+    // Alice reads everything, then closes the window.
+    let _ = chat.app.update(Message::Focused(false));
+    chat.app.settle().await;
+    let seen = chat.app.model.places.get(&direct).and_then(|p| p.seen_upto);
+    assert_eq!(seen, chat.app.model.log.last_seq(), "what she saw is written down");
+    let AliceAndBob { _setup: setup, bob, app, events } = chat;
+    drop((app, events));
+    bob.client.send_and_wait("while the window was closed").await.unwrap();
+
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "the message", |app| {
+        app.model.shown_lines().any(|l| l.text == "while the window was closed")
+    })
+    .await;
+    assert_eq!(app.model.selected.as_deref(), Some(direct.as_str()), "the room shown last");
+    assert_eq!(app.model.new_after, seen, "the divider is where she left off");
+    let mut ui = simulator(app.view());
+    assert!(ui.find("new").is_ok() && ui.find("one").is_ok());
+    drop(ui);
+    let first_new = app.model.shown_lines().find(|l| l.seq > app.model.new_after).map(|l| l.text.as_str());
+    assert_eq!(first_new, Some("while the window was closed"));
+
+    // Scrolled up to read, closed: the next start opens at that place, not at the end.
+    let _ = app.update(Message::LogScrolled { at_end: false, offset: 55.0, content: 2000.0 });
+    app.settle().await;
+    let first = app.model.log.first_seq().unwrap();
+    drop((app, events));
+    let (mut app, _events) = window(&setup, setup.identity("alice"));
+    app.settle().await;
+    assert_eq!(app.model.places.get(&direct).and_then(|p| p.reading), Some((first, 55.0)));
+    assert!(!app.model.follow, "reading back, as she was");
+    assert_eq!(app.model.log.first_seq(), Some(first), "from the same first line, so at the same place");
 }
 
 #[tokio::test]
@@ -483,44 +531,70 @@ fn a_dropped_folder_is_sent_as_the_files_in_it() {
 }
 
 #[tokio::test]
-async fn a_room_of_100000_messages_lays_out_one_page_with_days_and_shows_earlier_ones_on_demand() {
+async fn a_room_of_100000_messages_opens_at_once_holds_a_bounded_part_and_pages_both_ways() {
+    use qchat_client::history::{ChatLine, History, Record};
+    use qchat_gui::log::{MAX_LOADED, PAGE};
     let setup = TestRelay::start().await;
-    let (mut app, _events) = window(&setup, setup.identity("alice"));
+    let identity = setup.identity("alice");
     let room = qchat_shared::names::direct_room("alice", "bob");
-    // A message every 40 s: 100,000 of them span 46 days.
-    let lines = (0..100_000u64).map(|i| qchat_client::history::ChatLine {
-        id: qchat_shared::frame::MessageId::random(),
-        seq: Some(i + 1),
-        room: room.clone(),
-        from: if i % 2 == 0 { "bob".into() } else { "alice".into() },
-        text: format!("message number {i}"),
-        time_ms: 1_764_547_200_000 + i as i64 * 40_000,
-        mine: i % 2 == 1,
-        delivered: true,
-        received_by: Vec::new(),
-        notice: false,
+    // A message every 40 s: 100,000 of them span 46 days, in the history on disk.
+    let lines = (0..100_000u64).map(|i| {
+        Record::Line(ChatLine {
+            id: qchat_shared::frame::MessageId::random(),
+            seq: Some(i + 1),
+            room: room.clone(),
+            from: if i % 2 == 0 { "bob".into() } else { "alice".into() },
+            text: format!("message number {i}"),
+            time_ms: 1_764_547_200_000 + i as i64 * 40_000,
+            mine: i % 2 == 1,
+            delivered: true,
+            received_by: Vec::new(),
+            notice: false,
+        })
     });
-    app.model.lines = lines.collect();
-    app.model.select(room);
+    let options = setup.client_options(identity.clone());
+    let state = qchat_client::state::StateDir::under(options.data_dir.as_ref().unwrap(), &identity);
+    History::new(&state, "alice").append(lines.collect(), true).await.unwrap();
 
     let started = std::time::Instant::now();
+    let (mut app, _events) = window(&setup, identity);
+    app.model.select(room);
+    app.settle().await;
     let mut ui = simulator(app.view());
-    let earlier = format!("Show earlier messages ({} more)", 100_000 - qchat_gui::model::PAGE);
+    let earlier = format!("Show earlier messages ({} more)", 100_000 - PAGE);
     assert!(ui.find(earlier.as_str()).is_ok());
     let first_frame = started.elapsed();
     assert!(ui.find("message number 99999").is_ok(), "the newest line is there");
     assert!(ui.find("message number 99699").is_err(), "older ones are not laid out");
     let newest_day = qchat_gui::format::day(1_764_547_200_000 + 99_999 * 40_000, &qchat_gui::text::EN);
     assert!(ui.find(newest_day.as_str()).is_ok(), "a day separator");
-    eprintln!("100,000 messages: first frame built and laid out in {first_frame:?}");
+    eprintln!("100,000 messages: the window started, read its page and laid it out in {first_frame:?}");
     assert!(first_frame < Duration::from_secs(5), "{first_frame:?}");
 
     ui.click(earlier.as_str()).expect("Show earlier");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("message number 99699").is_ok(), "a page more");
-    assert!(ui.find(format!("Show earlier messages ({} more)", 100_000 - 2 * qchat_gui::model::PAGE).as_str()).is_ok());
+    assert!(ui.find(format!("Show earlier messages ({} more)", 100_000 - 2 * PAGE).as_str()).is_ok());
+    drop(ui);
+
+    // Far back, the window holds a bounded part of the room: the newest lines go.
+    for _ in 0..2 * MAX_LOADED / PAGE {
+        apply(&mut app, [Message::ShowEarlier]).await;
+    }
+    assert_eq!(app.model.log.lines.len(), MAX_LOADED);
+    assert_eq!(app.model.log.earlier + MAX_LOADED + app.model.log.later, 100_000);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("message number 99999").is_err(), "no longer held");
+    assert!(ui.find("Show later messages").is_ok(), "the way back down");
+    drop(ui);
+    apply(&mut app, [Message::ShowLater]).await;
+    assert_eq!(app.model.log.lines.len(), MAX_LOADED);
+    // The button to the newest lines reads them again.
+    apply(&mut app, [Message::JumpToEnd]).await;
+    assert_eq!((app.model.log.later, app.model.log.lines.len()), (0, PAGE));
+    assert!(simulator(app.view()).find("message number 99999").is_ok());
 }
 
 #[tokio::test]
@@ -544,7 +618,7 @@ async fn ctrl_f_searches_the_rooms_history_and_esc_closes_it() {
     ui.click("Search this room (Esc closes)").expect("the search field");
     ui.typewrite("train");
     let typed: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, typed);
+    apply(&mut app, typed).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("2 found").is_ok(), "either case");
     assert!(ui.find("the train leaves at 7").is_ok() && ui.find("Train tickets are booked").is_ok());
@@ -571,7 +645,7 @@ async fn the_window_speaks_chinese_and_switches_to_english_and_back() {
     assert!(ui.find("Rooms").is_err(), "no English left on the screen");
     ui.click("English").expect("the language switch");
     let clicked: Vec<Message> = ui.into_messages().collect();
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     let mut ui = simulator(app.view());
     assert!(ui.find("Rooms").is_ok() && ui.find("Receive all (0)").is_ok());
     assert!(ui.find("中文").is_ok(), "and back again");
@@ -617,7 +691,7 @@ async fn esc_cancels_the_transfer_clicked() {
     ui.click("big.iso").expect("the transfer's card");
     let clicked: Vec<Message> = ui.into_messages().collect();
     assert!(clicked.iter().any(|m| matches!(m, Message::SelectTransfer(_))), "{clicked:?}");
-    apply(&mut app, clicked);
+    apply(&mut app, clicked).await;
     let _ = app.update(Message::Escape);
     pump(&mut app, &mut events, "cancelled", |app| {
         app.model.transfers.first().is_some_and(|t| matches!(&t.stage, Stage::Failed(reason) if reason == "cancelled"))

@@ -417,7 +417,7 @@ impl Printer {
             Event::SendFailed { id, reason } => self.error(&format!("message {id} not sent: {reason}")),
             Event::Status(status) => self.status(status),
             Event::Connection(state) if verbose => self.connection(state),
-            Event::Connection(_) | Event::AckConfirmed { .. } | Event::History(_) | Event::KeysPublished { .. } => {}
+            Event::Connection(_) | Event::AckConfirmed { .. } | Event::KeysPublished { .. } => {}
         }
     }
 
