@@ -140,16 +140,21 @@ impl Log {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn line(seq: u64) -> ChatLine {
+        from_bob(seq, "team")
+    }
+
+    /// A message of bob's in `room`, numbered `seq` (its id made from it).
+    pub(crate) fn from_bob(seq: u64, room: &str) -> ChatLine {
         let mut id = [0; 16];
         id[..8].copy_from_slice(&seq.to_be_bytes());
         ChatLine {
             id: MessageId(id),
             seq: Some(seq),
-            room: "team".into(),
+            room: room.into(),
             from: "bob".into(),
             text: format!("m{seq}"),
             time_ms: seq as i64,

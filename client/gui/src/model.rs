@@ -861,6 +861,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::tests::from_bob;
     use qchat_client::history::RoomPlace;
     use qchat_client::IncomingMessage;
     use qchat_shared::frame::Body;
@@ -885,23 +886,6 @@ mod tests {
     fn open_empty(model: &mut Model, room: &str) {
         model.select(room.into());
         answer_reads(model, Places::default(), &mut Vec::new());
-    }
-
-    fn from_bob(seq: u64, room: &str) -> ChatLine {
-        let mut id = [0; 16];
-        id[..8].copy_from_slice(&seq.to_be_bytes());
-        ChatLine {
-            id: MessageId(id),
-            seq: Some(seq),
-            room: room.into(),
-            from: "bob".into(),
-            text: format!("m{seq}"),
-            time_ms: seq as i64,
-            mine: false,
-            delivered: true,
-            received_by: Vec::new(),
-            notice: false,
-        }
     }
 
     #[test]
