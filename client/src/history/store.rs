@@ -207,10 +207,7 @@ impl Store {
             .prepare_cached(sql)?
             .query_row(params![room, seq as i64, back.saturating_sub(1) as i64], |r| r.get(0))
             .optional()?;
-        match found {
-            Some(seq) => Ok(seq as u64),
-            None => Ok(0),
-        }
+        Ok(found.map_or(0, |seq| seq as u64))
     }
 
     fn count(&self, room: &str, condition: &str, seq: i64) -> rusqlite::Result<usize> {
