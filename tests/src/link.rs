@@ -2,9 +2,13 @@
 //! direction is a bottleneck of a set rate with a drop-tail queue, a propagation delay and
 //! random loss. Packets leave the bottleneck paced at the rate, one by one, not in
 //! timer-tick bursts: each direction runs on a thread of its own that sleeps until just
-//! before a packet is due and waits the last stretch out precisely.
+//! before a packet is due and waits the last stretch out precisely. So that the emulator
+//! is not the bottleneck at loopback rates, it reads many datagrams per system call
+//! (`recvmmsg` and GRO, through quinn-udp) and, when several are due at once because the
+//! thread fell behind, sends them in one call (GSO).
 
 use std::collections::VecDeque;
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -12,6 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use rand::Rng;
 
 /// What the link is like, the same in each direction.
@@ -46,6 +51,10 @@ impl LinkSpec {
 const HANDOFF: usize = 65_536;
 /// Closer than this to a packet's time, the thread spins instead of sleeping.
 const SPIN: Duration = Duration::from_micros(200);
+/// The most one read returns per datagram slot (GRO joins up to 64 KiB of segments).
+const READ_SLOT: usize = 65_536;
+/// The most one send carries (the largest UDP payload, as GSO segments).
+const SEND_BYTES: usize = 65_000;
 
 /// A running emulated link; clients connect to [`EmulatedLink::addr`].
 pub struct EmulatedLink {
@@ -66,37 +75,29 @@ impl Drop for EmulatedLink {
 impl EmulatedLink {
     /// Starts a link in front of `server` (one client address at a time, as a test needs).
     pub fn start(server: SocketAddr, spec: LinkSpec) -> std::io::Result<EmulatedLink> {
-        let front = UdpSocket::bind("127.0.0.1:0")?;
-        let back = UdpSocket::bind("127.0.0.1:0")?;
-        for socket in [&front, &back] {
-            socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-        }
-        let addr = front.local_addr()?;
+        let front = Side::bind()?;
+        let back = Side::bind()?;
+        let addr = front.socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
         let (up_tx, up_rx) = mpsc::sync_channel(HANDOFF);
         let (down_tx, down_rx) = mpsc::sync_channel(HANDOFF);
-        let (front, back) = (Arc::new(front), Arc::new(back));
         let mut threads = Vec::new();
         // Client to server: read at the front (noting who the client is), leave from the
         // back; and the way back.
         let client_seen = client.clone();
         threads.push(pump(front.clone(), stop.clone(), up_tx, move |from| {
             *client_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
-        }));
-        threads.push(pump(back.clone(), stop.clone(), down_tx, |_| {}));
+        })?);
+        threads.push(pump(back.clone(), stop.clone(), down_tx, |_| {})?);
         let (stop_up, stop_down) = (stop.clone(), stop.clone());
-        let up_out = back.clone();
         threads.push(std::thread::spawn(move || {
-            bottleneck(spec, up_rx, &stop_up, |datagram| {
-                let _ = up_out.send_to(datagram, server);
-            })
+            bottleneck(spec, up_rx, &stop_up, |datagrams, stride| back.send(server, datagrams, stride))
         }));
-        let down_out = front.clone();
         threads.push(std::thread::spawn(move || {
-            bottleneck(spec, down_rx, &stop_down, |datagram| {
+            bottleneck(spec, down_rx, &stop_down, |datagrams, stride| {
                 if let Some(to) = *client.lock().unwrap_or_else(|p| p.into_inner()) {
-                    let _ = down_out.send_to(datagram, to);
+                    front.send(to, datagrams, stride);
                 }
             })
         }));
@@ -104,32 +105,88 @@ impl EmulatedLink {
     }
 }
 
-/// Reads datagrams from `socket` into a bottleneck's input until `stop`, telling `seen`
-/// where each came from; a full input drops the datagram, as a full queue would.
-fn pump(
+/// One of the link's two sockets, with what quinn-udp knows of it (GSO, GRO).
+#[derive(Clone)]
+struct Side {
     socket: Arc<UdpSocket>,
+    state: Arc<UdpSocketState>,
+}
+
+impl Side {
+    /// A socket on loopback, non-blocking, with GRO on where the kernel has it.
+    fn bind() -> std::io::Result<Side> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(Side { socket: Arc::new(socket), state: Arc::new(state) })
+    }
+
+    /// Sends `datagrams` (segments of `stride` bytes, the last maybe shorter) to `to`, as
+    /// many in each call as the kernel's GSO takes; a full socket buffer drops them, as a
+    /// router would.
+    fn send(&self, to: SocketAddr, datagrams: &[u8], stride: usize) {
+        let most = stride * self.state.max_gso_segments().max(1);
+        for run in datagrams.chunks(most) {
+            let transmit = Transmit {
+                destination: to,
+                ecn: None,
+                contents: run,
+                segment_size: (run.len() > stride).then_some(stride),
+                src_ip: None,
+            };
+            let _ = self.state.send((&*self.socket).into(), &transmit);
+        }
+    }
+}
+
+/// Reads datagrams from `side` into a bottleneck's input until `stop`, telling `seen`
+/// where each came from; a full input drops the datagram, as a full queue would. The
+/// thread waits for the socket on a small runtime of its own and reads what is there in
+/// batches.
+fn pump(
+    side: Side,
     stop: Arc<AtomicBool>,
     input: SyncSender<Vec<u8>>,
     mut seen: impl FnMut(SocketAddr) + Send + 'static,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        while !stop.load(Ordering::Acquire) {
-            if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                seen(from);
-                let _ = input.try_send(buf[..n].to_vec());
+) -> std::io::Result<JoinHandle<()>> {
+    let socket = side.socket.try_clone()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    Ok(std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let Ok(socket) = tokio::net::UdpSocket::from_std(socket) else { return };
+            let mut storage = vec![0u8; READ_SLOT * BATCH_SIZE];
+            let mut slots: Vec<IoSliceMut> = storage.chunks_mut(READ_SLOT).map(IoSliceMut::new).collect();
+            let mut metas = [RecvMeta::default(); BATCH_SIZE];
+            while !stop.load(Ordering::Acquire) {
+                match tokio::time::timeout(Duration::from_millis(50), socket.readable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => continue, // look at `stop` again
+                }
+                let read = socket.try_io(tokio::io::Interest::READABLE, || {
+                    side.state.recv((&socket).into(), &mut slots, &mut metas)
+                });
+                let Ok(count) = read else { continue };
+                for (slot, meta) in slots.iter().zip(&metas).take(count) {
+                    seen(meta.addr);
+                    for datagram in slot[..meta.len].chunks(meta.stride.max(1)) {
+                        let _ = input.try_send(datagram.to_vec());
+                    }
+                }
             }
-        }
-    })
+        })
+    }))
 }
 
 /// One direction: datagrams arrive on `input`, wait their turn at the rate (dropped when
-/// the queue is full or at random), travel half the round trip, and go to `deliver`.
-fn bottleneck(spec: LinkSpec, input: Receiver<Vec<u8>>, stop: &AtomicBool, mut deliver: impl FnMut(&[u8])) {
+/// the queue is full or at random), travel half the round trip, and go to `deliver`, which
+/// takes those due at the same time together (datagrams of one size, the last maybe
+/// shorter, and that size).
+fn bottleneck(spec: LinkSpec, input: Receiver<Vec<u8>>, stop: &AtomicBool, mut deliver: impl FnMut(&[u8], usize)) {
     let one_way = spec.rtt / 2;
     // When the bottleneck is next free, and the packets on their way out, by exit time.
     let mut free_at = Instant::now();
     let mut in_flight: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut together = Vec::with_capacity(SEND_BYTES);
     let mut rng = rand::thread_rng();
     let mut admit = |datagram: Vec<u8>, now: Instant, free_at: &mut Instant, line: &mut VecDeque<_>| {
         let start = (*free_at).max(now);
@@ -144,10 +201,12 @@ fn bottleneck(spec: LinkSpec, input: Receiver<Vec<u8>>, stop: &AtomicBool, mut d
         while let Ok(datagram) = input.try_recv() {
             admit(datagram, now, &mut free_at, &mut in_flight);
         }
-        while in_flight.front().is_some_and(|(exit, _)| *exit <= Instant::now()) {
-            if let Some((_, datagram)) = in_flight.pop_front() {
-                deliver(&datagram);
+        loop {
+            let stride = take_due(&mut in_flight, Instant::now(), &mut together);
+            if together.is_empty() {
+                break;
             }
+            deliver(&together, stride);
         }
         let wait = in_flight
             .front()
@@ -162,4 +221,27 @@ fn bottleneck(spec: LinkSpec, input: Receiver<Vec<u8>>, stop: &AtomicBool, mut d
             std::thread::yield_now();
         }
     }
+}
+
+/// Moves the datagrams due by `now` that can leave in one send into `together`: the
+/// first's size is the stride, and a shorter one ends the run. Returns the stride.
+fn take_due(in_flight: &mut VecDeque<(Instant, Vec<u8>)>, now: Instant, together: &mut Vec<u8>) -> usize {
+    together.clear();
+    let mut stride = 0;
+    while let Some((exit, datagram)) = in_flight.front() {
+        let size = datagram.len();
+        let fits = together.is_empty() || (size <= stride && together.len() + size <= SEND_BYTES);
+        if *exit > now || !fits {
+            break;
+        }
+        if together.is_empty() {
+            stride = size;
+        }
+        together.extend_from_slice(datagram);
+        in_flight.pop_front();
+        if size < stride {
+            break;
+        }
+    }
+    stride
 }
