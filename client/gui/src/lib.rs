@@ -11,9 +11,11 @@
 //! - [`view`]: the room list, the files and chat panels, and the status line;
 //! - [`notify`]: desktop notifications while the window is not focused;
 //! - [`text`]: every string the window shows, in English and Simplified Chinese;
-//! - [`style`], [`format`]: colours (light and dark), and sizes, speeds and times for people.
+//! - [`style`], [`format`]: colours (light and dark), and sizes, speeds and times for people;
+//! - [`fonts`]: the bundled fonts for Chinese, Japanese, Korean, emoji and right-to-left text.
 
 pub mod app;
+pub mod fonts;
 pub mod format;
 pub mod geometry;
 pub mod join;

@@ -60,12 +60,8 @@ fn main() -> Result<()> {
         None => Shell::join(identities.clone(), settings.clone()),
     };
     let theme = cli.theme;
-    iced::application(boot, Shell::update, Shell::view)
-        .theme(move |_: &Shell| theme.theme())
-        .font(qchat_gui::style::CJK_FALLBACK)
-        .title(Shell::title)
-        .subscription(Shell::subscription)
-        .window_size(size)
-        .run()?;
+    let window = iced::application(boot, Shell::update, Shell::view).theme(move |_: &Shell| theme.theme());
+    let window = qchat_gui::fonts::FALLBACKS.iter().fold(window, |window, fallback| window.font(fallback.bytes));
+    window.title(Shell::title).subscription(Shell::subscription).window_size(size).run()?;
     Ok(())
 }

@@ -6,10 +6,6 @@
 use iced::widget::{container, text};
 use iced::{Background, Border, Color, Theme};
 
-/// A font with Chinese and Japanese glyphs, for a system that has none (Droid Sans
-/// Fallback, Apache 2.0; see `assets/fonts/NOTICE`). It has no Hangul.
-pub const CJK_FALLBACK: &[u8] = include_bytes!("../assets/fonts/DroidSansFallbackFull.ttf");
-
 /// What a text says by its colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {

@@ -530,15 +530,13 @@ fn a_dropped_folder_is_sent_as_the_files_in_it() {
     );
 }
 
-#[tokio::test]
-async fn a_room_of_100000_messages_opens_at_once_holds_a_bounded_part_and_pages_both_ways() {
+/// A direct room of alice's with `count` messages in her history on disk, one every 40 s
+/// (100,000 of them span 46 days); its identity and room.
+async fn long_room(setup: &TestRelay, count: u64) -> (Identity, String) {
     use qchat_client::history::{ChatLine, History, Record};
-    use qchat_gui::log::{MAX_LOADED, PAGE};
-    let setup = TestRelay::start().await;
     let identity = setup.identity("alice");
     let room = qchat_shared::names::direct_room("alice", "bob");
-    // A message every 40 s: 100,000 of them span 46 days, in the history on disk.
-    let lines = (0..100_000u64).map(|i| {
+    let lines = (0..count).map(|i| {
         Record::Line(ChatLine {
             id: qchat_shared::frame::MessageId::random(),
             seq: Some(i + 1),
@@ -555,6 +553,14 @@ async fn a_room_of_100000_messages_opens_at_once_holds_a_bounded_part_and_pages_
     let options = setup.client_options(identity.clone());
     let state = qchat_client::state::StateDir::under(options.data_dir.as_ref().unwrap(), &identity);
     History::new(&state, "alice").append(lines.collect(), true).await.unwrap();
+    (identity, room)
+}
+
+#[tokio::test]
+async fn a_room_of_100000_messages_opens_at_once_holds_a_bounded_part_and_pages_both_ways() {
+    use qchat_gui::log::{MAX_LOADED, PAGE};
+    let setup = TestRelay::start().await;
+    let (identity, room) = long_room(&setup, 100_000).await;
 
     let started = std::time::Instant::now();
     let (mut app, _events) = window(&setup, identity);
@@ -714,4 +720,90 @@ async fn a_folder_of_too_many_files_is_not_sent_and_the_window_says_why() {
     assert!(app.model.transfers.is_empty(), "nothing queued");
     let notice = app.model.notice.clone().unwrap_or_default();
     assert!(notice.contains("more than 1000 files") && notice.contains("nothing was sent"), "{notice}");
+}
+
+/// The middle of a sorted list of durations.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test]
+async fn scrolling_through_the_most_lines_the_window_holds_draws_frames_quickly() {
+    use iced::mouse::{Event as Mouse, ScrollDelta};
+    use iced_test::core::renderer::Headless;
+    use iced_test::runtime::user_interface::{Cache, UserInterface};
+    use qchat_gui::log::{MAX_LOADED, PAGE};
+    let setup = TestRelay::start().await;
+    let (identity, room) = long_room(&setup, 100_000).await;
+    let (mut app, _events) = window(&setup, identity);
+    app.model.select(room);
+    app.settle().await;
+    for _ in 0..MAX_LOADED / PAGE {
+        apply(&mut app, [Message::ShowEarlier]).await;
+    }
+    assert_eq!(app.model.log.lines.len(), MAX_LOADED, "the most the window holds");
+
+    // Frames as the window's runtime makes them while the log is scrolled: the wheel turn
+    // given to the widgets, the view built again against the last frame's widget state
+    // (text already shaped is kept), laid out, drawn and rasterized at the window's size.
+    let (size, theme) = (iced::Size::new(1024.0, 768.0), iced::Theme::Light);
+    let base = iced::theme::Base::base(&theme);
+    let style = iced_test::core::renderer::Style { text_color: base.text_color };
+    let mut renderer = iced_test::futures::futures::executor::block_on(<iced::Renderer as Headless>::new(
+        iced::Font::with_name("Fira Sans"),
+        iced::Pixels(16.0),
+        None,
+    ))
+    .expect("a renderer");
+    let cursor = iced::mouse::Cursor::Available(iced::Point::new(700.0, 300.0));
+    let wheel = iced::Event::Mouse(Mouse::WheelScrolled { delta: ScrollDelta::Lines { x: 0.0, y: -3.0 } });
+    let mut frame = |app: &mut App, cache: Cache, events: &[iced::Event]| {
+        let mut messages = Vec::new();
+        let mut ui = UserInterface::build(app.view(), size, cache, &mut renderer);
+        let _ = ui.update(events, cursor, &mut renderer, &mut iced_test::core::clipboard::Null, &mut messages);
+        ui.draw(&mut renderer, &theme, &style, cursor);
+        let pixels = renderer.screenshot(iced::Size::new(1024, 768), 1.0, base.background_color);
+        assert_eq!(pixels.len(), 1024 * 768 * 4);
+        let cache = ui.into_cache();
+        (cache, messages)
+    };
+    let (mut cache, mut frames, mut offsets) = (frame(&mut app, Cache::default(), &[]).0, Vec::new(), Vec::new());
+    for _ in 0..40 {
+        let started = std::time::Instant::now();
+        let (kept, messages) = frame(&mut app, cache, std::slice::from_ref(&wheel));
+        cache = kept;
+        for message in messages {
+            if let Message::LogScrolled { offset, .. } = message {
+                offsets.push(offset);
+            }
+            let _ = app.update(message);
+        }
+        frames.push(started.elapsed());
+    }
+    assert!(offsets.len() == 40 && offsets.windows(2).all(|w| w[1] > w[0]), "the log scrolled: {offsets:?}");
+    // The same with nothing in the window: clearing and reading back the pixels.
+    let blank = median(
+        (0..10)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let nothing: iced::Element<'_, Message> = iced::widget::text("").into();
+                UserInterface::build(nothing, size, Cache::default(), &mut renderer).draw(
+                    &mut renderer,
+                    &theme,
+                    &style,
+                    cursor,
+                );
+                let _ = renderer.screenshot(iced::Size::new(1024, 768), 1.0, base.background_color);
+                started.elapsed()
+            })
+            .collect(),
+    );
+    let (median_frame, worst) = (median(frames.clone()), frames.iter().max().copied().unwrap());
+    eprintln!(
+        "{MAX_LOADED} lines held, scrolled 40 times in a 1024x768 window: a frame takes {median_frame:?} \
+         (median), {worst:?} at worst; a blank frame {blank:?}"
+    );
+    // Generous for a debug build on a busy machine; the README has the figures.
+    assert!(median_frame < Duration::from_millis(100), "{median_frame:?}");
 }
