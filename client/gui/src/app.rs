@@ -48,6 +48,8 @@ pub enum Message {
     SendFile,
     /// A file was dropped onto the window.
     FileDropped(PathBuf),
+    /// What a dropped path holds to send, listed off the window's thread.
+    DroppedListed(Dropped),
     /// "Receive all": fetch every file offered in the shown room.
     Receive,
     /// "Receive" on one offered file.
@@ -155,6 +157,23 @@ pub struct App {
     places_written: Instant,
     /// A write of places is under way.
     writing_places: bool,
+    /// Dropped paths whose files are being listed, each with whether its listing started.
+    dropped: Vec<(PathBuf, bool)>,
+}
+
+/// A dropped path and the files to send for it, with their names ([`to_send`]).
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub path: PathBuf,
+    pub files: Vec<(PathBuf, Option<String>)>,
+}
+
+/// Lists what a dropped `path` holds on a blocking thread: a folder may be large, or on a
+/// slow disk, and the window must not stop for it.
+async fn list_dropped(path: PathBuf) -> Dropped {
+    let listed = path.clone();
+    let files = tokio::task::spawn_blocking(move || to_send(&listed)).await.unwrap_or_default();
+    Dropped { path, files }
 }
 
 /// How often places changed by scrolling are written down.
@@ -188,6 +207,7 @@ impl App {
             size_record: None,
             places_written: Instant::now(),
             writing_places: false,
+            dropped: Vec::new(),
         };
         (app, operation::focus(INPUT))
     }
@@ -209,6 +229,10 @@ impl App {
         let scrolled = matches!(message, Message::LogScrolled { .. });
         let handled = self.handle(message);
         let mut tasks = vec![handled];
+        for (path, started) in self.dropped.iter_mut().filter(|(_, started)| !*started) {
+            *started = true;
+            tasks.push(Task::perform(list_dropped(path.clone()), Message::DroppedListed));
+        }
         if let Some(history) = self.client.as_ref().map(|c| c.history().clone()) {
             while let Some((number, read)) = self.model.next_read() {
                 tasks.push(Task::perform(read_history(history.clone(), read), move |a| Message::Answered(number, a)));
@@ -232,9 +256,14 @@ impl App {
         Task::perform(write, Message::PlacesWritten)
     }
 
-    /// Runs the reads of the history asked for and applies their answers, until none is
-    /// left: for a caller that does not run the tasks [`App::update`] returns (tests).
+    /// Lists the dropped paths and runs the reads of the history asked for, applying their
+    /// answers, until none is left: for a caller that does not run the tasks
+    /// [`App::update`] returns (tests).
     pub async fn settle(&mut self) {
+        while let Some((path, _)) = self.dropped.first() {
+            let listed = list_dropped(path.clone()).await;
+            let _ = self.update(Message::DroppedListed(listed));
+        }
         let Some(history) = self.client.as_ref().map(|c| c.history().clone()) else { return };
         while let Some((&number, read)) = self.model.asked.iter().next() {
             let answer = read_history(history.clone(), read.clone()).await;
@@ -292,9 +321,12 @@ impl App {
                     self.path.clear();
                 }
             }
+            Message::FileDropped(path) => self.dropped.push((path, false)),
             // A folder dropped is sent as the files in it, named by their place in it.
-            Message::FileDropped(path) => {
-                let files = to_send(&path);
+            Message::DroppedListed(Dropped { path, files }) => {
+                if let Some(at) = self.dropped.iter().position(|(listing, _)| *listing == path) {
+                    self.dropped.remove(at);
+                }
                 if files.len() > MAX_DROPPED {
                     let s = self.model.lang.strings();
                     self.model.notice = Some((s.too_many_files)(&path.display().to_string(), files.len(), MAX_DROPPED));

@@ -148,7 +148,8 @@ fn chat(app: &App) -> Element<'_, Message> {
         log = log.push(chat_line(line, room, s));
     }
     if later > 0 {
-        log = log.push(container(button(text(s.show_later).size(12)).on_press(Message::ShowLater)).center_x(Fill));
+        let label = (s.show_later)(later);
+        log = log.push(container(button(text(label).size(12)).on_press(Message::ShowLater)).center_x(Fill));
     }
     let log = scrollable(log).id(LOG).height(Fill).width(Fill).on_scroll(|v| Message::LogScrolled {
         at_end: at_end(&v),

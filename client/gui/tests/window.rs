@@ -505,6 +505,47 @@ async fn one_file_of_several_is_received_by_its_own_button_and_can_be_opened_fro
     assert!(simulator(app.view()).find("Open").is_ok(), "and it can be opened");
 }
 
+#[tokio::test]
+async fn several_files_and_a_folder_dropped_at_once_all_reach_the_relay_and_bob() {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    let desk = setup.tmp.path().join("desk");
+    for (name, size) in [("notes.txt", 1), ("photo.jpg", 300_000), ("trip/map.pdf", 0), ("trip/day 2/clip.mov", 70_000)]
+    {
+        std::fs::create_dir_all(desk.join(name).parent().unwrap()).unwrap();
+        write_file(&desk.join(name), size);
+    }
+    // One drop event per item, as the window gets them.
+    for item in ["notes.txt", "photo.jpg", "trip"] {
+        let _ = app.update(Message::FileDropped(desk.join(item)));
+    }
+    pump(&mut app, &mut events, "four files on the relay", |app| {
+        app.model.transfers.len() == 4 && app.model.transfers.iter().all(|t| t.stage == Stage::OnRelay)
+    })
+    .await;
+    let mut names: Vec<&str> = app.model.transfers.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["notes.txt", "photo.jpg", "trip/day 2/clip.mov", "trip/map.pdf"]);
+    let mut ui = simulator(app.view());
+    assert!(ui.find("trip/day 2/clip.mov").is_ok(), "each file has its card");
+    drop(ui);
+    let mut bob = peer(&setup, "bob").await;
+    let (saved, failed) = bob.receive_all().await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let downloads = setup.downloads("bob");
+    let mut kept: Vec<String> = saved
+        .iter()
+        .map(|path| {
+            let name = path.strip_prefix(&downloads).expect("under bob's downloads").to_string_lossy().into_owned();
+            assert_eq!(std::fs::read(path).unwrap(), std::fs::read(desk.join(&name)).unwrap(), "{name}");
+            name
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["notes.txt", "photo.jpg", "trip/day 2/clip.mov", "trip/map.pdf"], "in the same folders");
+}
+
 #[test]
 fn a_dropped_folder_is_sent_as_the_files_in_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -593,7 +634,8 @@ async fn a_room_of_100000_messages_opens_at_once_holds_a_bounded_part_and_pages_
     assert_eq!(app.model.log.earlier + MAX_LOADED + app.model.log.later, 100_000);
     let mut ui = simulator(app.view());
     assert!(ui.find("message number 99999").is_err(), "no longer held");
-    assert!(ui.find("Show later messages").is_ok(), "the way back down");
+    let later = format!("Show later messages ({} more)", app.model.log.later);
+    assert!(ui.find(later.as_str()).is_ok(), "the way back down, with how far it is");
     drop(ui);
     apply(&mut app, [Message::ShowLater]).await;
     assert_eq!(app.model.log.lines.len(), MAX_LOADED);
@@ -717,6 +759,8 @@ async fn a_folder_of_too_many_files_is_not_sent_and_the_window_says_why() {
         std::fs::write(home.join(format!("{i}.txt")), "x").unwrap();
     }
     let _ = app.update(Message::FileDropped(home.clone()));
+    assert!(app.model.transfers.is_empty() && app.model.notice.is_none(), "listed off the window's thread");
+    app.settle().await;
     assert!(app.model.transfers.is_empty(), "nothing queued");
     let notice = app.model.notice.clone().unwrap_or_default();
     assert!(notice.contains("more than 1000 files") && notice.contains("nothing was sent"), "{notice}");
