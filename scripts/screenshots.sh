@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Takes the README's screenshots of the real window under Xvfb: a room of three with a
-# conversation and files offered, light in English and dark in Chinese
-# (docs/qchat-light-en.png, docs/qchat-dark-zh.png). Needs xvfb, xdotool and imagemagick (apt),
+# conversation and files offered, light and dark, in English and in Chinese
+# (docs/qchat-{light,dark}-{en,zh}.png). Needs xvfb, xdotool and imagemagick (apt),
 # and the debug builds of qchat-server, qchat-certs, qchat-cli and qchat. No arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,9 @@ head -c 800000 /dev/urandom >"$work/route.pdf"
 cli alice send-file --room trip "$work/photos-2025.zip"
 cli bob send-file --room trip "$work/route.pdf"
 cli carol send --room trip "中文也可以：周五见！"
+cli bob send --room trip "민수도 와요 👍🎉 — and Noa wrote: שלום, نراكم يوم الجمعة"
 
-for look in light-en dark-zh; do
+for look in light-en dark-en light-zh dark-zh; do
     theme=${look%-*} lang=${look#*-}
     "$bin/qchat" --identity "$pki/alice.qchat" --data-dir "$work/alice" --download-dir "$work/alice-dl" \
         --theme "$theme" --lang "$lang" >"$work/window-$look.log" 2>&1 &
@@ -41,4 +42,4 @@ for look in light-en dark-zh; do
     kill "$window"
     wait "$window" 2>/dev/null || true
 done
-echo "wrote docs/qchat-light-en.png and docs/qchat-dark-zh.png"
+echo "wrote docs/qchat-{light,dark}-{en,zh}.png"
