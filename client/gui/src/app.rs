@@ -14,7 +14,7 @@ use iced::widget::{operation, text_editor};
 use iced::{event, keyboard, window, Subscription, Task};
 use qchat_client::history::{History, Place};
 use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, RoomRequest, TransferId};
-use qchat_shared::frame::FileId;
+use qchat_shared::frame::{FileId, MessageId};
 
 use crate::model::{Answer, Devices, Model, Read, Scroll};
 
@@ -26,6 +26,8 @@ pub const INPUT: &str = "chat-input";
 pub const SEARCH: &str = "search";
 /// The "new" divider's widget id (the log is scrolled to it when a room opens there).
 pub const DIVIDER: &str = "new-divider";
+/// The message open for selecting its text.
+pub const SELECTING: &str = "selecting";
 
 /// Everything the window can be told.
 #[derive(Debug, Clone)]
@@ -77,6 +79,11 @@ pub enum Message {
     CopyInvite(String),
     /// A right click on a message: its text goes to the clipboard.
     CopyText(String),
+    /// A message's text was clicked: open it for selecting (all of it, to start with).
+    SelectIn(MessageId),
+    /// A selection or cursor move in the message open for selecting (edits are ignored:
+    /// it is read-only).
+    Selecting(text_editor::Action),
     /// A room in the room list was chosen.
     SelectRoom(String),
     /// The new room's name, or its members (names separated by commas), changed.
@@ -157,6 +164,8 @@ pub struct App {
     places_written: Instant,
     /// A write of places is under way.
     writing_places: bool,
+    /// The message open for selecting its text, read-only (Ctrl+C copies the selection).
+    pub selecting: Option<(MessageId, text_editor::Content)>,
     /// Dropped paths whose files are being listed, each with whether its listing started.
     dropped: Vec<(PathBuf, bool)>,
 }
@@ -207,6 +216,7 @@ impl App {
             size_record: None,
             places_written: Instant::now(),
             writing_places: false,
+            selecting: None,
             dropped: Vec::new(),
         };
         (app, operation::focus(INPUT))
@@ -459,7 +469,24 @@ impl App {
             Message::SwitchLanguage => self.model.lang = self.model.lang.other(),
             Message::SelectTransfer(transfer) => self.model.selected_transfer = Some(transfer),
             // Esc closes the search, or else cancels the transfer chosen while it runs.
+            Message::SelectIn(id) => {
+                let (_, lines, _) = self.model.page();
+                if let Some(line) = lines.into_iter().find(|line| line.id == id) {
+                    let mut content = text_editor::Content::with_text(&line.text);
+                    content.perform(text_editor::Action::SelectAll);
+                    self.selecting = Some((id, content));
+                    return operation::focus(SELECTING);
+                }
+            }
+            Message::Selecting(action) => {
+                if let (Some((_, content)), false) = (&mut self.selecting, action.is_edit()) {
+                    content.perform(action);
+                }
+            }
             Message::Escape => {
+                if self.selecting.take().is_some() {
+                    return Task::none();
+                }
                 if self.model.search.take().is_some() {
                     self.model.found = None;
                     return operation::focus(INPUT);

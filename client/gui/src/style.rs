@@ -155,6 +155,18 @@ pub fn card(theme: &Theme) -> container::Style {
     }
 }
 
+/// A message open for selecting its text: on a card, the selection in the own lines' tone.
+pub fn selecting(theme: &Theme, _status: iced::widget::text_editor::Status) -> iced::widget::text_editor::Style {
+    let palette = palette(theme);
+    iced::widget::text_editor::Style {
+        background: Background::Color(palette.card),
+        border: Border { color: palette.border, width: 1.0, radius: 4.0.into() },
+        placeholder: palette.muted,
+        value: palette.text,
+        selection: Color { a: 0.35, ..palette.mine },
+    }
+}
+
 /// The card of the transfer chosen (Esc cancels it).
 pub fn chosen_card(theme: &Theme) -> container::Style {
     let palette = palette(theme);

@@ -8,7 +8,7 @@ use iced::widget::{button, column, container, progress_bar, row, scrollable, tex
 use iced::{Alignment, Element, Fill, Length};
 use qchat_client::history::ChatLine;
 
-use crate::app::{App, Message, DIVIDER, INPUT, LOG, SEARCH};
+use crate::app::{App, Message, DIVIDER, INPUT, LOG, SEARCH, SELECTING};
 use crate::format::{clock, date, day, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
 use crate::style::{self, Surface, Tone};
@@ -145,7 +145,8 @@ fn chat(app: &App) -> Element<'_, Message> {
             log = log.push(new_divider(s));
             divided = true;
         }
-        log = log.push(chat_line(line, room, s));
+        let selecting = app.selecting.as_ref().filter(|(id, _)| *id == line.id).map(|(_, content)| content);
+        log = log.push(chat_line(line, room, selecting, s));
     }
     if later > 0 {
         let label = (s.show_later)(later);
@@ -224,8 +225,14 @@ fn enter_sends(press: KeyPress) -> Option<Binding<Message>> {
 }
 
 /// One line of the chat: a message (ours with its ticks: ✓ stored, ✓✓ every member has
-/// it, and who has it so far in a room of more), or a change of members in grey.
-fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>, s: &'static Strings) -> Element<'a, Message> {
+/// it, and who has it so far in a room of more), or a change of members in grey. A message
+/// clicked is open for selecting its text (`selecting`).
+fn chat_line<'a>(
+    line: &'a ChatLine,
+    room: Option<&RoomInfo>,
+    selecting: Option<&'a text_editor::Content>,
+    s: &'static Strings,
+) -> Element<'a, Message> {
     if line.notice {
         let said = format!("{} · {}", clock(line.time_ms), line.text);
         return text(said).size(12).style(style::tone(Tone::Muted)).into();
@@ -257,12 +264,21 @@ fn chat_line<'a>(line: &'a ChatLine, room: Option<&RoomInfo>, s: &'static String
     let row = row![
         text(clock(line.time_ms)).size(12).style(style::tone(Tone::Muted)),
         text(format!("{}:", line.from)).style(style::tone(color)),
-        message_text(&line.text),
+        match selecting {
+            Some(content) => selectable(content),
+            None => iced::widget::mouse_area(message_text(&line.text)).on_press(Message::SelectIn(line.id)).into(),
+        },
         ticks,
     ]
     .spacing(8);
     // A right click copies the message's text.
     iced::widget::mouse_area(row).on_right_press(Message::CopyText(line.text.clone())).into()
+}
+
+/// A message's text open for selecting: read-only, the selection kept as it is dragged,
+/// Ctrl+C copying it.
+fn selectable(content: &text_editor::Content) -> Element<'_, Message> {
+    text_editor(content).id(SELECTING).on_action(Message::Selecting).padding(0).style(style::selecting).into()
 }
 
 /// A message's text, its web links underlined and clickable.

@@ -724,6 +724,35 @@ async fn a_right_click_copies_a_message() {
 }
 
 #[tokio::test]
+async fn a_clicked_message_opens_for_selecting_part_of_it_read_only() {
+    use iced::widget::text_editor::{Action, Edit, Motion};
+    let mut chat = AliceAndBob::start().await;
+    chat.bob_says("the door code is 4711").await;
+    let mut app = chat.app;
+    let mut ui = simulator(app.view());
+    ui.click("the door code is 4711").expect("the message's text");
+    let clicked: Vec<Message> = ui.into_messages().collect();
+    assert!(clicked.iter().any(|m| matches!(m, Message::SelectIn(_))), "{clicked:?}");
+    apply(&mut app, clicked).await;
+    let selected = |app: &App| app.selecting.as_ref().and_then(|(_, content)| content.selection());
+    assert_eq!(selected(&app).as_deref(), Some("the door code is 4711"), "all of it, to start with");
+    // Part of it: the cursor to the end, then four characters back with Shift.
+    let _ = app.update(Message::Selecting(Action::Move(Motion::DocumentEnd)));
+    for _ in 0..4 {
+        let _ = app.update(Message::Selecting(Action::Select(Motion::Left)));
+    }
+    assert_eq!(selected(&app).as_deref(), Some("4711"));
+    let _ = app.update(Message::Selecting(Action::Edit(Edit::Insert('x'))));
+    let _ = app.update(Message::Selecting(Action::Edit(Edit::Backspace)));
+    let text = app.selecting.as_ref().map(|(_, content)| content.text()).unwrap_or_default();
+    assert_eq!(text.trim_end(), "the door code is 4711", "read-only: nothing typed changes it");
+    assert!(simulator(app.view()).find("bob:").is_ok(), "the line is still there");
+    let _ = app.update(Message::Escape);
+    assert!(app.selecting.is_none(), "Esc closes it");
+    assert!(simulator(app.view()).find("the door code is 4711").is_ok(), "shown as text again");
+}
+
+#[tokio::test]
 async fn esc_cancels_the_transfer_clicked() {
     let setup = TestRelay::start().await;
     let (mut app, mut events) = window(&setup, setup.identity("alice"));
