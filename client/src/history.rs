@@ -11,7 +11,7 @@ mod store;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use qchat_shared::frame::MessageId;
+use qchat_shared::frame::{Body, MessageId};
 use serde::{Deserialize, Serialize};
 
 use crate::state::StateDir;
@@ -43,6 +43,9 @@ pub struct ChatLine {
     /// A change of the room's members, in words, rather than a message.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub notice: bool,
+    /// For a notice of a change of the room: which change (the text has it in English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<crate::rooms::Change>,
 }
 
 impl ChatLine {
@@ -59,7 +62,14 @@ impl ChatLine {
             delivered: false,
             received_by: Vec::new(),
             notice: true,
+            change: None,
         }
+    }
+
+    /// A line about a change of the room that `body` (from `by`) makes.
+    pub fn change(id: MessageId, seq: u64, room: String, by: String, body: &Body, time_ms: i64) -> Self {
+        let text = crate::rooms::describe(&by, body);
+        ChatLine { change: crate::rooms::Change::of(body), ..ChatLine::notice(id, Some(seq), room, by, text, time_ms) }
     }
 
     /// A message of ours the relay stored.
@@ -75,6 +85,7 @@ impl ChatLine {
             delivered: false,
             received_by: Vec::new(),
             notice: false,
+            change: None,
         }
     }
 
@@ -248,6 +259,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rooms::Change;
 
     fn line(seq: u64, mine: bool) -> ChatLine {
         ChatLine {
@@ -261,6 +273,7 @@ mod tests {
             delivered: false,
             received_by: Vec::new(),
             notice: false,
+            change: None,
         }
     }
 
@@ -428,6 +441,48 @@ mod tests {
         drop(history);
         let page = history_in(dir.path()).read("alice+bob".into(), Span::Newest(10)).await.unwrap();
         assert_eq!(page.lines.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_change_of_the_room_is_kept_as_which_change_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = history_in(dir.path());
+        let members = vec!["alice".to_string(), "bob".to_string()];
+        let made = ChatLine::change(
+            MessageId([7; 16]),
+            4,
+            "alice+bob".into(),
+            "bob".into(),
+            &Body::Created { members: members.clone() },
+            0,
+        );
+        let left = ChatLine::change(MessageId([8; 16]), 5, "alice+bob".into(), "bob".into(), &Body::Left, 0);
+        history.append(vec![Record::Line(made), Record::Line(left), Record::Line(line(6, false))], true).await.unwrap();
+        drop(history);
+        let page = history_in(dir.path()).read("alice+bob".into(), Span::Newest(10)).await.unwrap();
+        let changes: Vec<_> = page.lines.iter().map(|l| (l.notice, l.change.clone())).collect();
+        assert_eq!(changes, [(true, Some(Change::Created { members })), (true, Some(Change::Left)), (false, None)]);
+        assert_eq!(page.lines[0].text, "bob made the room with alice, bob", "and in English words");
+    }
+
+    #[tokio::test]
+    async fn a_history_of_the_first_schema_is_migrated_with_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+        db.execute_batch(store::V1).unwrap();
+        db.pragma_update(None, "user_version", 1).unwrap();
+        db.execute(
+            "INSERT INTO lines VALUES (?1, 3, 'alice+bob', 'bob', 'bob added carol', 5, 0, 0, 1)",
+            [&[9u8; 16][..]],
+        )
+        .unwrap();
+        drop(db);
+        let history = history_in(dir.path());
+        let page = history.read("alice+bob".into(), Span::Newest(10)).await.unwrap();
+        assert_eq!((page.lines[0].text.as_str(), page.lines[0].notice), ("bob added carol", true));
+        assert_eq!(page.lines[0].change, None, "told as it was written");
+        history.append(vec![Record::Line(line(4, false))], true).await.unwrap();
+        assert_eq!(history.read("alice+bob".into(), Span::Newest(10)).await.unwrap().lines.len(), 2);
     }
 
     #[tokio::test]

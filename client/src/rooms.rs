@@ -192,16 +192,56 @@ pub fn title(me: &str, room: &str) -> String {
     }
 }
 
-/// A change of members in words, for a chat line (`by` made it).
-pub fn describe(by: &str, change: &Body) -> String {
-    match change {
-        Body::Text(text) => text.clone(),
-        Body::Created { members } => format!("{by} made the room with {}", members.join(", ")),
-        Body::Added { user } => format!("{by} added {user}"),
-        Body::Removed { user } => format!("{by} removed {user}"),
-        Body::Left => format!("{by} left"),
-        Body::Sealed(_) => format!("{by} wrote (encrypted)"),
-        Body::Commit { .. } => format!("{by}'s device changed the room's encryption group"),
+/// A change of a room's members or of its encryption group, as a chat line keeps it (so
+/// that a window can tell it in its own language).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Created {
+        members: Vec<String>,
+    },
+    Added {
+        user: String,
+    },
+    Removed {
+        user: String,
+    },
+    Left,
+    /// A device of the sender changed the room's encryption group.
+    Regrouped,
+}
+
+impl Change {
+    /// The change `body` makes, if it is one (not a message).
+    pub fn of(body: &Body) -> Option<Change> {
+        Some(match body {
+            Body::Text(_) | Body::Sealed(_) => return None,
+            Body::Created { members } => Change::Created { members: members.clone() },
+            Body::Added { user } => Change::Added { user: user.clone() },
+            Body::Removed { user } => Change::Removed { user: user.clone() },
+            Body::Left => Change::Left,
+            Body::Commit { .. } => Change::Regrouped,
+        })
+    }
+
+    /// The change in English words (`by` made it).
+    pub fn describe(&self, by: &str) -> String {
+        match self {
+            Change::Created { members } => format!("{by} made the room with {}", members.join(", ")),
+            Change::Added { user } => format!("{by} added {user}"),
+            Change::Removed { user } => format!("{by} removed {user}"),
+            Change::Left => format!("{by} left"),
+            Change::Regrouped => format!("{by}'s device changed the room's encryption group"),
+        }
+    }
+}
+
+/// What `body` says in words, for a chat line (`by` sent it).
+pub fn describe(by: &str, body: &Body) -> String {
+    match (body, Change::of(body)) {
+        (Body::Text(text), _) => text.clone(),
+        (_, Some(change)) => change.describe(by),
+        (_, None) => format!("{by} wrote (encrypted)"),
     }
 }
 

@@ -739,23 +739,24 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> (Vec<u64>, Vec<C
         .filter_map(|(d, reading)| {
             // One of ours, sent from another of our devices: shown as ours.
             let mine = d.from == me;
-            let (text, notice) = match reading {
-                Reading::Text(text) => (text.clone(), false),
-                Reading::Notice(text) => (text.clone(), true),
-                Reading::Change => (crate::rooms::describe(&d.from, &d.body), true),
-                Reading::File(_) | Reading::Silent => return None,
-            };
-            Some(Record::Line(ChatLine {
+            let line = |text: &String, notice: bool| ChatLine {
                 id: d.id,
                 seq: Some(d.seq),
                 room: d.room.clone(),
                 from: d.from.clone(),
-                text,
+                text: text.clone(),
                 time_ms: d.time_ms,
                 mine: mine && !notice,
                 delivered: !mine && !notice,
                 received_by: Vec::new(),
                 notice,
+                change: None,
+            };
+            Some(Record::Line(match reading {
+                Reading::Text(text) => line(text, false),
+                Reading::Notice(text) => line(text, true),
+                Reading::Change => ChatLine::change(d.id, d.seq, d.room.clone(), d.from.clone(), &d.body, d.time_ms),
+                Reading::File(_) | Reading::Silent => return None,
             }))
         })
         .collect();

@@ -162,6 +162,7 @@ pub(crate) mod tests {
             delivered: true,
             received_by: Vec::new(),
             notice: false,
+            change: None,
         }
     }
 

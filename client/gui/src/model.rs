@@ -551,6 +551,7 @@ impl Model {
             delivered: false,
             received_by: Vec::new(),
             notice: false,
+            change: None,
         };
         self.extra.push(line);
     }
@@ -642,13 +643,13 @@ impl Model {
                         delivered: !mine,
                         received_by: Vec::new(),
                         notice: false,
+                        change: None,
                     });
                 }
             }
             Event::RoomChanged { id, seq, room, by, change, time_ms } => {
                 if self.line(id).is_none() {
-                    let text = qchat_client::rooms::describe(&by, &change);
-                    self.place(ChatLine::notice(id, Some(seq), room, by, text, time_ms));
+                    self.place(ChatLine::change(id, seq, room, by, &change, time_ms));
                 }
             }
             Event::Rooms(rooms) => {

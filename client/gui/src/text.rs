@@ -1,7 +1,9 @@
 //! Every string the window shows, in English and Simplified Chinese: one [`Strings`] per
 //! language, picked from the system's language and switchable in the window. Another
 //! language is one more `Strings`. What the relay and the core say (reasons, names) is
-//! shown as it comes.
+//! shown as it comes; a change of a room's members is told in the window's language.
+
+use qchat_client::rooms::Change;
 
 /// The window's language.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +69,8 @@ pub struct Strings {
     pub select_files: &'static str,
     pub send_file: &'static str,
     pub new_divider: &'static str,
+    /// A change of the room's members (or its encryption group), made by the first.
+    pub change: fn(&str, &Change) -> String,
     pub new_messages: fn(usize) -> String,
     pub show_earlier: fn(usize) -> String,
     /// Below the log when it stops short of the newest line.
@@ -160,6 +164,7 @@ pub static EN: Strings = Strings {
     select_files: "Select Files…",
     send_file: "Send File",
     new_divider: "new",
+    change: |by, change| change.describe(by),
     new_messages: |n| format!("{} ↓", plural(n, "new message", "new messages")),
     show_earlier: |n| format!("Show earlier messages ({n} more)"),
     show_later: |n| format!("Show later messages ({n} more)"),
@@ -263,6 +268,13 @@ pub static ZH: Strings = Strings {
     select_files: "选择文件…",
     send_file: "发送文件",
     new_divider: "新消息",
+    change: |by, change| match change {
+        Change::Created { members } => format!("{by} 创建了聊天室，成员：{}", members.join("、")),
+        Change::Added { user } => format!("{by} 添加了 {user}"),
+        Change::Removed { user } => format!("{by} 移除了 {user}"),
+        Change::Left => format!("{by} 退出了聊天室"),
+        Change::Regrouped => format!("{by} 的设备更新了聊天室的加密群组"),
+    },
     new_messages: |n| format!("{n} 条新消息 ↓"),
     show_earlier: |n| format!("显示更早的消息（还有 {n} 条）"),
     show_later: |n| format!("显示之后的消息（还有 {n} 条）"),

@@ -234,7 +234,8 @@ fn chat_line<'a>(
     s: &'static Strings,
 ) -> Element<'a, Message> {
     if line.notice {
-        let said = format!("{} · {}", clock(line.time_ms), line.text);
+        let told = line.change.as_ref().map(|change| (s.change)(&line.from, change));
+        let said = format!("{} · {}", clock(line.time_ms), told.as_deref().unwrap_or(&line.text));
         return text(said).size(12).style(style::tone(Tone::Muted)).into();
     }
     let color = if line.mine { Tone::Mine } else { Tone::Theirs };

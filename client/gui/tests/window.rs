@@ -589,6 +589,7 @@ async fn long_room(setup: &TestRelay, count: u64) -> (Identity, String) {
             delivered: true,
             received_by: Vec::new(),
             notice: false,
+            change: None,
         })
     });
     let options = setup.client_options(identity.clone());
@@ -697,6 +698,45 @@ async fn the_window_speaks_chinese_and_switches_to_english_and_back() {
     let mut ui = simulator(app.view());
     assert!(ui.find("Rooms").is_ok() && ui.find("Receive all (0)").is_ok());
     assert!(ui.find("中文").is_ok(), "and back again");
+}
+
+#[tokio::test]
+async fn a_change_of_the_room_is_told_in_the_windows_language_then_and_after_a_restart() {
+    use qchat_client::RoomRequest;
+    let AliceAndBob { _setup: setup, mut bob, mut app, mut events } = AliceAndBob::start().await;
+    app.model.lang = qchat_gui::text::Lang::Zh;
+    bob.room(RoomRequest::Create { name: "trip".into(), members: vec!["alice".into()] }).await.expect("made");
+    bob.room(RoomRequest::Leave { room: "trip".into() }).await.expect("left");
+    let told = |app: &App| -> Vec<String> {
+        let s = app.model.lang.strings();
+        let notices = app.model.shown_lines().filter(|l| l.notice);
+        notices
+            .map(|l| {
+                format!("{} · {}", qchat_gui::format::clock(l.time_ms), (s.change)(&l.from, l.change.as_ref().unwrap()))
+            })
+            .collect()
+    };
+    pump(&mut app, &mut events, "the room", |app| app.model.rooms.iter().any(|r| r.name == "trip")).await;
+    app.model.select("trip".into());
+    app.settle().await;
+    pump(&mut app, &mut events, "two notices", |app| app.model.shown_lines().filter(|l| l.notice).count() == 2).await;
+    let lines = told(&app);
+    assert!(lines[0].contains("bob 创建了聊天室，成员：") && lines[0].contains("alice"), "{lines:?}");
+    assert!(lines[1].ends_with("bob 退出了聊天室"), "{lines:?}");
+    let mut ui = simulator(app.view());
+    for line in &lines {
+        assert!(ui.find(line.as_str()).is_ok(), "{line}");
+    }
+    drop(ui);
+    // From history.db on the next start, in English this time.
+    drop((app, events));
+    let (mut app, _events) = window(&setup, setup.identity("alice"));
+    app.model.select("trip".into());
+    app.settle().await;
+    let lines = told(&app);
+    assert!(lines.len() == 2 && lines[1].ends_with("bob left"), "{lines:?}");
+    let mut ui = simulator(app.view());
+    assert!(ui.find(lines[1].as_str()).is_ok());
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use super::{legacy, ChatLine, Found, Page, Place, Places, Record, RoomPlace, Spa
 
 /// The first schema: lines by room in the relay's order, who received each, and where
 /// the user was in each room.
-const V1: &str = "
+pub(super) const V1: &str = "
 CREATE TABLE lines (
     id BLOB PRIMARY KEY,
     -- The relay's order (a line that never got one, from an old history, sorts last).
@@ -40,14 +40,18 @@ CREATE TABLE places (
 );
 ";
 
+/// A notice of a change of the room keeps which change it is (JSON of
+/// [`crate::rooms::Change`]), so that a window tells it in its own language.
+const V2: &str = "ALTER TABLE lines ADD COLUMN about TEXT;";
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 /// A `seq` for a line with none (an old history's): after every stored line.
 const NO_SEQ: i64 = i64::MAX;
 
-const LINE_COLUMNS: &str = "id, seq, room, sender, text, time_ms, mine, delivered, notice";
+const LINE_COLUMNS: &str = "id, seq, room, sender, text, time_ms, mine, delivered, notice, about";
 
 /// One open history database.
 pub struct Store {
@@ -105,12 +109,12 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut put_line = tx.prepare_cached(
-                "INSERT INTO lines (id, seq, room, sender, text, time_ms, mine, delivered, notice)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO lines (id, seq, room, sender, text, time_ms, mine, delivered, notice, about)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, room = excluded.room,
                    sender = excluded.sender, text = excluded.text, time_ms = excluded.time_ms,
                    mine = excluded.mine, delivered = lines.delivered OR excluded.delivered,
-                   notice = excluded.notice",
+                   notice = excluded.notice, about = excluded.about",
             )?;
             let mut put_receipt = tx.prepare_cached("INSERT OR IGNORE INTO receipts (id, by_user) VALUES (?1, ?2)")?;
             let mut delivered = tx.prepare_cached("UPDATE lines SET delivered = 1 WHERE id = ?1")?;
@@ -127,7 +131,8 @@ impl Store {
                             l.time_ms,
                             l.mine,
                             l.delivered,
-                            l.notice
+                            l.notice,
+                            l.change.as_ref().and_then(|change| serde_json::to_string(change).ok()),
                         ])?;
                         for by in &l.received_by {
                             put_receipt.execute(params![&l.id.0[..], by])?;
@@ -255,6 +260,7 @@ impl Store {
             delivered: row.get(7)?,
             received_by,
             notice: row.get(8)?,
+            change: row.get::<_, Option<String>>(9)?.and_then(|about| serde_json::from_str(&about).ok()),
         })
     }
 
