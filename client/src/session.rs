@@ -53,6 +53,8 @@ const DELIVERY_QUEUE: usize = 256;
 
 /// Answers to our messages settled in one go, at most.
 const RESULTS_AT_ONCE: usize = 256;
+/// Deliveries taken in (and written to the history) in one go, at most.
+const DELIVERIES_AT_ONCE: usize = 256;
 
 /// What the delivery reader found on one stream.
 type DeliveryRead = Result<Deliver, String>;
@@ -211,7 +213,13 @@ pub(crate) async fn run(core: &mut Core, connection: quinn::Connection) -> Outco
             },
             // Deliveries wait for the welcome, so that `Connected` is reported first.
             Some(read) = deliveries.recv(), if welcomed => {
-                let ready = read.and_then(|d| reorder.push(d, Instant::now()).map_err(|e| e.to_string()));
+                // Deliveries that came together are written together: one fsync, not one
+                // each.
+                let waiting = std::iter::from_fn(|| deliveries.try_recv().ok()).take(DELIVERIES_AT_ONCE - 1);
+                let ready: Result<Vec<Deliver>, String> = std::iter::once(read).chain(waiting).try_fold(Vec::new(), |mut ready, read| {
+                    ready.extend(read.and_then(|d| reorder.push(d, Instant::now()).map_err(|e| e.to_string()))?);
+                    Ok(ready)
+                });
                 let ready = match ready {
                     Ok(ready) => ready,
                     Err(reason) => break lost_delivery(&connection, welcomed, &reason, &who).await,
