@@ -52,6 +52,14 @@ async fn pump(app: &mut App, events: &mut UnboundedReceiver<Event>, what: &str, 
     tokio::time::timeout(Duration::from_secs(20), wait).await.unwrap_or_else(|_| panic!("timed out: {what}"));
 }
 
+/// A fresh relay and alice's window on it, connected.
+async fn alices_window() -> (TestRelay, App, UnboundedReceiver<Event>) {
+    let setup = TestRelay::start().await;
+    let (mut app, mut events) = window(&setup, setup.identity("alice"));
+    pump(&mut app, &mut events, "connected", connected).await;
+    (setup, app, events)
+}
+
 fn connected(app: &App) -> bool {
     app.model.link == Link::Connected
 }
@@ -82,9 +90,7 @@ async fn typing_and_enter_sends_and_the_message_gets_its_ticks() {
 
 #[tokio::test]
 async fn shift_enter_makes_a_new_line_instead_of_sending() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (_setup, mut app, _events) = alices_window().await;
     let mut ui = simulator(app.view());
     ui.click(Id::new(INPUT)).expect("the input");
     ui.typewrite("first");
@@ -102,9 +108,7 @@ async fn shift_enter_makes_a_new_line_instead_of_sending() {
 
 #[tokio::test]
 async fn a_message_from_the_peer_appears() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     let bob = peer(&setup, "bob").await;
     pump(&mut app, &mut events, "bob online", |app| app.model.peer_online).await;
     bob.client.send_and_wait("hi from bob").await.unwrap();
@@ -117,9 +121,7 @@ async fn a_message_from_the_peer_appears() {
 
 #[tokio::test]
 async fn an_offered_file_shows_up_and_receive_fetches_it() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     let mut bob = peer(&setup, "bob").await;
     let source = write_file(&setup.tmp.path().join("photo.jpg"), 300_000);
     let transfer = bob.client.send_file(&source);
@@ -144,9 +146,7 @@ async fn an_offered_file_shows_up_and_receive_fetches_it() {
 
 #[tokio::test]
 async fn a_file_sent_from_the_window_shows_its_progress_and_lands_on_the_relay() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     let source = write_file(&setup.tmp.path().join("video.mp4"), 8 << 20);
     let _ = app.update(Message::PathChanged(source.display().to_string()));
     let mut ui = simulator(app.view());
@@ -179,9 +179,7 @@ async fn a_refused_identity_shows_the_reason_in_the_window() {
 
 #[tokio::test]
 async fn a_file_still_arriving_is_marked_so_with_what_the_relay_holds() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (_setup, mut app, _events) = alices_window().await;
     let file_id = qchat_shared::frame::FileId([5; 16]);
     let info = qchat_shared::frame::FileInfo {
         file_id,
@@ -276,9 +274,7 @@ async fn the_first_start_screen_joins_with_a_pasted_invite_and_opens_the_chat() 
 
 #[tokio::test]
 async fn the_devices_panel_lists_links_and_revokes() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     let mut ui = simulator(app.view());
     ui.click("Devices").expect("the Devices button");
     let clicked: Vec<Message> = ui.into_messages().collect();
@@ -478,9 +474,7 @@ async fn a_restarted_window_opens_the_room_where_it_was_left_with_what_came_sinc
 
 #[tokio::test]
 async fn one_file_of_several_is_received_by_its_own_button_and_can_be_opened_from_its_row() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     let mut bob = peer(&setup, "bob").await;
     for (name, size) in [("a.txt", 10_000), ("b.txt", 20_000)] {
         let transfer = bob.client.send_file(write_file(&setup.tmp.path().join(name), size));
@@ -507,9 +501,7 @@ async fn one_file_of_several_is_received_by_its_own_button_and_can_be_opened_fro
 
 #[tokio::test]
 async fn several_files_and_a_folder_dropped_at_once_all_reach_the_relay_and_bob() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     let desk = setup.tmp.path().join("desk");
     for (name, size) in [("notes.txt", 1), ("photo.jpg", 300_000), ("trip/map.pdf", 0), ("trip/day 2/clip.mov", 70_000)]
     {
@@ -794,9 +786,7 @@ async fn a_clicked_message_opens_for_selecting_part_of_it_read_only() {
 
 #[tokio::test]
 async fn esc_cancels_the_transfer_clicked() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, mut events) = alices_window().await;
     // Large enough to be running when Esc comes.
     let source = write_file(&setup.tmp.path().join("big.iso"), 512 << 20);
     let _ = app.update(Message::FileDropped(source));
@@ -819,9 +809,7 @@ async fn esc_cancels_the_transfer_clicked() {
 
 #[tokio::test]
 async fn a_folder_of_too_many_files_is_not_sent_and_the_window_says_why() {
-    let setup = TestRelay::start().await;
-    let (mut app, mut events) = window(&setup, setup.identity("alice"));
-    pump(&mut app, &mut events, "connected", connected).await;
+    let (setup, mut app, _events) = alices_window().await;
     let home = setup.tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     for i in 0..=qchat_gui::app::MAX_DROPPED {
