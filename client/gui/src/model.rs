@@ -764,6 +764,13 @@ impl Model {
         }
     }
 
+    /// Drops the row a listing made for one of our files that a transfer of this window
+    /// turns out to be moving (the listing overtook the transfer's first progress, and
+    /// showed the file as an interrupted upload).
+    fn drop_listed_copy(&mut self, file_id: FileId) {
+        self.transfers.retain(|t| t.transfer.is_some() || t.file_id != Some(file_id) || t.stage.is_running());
+    }
+
     fn connection(&mut self, state: ConnectionState) {
         self.link = match state {
             ConnectionState::Connecting { .. } => Link::Connecting,
@@ -817,6 +824,7 @@ impl Model {
                 }
             }
             Event::Resumed { transfer, file_id, offset } | Event::Progress { transfer, file_id, done: offset, .. } => {
+                self.drop_listed_copy(file_id);
                 if let Some(t) = self.by_transfer(transfer) {
                     t.file_id = Some(file_id);
                     t.done = offset;
@@ -828,6 +836,7 @@ impl Model {
                 }
             }
             Event::Uploaded { transfer, file_id, room, size, .. } => {
+                self.drop_listed_copy(file_id);
                 if let Some(t) = self.by_transfer(transfer) {
                     (t.file_id, t.room, t.done, t.stage) = (Some(file_id), Some(room), size, Stage::OnRelay);
                 }
@@ -1077,5 +1086,36 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(model.transfers[0].stage, Stage::Expired);
+    }
+
+    #[test]
+    fn a_listing_that_overtakes_an_uploads_first_progress_shows_no_interrupted_copy() {
+        let mut model = Model::new("alice");
+        let (name, size) = ("map.pdf".to_string(), 1000);
+        let path = PathBuf::from("/home/alice/map.pdf");
+        model.apply(Event::UploadQueued { transfer: 7, room: None, path, name: name.clone(), size }, Instant::now());
+        let uploading = |file_id, name: &str| Listed {
+            info: qchat_client::offer::Offer::new(
+                qchat_shared::frame::FileInfo {
+                    file_id: FileId([file_id; 16]),
+                    room: "alice+bob".into(),
+                    plain_name: Some(name.into()),
+                    size,
+                    from: "alice".into(),
+                    blake3: None,
+                    time_ms: 0,
+                },
+                None,
+            ),
+            state: FileState::Uploading { held: 10 },
+        };
+        let outgoing = vec![uploading(5, "file 05050505"), uploading(6, "old.zip")];
+        model.apply(Event::Files { outgoing, incoming: vec![], last: true }, Instant::now());
+        assert_eq!(model.transfers.len(), 3, "the listing cannot tell the running one yet");
+        let file_id = FileId([5; 16]);
+        model.apply(Event::Progress { transfer: 7, file_id, done: 20, total: size }, Instant::now());
+        let rows: Vec<(&str, Option<FileId>, bool)> =
+            model.transfers.iter().map(|t| (t.name.as_str(), t.file_id, t.stage.is_running())).collect();
+        assert_eq!(rows, [("map.pdf", Some(file_id), true), ("old.zip", Some(FileId([6; 16])), false)]);
     }
 }
