@@ -10,12 +10,13 @@ use std::time::Instant;
 use iced::futures::SinkExt;
 use iced::widget::operation::AbsoluteOffset;
 use iced::widget::selector::{self, Target};
-use iced::widget::{operation, text_editor};
+use iced::widget::{operation, pane_grid, text_editor};
 use iced::{event, keyboard, window, Subscription, Task};
 use qchat_client::history::{History, Place};
 use qchat_client::{Client, ClientOptions, ConnectionState, DeviceRequest, Event, RoomRequest, TransferId};
 use qchat_shared::frame::{FileId, MessageId};
 
+use crate::geometry::{remember_split, split_record, Split, DEFAULT_SPLIT};
 use crate::model::{Answer, Devices, Model, Read, Scroll};
 
 /// The chat log's widget id (to keep it scrolled to the newest line).
@@ -135,6 +136,8 @@ pub enum Message {
     Focused(bool),
     /// The window's new size (remembered for the next start).
     Resized(iced::Size),
+    /// A border between panels was dragged.
+    PaneResized(pane_grid::ResizeEvent),
     /// The size was written down.
     Remembered,
     /// A desktop notification was shown (or could not be: no notification service).
@@ -158,8 +161,10 @@ pub struct App {
     pub input: text_editor::Content,
     pub path: String,
     pub forms: RoomForms,
-    /// Where the window's size is remembered (none: it is not).
+    /// Where the window's size is remembered (none: it is not), and its split beside it.
     pub size_record: Option<PathBuf>,
+    /// The panels, side by side, with the borders between them where the user put them.
+    pub panes: pane_grid::State<Panel>,
     /// When places were last written down.
     places_written: Instant,
     /// A write of places is under way.
@@ -214,6 +219,7 @@ impl App {
             path: String::new(),
             forms: RoomForms::default(),
             size_record: None,
+            panes: panes(DEFAULT_SPLIT),
             places_written: Instant::now(),
             writing_places: false,
             selecting: None,
@@ -516,6 +522,14 @@ impl App {
                     return Task::perform(write, |_| Message::Remembered);
                 }
             }
+            Message::PaneResized(pane_grid::ResizeEvent { split, ratio }) => {
+                self.panes.resize(split, ratio);
+                if let Some(record) = self.size_record.as_deref().map(split_record) {
+                    let split = self.split();
+                    let write = tokio::task::spawn_blocking(move || remember_split(&record, split));
+                    return Task::perform(write, |_| Message::Remembered);
+                }
+            }
             Message::Remembered => {}
             Message::Notified(shown) => {
                 if let Err(reason) = shown {
@@ -570,6 +584,17 @@ impl App {
             }
             None => self.model.notice = Some(self.model.lang.strings().not_connected.into()),
         }
+    }
+
+    /// How the window is split now.
+    pub fn split(&self) -> Split {
+        let shares = |node: &pane_grid::Node| match node {
+            pane_grid::Node::Split { ratio, b, .. } => (Some(*ratio), Some(b.clone())),
+            pane_grid::Node::Pane(_) => (None, None),
+        };
+        let (rooms, rest) = shares(self.panes.layout());
+        let files = rest.and_then(|rest| shares(&rest).0);
+        Split { rooms: rooms.unwrap_or(DEFAULT_SPLIT.rooms), files: files.unwrap_or(DEFAULT_SPLIT.files) }
     }
 
     pub fn view(&self) -> iced::Element<'_, Message> {
@@ -707,6 +732,26 @@ fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
             found.push(path);
         }
     }
+}
+
+/// One of the window's panels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Rooms,
+    /// The files, or the devices while that panel is open.
+    Side,
+    Chat,
+}
+
+/// The panels side by side, split as `split` says.
+pub fn panes(split: Split) -> pane_grid::State<Panel> {
+    use pane_grid::{Axis, Configuration};
+    let pane = |panel| Box::new(Configuration::Pane(panel));
+    let rest =
+        Configuration::Split { axis: Axis::Vertical, ratio: split.files, a: pane(Panel::Side), b: pane(Panel::Chat) };
+    let whole =
+        Configuration::Split { axis: Axis::Vertical, ratio: split.rooms, a: pane(Panel::Rooms), b: Box::new(rest) };
+    pane_grid::State::with_configuration(whole)
 }
 
 /// Starts the client core and forwards its events; the first item is the command handle.

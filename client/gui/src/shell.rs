@@ -55,6 +55,11 @@ impl Shell {
         let (mut app, task) = App::new(options);
         app.model.lang = settings.lang;
         app.size_record = settings.size_record.clone();
+        let split = settings
+            .size_record
+            .as_deref()
+            .and_then(|r| crate::geometry::recall_split(&crate::geometry::split_record(r)));
+        app.panes = crate::app::panes(split.unwrap_or(crate::geometry::DEFAULT_SPLIT));
         (Shell::Chat(Box::new(app)), task.map(ShellMessage::Chat))
     }
 

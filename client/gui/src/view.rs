@@ -1,14 +1,18 @@
 //! The window: the room list at the left edge, the shown room's files (light yellow) and
-//! chat (light blue), a status line at the foot.
+//! chat (light blue), side by side with borders that can be dragged, a status line at the
+//! foot.
 
 use iced::keyboard::key::Named;
 use iced::keyboard::Key;
 use iced::widget::text_editor::{Binding, KeyPress};
-use iced::widget::{button, column, container, progress_bar, row, scrollable, text, text_editor, text_input, Column};
+use iced::widget::{
+    button, column, container, pane_grid, progress_bar, row, scrollable, text, text_editor, text_input, Column,
+    PaneGrid,
+};
 use iced::{Alignment, Element, Fill, Length};
 use qchat_client::history::ChatLine;
 
-use crate::app::{App, Message, DIVIDER, INPUT, LOG, SEARCH, SELECTING};
+use crate::app::{App, Message, Panel, DIVIDER, INPUT, LOG, SEARCH, SELECTING};
 use crate::format::{clock, date, day, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
 use crate::style::{self, Surface, Tone};
@@ -19,15 +23,19 @@ use qchat_shared::frame::{DeviceInfo, RoomInfo};
 
 /// The whole window.
 pub fn window(app: &App) -> Element<'_, Message> {
-    let left = match &app.model.devices {
-        Some(panel) => devices(app, panel),
-        None => files(app),
-    };
-    let panels = row![
-        container(rooms(app)).width(Length::Fixed(190.0)).height(Fill).padding(10).style(style::panel(Surface::Rooms)),
-        container(left).width(Length::FillPortion(2)).height(Fill).padding(10).style(style::panel(Surface::Files)),
-        container(chat(app)).width(Length::FillPortion(3)).height(Fill).padding(10).style(style::panel(Surface::Chat)),
-    ];
+    let panels = PaneGrid::new(&app.panes, |_, panel, _| {
+        let (content, surface) = match panel {
+            Panel::Rooms => (rooms(app), Surface::Rooms),
+            Panel::Side => match &app.model.devices {
+                Some(panel) => (devices(app, panel), Surface::Files),
+                None => (files(app), Surface::Files),
+            },
+            Panel::Chat => (chat(app), Surface::Chat),
+        };
+        pane_grid::Content::new(container(content).width(Fill).height(Fill).padding(10).style(style::panel(surface)))
+    })
+    .on_resize(8, Message::PaneResized)
+    .min_size(140);
     column![panels, status(app)].into()
 }
 

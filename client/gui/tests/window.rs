@@ -732,6 +732,49 @@ async fn a_change_of_the_room_is_told_in_the_windows_language_then_and_after_a_r
 }
 
 #[tokio::test]
+async fn dragging_a_border_between_panels_moves_it_and_the_next_window_opens_so() {
+    use iced::mouse::{Button, Event as Mouse};
+    use qchat_gui::geometry::{recall_split, remember_split, split_record, DEFAULT_SPLIT};
+    let (setup, mut app, _events) = alices_window().await;
+    assert_eq!(app.split(), DEFAULT_SPLIT);
+    // The border between the room list and the files, dragged 150 pixels right.
+    let border = 1024.0 * DEFAULT_SPLIT.rooms;
+    let mut ui = simulator(app.view());
+    ui.point_at(iced::Point::new(border, 300.0));
+    ui.simulate([iced::Event::Mouse(Mouse::ButtonPressed(Button::Left))]);
+    ui.point_at(iced::Point::new(border + 150.0, 300.0));
+    ui.simulate([
+        iced::Event::Mouse(Mouse::CursorMoved { position: iced::Point::new(border + 150.0, 300.0) }),
+        iced::Event::Mouse(Mouse::ButtonReleased(Button::Left)),
+    ]);
+    let dragged: Vec<Message> = ui.into_messages().collect();
+    assert!(dragged.iter().any(|m| matches!(m, Message::PaneResized(_))), "{dragged:?}");
+    apply(&mut app, dragged).await;
+    let split = app.split();
+    assert!((split.rooms - (border + 150.0) / 1024.0).abs() < 0.01, "{split:?}");
+    assert_eq!(split.files, DEFAULT_SPLIT.files, "the other border stays");
+
+    // What the window writes down (iced runs the write as a task) opens the next one so.
+    let record = setup.tmp.path().join("config").join("window-size");
+    remember_split(&split_record(&record), split);
+    assert_eq!(
+        recall_split(&split_record(&record)).map(|s| (s.rooms * 1000.0).round()),
+        Some((split.rooms * 1000.0).round())
+    );
+    let settings = qchat_gui::shell::Settings {
+        server: Some(setup.addr.to_string()),
+        data_dir: Some(setup.clients_dir.clone()),
+        download_dir: None,
+        remember_in: None,
+        lang: Default::default(),
+        size_record: Some(record),
+    };
+    let (shell, _) = Shell::chat(setup.client_options(setup.identity("alice")).clone(), &settings);
+    let Shell::Chat(next) = &shell else { panic!("the chat") };
+    assert!((next.split().rooms - split.rooms).abs() < 0.001, "{:?}", next.split());
+}
+
+#[tokio::test]
 async fn a_web_link_in_a_message_opens_and_nothing_else_does() {
     let mut chat = AliceAndBob::start().await;
     chat.bob_says("the route: https://map.example/route?day=2. See you").await;
