@@ -18,6 +18,7 @@ use qchat_shared::frame::{FileId, MessageId};
 
 use crate::geometry::{remember_split, split_record, Split, DEFAULT_SPLIT};
 use crate::model::{Answer, Devices, Model, Read, Scroll};
+use crate::stamps::Stamps;
 
 /// The chat log's widget id (to keep it scrolled to the newest line).
 pub const LOG: &str = "chat-log";
@@ -165,6 +166,8 @@ pub struct App {
     pub size_record: Option<PathBuf>,
     /// The panels, side by side, with the borders between them where the user put them.
     pub panes: pane_grid::State<Panel>,
+    /// The shown lines' times, formatted once.
+    pub stamps: Stamps,
     /// When places were last written down.
     places_written: Instant,
     /// A write of places is under way.
@@ -220,6 +223,7 @@ impl App {
             forms: RoomForms::default(),
             size_record: None,
             panes: panes(DEFAULT_SPLIT),
+            stamps: Stamps::default(),
             places_written: Instant::now(),
             writing_places: false,
             selecting: None,
@@ -244,6 +248,7 @@ impl App {
     pub fn update(&mut self, message: Message) -> Task<Message> {
         let scrolled = matches!(message, Message::LogScrolled { .. });
         let handled = self.handle(message);
+        self.stamps.cover(self.model.page().1, self.model.lang);
         let mut tasks = vec![handled];
         for (path, started) in self.dropped.iter_mut().filter(|(_, started)| !*started) {
             *started = true;

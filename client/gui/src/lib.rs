@@ -8,6 +8,7 @@
 //! - [`model`]: what the window shows, as plain data changed only by core events and
 //!   what it reads from the history;
 //! - [`log`]: the shown room's lines in memory, a bounded stretch of its history;
+//! - [`stamps`]: the shown lines' times and days, formatted once;
 //! - [`view`]: the room list, the files and chat panels, and the status line;
 //! - [`notify`]: desktop notifications while the window is not focused;
 //! - [`text`]: every string the window shows, in English and Simplified Chinese;
@@ -24,6 +25,7 @@ pub mod log;
 pub mod model;
 pub mod notify;
 pub mod shell;
+pub mod stamps;
 pub mod style;
 pub mod text;
 pub mod view;

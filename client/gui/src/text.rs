@@ -6,7 +6,7 @@
 use qchat_client::rooms::Change;
 
 /// The window's language.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Lang {
     #[default]
     En,

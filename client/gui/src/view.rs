@@ -13,7 +13,7 @@ use iced::{Alignment, Element, Fill, Length};
 use qchat_client::history::ChatLine;
 
 use crate::app::{App, Message, Panel, DIVIDER, INPUT, LOG, SEARCH, SELECTING};
-use crate::format::{clock, date, day, duration, human_bytes, speed};
+use crate::format::{date, duration, human_bytes, speed};
 use crate::model::{Devices, Direction, Link, Stage, Transfer};
 use crate::style::{self, Surface, Tone};
 use crate::text::Strings;
@@ -143,7 +143,7 @@ fn chat(app: &App) -> Element<'_, Message> {
     let mut divided = app.model.new_after.is_none();
     let mut last_day = None;
     for line in lines {
-        let day = day(line.time_ms, s);
+        let day = app.stamps.day(line.time_ms, app.model.lang);
         if last_day.as_ref() != Some(&day) {
             log = log.push(container(text(day.clone()).size(12).style(style::tone(Tone::Muted))).center_x(Fill));
             last_day = Some(day);
@@ -154,7 +154,7 @@ fn chat(app: &App) -> Element<'_, Message> {
             divided = true;
         }
         let selecting = app.selecting.as_ref().filter(|(id, _)| *id == line.id).map(|(_, content)| content);
-        log = log.push(chat_line(line, room, selecting, s));
+        log = log.push(chat_line(line, room, selecting, app.stamps.clock(line.time_ms), s));
     }
     if later > 0 {
         let label = (s.show_later)(later);
@@ -234,16 +234,17 @@ fn enter_sends(press: KeyPress) -> Option<Binding<Message>> {
 
 /// One line of the chat: a message (ours with its ticks: ✓ stored, ✓✓ every member has
 /// it, and who has it so far in a room of more), or a change of members in grey. A message
-/// clicked is open for selecting its text (`selecting`).
+/// clicked is open for selecting its text (`selecting`). `clock` is its time.
 fn chat_line<'a>(
     line: &'a ChatLine,
     room: Option<&RoomInfo>,
     selecting: Option<&'a text_editor::Content>,
+    clock: std::borrow::Cow<'a, str>,
     s: &'static Strings,
 ) -> Element<'a, Message> {
     if line.notice {
         let told = line.change.as_ref().map(|change| (s.change)(&line.from, change));
-        let said = format!("{} · {}", clock(line.time_ms), told.as_deref().unwrap_or(&line.text));
+        let said = format!("{clock} · {}", told.as_deref().unwrap_or(&line.text));
         return text(said).size(12).style(style::tone(Tone::Muted)).into();
     }
     let color = if line.mine { Tone::Mine } else { Tone::Theirs };
@@ -271,7 +272,7 @@ fn chat_line<'a>(
         ticks.into()
     };
     let row = row![
-        text(clock(line.time_ms)).size(12).style(style::tone(Tone::Muted)),
+        text(clock).size(12).style(style::tone(Tone::Muted)),
         text(format!("{}:", line.from)).style(style::tone(color)),
         match selecting {
             Some(content) => selectable(content),

