@@ -593,13 +593,19 @@ impl App {
 
     /// How the window is split now.
     pub fn split(&self) -> Split {
-        let shares = |node: &pane_grid::Node| match node {
-            pane_grid::Node::Split { ratio, b, .. } => (Some(*ratio), Some(b.clone())),
-            pane_grid::Node::Pane(_) => (None, None),
-        };
-        let (rooms, rest) = shares(self.panes.layout());
-        let files = rest.and_then(|rest| shares(&rest).0);
-        Split { rooms: rooms.unwrap_or(DEFAULT_SPLIT.rooms), files: files.unwrap_or(DEFAULT_SPLIT.files) }
+        /// A split's ratio and what is right of it.
+        fn parts(node: &pane_grid::Node) -> Option<(f32, &pane_grid::Node)> {
+            match node {
+                pane_grid::Node::Split { ratio, b, .. } => Some((*ratio, b)),
+                pane_grid::Node::Pane(_) => None,
+            }
+        }
+        let outer = parts(self.panes.layout());
+        let inner = outer.and_then(|(_, rest)| parts(rest));
+        Split {
+            rooms: outer.map_or(DEFAULT_SPLIT.rooms, |(ratio, _)| ratio),
+            files: inner.map_or(DEFAULT_SPLIT.files, |(ratio, _)| ratio),
+        }
     }
 
     pub fn view(&self) -> iced::Element<'_, Message> {
