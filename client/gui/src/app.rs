@@ -248,7 +248,7 @@ impl App {
     pub fn update(&mut self, message: Message) -> Task<Message> {
         let scrolled = matches!(message, Message::LogScrolled { .. });
         let handled = self.handle(message);
-        self.stamps.cover(self.model.page().1, self.model.lang);
+        self.stamps.cover(&self.model.page().1, self.model.lang);
         let mut tasks = vec![handled];
         for (path, started) in self.dropped.iter_mut().filter(|(_, started)| !*started) {
             *started = true;

@@ -1,7 +1,7 @@
 //! The clock times and days of the lines the window shows, formatted once as lines come
 //! in rather than at every frame.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 
 use qchat_client::history::ChatLine;
@@ -17,6 +17,9 @@ const MOST: usize = 4 * crate::log::MAX_LOADED;
 pub struct Stamps {
     clocks: HashMap<i64, String>,
     days: HashMap<(i64, Lang), String>,
+    /// The lines covered last (how many, the first's and last's times, the language): the
+    /// same again needs nothing formatted, and is not looked through.
+    covered: Option<(usize, i64, i64, Lang)>,
 }
 
 fn minute(time_ms: i64) -> i64 {
@@ -41,16 +44,22 @@ impl Stamps {
     }
 
     /// Formats the times of `lines` not formatted yet.
-    pub fn cover<'a>(&mut self, lines: impl IntoIterator<Item = &'a ChatLine>, lang: Lang) {
+    pub fn cover(&mut self, lines: &[impl Borrow<ChatLine>], lang: Lang) {
+        let time = |line: Option<&_>| line.map_or(0, |l: &_| Borrow::<ChatLine>::borrow(l).time_ms);
+        let key = (lines.len(), time(lines.first()), time(lines.last()), lang);
+        if self.covered == Some(key) {
+            return;
+        }
         if self.clocks.len() > MOST || self.days.len() > MOST {
             self.clocks.clear();
             self.days.clear();
         }
-        for line in lines {
+        for line in lines.iter().map(Borrow::borrow) {
             let at = minute(line.time_ms);
             self.clocks.entry(at).or_insert_with(|| format::clock(line.time_ms));
             self.days.entry((at, lang)).or_insert_with(|| format::day(line.time_ms, lang.strings()));
         }
+        self.covered = Some(key);
     }
 
     /// How many times are kept.
