@@ -6,6 +6,7 @@
 
 mod cipher;
 mod e2e;
+mod pin;
 mod raw;
 mod relay_child;
 mod report;
@@ -58,6 +59,11 @@ struct Cli {
     /// One JSON line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Each party on a core of its own: the clients on CPU 0, the relay on CPU 1 (raw
+    /// QUIC's receiver and scp's sshd too), to show what the code does when the parties
+    /// do not share cores. Needs two cores.
+    #[arg(long)]
+    pin: bool,
     /// Where to put the test file, the relay's data and the downloads (default: a temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -68,6 +74,9 @@ struct Cli {
     pki: Option<PathBuf>,
     #[arg(long, hide = true)]
     data: Option<PathBuf>,
+    /// Internal: the relay child's core.
+    #[arg(long, hide = true)]
+    cpu: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -76,6 +85,17 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Pinned before the runtime starts its threads, which inherit the core.
+    if let Some(cpu) = cli.cpu {
+        pin::to_cpu(cpu).with_context(|| format!("pinning the relay to CPU {cpu}"))?;
+    }
+    let receiver = if cli.pin {
+        pin::check()?;
+        pin::to_cpu(pin::CLIENTS_CPU).context("pinning the clients")?;
+        Some(pin::runtime_on(pin::RELAY_CPU)?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if cli.relay_mode {
         let (pki, data) = (cli.pki.context("--pki")?, cli.data.context("--data")?);
@@ -97,6 +117,7 @@ fn main() -> Result<()> {
         rooms,
         rounds: if cli.only_wan { 0 } else { rounds },
         scp: cli.scp,
+        receiver: receiver.as_ref().map(|r| r.handle().clone()),
         wan: cli.wan.map(|spec| (spec, if cli.quick { cli.wan_size.min(64 << 20) } else { cli.wan_size })),
     };
     let figures = runtime.block_on(run(plan, cli.dir))?;
@@ -118,10 +139,14 @@ struct Plan {
     /// The emulated link and the file's size over it.
     wan: Option<(wan::WanSpec, u64)>,
     scp: bool,
+    /// With `--pin`: the runtime, on the relay's core, that raw QUIC's receiver runs on.
+    receiver: Option<tokio::runtime::Handle>,
 }
 
 async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
-    let Plan { size, messages, rooms: rooms_plan, rounds, wan, scp } = plan;
+    let Plan { size, messages, rooms: rooms_plan, rounds, wan, scp, receiver } = plan;
+    let pinned = receiver.is_some();
+    let relay_cpu = pinned.then_some(pin::RELAY_CPU);
     let tmp = tempfile::Builder::new().prefix("qchat-bench").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let pki = tmp.path().join("pki");
     qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()])?;
@@ -134,7 +159,7 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         eprintln!("writing a {} test file …", qchat_shared::units::human_bytes(size));
         e2e::write_payload(&file, size)?;
     }
-    let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data")).await?;
+    let relay = relay_child::RelayChild::spawn(&pki, &tmp.path().join("relay-data"), relay_cpu).await?;
     // Over the emulated link first, with the devices' state where the loopback clients keep
     // theirs (one device, one end-to-end state: a second store would be a stranger to the
     // room's group), before those connect.
@@ -174,11 +199,11 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
             qchat_shared::units::human_bytes(size)
         );
         let before = cpu()?;
-        throughput.raw_tuned.push(raw::one_stream(&pki, size, Raw::QchatSettings).await?);
+        throughput.raw_tuned.push(raw::one_stream(&pki, size, Raw::QchatSettings, receiver.as_ref()).await?);
         let after_raw = cpu()?;
-        throughput.raw_default.push(raw::one_stream(&pki, size, Raw::QuinnDefaults).await?);
+        throughput.raw_default.push(raw::one_stream(&pki, size, Raw::QuinnDefaults, receiver.as_ref()).await?);
         let before_hashed = cpu()?;
-        throughput.raw_hashed.push(raw::one_stream(&pki, size, Raw::Hashed).await?);
+        throughput.raw_hashed.push(raw::one_stream(&pki, size, Raw::Hashed, receiver.as_ref()).await?);
         let before_upload = cpu()?;
         throughput.upload.push(run.upload(&file).await?);
         let after_upload = cpu()?;
@@ -204,7 +229,7 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
     };
     let handoff = if rounds > 0 {
         eprintln!("handoff: alice sends, bob already waiting …");
-        let scp_s = if scp { Some(scp::time_scp(&tmp.path().join("scp"), &file)?) } else { None };
+        let scp_s = if scp { Some(scp::time_scp(&tmp.path().join("scp"), &file, relay_cpu)?) } else { None };
         Some(report::Handoff { seconds: run.handoff(&file).await?, scp_s })
     } else {
         None
@@ -222,5 +247,5 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         eprintln!("sealing and opening files on one core …");
         cipher::measure(size.min(1 << 30) as usize)
     });
-    Ok(report::Figures { size, throughput, chat, handoff, rooms, wan, cipher, relay_peak_rss_mib: peak_rss })
+    Ok(report::Figures { size, throughput, chat, handoff, rooms, wan, cipher, relay_peak_rss_mib: peak_rss, pinned })
 }

@@ -25,8 +25,9 @@ pub enum Raw {
     Hashed,
 }
 
-/// MiB/s of one stream moving `size` bytes, first byte to last byte received.
-pub async fn one_stream(pki: &Path, size: u64, mode: Raw) -> Result<f64> {
+/// MiB/s of one stream moving `size` bytes, first byte to last byte received. The
+/// receiving end runs on `receiver` (a runtime on a core of its own) if given.
+pub async fn one_stream(pki: &Path, size: u64, mode: Raw, receiver: Option<&tokio::runtime::Handle>) -> Result<f64> {
     let material = RelayMaterial::load(pki)?;
     let tls = ServerTls {
         cert_pem: &material.cert_pem,
@@ -45,10 +46,15 @@ pub async fn one_stream(pki: &Path, size: u64, mode: Raw) -> Result<f64> {
             quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?)),
         )
     };
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+    let receiver = receiver.cloned().unwrap_or_else(tokio::runtime::Handle::current);
+    // The endpoint's driver runs on the runtime it is made in.
+    let server = {
+        let _on = receiver.enter();
+        quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?
+    };
     let addr = server.local_addr()?;
     let hashed = mode == Raw::Hashed;
-    let receiver = tokio::spawn(async move {
+    let receiver = receiver.spawn(async move {
         let connection = server.accept().await.context("no connection")?.await?;
         let mut stream = connection.accept_uni().await?;
         let total = if hashed { receive_hashed(&mut stream).await? } else { receive(&mut stream).await? };

@@ -26,8 +26,13 @@ pub struct RelayChild {
 }
 
 impl RelayChild {
-    pub async fn spawn(pki: &Path, data: &Path) -> Result<RelayChild> {
-        let mut child = Command::new(std::env::current_exe()?)
+    /// Starts the relay child; with `cpu`, it runs on that core alone.
+    pub async fn spawn(pki: &Path, data: &Path, cpu: Option<usize>) -> Result<RelayChild> {
+        let mut command = Command::new(std::env::current_exe()?);
+        if let Some(cpu) = cpu {
+            command.arg("--cpu").arg(cpu.to_string());
+        }
+        let mut child = command
             .arg("--relay-mode")
             .arg("--pki")
             .arg(pki)

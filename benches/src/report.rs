@@ -126,6 +126,8 @@ pub struct Figures {
     pub wan: Option<WanFigures>,
     pub cipher: Option<crate::cipher::CipherFigures>,
     pub relay_peak_rss_mib: f64,
+    /// `--pin`: the clients on one core, the relay on the other.
+    pub pinned: bool,
 }
 
 /// A file from alice's disk to bob's, bob already waiting; and scp's time beside it.
@@ -153,6 +155,7 @@ impl Figures {
             "upload_mib_s": round(best(&t.upload)),
             "download_mib_s": round(best(&t.download)),
             "relay_peak_rss_mib": round(self.relay_peak_rss_mib),
+            "pinned": self.pinned,
             "raw_quic_cpu_s_per_gib": round(t.raw_cpu.bench()),
             "raw_quic_hashed_cpu_s_per_gib": round(t.raw_hashed_cpu.bench()),
             "udp_drops_per_gib": {
@@ -232,10 +235,15 @@ impl Figures {
         let t = &self.throughput;
         let limit = best(&t.raw_tuned).max(best(&t.raw_default));
         println!(
-            "qchat-bench: {} through the relay on 127.0.0.1, best of {} round{}",
+            "qchat-bench: {} through the relay on 127.0.0.1, best of {} round{}{}",
             qchat_shared::units::human_bytes(self.size),
             t.upload.len(),
-            if t.upload.len() == 1 { "" } else { "s" }
+            if t.upload.len() == 1 { "" } else { "s" },
+            if self.pinned {
+                "; pinned: the clients on CPU 0, the relay (and raw QUIC's receiver) on CPU 1"
+            } else {
+                ""
+            }
         );
         println!("{:<44} {:>12} {:>10}   each round, MiB/s", "", "best", "vs raw");
         for (name, rounds) in [

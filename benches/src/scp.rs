@@ -27,8 +27,22 @@ fn keygen(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Seconds scp takes to copy `file` into `dir` through a fresh loopback sshd.
-pub fn time_scp(dir: &Path, file: &Path) -> Result<f64> {
+/// Makes the child started by `command` run on `cpu` alone.
+#[cfg(unix)]
+fn pin_child(command: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure makes one system call and allocates nothing.
+    unsafe {
+        command.pre_exec(move || crate::pin::to_cpu(cpu));
+    }
+}
+
+#[cfg(not(unix))]
+fn pin_child(_command: &mut Command, _cpu: usize) {}
+
+/// Seconds scp takes to copy `file` into `dir` through a fresh loopback sshd (on core
+/// `sshd_cpu` alone, if given).
+pub fn time_scp(dir: &Path, file: &Path, sshd_cpu: Option<usize>) -> Result<f64> {
     let sshd_bin = ["/usr/sbin/sshd", "/usr/bin/sshd"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -52,7 +66,12 @@ pub fn time_scp(dir: &Path, file: &Path) -> Result<f64> {
     )?;
     // sshd wants its privilege-separation directory.
     let _ = std::fs::create_dir_all("/run/sshd");
-    let sshd = Sshd(Command::new(sshd_bin).arg("-D").arg("-f").arg(&config).stderr(Stdio::null()).spawn()?);
+    let mut command = Command::new(sshd_bin);
+    command.arg("-D").arg("-f").arg(&config).stderr(Stdio::null());
+    if let Some(cpu) = sshd_cpu {
+        pin_child(&mut command, cpu);
+    }
+    let sshd = Sshd(command.spawn()?);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
