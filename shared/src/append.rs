@@ -95,7 +95,7 @@ impl Appender {
 pub struct ChunkReader {
     file: File,
     pos: u64,
-    /// Chunks come back here once QUIC has sent them.
+    /// Chunks come back here once QUIC has sent them (the pool all readers share).
     pool: ChunkPool,
     #[cfg(target_os = "linux")]
     direct: Option<File>,
@@ -112,7 +112,7 @@ impl ChunkReader {
         ChunkReader {
             file,
             pos,
-            pool: ChunkPool::new(READ_POOL),
+            pool: ChunkPool::for_reading(),
             #[cfg(target_os = "linux")]
             direct,
         }
@@ -146,9 +146,6 @@ impl ChunkReader {
         Ok(self.pool.share(buf))
     }
 }
-
-/// Spare buffers a reader keeps: enough for the chunks QUIC holds until they are acked.
-const READ_POOL: usize = 32;
 
 /// Fills `buf` from `pos` unless the file ends first; returns the bytes read.
 fn read_at_most(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {

@@ -1,8 +1,11 @@
 //! Chunk buffers: aligned 1 MiB blocks ([`ChunkBuf`]) that O_DIRECT can use as they are,
 //! and a [`ChunkPool`] that takes them back when the disk, or QUIC, is done with them, so
 //! moving a file allocates (and the kernel zeroes) a handful of buffers, not one per chunk.
+//! Files read for sending share one pool ([`ChunkPool::for_reading`]): a buffer one
+//! transfer's QUIC stream gave back serves the next transfer, so transfers that take
+//! turns on a connection's window do not each keep a window's worth of buffers.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -50,40 +53,64 @@ impl ChunkBuf {
     }
 }
 
-/// Spare chunk buffers. Buffers come back through a [`Recycler`] (from another thread) or
-/// when the last [`Bytes`] made by [`ChunkPool::share`] is dropped; beyond the pool's
-/// capacity they are freed.
+/// Spare chunk buffers; its clones share them. Buffers come back through a [`Recycler`]
+/// (from another thread) or when the last [`Bytes`] made by [`ChunkPool::share`] is
+/// dropped; beyond the pool's capacity they are freed.
+#[derive(Clone)]
 pub struct ChunkPool {
-    spare: Receiver<ChunkBuf>,
-    recycler: Recycler,
+    spare: Arc<Spare>,
+}
+
+struct Spare {
+    buffers: Mutex<Vec<ChunkBuf>>,
+    capacity: usize,
 }
 
 /// Gives buffers back to their [`ChunkPool`].
 #[derive(Clone)]
-pub struct Recycler(SyncSender<ChunkBuf>);
+pub struct Recycler(Arc<Spare>);
 
 impl Recycler {
     pub fn give_back(&self, buf: ChunkBuf) {
-        let _ = self.0.try_send(buf);
+        let mut buffers = self.0.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buffers.len() < self.0.capacity {
+            buffers.push(buf);
+        }
     }
 }
+
+/// Spare buffers the process keeps for reading files to send, whatever the number of
+/// transfers: what comes back while the readers are busy is taken again at once, so
+/// more would only sit in memory after a burst.
+const READING_SPARES: usize = 4;
 
 impl ChunkPool {
     /// A pool that keeps at most `capacity` spare buffers.
     pub fn new(capacity: usize) -> ChunkPool {
-        let (tx, spare) = sync_channel(capacity);
-        ChunkPool { spare, recycler: Recycler(tx) }
+        ChunkPool { spare: Arc::new(Spare { buffers: Mutex::new(Vec::with_capacity(capacity)), capacity }) }
+    }
+
+    /// The process's pool for reading files to send (see the module's doc).
+    pub fn for_reading() -> ChunkPool {
+        static READING: OnceLock<ChunkPool> = OnceLock::new();
+        READING.get_or_init(|| ChunkPool::new(READING_SPARES)).clone()
     }
 
     /// A buffer holding `len` bytes of whatever it held before.
     pub fn take(&self, len: usize) -> ChunkBuf {
-        let mut buf = self.spare.try_recv().unwrap_or_default();
+        let spare = self.spare.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut buf = spare.unwrap_or_default();
         buf.set_len(len);
         buf
     }
 
+    /// Spare buffers held now.
+    pub fn spares(&self) -> usize {
+        self.spare.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
     pub fn recycler(&self) -> Recycler {
-        self.recycler.clone()
+        Recycler(self.spare.clone())
     }
 
     /// The buffer's bytes as [`Bytes`] (no copy); the buffer comes back to this pool once
@@ -126,12 +153,31 @@ mod tests {
         let bytes = pool.share(buf);
         let tail = bytes.slice(1..);
         drop(bytes);
-        assert!(pool.spare.try_recv().is_err(), "a slice is still alive");
+        assert_eq!(pool.spares(), 0, "a slice is still alive");
         assert_eq!(&tail[..], b"bc");
         drop(tail);
         let again = pool.take(CHUNK);
         assert_eq!(again.as_slice().as_ptr(), address, "the same buffer is handed out again");
         assert_eq!(again.len(), CHUNK);
+    }
+
+    #[test]
+    fn clones_share_their_spares_and_keep_no_more_than_the_capacity() {
+        let pool = ChunkPool::new(2);
+        let other = pool.clone();
+        let bufs: Vec<Bytes> = (0..3).map(|_| other.share(other.take(CHUNK))).collect();
+        let addresses: Vec<*const u8> = bufs.iter().map(|b| b.as_ptr()).collect();
+        drop(bufs);
+        assert_eq!(pool.spares(), 2, "the third buffer was freed");
+        let again = pool.take(1);
+        assert!(addresses.contains(&again.as_slice().as_ptr()), "a buffer another clone gave back");
+    }
+
+    #[test]
+    fn readers_share_one_pool() {
+        // (Other tests read files at the same time, so the buffers themselves may move.)
+        assert!(Arc::ptr_eq(&ChunkPool::for_reading().spare, &ChunkPool::for_reading().spare));
+        assert_eq!(ChunkPool::for_reading().spare.capacity, READING_SPARES);
     }
 
     #[test]

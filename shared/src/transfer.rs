@@ -21,8 +21,12 @@ use crate::frame::Blake3;
 use crate::limits::CHUNK;
 use crate::seal::{Opener, SealError, Sealer};
 
-/// Chunks queued between the stream and the disk thread.
+/// Chunks queued between the stream and the disk thread that writes them.
 const DEPTH: usize = 4;
+/// Chunks read ahead of the stream when sending. Little is needed: QUIC's own send buffer
+/// (the connection's send window) is the queue that keeps the path busy, and every chunk
+/// read ahead of it is a MiB held per transfer.
+const READ_AHEAD: usize = 2;
 
 /// Why moving file bytes failed.
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +311,7 @@ pub async fn send(
     let SendOptions { hasher, path, stall, growing, mut seal } = options;
     // Bytes that go on the stream.
     let expected = seal.as_ref().map_or(len, |sealed| crate::seal::sealed_len(len) - sealed.skip);
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let path = path.map(Path::to_path_buf);
     let reader = tokio::task::spawn_blocking(move || {
         let mut hasher = hasher;
