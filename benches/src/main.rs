@@ -204,6 +204,8 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         throughput.raw_default.push(raw::one_stream(&pki, size, Raw::QuinnDefaults, receiver.as_ref()).await?);
         let before_hashed = cpu()?;
         throughput.raw_hashed.push(raw::one_stream(&pki, size, Raw::Hashed, receiver.as_ref()).await?);
+        let before_sealed = cpu()?;
+        throughput.raw_sealed.push(raw::one_stream(&pki, size, Raw::Sealed, receiver.as_ref()).await?);
         let before_upload = cpu()?;
         throughput.upload.push(run.upload(&file).await?);
         let after_upload = cpu()?;
@@ -213,7 +215,8 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         std::fs::remove_file(saved)?;
         eprintln!("  {}", throughput.last_round());
         throughput.raw_cpu.add(before, after_raw, gib);
-        throughput.raw_hashed_cpu.add(before_hashed, before_upload, gib);
+        throughput.raw_hashed_cpu.add(before_hashed, before_sealed, gib);
+        throughput.raw_sealed_cpu.add(before_sealed, before_upload, gib);
         throughput.upload_cpu.add(before_upload, after_upload, gib);
         throughput.download_cpu.add(after_upload, after_download, gib);
     }

@@ -1,6 +1,8 @@
 //! The limit: one raw quinn stream moving N bytes between two endpoints on loopback, with
 //! qchat's TLS, and either qchat's transport settings or quinn's defaults; and, to show
-//! what verifying costs, the same stream with each end hashing what it moves.
+//! what verifying costs, the same stream with each end hashing what it moves; and, to show
+//! what end-to-end encryption costs, with the sender sealing as qchat does and the
+//! receiver opening and hashing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use qchat_certs::RelayMaterial;
 use qchat_shared::identity::Identity;
+use qchat_shared::seal::{sealed_len, FileKey, Opener, Sealer, SEALED_SEGMENT};
 use qchat_shared::tls::{client_crypto, server_crypto, ServerTls};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
@@ -23,6 +26,11 @@ pub enum Raw {
     /// qchat's settings, and both ends BLAKE3 every byte in 1 MiB chunks (the receiver
     /// gathers them into a buffer first), as any verified transfer must.
     Hashed,
+    /// qchat's settings, the sender sealing 1 MiB chunks as an upload does (AES-256-GCM
+    /// segments, BLAKE3 of the plaintext and of the sealed bytes: `qchat_shared::seal`),
+    /// the receiver opening each segment in place and hashing its plaintext, as a download
+    /// does. No disk, no relay: what encryption leaves of raw QUIC.
+    Sealed,
 }
 
 /// MiB/s of one stream moving `size` bytes, first byte to last byte received. The
@@ -53,11 +61,16 @@ pub async fn one_stream(pki: &Path, size: u64, mode: Raw, receiver: Option<&toki
         quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?
     };
     let addr = server.local_addr()?;
-    let hashed = mode == Raw::Hashed;
+    let key = FileKey::random();
+    let receiving_key = key.clone();
     let receiver = receiver.spawn(async move {
         let connection = server.accept().await.context("no connection")?.await?;
         let mut stream = connection.accept_uni().await?;
-        let total = if hashed { receive_hashed(&mut stream).await? } else { receive(&mut stream).await? };
+        let total = match mode {
+            Raw::Hashed => receive_hashed(&mut stream).await?,
+            Raw::Sealed => receive_sealed(&mut stream, &receiving_key, size).await?,
+            Raw::QuinnDefaults | Raw::QchatSettings => receive(&mut stream).await?,
+        };
         Ok::<_, anyhow::Error>((total, Instant::now(), connection))
     });
     let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
@@ -65,14 +78,23 @@ pub async fn one_stream(pki: &Path, size: u64, mode: Raw, receiver: Option<&toki
     let block = Bytes::from(vec![0x5au8; 1 << 20]);
     let start = Instant::now();
     let mut stream = connection.open_uni().await?;
+    let mut sealer = (mode == Raw::Sealed).then(|| Sealer::new(&key));
     let mut left = size;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
-        if hashed {
-            std::hint::black_box(blake3::hash(&block[..n]));
+        match sealer.as_mut() {
+            Some(sealer) => stream.write_all_chunks(&mut sealer.push(&block[..n])).await?,
+            None => {
+                if mode == Raw::Hashed {
+                    std::hint::black_box(blake3::hash(&block[..n]));
+                }
+                stream.write_chunk(block.slice(..n)).await?;
+            }
         }
-        stream.write_chunk(block.slice(..n)).await?;
         left -= n as u64;
+    }
+    if let Some(sealer) = sealer {
+        stream.write_all_chunks(&mut sealer.finish().0).await?;
     }
     stream.finish()?;
     let (total, end, _keep) = receiver.await??;
@@ -109,5 +131,26 @@ async fn receive_hashed(stream: &mut quinn::RecvStream) -> Result<u64> {
             std::hint::black_box(hasher.finalize());
             return Ok(total);
         }
+    }
+}
+
+/// Reads a sealed stream of a `plain`-byte file to its end, a segment at a time, opening
+/// each in place and hashing its plaintext; checks the hash at the end and returns the
+/// plaintext bytes.
+async fn receive_sealed(stream: &mut quinn::RecvStream, key: &FileKey, plain: u64) -> Result<u64> {
+    let mut opener = Opener::new(key, sealed_len(plain), 0)?;
+    let mut buf = vec![0u8; SEALED_SEGMENT];
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let want = opener.next_len();
+        if want == 0 {
+            opener.verify(hasher.finalize().as_bytes())?;
+            return Ok(total);
+        }
+        stream.read_exact(&mut buf[..want]).await?;
+        let data = opener.open(&mut buf[..want])?;
+        hasher.update(&buf[..data]);
+        total += data as u64;
     }
 }

@@ -83,10 +83,12 @@ pub struct Throughput {
     pub raw_tuned: Vec<f64>,
     pub raw_default: Vec<f64>,
     pub raw_hashed: Vec<f64>,
+    pub raw_sealed: Vec<f64>,
     pub upload: Vec<f64>,
     pub download: Vec<f64>,
     pub raw_cpu: CostPerGib,
     pub raw_hashed_cpu: CostPerGib,
+    pub raw_sealed_cpu: CostPerGib,
     pub upload_cpu: CostPerGib,
     pub download_cpu: CostPerGib,
 }
@@ -96,10 +98,12 @@ impl Throughput {
     pub fn last_round(&self) -> String {
         let last = |rounds: &[f64]| rounds.last().copied().unwrap_or_default();
         format!(
-            "raw {:.0} / {:.0} MiB/s, raw hashed {:.0} MiB/s, upload {:.0} MiB/s, download {:.0} MiB/s",
+            "raw {:.0} / {:.0} MiB/s, raw hashed {:.0} MiB/s, raw sealed {:.0} MiB/s, upload {:.0} MiB/s, \
+             download {:.0} MiB/s",
             last(&self.raw_tuned),
             last(&self.raw_default),
             last(&self.raw_hashed),
+            last(&self.raw_sealed),
             last(&self.upload),
             last(&self.download)
         )
@@ -152,12 +156,14 @@ impl Figures {
             "raw_quic_mib_s": round(best(&t.raw_tuned)),
             "raw_quic_default_mib_s": round(best(&t.raw_default)),
             "raw_quic_hashed_mib_s": round(best(&t.raw_hashed)),
+            "raw_quic_sealed_mib_s": round(best(&t.raw_sealed)),
             "upload_mib_s": round(best(&t.upload)),
             "download_mib_s": round(best(&t.download)),
             "relay_peak_rss_mib": round(self.relay_peak_rss_mib),
             "pinned": self.pinned,
             "raw_quic_cpu_s_per_gib": round(t.raw_cpu.bench()),
             "raw_quic_hashed_cpu_s_per_gib": round(t.raw_hashed_cpu.bench()),
+            "raw_quic_sealed_cpu_s_per_gib": round(t.raw_sealed_cpu.bench()),
             "udp_drops_per_gib": {
                 "raw_quic": round(t.raw_cpu.udp_drops()), "raw_quic_hashed": round(t.raw_hashed_cpu.udp_drops()),
                 "upload": round(t.upload_cpu.udp_drops()), "download": round(t.download_cpu.udp_drops()),
@@ -168,6 +174,7 @@ impl Figures {
             "clients_cpu_s_per_gib_download": round(t.download_cpu.bench()),
             "rounds_mib_s": {
                 "raw_quic": t.raw_tuned, "raw_quic_default": t.raw_default, "raw_quic_hashed": t.raw_hashed,
+                "raw_quic_sealed": t.raw_sealed,
                 "upload": t.upload, "download": t.download,
             },
         });
@@ -250,6 +257,7 @@ impl Figures {
             ("raw QUIC, one stream, qchat settings", &t.raw_tuned),
             ("raw QUIC, one stream, quinn defaults", &t.raw_default),
             ("raw QUIC, qchat settings, BLAKE3 both ends", &t.raw_hashed),
+            ("raw QUIC, sealed and opened as qchat does", &t.raw_sealed),
             ("upload to the relay (verified, committed)", &t.upload),
             ("download from the relay (verified, saved)", &t.download),
         ] {
@@ -291,6 +299,7 @@ impl Figures {
         println!("{:<44} {:>8.1} MiB", "relay peak RSS", self.relay_peak_rss_mib);
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC", t.raw_cpu.bench());
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC with BLAKE3", t.raw_hashed_cpu.bench());
+        println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC sealed and opened", t.raw_sealed_cpu.bench());
         println!(
             "{:<44} raw {:.0}, raw with BLAKE3 {:.0}, upload {:.0}, download {:.0}",
             "UDP datagrams dropped per GiB (buffer full)",

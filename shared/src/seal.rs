@@ -8,8 +8,10 @@
 //! followed by its 16-byte tag; the last piece is shorter or equal. Encryption is
 //! deterministic for a key, so an upload resumes anywhere by sealing again.
 
+use bytes::Bytes;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
+use crate::chunk::{ChunkBuf, ChunkPool};
 use crate::frame::Blake3;
 
 /// Plaintext bytes per sealed segment: a chunk buffer less one O_DIRECT block, so a
@@ -91,21 +93,29 @@ fn nonce(index: u64, last: bool) -> Nonce {
 
 /// Seals a file's bytes as they are read: push the plaintext in order, take the sealed
 /// segments out; [`Sealer::finish`] adds the hash and seals the last one. It hashes the
-/// sealed bytes too (the relay checks that hash).
+/// sealed bytes too (the relay checks that hash). Segments are sealed in place in chunk
+/// buffers of the pool files are read into for sending ([`ChunkPool::for_reading`]), which
+/// take them back once QUIC is done with them: sealing allocates nothing per segment.
 pub struct Sealer {
     key: LessSafeKey,
     index: u64,
-    pending: Vec<u8>,
+    pool: ChunkPool,
+    /// The segment being filled, and how many plaintext bytes it holds.
+    pending: ChunkBuf,
+    filled: usize,
     plain_hash: blake3::Hasher,
     sealed_hash: blake3::Hasher,
 }
 
 impl Sealer {
     pub fn new(key: &FileKey) -> Sealer {
+        let pool = ChunkPool::for_reading();
         Sealer {
             key: key.aead(),
             index: 0,
-            pending: Vec::with_capacity(SEALED_SEGMENT + HASH),
+            pending: pool.take(SEGMENT),
+            pool,
+            filled: 0,
             plain_hash: blake3::Hasher::new(),
             sealed_hash: blake3::Hasher::new(),
         }
@@ -113,45 +123,50 @@ impl Sealer {
 
     /// Takes the next plaintext bytes; returns the segments they complete (a segment is
     /// held back until more bytes show it is not the last).
-    pub fn push(&mut self, mut data: &[u8]) -> Vec<Vec<u8>> {
+    pub fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
         self.plain_hash.update(data);
         let mut out = Vec::new();
-        while !data.is_empty() {
-            if self.pending.len() == SEGMENT {
-                out.push(self.seal_pending(false));
-            }
-            let take = data.len().min(SEGMENT - self.pending.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-        }
+        self.append(data, &mut out);
         out
     }
 
     /// Adds the plaintext's hash and seals what is left; returns those segments, the
     /// BLAKE3 of the whole sealed stream and that of the plaintext.
-    pub fn finish(mut self) -> (Vec<Vec<u8>>, Blake3, Blake3) {
+    pub fn finish(mut self) -> (Vec<Bytes>, Blake3, Blake3) {
         let hash = *self.plain_hash.finalize().as_bytes();
         let mut out = Vec::new();
-        for byte in hash {
-            if self.pending.len() == SEGMENT {
-                out.push(self.seal_pending(false));
-            }
-            self.pending.push(byte);
-        }
+        self.append(&hash, &mut out);
         out.push(self.seal_pending(true));
         (out, *self.sealed_hash.finalize().as_bytes(), hash)
     }
 
-    fn seal_pending(&mut self, last: bool) -> Vec<u8> {
-        let mut segment = std::mem::replace(&mut self.pending, Vec::with_capacity(SEALED_SEGMENT + HASH));
+    /// Copies `data` into the pending segment, sealing each one it fills once more bytes
+    /// follow.
+    fn append(&mut self, mut data: &[u8], out: &mut Vec<Bytes>) {
+        while !data.is_empty() {
+            if self.filled == SEGMENT {
+                out.push(self.seal_pending(false));
+            }
+            let take = data.len().min(SEGMENT - self.filled);
+            self.pending.as_mut_slice()[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+        }
+    }
+
+    fn seal_pending(&mut self, last: bool) -> Bytes {
+        let mut segment = std::mem::replace(&mut self.pending, self.pool.take(SEGMENT));
+        let filled = std::mem::take(&mut self.filled);
+        segment.set_len(filled);
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(self.index, last), Aad::empty(), &mut segment)
+            .seal_in_place_separate_tag(nonce(self.index, last), Aad::empty(), segment.as_mut_slice())
             .expect("a segment is far below AES-GCM's limit");
-        segment.extend_from_slice(tag.as_ref());
-        self.sealed_hash.update(&segment);
+        segment.set_len(filled + TAG);
+        segment.as_mut_slice()[filled..].copy_from_slice(tag.as_ref());
+        self.sealed_hash.update(segment.as_slice());
         self.index += 1;
-        segment
+        self.pool.share(segment)
     }
 }
 
@@ -230,11 +245,11 @@ mod tests {
         let mut sealer = Sealer::new(key);
         let mut segments = Vec::new();
         for piece in data.chunks(pieces.max(1)) {
-            segments.extend(sealer.push(piece));
+            segments.extend(sealer.push(piece).iter().map(|b| b.to_vec()));
         }
         let (tail, hash, plain) = sealer.finish();
         assert_eq!(&plain, blake3::hash(data).as_bytes());
-        segments.extend(tail);
+        segments.extend(tail.iter().map(|b| b.to_vec()));
         (segments, hash)
     }
 
@@ -340,9 +355,9 @@ mod tests {
         let mut sealer = Sealer::new(&key);
         let mut segments = Vec::new();
         for _ in 0..512 {
-            segments.extend(sealer.push(&chunk));
+            segments.extend(sealer.push(&chunk).iter().map(|b| b.to_vec()));
         }
-        segments.extend(sealer.finish().0);
+        segments.extend(sealer.finish().0.iter().map(|b| b.to_vec()));
         let seal = started.elapsed();
         let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
         let started = std::time::Instant::now();

@@ -295,9 +295,9 @@ pub struct Sealed {
 }
 
 /// Of sealed `segment`, which starts at sealed byte `at`, the part from `skip` on.
-fn unsent(segment: Vec<u8>, at: u64, skip: u64) -> Option<Bytes> {
+fn unsent(segment: Bytes, at: u64, skip: u64) -> Option<Bytes> {
     let end = at + segment.len() as u64;
-    (end > skip).then(|| Bytes::from(segment).slice(skip.saturating_sub(at) as usize..))
+    (end > skip).then(|| segment.slice(skip.saturating_sub(at) as usize..))
 }
 
 /// Sends `len` bytes of `file` from its current position, chunk by chunk.
@@ -327,7 +327,7 @@ pub async fn send(
         let (mut left, mut at) = (len, pos);
         // Sealed bytes made so far (when sealing).
         let mut sealed_at = 0u64;
-        let mut send_sealed = |skip: u64, segments: Vec<Vec<u8>>| {
+        let mut send_sealed = |skip: u64, segments: Vec<Bytes>| {
             for segment in segments {
                 let len = segment.len() as u64;
                 if let Some(bytes) = unsent(segment, sealed_at, skip) {
