@@ -24,6 +24,7 @@
 //! - [`metrics`]: Prometheus metrics over HTTP on a local address.
 
 pub mod admin;
+pub mod allocator;
 pub mod arrivals;
 pub mod attempts;
 pub mod bootstrap;
