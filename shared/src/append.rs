@@ -145,6 +145,14 @@ impl ChunkReader {
         self.pos += got as u64;
         Ok(self.pool.share(buf))
     }
+
+    /// Reads the next bytes into `buf` (all of it, unless the file ends first); returns
+    /// how many. Through the page cache: for a caller that has a buffer of its own.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let got = read_at_most(&self.file, self.pos, buf)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
 }
 
 /// Fills `buf` from `pos` unless the file ends first; returns the bytes read.

@@ -130,6 +130,26 @@ impl Sealer {
         out
     }
 
+    /// Lets `read` put the next plaintext bytes (at most `max`) straight into the segment
+    /// being filled, so they are not copied; returns how many it read and the segments
+    /// completed before them.
+    pub fn read_into(
+        &mut self,
+        max: usize,
+        read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<(usize, Vec<Bytes>)> {
+        let mut out = Vec::new();
+        if self.filled == SEGMENT {
+            out.push(self.seal_pending(false));
+        }
+        let start = self.filled;
+        let room = (SEGMENT - start).min(max);
+        let got = read(&mut self.pending.as_mut_slice()[start..start + room])?.min(room);
+        self.plain_hash.update(&self.pending.as_slice()[start..start + got]);
+        self.filled += got;
+        Ok((got, out))
+    }
+
     /// Adds the plaintext's hash and seals what is left; returns those segments, the
     /// BLAKE3 of the whole sealed stream and that of the plaintext.
     pub fn finish(mut self) -> (Vec<Bytes>, Blake3, Blake3) {
@@ -344,6 +364,32 @@ mod tests {
         assert_eq!(plain_len((HASH + TAG) as u64), Ok(0));
         // One byte more than a full segment cannot start a new one (it needs its tag).
         assert!(plain_len(SEALED_SEGMENT as u64 + 1).is_err());
+    }
+
+    #[test]
+    fn reading_straight_into_segments_seals_the_same_bytes_as_pushing() {
+        let key = FileKey::random();
+        for len in [0, 1, SEGMENT - 33, SEGMENT - 32, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
+            let data = content(len);
+            let (pushed, pushed_hash) = seal(&key, &data, 1 << 20);
+            let mut sealer = Sealer::new(&key);
+            let (mut read, mut at) = (Vec::new(), 0);
+            while at < data.len() {
+                let (got, segments) = sealer
+                    .read_into(1 << 20, |buf| {
+                        let n = buf.len().min(data.len() - at);
+                        buf[..n].copy_from_slice(&data[at..at + n]);
+                        Ok(n)
+                    })
+                    .unwrap();
+                at += got;
+                read.extend(segments.iter().map(|b| b.to_vec()));
+            }
+            let (tail, hash, plain) = sealer.finish();
+            read.extend(tail.iter().map(|b| b.to_vec()));
+            assert_eq!((read, hash), (pushed, pushed_hash), "{len} bytes");
+            assert_eq!(&plain, blake3::hash(&data).as_bytes());
+        }
     }
 
     #[test]

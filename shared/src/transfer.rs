@@ -354,33 +354,43 @@ pub async fn send(
                 }
             }
             let want = left.min(CHUNK as u64).min(held.saturating_sub(at)) as usize;
-            let chunk = match reader.read(want) {
-                Ok(chunk) if chunk.is_empty() => {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while it was sent"))
-                }
-                Ok(chunk) => {
-                    left -= chunk.len() as u64;
-                    at += chunk.len() as u64;
+            // Sealed, the file is read straight into the segment being filled (no copy).
+            let read = match seal.as_mut() {
+                Some(sealed) => sealed.sealer.read_into(want, |buf| {
+                    let got = reader.read_into(buf)?;
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&buf[..got]);
+                    }
+                    Ok(got)
+                }),
+                None => reader.read(want).map(|chunk| {
                     if let Some(h) = hasher.as_mut() {
                         h.update(&chunk);
                     }
-                    Ok(chunk)
-                }
-                Err(e) => Err(e),
+                    (chunk.len(), vec![chunk])
+                }),
             };
-            match (chunk, seal.as_mut()) {
-                (Ok(chunk), Some(sealed)) => {
-                    let segments = sealed.sealer.push(&chunk);
-                    if !send_sealed(sealed.skip, segments) {
-                        return None;
-                    }
+            let (got, pieces) = match read {
+                Ok((0, _)) => {
+                    let shorter =
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while it was sent");
+                    let _ = tx.blocking_send(Err(shorter));
+                    return None;
                 }
-                (chunk, _) => {
-                    let failed = chunk.is_err();
-                    if tx.blocking_send(chunk).is_err() || failed {
-                        return None;
-                    }
+                Ok(read) => read,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return None;
                 }
+            };
+            left -= got as u64;
+            at += got as u64;
+            let sent = match seal.as_ref() {
+                Some(sealed) => send_sealed(sealed.skip, pieces),
+                None => pieces.into_iter().all(|piece| tx.blocking_send(Ok(piece)).is_ok()),
+            };
+            if !sent {
+                return None;
             }
         }
         match seal {
