@@ -34,8 +34,13 @@ pub enum Raw {
 }
 
 /// MiB/s of one stream moving `size` bytes, first byte to last byte received. The
-/// receiving end runs on `receiver` (a runtime on a core of its own) if given.
-pub async fn one_stream(pki: &Path, size: u64, mode: Raw, receiver: Option<&tokio::runtime::Handle>) -> Result<f64> {
+/// receiving end runs on `receiving_runtime` (one on a core of its own) if given.
+pub async fn one_stream(
+    pki: &Path,
+    size: u64,
+    mode: Raw,
+    receiving_runtime: Option<&tokio::runtime::Handle>,
+) -> Result<f64> {
     let material = RelayMaterial::load(pki)?;
     let tls = ServerTls {
         cert_pem: &material.cert_pem,
@@ -54,16 +59,16 @@ pub async fn one_stream(pki: &Path, size: u64, mode: Raw, receiver: Option<&toki
             quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?)),
         )
     };
-    let receiver = receiver.cloned().unwrap_or_else(tokio::runtime::Handle::current);
+    let receiving_runtime = receiving_runtime.cloned().unwrap_or_else(tokio::runtime::Handle::current);
     // The endpoint's driver runs on the runtime it is made in.
     let server = {
-        let _on = receiver.enter();
+        let _on = receiving_runtime.enter();
         quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?
     };
     let addr = server.local_addr()?;
     let key = FileKey::random();
     let receiving_key = key.clone();
-    let receiver = receiver.spawn(async move {
+    let receiver = receiving_runtime.spawn(async move {
         let connection = server.accept().await.context("no connection")?.await?;
         let mut stream = connection.accept_uni().await?;
         let total = match mode {

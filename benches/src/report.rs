@@ -83,6 +83,7 @@ pub struct Throughput {
     pub raw_tuned: Vec<f64>,
     pub raw_default: Vec<f64>,
     pub raw_hashed: Vec<f64>,
+    /// Raw QUIC sealed and opened as qchat does ([`crate::raw::Raw::Sealed`]).
     pub raw_sealed: Vec<f64>,
     pub upload: Vec<f64>,
     pub download: Vec<f64>,
@@ -166,6 +167,7 @@ impl Figures {
             "raw_quic_sealed_cpu_s_per_gib": round(t.raw_sealed_cpu.bench()),
             "udp_drops_per_gib": {
                 "raw_quic": round(t.raw_cpu.udp_drops()), "raw_quic_hashed": round(t.raw_hashed_cpu.udp_drops()),
+                "raw_quic_sealed": round(t.raw_sealed_cpu.udp_drops()),
                 "upload": round(t.upload_cpu.udp_drops()), "download": round(t.download_cpu.udp_drops()),
             },
             "relay_cpu_s_per_gib_upload": round(t.upload_cpu.relay()),
@@ -301,10 +303,11 @@ impl Figures {
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC with BLAKE3", t.raw_hashed_cpu.bench());
         println!("{:<44} {:.2} s (both ends)", "CPU per GiB, raw QUIC sealed and opened", t.raw_sealed_cpu.bench());
         println!(
-            "{:<44} raw {:.0}, raw with BLAKE3 {:.0}, upload {:.0}, download {:.0}",
+            "{:<44} raw {:.0}, raw with BLAKE3 {:.0}, raw sealed {:.0}, upload {:.0}, download {:.0}",
             "UDP datagrams dropped per GiB (buffer full)",
             t.raw_cpu.udp_drops(),
             t.raw_hashed_cpu.udp_drops(),
+            t.raw_sealed_cpu.udp_drops(),
             t.upload_cpu.udp_drops(),
             t.download_cpu.udp_drops()
         );

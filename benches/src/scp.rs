@@ -28,7 +28,7 @@ fn keygen(path: &Path) -> Result<()> {
 }
 
 /// Makes the child started by `command` run on `cpu` alone.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn pin_child(command: &mut Command, cpu: usize) {
     use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec the closure makes one system call and allocates nothing.
@@ -37,7 +37,7 @@ fn pin_child(command: &mut Command, cpu: usize) {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn pin_child(_command: &mut Command, _cpu: usize) {}
 
 /// Seconds scp takes to copy `file` into `dir` through a fresh loopback sshd (on core

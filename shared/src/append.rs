@@ -112,7 +112,7 @@ impl ChunkReader {
         ChunkReader {
             file,
             pos,
-            pool: ChunkPool::for_reading(),
+            pool: ChunkPool::for_sending(),
             #[cfg(target_os = "linux")]
             direct,
         }

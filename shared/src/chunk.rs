@@ -1,9 +1,10 @@
 //! Chunk buffers: aligned 1 MiB blocks ([`ChunkBuf`]) that O_DIRECT can use as they are,
 //! and a [`ChunkPool`] that takes them back when the disk, or QUIC, is done with them, so
 //! moving a file allocates (and the kernel zeroes) a handful of buffers, not one per chunk.
-//! Files read for sending share one pool ([`ChunkPool::for_reading`]): a buffer one
-//! transfer's QUIC stream gave back serves the next transfer, so transfers that take
-//! turns on a connection's window do not each keep a window's worth of buffers.
+//! What is sent (files read, and sealed segments) shares one pool
+//! ([`ChunkPool::for_sending`]): a buffer one transfer's QUIC stream gave back serves the
+//! next transfer, so transfers that take turns on a connection's window do not each keep a
+//! window's worth of buffers.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -31,9 +32,19 @@ impl Default for ChunkBuf {
 }
 
 impl ChunkBuf {
+    /// A buffer with no memory, to stand where one was taken out; it holds nothing and
+    /// no pool keeps it.
+    pub fn placeholder() -> ChunkBuf {
+        ChunkBuf { memory: Vec::new(), start: 0, len: 0 }
+    }
+
+    fn is_placeholder(&self) -> bool {
+        self.memory.is_empty()
+    }
+
     /// Sets how many bytes the chunk holds (at most [`CHUNK`]).
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(CHUNK);
+        self.len = len.min(CHUNK).min(self.memory.len().saturating_sub(self.start));
     }
 
     pub fn len(&self) -> usize {
@@ -71,18 +82,19 @@ struct Spare {
 pub struct Recycler(Arc<Spare>);
 
 impl Recycler {
+    /// Keeps `buf` as a spare, unless the pool has all it keeps (then it is freed).
     pub fn give_back(&self, buf: ChunkBuf) {
         let mut buffers = self.0.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buffers.len() < self.0.capacity {
+        if buffers.len() < self.0.capacity && !buf.is_placeholder() {
             buffers.push(buf);
         }
     }
 }
 
-/// Spare buffers the process keeps for reading files to send, whatever the number of
+/// Spare buffers the process keeps for what it sends, whatever the number of
 /// transfers: what comes back while the readers are busy is taken again at once, so
 /// more would only sit in memory after a burst.
-const READING_SPARES: usize = 4;
+const SENDING_SPARES: usize = 4;
 
 impl ChunkPool {
     /// A pool that keeps at most `capacity` spare buffers.
@@ -90,10 +102,11 @@ impl ChunkPool {
         ChunkPool { spare: Arc::new(Spare { buffers: Mutex::new(Vec::with_capacity(capacity)), capacity }) }
     }
 
-    /// The process's pool for reading files to send (see the module's doc).
-    pub fn for_reading() -> ChunkPool {
+    /// The process's pool for files read to send and sealed segments (see the module's
+    /// doc).
+    pub fn for_sending() -> ChunkPool {
         static READING: OnceLock<ChunkPool> = OnceLock::new();
-        READING.get_or_init(|| ChunkPool::new(READING_SPARES)).clone()
+        READING.get_or_init(|| ChunkPool::new(SENDING_SPARES)).clone()
     }
 
     /// A buffer holding `len` bytes of whatever it held before.
@@ -109,6 +122,7 @@ impl ChunkPool {
         self.spare.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
+    /// A handle that gives buffers back to this pool from anywhere.
     pub fn recycler(&self) -> Recycler {
         Recycler(self.spare.clone())
     }
@@ -174,10 +188,11 @@ mod tests {
     }
 
     #[test]
-    fn readers_share_one_pool() {
-        // (Other tests read files at the same time, so the buffers themselves may move.)
-        assert!(Arc::ptr_eq(&ChunkPool::for_reading().spare, &ChunkPool::for_reading().spare));
-        assert_eq!(ChunkPool::for_reading().spare.capacity, READING_SPARES);
+    fn a_placeholder_is_never_kept() {
+        let pool = ChunkPool::new(2);
+        pool.recycler().give_back(ChunkBuf::placeholder());
+        assert_eq!(pool.spares(), 0);
+        assert_eq!(pool.take(7).len(), 7, "a real buffer comes out");
     }
 
     #[test]

@@ -110,7 +110,8 @@ pub struct RateBound {
     floor: u64,
     lost_since: bool,
     /// While the rate grows: a slow start's window, grown by every byte acknowledged, so
-    /// that it doubles each round trip (see [`RateBound::window`]).
+    /// that it doubles each round trip (see [`RateBound::window`]). Losses do not shrink it,
+    /// as they do not shrink BBR's: the bound (twice what the path delivers) holds it.
     slow_start: u64,
 }
 
@@ -205,7 +206,7 @@ impl RateBound {
     /// rate stops growing, BBR's window within the bound.
     pub fn window(&self, bbr: u64) -> u64 {
         if self.growing() {
-            return self.slow_start.min(self.bound());
+            return self.slow_start.max(self.floor).min(self.bound());
         }
         bbr.max(self.floor).min(self.bound())
     }
@@ -276,6 +277,23 @@ mod tests {
         feed(&mut bound, &mut now, 50e6, rtt, 8);
         assert_eq!(bound.window(12_000_000), 12_000_000);
         assert!((bound.window(40_000_000) as f64 - 15e6).abs() < 0.05 * 15e6);
+    }
+
+    #[test]
+    fn a_slow_start_after_a_quiet_spell_never_goes_below_the_floor() {
+        let (mut now, rtt) = (Instant::now(), Duration::from_millis(1));
+        let mut bound = RateBound::new(now);
+        // Losses hold a steady near link's bound low, and the slow start with it.
+        for _ in 0..30 {
+            bound.on_loss();
+            feed(&mut bound, &mut now, 50e6, rtt, 1);
+        }
+        // The floor grows back over clean round trips; then the rate rises again.
+        feed(&mut bound, &mut now, 50e6, rtt, 40);
+        assert_eq!(bound.floor(), MIN_WINDOW);
+        feed(&mut bound, &mut now, 500e6, rtt, 1);
+        assert!(bound.growing());
+        assert!(bound.window(0) >= MIN_WINDOW, "{}", bound.window(0));
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn nonce(index: u64, last: bool) -> Nonce {
 /// Seals a file's bytes as they are read: push the plaintext in order, take the sealed
 /// segments out; [`Sealer::finish`] adds the hash and seals the last one. It hashes the
 /// sealed bytes too (the relay checks that hash). Segments are sealed in place in chunk
-/// buffers of the pool files are read into for sending ([`ChunkPool::for_reading`]), which
+/// buffers of the pool files are read into for sending ([`ChunkPool::for_sending`]), which
 /// take them back once QUIC is done with them: sealing allocates nothing per segment.
 pub struct Sealer {
     key: LessSafeKey,
@@ -109,7 +109,7 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(key: &FileKey) -> Sealer {
-        let pool = ChunkPool::for_reading();
+        let pool = ChunkPool::for_sending();
         Sealer {
             key: key.aead(),
             index: 0,
@@ -175,7 +175,9 @@ impl Sealer {
     }
 
     fn seal_pending(&mut self, last: bool) -> Bytes {
-        let mut segment = std::mem::replace(&mut self.pending, self.pool.take(SEGMENT));
+        // After the last segment nothing more is filled.
+        let next = if last { ChunkBuf::placeholder() } else { self.pool.take(SEGMENT) };
+        let mut segment = std::mem::replace(&mut self.pending, next);
         let filled = std::mem::take(&mut self.filled);
         segment.set_len(filled);
         let tag = self
@@ -187,6 +189,14 @@ impl Sealer {
         self.sealed_hash.update(segment.as_slice());
         self.index += 1;
         self.pool.share(segment)
+    }
+}
+
+impl Drop for Sealer {
+    /// A sealer dropped before its end (an upload cut or cancelled) gives its buffer back.
+    fn drop(&mut self) {
+        let pending = std::mem::replace(&mut self.pending, ChunkBuf::placeholder());
+        self.pool.recycler().give_back(pending);
     }
 }
 
@@ -369,26 +379,36 @@ mod tests {
     #[test]
     fn reading_straight_into_segments_seals_the_same_bytes_as_pushing() {
         let key = FileKey::random();
-        for len in [0, 1, SEGMENT - 33, SEGMENT - 32, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
+        let sizes = [0, 1, SEGMENT - 33, SEGMENT - 32, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5];
+        // How much a read may take, and how much of that the file gives at once (a short
+        // read, as from a file still being written).
+        let reads = [(1 << 20, usize::MAX), (SEGMENT - 1, usize::MAX), (4096, usize::MAX), (1 << 20, 1000), (1, 1)];
+        for len in sizes {
             let data = content(len);
             let (pushed, pushed_hash) = seal(&key, &data, 1 << 20);
-            let mut sealer = Sealer::new(&key);
-            let (mut read, mut at) = (Vec::new(), 0);
-            while at < data.len() {
-                let (got, segments) = sealer
-                    .read_into(1 << 20, |buf| {
-                        let n = buf.len().min(data.len() - at);
-                        buf[..n].copy_from_slice(&data[at..at + n]);
-                        Ok(n)
-                    })
-                    .unwrap();
-                at += got;
-                read.extend(segments.iter().map(|b| b.to_vec()));
+            for (max, gives) in reads {
+                if max == 1 && len > SEGMENT {
+                    continue; // a byte at a time through a megabyte says nothing new
+                }
+                let mut sealer = Sealer::new(&key);
+                let (mut read, mut at) = (Vec::new(), 0);
+                while at < data.len() {
+                    let (got, segments) = sealer
+                        .read_into(max, |buf| {
+                            let n = buf.len().min(data.len() - at).min(gives);
+                            buf[..n].copy_from_slice(&data[at..at + n]);
+                            Ok(n)
+                        })
+                        .unwrap();
+                    assert!(got > 0 && got <= max);
+                    at += got;
+                    read.extend(segments.iter().map(|b| b.to_vec()));
+                }
+                let (tail, hash, plain) = sealer.finish();
+                read.extend(tail.iter().map(|b| b.to_vec()));
+                assert_eq!((read, hash), (pushed.clone(), pushed_hash), "{len} bytes, reads of {max} giving {gives}");
+                assert_eq!(&plain, blake3::hash(&data).as_bytes());
             }
-            let (tail, hash, plain) = sealer.finish();
-            read.extend(tail.iter().map(|b| b.to_vec()));
-            assert_eq!((read, hash), (pushed, pushed_hash), "{len} bytes");
-            assert_eq!(&plain, blake3::hash(&data).as_bytes());
         }
     }
 
