@@ -95,7 +95,7 @@ impl Appender {
 pub struct ChunkReader {
     file: File,
     pos: u64,
-    /// Chunks come back here once QUIC has sent them (the pool all readers share).
+    /// Chunks come back here once QUIC has sent them (the process's pool for sending).
     pool: ChunkPool,
     #[cfg(target_os = "linux")]
     direct: Option<File>,
@@ -140,9 +140,8 @@ impl ChunkReader {
         #[cfg(target_os = "linux")]
         let want = if self.direct.is_some() { want.min(ALIGN - (self.pos % ALIGN as u64) as usize) } else { want };
         let mut buf = self.pool.take(want);
-        let got = read_at_most(&self.file, self.pos, buf.as_mut_slice())?;
+        let got = self.read_into(buf.as_mut_slice())?;
         buf.set_len(got);
-        self.pos += got as u64;
         Ok(self.pool.share(buf))
     }
 

@@ -77,6 +77,13 @@ struct Spare {
     capacity: usize,
 }
 
+impl Spare {
+    /// The spare buffers (a panic elsewhere while they were held leaves them usable).
+    fn buffers(&self) -> std::sync::MutexGuard<'_, Vec<ChunkBuf>> {
+        self.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Gives buffers back to their [`ChunkPool`].
 #[derive(Clone)]
 pub struct Recycler(Arc<Spare>);
@@ -84,7 +91,7 @@ pub struct Recycler(Arc<Spare>);
 impl Recycler {
     /// Keeps `buf` as a spare, unless the pool has all it keeps (then it is freed).
     pub fn give_back(&self, buf: ChunkBuf) {
-        let mut buffers = self.0.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buffers = self.0.buffers();
         if buffers.len() < self.0.capacity && !buf.is_placeholder() {
             buffers.push(buf);
         }
@@ -105,13 +112,13 @@ impl ChunkPool {
     /// The process's pool for files read to send and sealed segments (see the module's
     /// doc).
     pub fn for_sending() -> ChunkPool {
-        static READING: OnceLock<ChunkPool> = OnceLock::new();
-        READING.get_or_init(|| ChunkPool::new(SENDING_SPARES)).clone()
+        static SENDING: OnceLock<ChunkPool> = OnceLock::new();
+        SENDING.get_or_init(|| ChunkPool::new(SENDING_SPARES)).clone()
     }
 
     /// A buffer holding `len` bytes of whatever it held before.
     pub fn take(&self, len: usize) -> ChunkBuf {
-        let spare = self.spare.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let spare = self.spare.buffers().pop();
         let mut buf = spare.unwrap_or_default();
         buf.set_len(len);
         buf
@@ -119,7 +126,7 @@ impl ChunkPool {
 
     /// Spare buffers held now.
     pub fn spares(&self) -> usize {
-        self.spare.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.spare.buffers().len()
     }
 
     /// A handle that gives buffers back to this pool from anywhere.

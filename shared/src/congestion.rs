@@ -113,6 +113,19 @@ pub struct RateBound {
     /// that it doubles each round trip (see [`RateBound::window`]). Losses do not shrink it,
     /// as they do not shrink BBR's: the bound (twice what the path delivers) holds it.
     slow_start: u64,
+    /// [`grows`] of `rates`.
+    growing: bool,
+}
+
+/// Whether the best of the last three round trips' `rates` is well above the best before.
+fn grows(rates: &[f64]) -> bool {
+    let n = rates.len();
+    if n <= 3 {
+        return true;
+    }
+    let recent = rates[n - 3..].iter().copied().fold(0.0, f64::max);
+    let before = rates[..n - 3].iter().copied().fold(0.0, f64::max);
+    recent >= before * GROWTH
 }
 
 impl RateBound {
@@ -126,6 +139,7 @@ impl RateBound {
             floor: MIN_WINDOW,
             lost_since: false,
             slow_start: MIN_WINDOW,
+            growing: true,
         }
     }
 
@@ -154,6 +168,7 @@ impl RateBound {
         if self.rates.len() > RATE_MEMORY {
             self.rates.remove(0);
         }
+        self.growing = grows(&self.rates);
         (self.interval_start, self.interval_bytes) = (now, 0);
         if !std::mem::take(&mut self.lost_since) {
             self.floor = (self.floor + self.floor / 8).min(MIN_WINDOW);
@@ -182,15 +197,10 @@ impl RateBound {
         self.floor = (self.floor / 2).max(LEAST_FLOOR);
     }
 
-    /// Whether the best rate of the last three round trips is well above the best before.
+    /// Whether the rate still grows (worked out once a round trip, as the rates change:
+    /// quinn asks for the window at every packet).
     fn growing(&self) -> bool {
-        let n = self.rates.len();
-        if n <= 3 {
-            return true;
-        }
-        let recent = self.rates[n - 3..].iter().copied().fold(0.0, f64::max);
-        let before = self.rates[..n - 3].iter().copied().fold(0.0, f64::max);
-        recent >= before * GROWTH
+        self.growing
     }
 
     pub fn bound(&self) -> u64 {
