@@ -12,6 +12,7 @@ use qchat_certs::PkiDir;
 use qchat_server::bootstrap::{default_data_dir, ensure_demo_pki};
 use qchat_server::options::Settings;
 use qchat_server::Relay;
+use qchat_shared::stop::StopSignal;
 
 #[derive(Parser)]
 #[command(name = "qchat-server", version, about = "The qchat relay", args_conflicts_with_subcommands = true)]
@@ -222,8 +223,9 @@ async fn run_relay(settings: Settings) -> Result<()> {
             }
         }
     }
+    let mut stop = StopSignal::listen().context("listening for Ctrl-C and SIGTERM")?;
     println!("listening on udp {}; Ctrl-C stops it", relay.local_addr());
-    wait_for_stop_signal().await;
+    stop.stopped().await;
     if tokio::time::timeout(Duration::from_secs(5), relay.shutdown()).await.is_err() {
         eprintln!("shutdown took longer than 5 s; exiting anyway");
     }
@@ -254,20 +256,4 @@ fn print_client_commands(pki: &std::path::Path, data: &std::path::Path) {
     );
     println!("from a source checkout, run them as `cargo run --release -p qchat-gui --bin qchat -- ARGS`");
     println!("and `cargo run --release -p qchat-client --bin qchat-cli -- ARGS`");
-}
-
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod names;
 pub mod replace;
 pub mod seal;
+pub mod stop;
 pub mod tls;
 pub mod transfer;
 pub mod transport;

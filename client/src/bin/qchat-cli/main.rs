@@ -12,6 +12,7 @@ use qchat_client::args::ConnectArgs;
 use qchat_client::rooms::Rooms;
 use qchat_client::{Client, ConnectionState, Event, RoomRequest};
 use qchat_shared::frame::Status;
+use qchat_shared::stop::StopSignal;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -473,6 +474,14 @@ async fn receive_files(
     secs: Option<u64>,
     wait: bool,
 ) -> Result<(), Failed> {
+    // Listening starts before anything is printed, so a stop sent once output shows is seen.
+    let mut stop = match wait.then(StopSignal::listen).transpose() {
+        Ok(stop) => stop,
+        Err(e) => {
+            printer.error(&format!("listening for Ctrl-C and SIGTERM: {e}"));
+            return Err(Failed);
+        }
+    };
     let (_, room) = connected_to(events, printer, target).await?;
     if wait {
         client.receive_as_offered_in(room, out);
@@ -501,10 +510,10 @@ async fn receive_files(
         }
         Err(Failed)
     };
-    if wait {
+    if let Some(stop) = &mut stop {
         tokio::select! {
             ended = work => ended?,
-            _ = stop_signal() => {}
+            _ = stop.stopped() => {}
             _ = sleep_for(secs) => {}
         }
     } else {
@@ -524,22 +533,6 @@ async fn sleep_for(secs: Option<u64>) {
         Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
         None => std::future::pending().await,
     }
-}
-
-/// Ctrl-C, or (on Unix) SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn files(client: &Client, events: &mut Inbox, printer: &mut Printer, target: &Target) -> Result<(), Failed> {
