@@ -63,7 +63,10 @@ pub async fn one_stream(
     // The endpoint's driver runs on the runtime it is made in.
     let server = {
         let _on = receiving_runtime.enter();
-        quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?
+        match mode {
+            Raw::QuinnDefaults => quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?,
+            _ => qchat_shared::transport::endpoint("127.0.0.1:0".parse()?, Some(server_config))?,
+        }
     };
     let addr = server.local_addr()?;
     let key = FileKey::random();
@@ -78,7 +81,10 @@ pub async fn one_stream(
         };
         Ok::<_, anyhow::Error>((total, Instant::now(), connection))
     });
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let client = match mode {
+        Raw::QuinnDefaults => quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
+        _ => qchat_shared::transport::endpoint("127.0.0.1:0".parse()?, None)?,
+    };
     let connection = client.connect_with(client_config, addr, "localhost")?.await?;
     let block = Bytes::from(vec![0x5au8; 1 << 20]);
     let start = Instant::now();

@@ -33,7 +33,8 @@ pub async fn resolve(server: &str) -> Result<SocketAddr, Ending> {
 pub fn endpoint_for(remote: SocketAddr) -> Result<quinn::Endpoint, Ending> {
     let bind: SocketAddr =
         if remote.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("a literal address");
-    quinn::Endpoint::client(bind).map_err(|e| Ending { reason: format!("cannot open a UDP socket: {e}"), fatal: true })
+    qchat_shared::transport::endpoint(bind, None)
+        .map_err(|e| Ending { reason: format!("cannot open a UDP socket: {e}"), fatal: true })
 }
 
 /// Connects and completes the handshake, or says why not.

@@ -376,6 +376,7 @@ fn bind(
     let secret = blake3::derive_key("qchat relay stateless reset key v1", material.key_pem.as_bytes());
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    qchat_shared::transport::endpoint_settings(&mut endpoint_config);
     let cid_key =
         u64::from_le_bytes(blake3::derive_key("qchat relay cid key v1", &secret)[..8].try_into().expect("8 bytes"));
     endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 
 use crate::congestion::BoundedBbrConfig;
 use crate::window::BASE_WINDOW;
@@ -37,8 +37,41 @@ pub fn transport_config() -> TransportConfig {
         .receive_window(VarInt::from_u64(BASE_WINDOW).unwrap_or(VarInt::MAX))
         .send_window(BASE_WINDOW)
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(IDLE_TIMEOUT.as_millis() as u32))))
-        .keep_alive_interval(Some(KEEP_ALIVE));
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .mtu_discovery_config(Some(mtu_discovery()));
     config
+}
+
+/// The largest UDP payload qchat sends or takes. Linux sends at most 65,507 bytes of UDP
+/// payload in one segmentation-offload call, and quinn puts up to 10 packets in one; with
+/// larger packets every batched send fails with EMSGSIZE (tried: a transfer on loopback
+/// stalled at once).
+pub const MAX_DATAGRAM: u16 = 6_500;
+
+/// Path MTU discovery probes up to [`MAX_DATAGRAM`]: on loopback and jumbo-frame networks
+/// packets grow past Ethernet's 1452 bytes, each carrying over four times the data for the
+/// same per-packet work; on an Internet path the larger probes are lost and 1452 stays.
+fn mtu_discovery() -> MtuDiscoveryConfig {
+    let mut config = MtuDiscoveryConfig::default();
+    config.upper_bound(MAX_DATAGRAM);
+    config
+}
+
+/// Endpoint settings both ends use: datagrams up to [`MAX_DATAGRAM`] are accepted (the
+/// peer's path MTU discovery may grow its packets that far). quinn's receive buffer grows
+/// with it in address space, but only the datagrams actually read touch memory.
+pub fn endpoint_settings(config: &mut quinn::EndpointConfig) -> &mut quinn::EndpointConfig {
+    config.max_udp_payload_size(MAX_DATAGRAM).expect("within QUIC's datagram limits")
+}
+
+/// An endpoint bound to `bind` with [`endpoint_settings`]: a client's, or with `server`
+/// a server's.
+pub fn endpoint(bind: std::net::SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let mut config = quinn::EndpointConfig::default();
+    endpoint_settings(&mut config);
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new(config, server, socket, runtime)
 }
 
 /// Why a QUIC configuration could not be made from a TLS one.

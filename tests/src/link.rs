@@ -31,14 +31,27 @@ pub struct LinkSpec {
     /// How much the bottleneck queue holds, as time at the rate (about one round trip
     /// is what a well-sized router has).
     pub queue: Duration,
+    /// The largest UDP payload the link carries; a larger datagram is dropped, as a
+    /// router drops a packet too big for the next hop that may not be fragmented.
+    pub mtu: usize,
 }
 
+/// The largest UDP payload an Ethernet path carries (1500 bytes less IPv4's and UDP's
+/// headers).
+pub const ETHERNET_MTU: usize = 1_472;
+
 impl LinkSpec {
-    /// A link of `rate_mbit` Mbit/s, `rtt_ms` round trip, `loss` random loss, and a queue
-    /// of one round trip.
+    /// A link of `rate_mbit` Mbit/s, `rtt_ms` round trip, `loss` random loss, a queue of
+    /// one round trip, and Ethernet's packet size.
     pub fn new(rate_mbit: u64, rtt_ms: u64, loss: f64) -> Self {
         let rtt = Duration::from_millis(rtt_ms);
-        LinkSpec { rate_bps: rate_mbit * 1_000_000, rtt, loss, queue: rtt.max(Duration::from_millis(5)) }
+        LinkSpec {
+            rate_bps: rate_mbit * 1_000_000,
+            rtt,
+            loss,
+            queue: rtt.max(Duration::from_millis(5)),
+            mtu: ETHERNET_MTU,
+        }
     }
 
     /// How long `bytes` take to pass the bottleneck.
@@ -190,8 +203,11 @@ fn bottleneck(spec: LinkSpec, input: Receiver<Vec<u8>>, stop: &AtomicBool, mut d
     let mut rng = rand::thread_rng();
     let mut admit = |datagram: Vec<u8>, now: Instant, free_at: &mut Instant, line: &mut VecDeque<_>| {
         let start = (*free_at).max(now);
-        if start.duration_since(now) > spec.queue || rng.gen_bool(spec.loss.clamp(0.0, 1.0)) {
-            return; // tail drop, or random loss
+        if datagram.len() > spec.mtu
+            || start.duration_since(now) > spec.queue
+            || rng.gen_bool(spec.loss.clamp(0.0, 1.0))
+        {
+            return; // too big, tail drop, or random loss
         }
         *free_at = start + spec.serialization(datagram.len());
         line.push_back((*free_at + one_way, datagram));

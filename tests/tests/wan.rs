@@ -77,6 +77,30 @@ fn the_link_carries_a_hundred_megabytes_a_second() {
     assert!(rate >= 100e6, "the emulator carried only {:.1} MB/s", rate / 1e6);
 }
 
+/// The largest packet alice's connection to `addr` has found the path carries, once its
+/// path MTU discovery has had `settle` to run, and how many of its probes were lost.
+async fn packet_size_found(relay: &TestRelay, addr: std::net::SocketAddr, settle: Duration) -> (u16, u64) {
+    let (_endpoint, connection) = qchat_tests::raw_handshake(&relay.identity("alice"), addr).await;
+    tokio::time::sleep(settle).await;
+    let path = connection.stats().path;
+    (path.current_mtu, path.lost_plpmtud_probes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packets_grow_past_ethernet_where_the_path_carries_them_and_not_where_it_does_not() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let relay = TestRelay::start().await;
+    let (loopback, _) = packet_size_found(&relay, relay.addr, Duration::from_millis(500)).await;
+    assert!(loopback > 1_472, "loopback carries large datagrams, yet packets stayed at {loopback} bytes");
+    assert!(loopback <= qchat_shared::transport::MAX_DATAGRAM, "{loopback}");
+
+    let link = EmulatedLink::start(relay.addr, LinkSpec::new(100, 20, 0.0)).unwrap();
+    let (ethernet, lost) = packet_size_found(&relay, link.addr, Duration::from_secs(3)).await;
+    let most = qchat_tests::link::ETHERNET_MTU;
+    assert!(usize::from(ethernet) <= most, "a {most} byte link carried {ethernet} byte packets");
+    assert!(lost > 0, "larger packets were never tried");
+}
+
 /// Uploads `size` bytes from alice through a link of `spec` to a fresh relay; returns the
 /// seconds from `send-file` to the relay's commit and the share of the link that is.
 async fn upload_through(spec: LinkSpec, size: u64) -> (f64, f64) {
