@@ -84,6 +84,8 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    // As the relay's and the clients' binaries do (this process is one or the other).
+    qchat_shared::allocator::tune();
     let cli = Cli::parse();
     // Pinned before the runtime starts its threads, which inherit the core.
     if let Some(cpu) = cli.cpu {

@@ -10,8 +10,8 @@ use qchat_server::{Relay, RelayConfig};
 use tokio::io::AsyncBufReadExt;
 
 /// Runs a relay until stdin closes; prints `listening on ADDR` first.
+/// (`main` has set the allocator as the relay's binary does.)
 pub async fn serve(pki: PathBuf, data: PathBuf) -> Result<()> {
-    qchat_server::allocator::tune();
     let relay = Relay::start(RelayConfig::new(pki, data, "127.0.0.1:0".parse()?)).await?;
     println!("listening on {}", relay.local_addr());
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();

@@ -24,7 +24,6 @@
 //! - [`metrics`]: Prometheus metrics over HTTP on a local address.
 
 pub mod admin;
-pub mod allocator;
 pub mod arrivals;
 pub mod attempts;
 pub mod bootstrap;

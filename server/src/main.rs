@@ -187,7 +187,7 @@ fn fail(error: anyhow::Error) -> ExitCode {
 }
 
 async fn run_relay(settings: Settings) -> Result<()> {
-    qchat_server::allocator::tune();
+    qchat_shared::allocator::tune();
     let data_dir = settings.data.clone().unwrap_or_else(default_data_dir);
     println!("qchat relay data directory: {}", data_dir.display());
     let pki_dir = match &settings.pki {

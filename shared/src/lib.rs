@@ -2,6 +2,7 @@
 //! (no sockets), error codes, limits, the identity-file format, and the TLS and QUIC
 //! transport settings.
 
+pub mod allocator;
 pub mod append;
 pub mod chunk;
 pub mod codec;

@@ -55,6 +55,8 @@ impl TestRelay {
     /// none, everyone comes in with invites.
     pub async fn start_with_people(limits: RelayLimits, people: &[&str]) -> Self {
         init_logging();
+        // The relay's binary and the clients' set this as they start; the tests host both.
+        qchat_shared::allocator::tune();
         let tmp = tempfile::tempdir().expect("temp dir");
         let pki = tmp.path().join("pki");
         qchat_certs::init(&pki, &["localhost".into(), "127.0.0.1".into()]).expect("init PKI");

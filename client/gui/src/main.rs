@@ -31,6 +31,7 @@ struct Cli {
 
 fn main() -> Result<()> {
     qchat_shared::logging::init("warn", qchat_shared::logging::LogFormat::Text);
+    qchat_shared::allocator::tune();
     // Read while the process has one thread: the only moment the local offset is safe to ask.
     qchat_gui::format::init_local_offset();
     let cli = Cli::parse();

@@ -184,6 +184,7 @@ impl Inbox {
 #[tokio::main]
 async fn main() -> ExitCode {
     qchat_shared::logging::init("warn", qchat_shared::logging::LogFormat::Text);
+    qchat_shared::allocator::tune();
     let cli = Cli::parse();
     let mut printer = Printer::new(cli.json);
     if let Command::Join { invite, out, name } = &cli.command {

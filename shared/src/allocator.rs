@@ -1,19 +1,22 @@
-//! The allocator's settings for a relay that runs for months: large buffers are mapped on
-//! their own and go back to the system when freed.
+//! The allocator's settings for every qchat process: large buffers are mapped on their own,
+//! cost memory only where they are touched, and go back to the system when freed.
 //!
 //! glibc serves an allocation above its mmap threshold (128 KiB at first) with a mapping of
 //! its own, but once such a block is freed it raises the threshold to that block's size, so
 //! later 1 MiB chunk buffers come from its per-thread arenas, where freed ones stay
-//! resident. A fixed threshold keeps the relay's resident memory near what it really holds:
-//! in `qchat-bench --size 2G --rounds 1` the relay peaked at 44 MiB with it and 65 MiB
-//! without. The chunk pools keep the buffers they reuse, so mapping is rare.
+//! resident. A fixed threshold keeps resident memory near what is really held: in
+//! `qchat-bench --size 2G --rounds 1` the relay peaked at 44 MiB with it and 65 MiB without.
+//! It matters for quinn's receive buffer too (13 MiB per endpoint for 6,500-byte datagrams,
+//! of which a batch of reads touches at most 2): from the heap it is zeroed, so all of it is
+//! resident; mapped, only what datagrams were read into. The chunk pools keep the buffers
+//! they reuse, so mapping is rare.
 
 /// Allocations at least this large get a mapping of their own.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 
-/// Applies the relay's allocator settings (with glibc; elsewhere there is nothing to do).
-/// They hold for the whole process, from the call on: call it as the relay starts.
+/// Applies the allocator settings (with glibc; elsewhere there is nothing to do). They hold
+/// for the whole process, from the call on: call it first thing in `main`.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
