@@ -7,7 +7,7 @@
 //! resident. A fixed threshold keeps resident memory near what is really held: in
 //! `qchat-bench --size 2G --rounds 1` the relay peaked at 44 MiB with it and 65 MiB without.
 //! It matters for quinn's receive buffer too (13 MiB per endpoint for 6,500-byte datagrams,
-//! of which a batch of reads touches at most 2): from the heap it is zeroed, so all of it is
+//! of which a batch of reads touches at most 2 MiB: 32 reads of up to 64 KiB): from the heap it is zeroed, so all of it is
 //! resident; mapped, only what datagrams were read into. The chunk pools keep the buffers
 //! they reuse, so mapping is rare.
 
@@ -16,7 +16,8 @@
 const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 
 /// Applies the allocator settings (with glibc; elsewhere there is nothing to do). They hold
-/// for the whole process, from the call on: call it first thing in `main`.
+/// for the whole process, from the call on: call it as `main` starts, before any
+/// endpoint is made.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -25,6 +25,10 @@ impl StopSignal {
         {
             Ok(StopSignal { ctrl_c: tokio::signal::windows::ctrl_c()? })
         }
+        #[cfg(not(any(unix, windows)))]
+        {
+            Err(io::Error::new(io::ErrorKind::Unsupported, "no stop signals on this platform"))
+        }
     }
 
     /// Resolves when a stop signal arrives (at once if one came since `listen`).
@@ -36,6 +40,8 @@ impl StopSignal {
         }
         #[cfg(windows)]
         self.ctrl_c.recv().await;
+        #[cfg(not(any(unix, windows)))]
+        std::future::pending::<()>().await;
     }
 }
 

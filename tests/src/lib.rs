@@ -407,7 +407,7 @@ pub struct RawConnection {
 /// Connects with `identity` and completes the handshake, saying nothing yet.
 pub async fn raw_handshake(identity: &Identity, addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     let config = qchat_client::connect::quic_config(identity).expect("client config");
-    let endpoint = qchat_shared::transport::endpoint("127.0.0.1:0".parse().unwrap(), None).expect("endpoint");
+    let endpoint = qchat_client::connect::endpoint_for(addr).expect("endpoint");
     let connection = endpoint.connect_with(config, addr, "localhost").expect("connect").await.expect("handshake");
     (endpoint, connection)
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 
 #[tokio::main]
 async fn main() {
+    qchat_shared::allocator::tune();
     let args: Vec<String> = std::env::args().collect();
     let [_, pki, data, listen] = args.as_slice() else {
         eprintln!("usage: relay-for-tests PKI DATA ADDR");

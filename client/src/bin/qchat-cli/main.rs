@@ -483,7 +483,15 @@ async fn receive_files(
             return Err(Failed);
         }
     };
-    let (_, room) = connected_to(events, printer, target).await?;
+    let connecting = connected_to(events, printer, target);
+    let (_, room) = match &mut stop {
+        // A stop while it connects ends it as cleanly as one later.
+        Some(stop) => tokio::select! {
+            connected = connecting => connected?,
+            _ = stop.stopped() => return Ok(()),
+        },
+        None => connecting.await?,
+    };
     if wait {
         client.receive_as_offered_in(room, out);
     } else {
