@@ -63,10 +63,7 @@ pub async fn one_stream(
     // The endpoint's driver runs on the runtime it is made in.
     let server = {
         let _on = receiving_runtime.enter();
-        match mode {
-            Raw::QuinnDefaults => quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?,
-            _ => qchat_shared::transport::endpoint("127.0.0.1:0".parse()?, Some(server_config))?,
-        }
+        loopback_endpoint(mode, Some(server_config))?
     };
     let addr = server.local_addr()?;
     let key = FileKey::random();
@@ -81,10 +78,7 @@ pub async fn one_stream(
         };
         Ok::<_, anyhow::Error>((total, Instant::now(), connection))
     });
-    let client = match mode {
-        Raw::QuinnDefaults => quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
-        _ => qchat_shared::transport::endpoint("127.0.0.1:0".parse()?, None)?,
-    };
+    let client = loopback_endpoint(mode, None)?;
     let connection = client.connect_with(client_config, addr, "localhost")?.await?;
     let block = Bytes::from(vec![0x5au8; 1 << 20]);
     let start = Instant::now();
@@ -112,6 +106,17 @@ pub async fn one_stream(
     anyhow::ensure!(total == size, "raw stream moved {total} of {size} bytes");
     connection.close(0u32.into(), b"done");
     Ok(crate::report::mib_per_s(size, end - start))
+}
+
+/// An endpoint on 127.0.0.1 (a server's with `server`): quinn's own, or with qchat's
+/// endpoint settings.
+fn loopback_endpoint(mode: Raw, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint> {
+    let bind = "127.0.0.1:0".parse()?;
+    Ok(match (mode, server) {
+        (Raw::QuinnDefaults, Some(server)) => quinn::Endpoint::server(server, bind)?,
+        (Raw::QuinnDefaults, None) => quinn::Endpoint::client(bind)?,
+        (_, server) => qchat_shared::transport::endpoint(bind, server)?,
+    })
 }
 
 /// Reads the stream to its end as quinn hands it over; returns the bytes read.
