@@ -216,6 +216,12 @@ impl E2e {
         Ok(seconds)
     }
 
+    /// Shuts both clients down and waits until each has saved its state and closed.
+    pub async fn stop(self) {
+        self.alice.stop().await;
+        self.bob.stop().await;
+    }
+
     /// Messages per second stored durably (until the last `Stored`), sent all at once.
     pub async fn messages_per_second(&mut self, n: usize) -> Result<f64> {
         let start = Instant::now();

@@ -239,6 +239,8 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
     } else {
         None
     };
+    // Both save their state and close before their directory goes.
+    run.stop().await;
     let rooms = if rounds > 0 {
         let RoomsPlan { users, rooms, members_per_room, messages } = rooms_plan;
         eprintln!("rooms: {users} users, {rooms} rooms of {members_per_room}, {messages} messages …");
@@ -252,5 +254,11 @@ async fn run(plan: Plan, dir: Option<PathBuf>) -> Result<report::Figures> {
         eprintln!("sealing and opening files on one core …");
         cipher::measure(size.min(1 << 30) as usize)
     });
+    // A run leaves the file, the relay's spool and the downloads behind unless this works:
+    // say so rather than fill the disk unseen.
+    let kept = tmp.path().to_path_buf();
+    if let Err(e) = tmp.close() {
+        eprintln!("warning: cannot remove {}: {e}", kept.display());
+    }
     Ok(report::Figures { size, throughput, chat, handoff, rooms, wan, cipher, relay_peak_rss_mib: peak_rss, pinned })
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use qchat_client::{Event, RoomRequest};
+use qchat_client::{ConnectionState, Event, RoomRequest};
 use qchat_shared::identity::Identity;
 use tokio::sync::mpsc;
 
@@ -75,17 +75,22 @@ pub async fn run(pki: &Path, addr: SocketAddr, dir: &Path, plan: RoomsPlan) -> R
     let start = Instant::now();
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<(String, Duration)>();
     let mut clients = Vec::new();
+    let mut readers = Vec::new();
     for peer in peers {
         let (client, mut events) = peer.into_parts();
         clients.push(client);
         let seen_tx = seen_tx.clone();
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let Event::Message(m) = event {
-                    let _ = seen_tx.send((m.text, start.elapsed()));
+                match event {
+                    Event::Message(m) => {
+                        let _ = seen_tx.send((m.text, start.elapsed()));
+                    }
+                    Event::Connection(ConnectionState::Closed) => break,
+                    _ => {}
                 }
             }
-        });
+        }));
     }
     drop(seen_tx);
 
@@ -143,8 +148,12 @@ pub async fn run(pki: &Path, addr: SocketAddr, dir: &Path, plan: RoomsPlan) -> R
             to_all.push(last.saturating_sub(*at));
         }
     }
+    // Each client saves its state and closes before the bench removes their directory.
     for client in &clients {
         client.shutdown();
+    }
+    for reader in readers {
+        reader.await.context("a client's event reader")?;
     }
     let secs = elapsed.as_secs_f64();
     Ok(RoomsFigures {
