@@ -710,7 +710,9 @@ fn read_all(core: &mut Core, ready: &[Deliver]) -> (Vec<Reading>, Vec<ClientCont
 }
 
 /// Reports deliveries that are next in order (once each) and returns what to acknowledge:
-/// only what is on disk, so a crash or a full disk loses nothing the relay has let go of.
+/// only what is on disk, so a crash or a full disk loses nothing the relay has let go of
+/// (they are shown before the write: a crash before it brings them again, not shown twice
+/// in one run, and shown again after a restart, as they were not kept).
 /// A batch that could not be written is not acknowledged; when it comes again it is
 /// written again, but not shown again. A client that does not take delivery only opens
 /// them, to keep its groups in step. Also returns what to tell the relay.
@@ -768,8 +770,9 @@ async fn take_in_order(core: &mut Core, ready: Vec<Deliver>) -> (Vec<u64>, Vec<C
             }))
         })
         .collect();
-    let kept = core.remember(records, true).await;
+    // Shown first: the fsync is what the acknowledgement waits for, not the reader.
     show_new(core, &ready, &readings, last);
+    let kept = core.remember(records, true).await;
     if !kept {
         core.acks_held = true;
         return (Vec::new(), tell);
