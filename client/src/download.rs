@@ -14,6 +14,7 @@ use std::sync::Arc;
 use qchat_shared::codes::StreamCode;
 use qchat_shared::frame::{DownloadEnd, DownloadReply, DownloadStart, FileId, FileInfo, Open};
 use qchat_shared::hash::hash_prefix;
+use qchat_shared::in_order::InOrder;
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::names::{numbered, sanitize_file_name};
 use qchat_shared::seal::{resume_point, Opener};
@@ -144,7 +145,9 @@ async fn fetch(
     // for a sealed one.
     let offset = if sealed { resume_point(held).1 } else { held };
 
-    let (mut send, mut recv) = windows.connection().open_bi().await.map_err(|e| e.to_string())?;
+    let (mut send, recv) = windows.connection().open_bi().await.map_err(|e| e.to_string())?;
+    let mut recv = InOrder::new(recv, windows.budget().clone());
+    recv.read_past_gaps();
     let _ = send.set_priority(FILE_PRIORITY);
     write_frame(&mut send, &Open::Download(DownloadStart { file_id, offset })).await.map_err(|e| e.to_string())?;
     let _ = send.finish();

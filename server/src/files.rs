@@ -9,6 +9,7 @@ use qchat_shared::codes::StreamCode;
 use qchat_shared::frame::{
     DownloadEnd, DownloadReply, DownloadStart, FileInfo, FileState, RelayControl, UploadEnd, UploadReply, UploadStart,
 };
+use qchat_shared::in_order::InOrder;
 use qchat_shared::io::{read_frame, write_frame};
 use qchat_shared::limits::FIRST_FRAME_DEADLINE;
 use qchat_shared::transfer::{self, Growing, SendOptions, Sink, SinkOptions, TransferError};
@@ -41,7 +42,7 @@ pub async fn upload(
     caller: crate::session::Caller,
     windows: &Arc<ConnectionWindows>,
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut recv: InOrder,
     start: UploadStart,
 ) {
     let _ = send.set_priority(FILE_PRIORITY);
@@ -64,7 +65,7 @@ async fn receive_upload(
     caller: &crate::session::Caller,
     windows: &Arc<ConnectionWindows>,
     send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
+    recv: &mut InOrder,
     start: UploadStart,
 ) -> Result<UploadReply, Stop> {
     if qchat_shared::seal::plain_len(start.size).is_err() {
@@ -74,6 +75,7 @@ async fn receive_upload(
     let size = start.size;
     state.know_direct_room(start.room.as_deref()).await;
     let _slot = state.transfers.acquire(user).await.ok_or(Stop::Gone)?;
+    recv.read_past_gaps();
     let limits = state.limits.upload_limits();
     let slot = state
         .store

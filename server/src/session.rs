@@ -8,6 +8,7 @@ use std::sync::Arc;
 use qchat_shared::codec::FrameError;
 use qchat_shared::codes::{CloseCode, StreamCode};
 use qchat_shared::frame::{ChatSend, Open, RelayControl, SendReply};
+use qchat_shared::in_order::InOrder;
 use qchat_shared::io::{read_frame, write_frame, ReadFrameError};
 use qchat_shared::limits::{FIRST_FRAME_DEADLINE, MAX_SEALED};
 use qchat_shared::transport::CHAT_PRIORITY;
@@ -345,12 +346,14 @@ async fn handle_stream(
     caller: Caller,
     windows: Arc<ConnectionWindows>,
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     ticket: Ticket,
 ) {
-    let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: StreamCode| {
+    // An upload reads out of order once it holds a slot (see `files::upload`).
+    let mut recv = InOrder::new(recv, windows.budget().clone());
+    let refuse = |send: &mut quinn::SendStream, recv: &mut InOrder, code: StreamCode| {
         let _ = send.reset(code.to_varint());
-        let _ = recv.stop(code.to_varint());
+        let _ = recv.get_mut().stop(code.to_varint());
     };
     match timeout(FIRST_FRAME_DEADLINE, read_frame::<Open, _>(&mut recv)).await {
         Err(_) => {

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod hash;
 pub mod hex;
 pub mod identity;
+pub mod in_order;
 pub mod invite;
 pub mod io;
 pub mod limits;

@@ -18,6 +18,7 @@ use crate::append::{Appender, ChunkReader};
 use crate::chunk::{ChunkBuf, ChunkPool};
 use crate::codes::StreamCode;
 use crate::frame::Blake3;
+use crate::in_order::InOrder;
 use crate::limits::CHUNK;
 use crate::seal::{Opener, SealError, Sealer};
 
@@ -185,7 +186,7 @@ impl Sink {
 
 /// Reads into `buf` until it is full, the stream ends or fails, or `stall` passes with no
 /// byte; returns how many bytes it holds and, when short, why.
-async fn fill(recv: &mut quinn::RecvStream, buf: &mut [u8], stall: Option<Duration>) -> (usize, Option<TransferError>) {
+async fn fill(recv: &mut InOrder, buf: &mut [u8], stall: Option<Duration>) -> (usize, Option<TransferError>) {
     let mut filled = 0;
     while filled < buf.len() {
         match within(stall, recv.read(&mut buf[filled..])).await {
@@ -205,7 +206,7 @@ async fn fill(recv: &mut quinn::RecvStream, buf: &mut [u8], stall: Option<Durati
 /// received so far after each chunk. With `stall`, fails when no byte arrives for that
 /// long (what did arrive is in the sink).
 pub async fn receive(
-    recv: &mut quinn::RecvStream,
+    recv: &mut InOrder,
     sink: &mut Sink,
     len: u64,
     stall: Option<Duration>,
@@ -236,7 +237,7 @@ pub async fn receive(
 /// segment cut short is dropped (a resume fetches it whole); one that does not open ends
 /// the transfer. The caller checks the hash with [`Opener::verify`].
 pub async fn receive_sealed(
-    recv: &mut quinn::RecvStream,
+    recv: &mut InOrder,
     sink: &mut Sink,
     opener: &mut Opener,
     stall: Option<Duration>,

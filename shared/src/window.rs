@@ -65,6 +65,47 @@ impl WindowBudget {
     }
 }
 
+/// Bytes held from a [`WindowBudget`] for what is not a window (bytes that arrived past a
+/// gap in a stream, [`crate::in_order`]); given back when dropped.
+#[derive(Debug)]
+pub struct Hold {
+    budget: Arc<WindowBudget>,
+    bytes: u64,
+}
+
+impl Hold {
+    pub fn new(budget: Arc<WindowBudget>) -> Hold {
+        Hold { budget, bytes: 0 }
+    }
+
+    /// Holds `bytes` in all, taking what more that needs as far as the budget allows (what
+    /// it got is kept either way); returns whether it holds them all.
+    pub fn cover(&mut self, bytes: u64) -> bool {
+        if bytes > self.bytes {
+            self.bytes += self.budget.take(bytes - self.bytes);
+        }
+        self.bytes >= bytes
+    }
+
+    /// Gives back what is held beyond `bytes`.
+    pub fn release_to(&mut self, bytes: u64) {
+        if bytes < self.bytes {
+            self.budget.give_back(self.bytes - bytes);
+            self.bytes = bytes;
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release_to(0);
+    }
+}
+
 /// Which of a connection's windows a transfer needs: the receive window for bytes coming
 /// in, the send window (bytes buffered until the peer acknowledges them) for bytes going
 /// out.
@@ -121,6 +162,11 @@ impl ConnectionWindows {
 
     pub fn connection(&self) -> &quinn::Connection {
         &self.connection
+    }
+
+    /// The process's budget these windows draw on.
+    pub fn budget(&self) -> &Arc<WindowBudget> {
+        &self.budget
     }
 
     /// The window now in `direction`.
@@ -240,6 +286,19 @@ mod tests {
         assert_eq!(budget.take(1), 0);
         budget.give_back(5);
         assert_eq!((budget.granted(), budget.take(9)), (5, 5));
+    }
+
+    #[test]
+    fn a_hold_takes_what_is_left_and_gives_all_back_when_dropped() {
+        let budget = WindowBudget::new(10);
+        let mut hold = Hold::new(budget.clone());
+        assert!(hold.cover(6));
+        assert!(!hold.cover(12), "only 10 to take");
+        assert_eq!((hold.bytes(), budget.granted()), (10, 10));
+        hold.release_to(4);
+        assert_eq!(budget.granted(), 4);
+        drop(hold);
+        assert_eq!(budget.granted(), 0);
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! A stream's bytes in order, read as they arrive, including those that come past a lost
+//! packet. quinn gives a stream more credit only for what the application has read. Read
+//! in order, a loss stops the sender once a stream window has arrived behind the gap: on
+//! a long path that is most of a round trip with nothing new sent, at every loss. [`InOrder`]
+//! reads out of order instead. It keeps what came past the gap (a little freely, the rest
+//! drawn from the process's [`WindowBudget`]) and hands the bytes over in order once the
+//! gap is filled, so the sender goes on while the lost bytes are sent again.
+//!
+//! It reads in order until [`InOrder::read_past_gaps`] is called: a relay calls it only
+//! once a stream holds a transfer slot, so what a peer can make it keep past gaps is
+//! [`FREE_AHEAD`] per slot plus what the budget grants, never per stream it opens. Past
+//! that, quinn keeps what arrives, as it would anyway, up to the stream's window.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::window::{Hold, WindowBudget};
+
+/// Bytes past a gap that are held without drawing on the budget.
+pub const FREE_AHEAD: u64 = crate::limits::CHUNK as u64;
+/// How much is taken from (and given back to) the budget at a time.
+const HOLD_STEP: u64 = crate::limits::CHUNK as u64;
+/// With the budget spent, how often one byte is read to see whether the gap is filled
+/// (quinn hands out the lowest offset it holds first).
+const PROBE_EVERY: Duration = Duration::from_millis(2);
+
+/// Reads a QUIC stream out of order and hands its bytes over in order; see the module.
+pub struct InOrder {
+    recv: quinn::RecvStream,
+    /// The stream offset of the next byte to hand over.
+    next: u64,
+    /// Bytes that came past a gap, by stream offset; no two overlap.
+    ahead: BTreeMap<u64, Bytes>,
+    ahead_bytes: u64,
+    /// What `ahead` holds beyond [`FREE_AHEAD`], from the budget.
+    hold: Hold,
+    /// While the budget is spent and nothing came in order: when to look again.
+    probe: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last bytes read were the next in order: more may follow them at once.
+    last_in_order: bool,
+    /// Bytes past a gap are read (see [`InOrder::read_past_gaps`]).
+    past_gaps: bool,
+}
+
+impl InOrder {
+    /// Reads `recv` from its start, in order until [`InOrder::read_past_gaps`]; then holds
+    /// bytes past a gap from `budget`.
+    pub fn new(recv: quinn::RecvStream, budget: Arc<WindowBudget>) -> InOrder {
+        InOrder {
+            recv,
+            next: 0,
+            ahead: BTreeMap::new(),
+            ahead_bytes: 0,
+            hold: Hold::new(budget),
+            probe: None,
+            last_in_order: true,
+            past_gaps: false,
+        }
+    }
+
+    /// From now on, reads the bytes that come past a gap too. quinn cannot go back to
+    /// reading in order after this.
+    pub fn read_past_gaps(&mut self) {
+        self.past_gaps = true;
+    }
+
+    /// The stream, to stop it.
+    pub fn get_mut(&mut self) -> &mut quinn::RecvStream {
+        &mut self.recv
+    }
+
+    /// Bytes that arrived past a gap and wait for it.
+    pub fn waiting(&self) -> u64 {
+        self.ahead_bytes
+    }
+
+    /// Reads the next bytes into `buf`, as `quinn::RecvStream::read` does: how many, or
+    /// `None` once the stream has ended.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, quinn::ReadError> {
+        std::future::poll_fn(|cx| self.poll_read_some(cx, buf)).await
+    }
+
+    fn poll_read_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<Option<usize>, quinn::ReadError>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(Some(0)));
+        }
+        let mut filled = 0;
+        loop {
+            filled += self.hand_over(&mut buf[filled..]);
+            if filled == buf.len() {
+                return Poll::Ready(Ok(Some(filled)));
+            }
+            let max = if self.ahead_bytes <= FREE_AHEAD + self.hold.bytes() {
+                buf.len() - filled
+            } else if self.last_in_order {
+                // The gap is being filled: read as much as it lacks, no more.
+                self.ahead.first_key_value().map_or(1, |(&at, _)| (at - self.next) as usize)
+            } else if filled > 0 {
+                return Poll::Ready(Ok(Some(filled)));
+            } else {
+                let probe = self.probe.get_or_insert_with(|| Box::pin(tokio::time::sleep(PROBE_EVERY)));
+                ready!(probe.as_mut().poll(cx));
+                self.probe = None;
+                1
+            };
+            let chunk = match pin!(self.recv.read_chunk(max, !self.past_gaps)).poll(cx) {
+                Poll::Ready(Ok(Some(chunk))) => chunk,
+                // What was handed over goes first; an end or an error comes again next time.
+                _ if filled > 0 => return Poll::Ready(Ok(Some(filled))),
+                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.last_in_order = chunk.offset == self.next;
+            if self.last_in_order {
+                let take = chunk.bytes.len().min(buf.len() - filled);
+                buf[filled..filled + take].copy_from_slice(&chunk.bytes[..take]);
+                (filled, self.next) = (filled + take, self.next + take as u64);
+                self.keep(self.next, chunk.bytes.slice(take..));
+            } else {
+                self.keep(chunk.offset, chunk.bytes);
+            }
+        }
+    }
+
+    /// Copies what is next in order from `ahead` into `buf`; returns how many bytes.
+    fn hand_over(&mut self, buf: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            let Some(entry) = self.ahead.first_entry() else { break };
+            if *entry.key() != self.next {
+                break;
+            }
+            let bytes = entry.remove();
+            let take = bytes.len().min(buf.len() - done);
+            buf[done..done + take].copy_from_slice(&bytes[..take]);
+            (done, self.next, self.ahead_bytes) =
+                (done + take, self.next + take as u64, self.ahead_bytes - take as u64);
+            if take < bytes.len() {
+                self.ahead.insert(self.next, bytes.slice(take..));
+            }
+        }
+        if done > 0 {
+            let need = self.ahead_bytes.saturating_sub(FREE_AHEAD);
+            if self.hold.bytes() > need + HOLD_STEP {
+                self.hold.release_to(need.next_multiple_of(HOLD_STEP));
+            }
+        }
+        done
+    }
+
+    /// Keeps bytes read at `offset` until they are next (any part before the next offset,
+    /// which quinn never hands out twice, is dropped); draws on the budget for them.
+    fn keep(&mut self, offset: u64, mut bytes: Bytes) {
+        let mut offset = offset;
+        if offset < self.next {
+            let skip = (self.next - offset).min(bytes.len() as u64);
+            bytes = bytes.slice(skip as usize..);
+            offset += skip;
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        self.ahead_bytes += bytes.len() as u64;
+        if let Some(replaced) = self.ahead.insert(offset, bytes) {
+            self.ahead_bytes -= replaced.len() as u64;
+        }
+        let need = self.ahead_bytes.saturating_sub(FREE_AHEAD);
+        if need > self.hold.bytes() {
+            self.hold.cover(need.next_multiple_of(HOLD_STEP));
+        }
+    }
+}
+
+impl AsyncRead for InOrder {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let read = ready!(this.poll_read_some(cx, buf.initialize_unfilled()))?;
+        buf.advance(read.unwrap_or(0));
+        Poll::Ready(Ok(()))
+    }
+}
