@@ -8,8 +8,9 @@
 //!
 //! It reads in order until [`InOrder::read_past_gaps`] is called: a relay calls it only
 //! once a stream holds a transfer slot, so what a peer can make it keep past gaps is
-//! [`FREE_AHEAD`] per slot plus what the budget grants, never per stream it opens. Past
-//! that, quinn keeps what arrives, as it would anyway, up to the stream's window.
+//! [`FREE_AHEAD`] per slot plus what the budget grants (at most [`MAX_HOLD`] a stream),
+//! never per stream it opens. Past that, quinn keeps what arrives, as it would anyway, up
+//! to the stream's window.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,6 +27,9 @@ use crate::window::{Hold, WindowBudget};
 
 /// Bytes past a gap that are held without drawing on the budget.
 pub const FREE_AHEAD: u64 = crate::limits::CHUNK as u64;
+/// The most one stream holds from the budget: what arrives in a round trip on a path its
+/// window fills, so one transfer (or one user's few) cannot take the whole budget.
+pub const MAX_HOLD: u64 = crate::transport::STREAM_WINDOW;
 /// How much is taken from (and given back to) the budget at a time.
 const HOLD_STEP: u64 = crate::limits::CHUNK as u64;
 /// With the budget spent, how often one byte is read to see whether the gap is filled
@@ -177,9 +181,9 @@ impl InOrder {
         if let Some(replaced) = self.ahead.insert(offset, bytes) {
             self.ahead_bytes -= replaced.len() as u64;
         }
-        let need = self.ahead_bytes.saturating_sub(FREE_AHEAD);
+        let need = self.ahead_bytes.saturating_sub(FREE_AHEAD).min(MAX_HOLD);
         if need > self.hold.bytes() {
-            self.hold.cover(need.next_multiple_of(HOLD_STEP));
+            self.hold.cover(need.next_multiple_of(HOLD_STEP).min(MAX_HOLD));
         }
     }
 }
