@@ -111,19 +111,23 @@ pub async fn replay_receipts(state: &RelayState, user: &str, after: u64, replies
 }
 
 /// Writes this connection's replies and the notices for it on its control stream. A write
-/// that fails ends the connection with the reason, so it is never left half alive.
+/// that fails ends the connection with the reason, so it is never left half alive. The
+/// first reply is the welcome: notices wait for it, since one made after its snapshot
+/// (someone coming online) must not reach the client before the older word.
 pub async fn write_control(
     connection: quinn::Connection,
     mut send: quinn::SendStream,
     mut replies: mpsc::Receiver<RelayControl>,
     mut notices: mpsc::Receiver<RelayControl>,
 ) {
+    let mut welcomed = false;
     loop {
         let frame = tokio::select! {
             Some(frame) = replies.recv() => frame,
-            Some(frame) = notices.recv() => frame,
+            Some(frame) = notices.recv(), if welcomed => frame,
             else => return,
         };
+        welcomed = true;
         if let Err(e) = write_frame(&mut send, &frame).await {
             debug!(error = %e, "cannot write on the control stream; closing the connection");
             let reason = format!("the relay could not write on the control stream: {e}");

@@ -12,8 +12,8 @@ use qchat_tests::{RawConnection, TestRelay};
 async fn both_directions_with_stored_and_delivered_ticks() {
     let relay = TestRelay::start().await;
     let mut alice = relay.client("alice");
-    let mut bob = relay.client("bob");
     alice.connected().await;
+    let mut bob = relay.client("bob");
     let status = bob.connected().await;
     assert_eq!(status.user, "bob");
     assert_eq!(status.peer.as_deref(), Some("alice"));
@@ -187,6 +187,36 @@ async fn every_connection_of_the_recipient_gets_each_message_and_presence_follow
         })
         .await;
     assert_eq!(offline, "bob");
+}
+
+/// Whether `client` ends up seeing `peer` online: its welcome's word, then every presence
+/// change that came after it (what the window shows).
+async fn sees_online(client: &mut qchat_tests::TestClient, peer: &str) -> bool {
+    let mut online = client.connected().await.peer_online;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    while let Ok(event) = client.events.try_recv() {
+        if let Event::Presence { user, online: now } = event {
+            if user == peer {
+                online = now;
+            }
+        }
+    }
+    online
+}
+
+#[tokio::test]
+async fn two_people_connecting_at_once_each_see_the_other_online() {
+    // A presence change made after a welcome's snapshot must not overtake that welcome,
+    // or the older word (offline) is what stays on screen.
+    for _ in 0..10 {
+        let relay = TestRelay::start().await;
+        let mut alice = relay.client("alice");
+        let mut bob = relay.client("bob");
+        assert!(sees_online(&mut alice, "bob").await, "alice sees bob offline");
+        assert!(sees_online(&mut bob, "alice").await, "bob sees alice offline");
+        alice.stop().await;
+        bob.stop().await;
+    }
 }
 
 #[tokio::test]
