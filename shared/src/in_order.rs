@@ -30,6 +30,10 @@ pub const FREE_AHEAD: u64 = crate::limits::CHUNK as u64;
 /// The most one stream holds from the budget: what arrives in a round trip on a path its
 /// window fills, so one transfer (or one user's few) cannot take the whole budget.
 pub const MAX_HOLD: u64 = crate::transport::STREAM_WINDOW;
+/// What one kept piece costs beyond its bytes (its share of the map's node, its
+/// allocation's header): counted, so that a peer sending a byte per packet past a gap
+/// cannot make many small pieces hold far more memory than their bytes say.
+const PIECE_COST: u64 = 128;
 /// How much is taken from (and given back to) the budget at a time.
 const HOLD_STEP: u64 = crate::limits::CHUNK as u64;
 /// With the budget spent, how often one byte is read to see whether the gap is filled
@@ -41,10 +45,13 @@ pub struct InOrder {
     recv: quinn::RecvStream,
     /// The stream offset of the next byte to hand over.
     next: u64,
-    /// Bytes that came past a gap, by stream offset; no two overlap.
+    /// Bytes that came past a gap, by stream offset, each piece in an allocation of its
+    /// own; no two overlap.
     ahead: BTreeMap<u64, Bytes>,
     ahead_bytes: u64,
-    /// What `ahead` holds beyond [`FREE_AHEAD`], from the budget.
+    /// What `ahead` costs: its bytes and [`PIECE_COST`] a piece.
+    ahead_cost: u64,
+    /// What `ahead` costs beyond [`FREE_AHEAD`], from the budget.
     hold: Hold,
     /// While the budget is spent and nothing came in order: when to look again.
     probe: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -63,6 +70,7 @@ impl InOrder {
             next: 0,
             ahead: BTreeMap::new(),
             ahead_bytes: 0,
+            ahead_cost: 0,
             hold: Hold::new(budget),
             probe: None,
             last_in_order: true,
@@ -106,7 +114,7 @@ impl InOrder {
             if filled == buf.len() {
                 return Poll::Ready(Ok(Some(filled)));
             }
-            let max = if self.ahead_bytes <= FREE_AHEAD + self.hold.bytes() {
+            let max = if self.ahead_cost <= FREE_AHEAD + self.hold.bytes() {
                 buf.len() - filled
             } else if self.last_in_order {
                 // The gap is being filled: read as much as it lacks, no more.
@@ -150,14 +158,17 @@ impl InOrder {
             let bytes = entry.remove();
             let take = bytes.len().min(buf.len() - done);
             buf[done..done + take].copy_from_slice(&bytes[..take]);
-            (done, self.next, self.ahead_bytes) =
-                (done + take, self.next + take as u64, self.ahead_bytes - take as u64);
+            (done, self.next) = (done + take, self.next + take as u64);
+            self.ahead_bytes -= take as u64;
+            self.ahead_cost -= take as u64;
             if take < bytes.len() {
                 self.ahead.insert(self.next, bytes.slice(take..));
+            } else {
+                self.ahead_cost -= PIECE_COST;
             }
         }
         if done > 0 {
-            let need = self.ahead_bytes.saturating_sub(FREE_AHEAD);
+            let need = self.ahead_cost.saturating_sub(FREE_AHEAD);
             if self.hold.bytes() > need + HOLD_STEP {
                 self.hold.release_to(need.next_multiple_of(HOLD_STEP));
             }
@@ -166,7 +177,9 @@ impl InOrder {
     }
 
     /// Keeps bytes read at `offset` until they are next (any part before the next offset,
-    /// which quinn never hands out twice, is dropped); draws on the budget for them.
+    /// which quinn never hands out twice, is dropped); draws on the budget for them. They
+    /// are copied: quinn's piece shares the allocation of the whole datagram it came in,
+    /// which a byte kept for long would otherwise hold.
     fn keep(&mut self, offset: u64, mut bytes: Bytes) {
         let mut offset = offset;
         if offset < self.next {
@@ -177,11 +190,13 @@ impl InOrder {
         if bytes.is_empty() {
             return;
         }
-        self.ahead_bytes += bytes.len() as u64;
-        if let Some(replaced) = self.ahead.insert(offset, bytes) {
-            self.ahead_bytes -= replaced.len() as u64;
+        let len = bytes.len() as u64;
+        (self.ahead_bytes, self.ahead_cost) = (self.ahead_bytes + len, self.ahead_cost + len + PIECE_COST);
+        if let Some(replaced) = self.ahead.insert(offset, Bytes::copy_from_slice(&bytes)) {
+            let len = replaced.len() as u64;
+            (self.ahead_bytes, self.ahead_cost) = (self.ahead_bytes - len, self.ahead_cost - len - PIECE_COST);
         }
-        let need = self.ahead_bytes.saturating_sub(FREE_AHEAD).min(MAX_HOLD);
+        let need = self.ahead_cost.saturating_sub(FREE_AHEAD).min(MAX_HOLD);
         if need > self.hold.bytes() {
             self.hold.cover(need.next_multiple_of(HOLD_STEP).min(MAX_HOLD));
         }
