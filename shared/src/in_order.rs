@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::codes::StreamCode;
 use crate::window::{Hold, WindowBudget};
 
 /// Bytes past a gap that are held without drawing on the budget.
@@ -34,6 +35,13 @@ pub const MAX_HOLD: u64 = crate::transport::STREAM_WINDOW;
 /// allocation's header): counted, so that a peer sending a byte per packet past a gap
 /// cannot make many small pieces hold far more memory than their bytes say.
 const PIECE_COST: u64 = 128;
+/// Over the budget, a read meant to fill the gap takes at most this much: quinn hands out
+/// the lowest offset it holds, which may still be past the gap.
+const GAP_READ: usize = 1200;
+/// How far past the budget (and [`FREE_AHEAD`]) what waits may go before the stream is
+/// stopped with [`StreamCode::TooLarge`]: an honest sender fills its gap long before; one
+/// that trickles bytes into a gap to be read past it without end does not.
+const OVER_BUDGET_LIMIT: u64 = crate::limits::CHUNK as u64;
 /// How much is taken from (and given back to) the budget at a time.
 const HOLD_STEP: u64 = crate::limits::CHUNK as u64;
 /// With the budget spent, how often one byte is read to see whether the gap is filled
@@ -59,6 +67,9 @@ pub struct InOrder {
     last_in_order: bool,
     /// Bytes past a gap are read (see [`InOrder::read_past_gaps`]).
     past_gaps: bool,
+    /// An error that came after bytes were handed over: it is the next read's answer
+    /// (quinn tells a reset only once).
+    failed: Option<quinn::ReadError>,
 }
 
 impl InOrder {
@@ -75,6 +86,7 @@ impl InOrder {
             probe: None,
             last_in_order: true,
             past_gaps: false,
+            failed: None,
         }
     }
 
@@ -108,17 +120,26 @@ impl InOrder {
         if buf.is_empty() {
             return Poll::Ready(Ok(Some(0)));
         }
+        if let Some(error) = self.failed.take() {
+            return Poll::Ready(Err(error));
+        }
         let mut filled = 0;
         loop {
             filled += self.hand_over(&mut buf[filled..]);
             if filled == buf.len() {
                 return Poll::Ready(Ok(Some(filled)));
             }
-            let max = if self.ahead_cost <= FREE_AHEAD + self.hold.bytes() {
+            let allowed = FREE_AHEAD + self.hold.bytes();
+            if self.ahead_cost > allowed + OVER_BUDGET_LIMIT {
+                let code = StreamCode::TooLarge.to_varint();
+                let _ = self.recv.stop(code);
+                return Poll::Ready(Err(quinn::ReadError::Reset(code)));
+            }
+            let max = if self.ahead_cost <= allowed {
                 buf.len() - filled
             } else if self.last_in_order {
-                // The gap is being filled: read as much as it lacks, no more.
-                self.ahead.first_key_value().map_or(1, |(&at, _)| (at - self.next) as usize)
+                // The gap is being filled: read what it lacks, a little at a time.
+                self.ahead.first_key_value().map_or(1, |(&at, _)| ((at - self.next) as usize).min(GAP_READ))
             } else if filled > 0 {
                 return Poll::Ready(Ok(Some(filled)));
             } else {
@@ -129,7 +150,11 @@ impl InOrder {
             };
             let chunk = match pin!(self.recv.read_chunk(max, !self.past_gaps)).poll(cx) {
                 Poll::Ready(Ok(Some(chunk))) => chunk,
-                // What was handed over goes first; an end or an error comes again next time.
+                // What was handed over goes first; an end comes again, an error is kept.
+                Poll::Ready(Err(e)) if filled > 0 => {
+                    self.failed = Some(e);
+                    return Poll::Ready(Ok(Some(filled)));
+                }
                 _ if filled > 0 => return Poll::Ready(Ok(Some(filled))),
                 Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
