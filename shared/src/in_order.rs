@@ -57,8 +57,6 @@ pub struct InOrder {
     /// own; no two overlap.
     ahead: BTreeMap<u64, Bytes>,
     ahead_bytes: u64,
-    /// What `ahead` costs: its bytes and [`PIECE_COST`] a piece.
-    ahead_cost: u64,
     /// What `ahead` costs beyond [`FREE_AHEAD`], from the budget.
     hold: Hold,
     /// While the budget is spent and nothing came in order: when to look again.
@@ -81,7 +79,6 @@ impl InOrder {
             next: 0,
             ahead: BTreeMap::new(),
             ahead_bytes: 0,
-            ahead_cost: 0,
             hold: Hold::new(budget),
             probe: None,
             last_in_order: true,
@@ -104,6 +101,22 @@ impl InOrder {
     /// Bytes that arrived past a gap and wait for it.
     pub fn waiting(&self) -> u64 {
         self.ahead_bytes
+    }
+
+    /// What `ahead` costs: its bytes and [`PIECE_COST`] a piece.
+    fn ahead_cost(&self) -> u64 {
+        self.ahead_bytes + PIECE_COST * self.ahead.len() as u64
+    }
+
+    /// Holds from the budget what `ahead` costs beyond [`FREE_AHEAD`] (up to [`MAX_HOLD`]),
+    /// in steps of [`HOLD_STEP`]; gives back what is a step or more beyond that.
+    fn fit_hold(&mut self) {
+        let need = self.ahead_cost().saturating_sub(FREE_AHEAD).min(MAX_HOLD);
+        if need > self.hold.bytes() {
+            self.hold.cover(need.next_multiple_of(HOLD_STEP).min(MAX_HOLD));
+        } else if self.hold.bytes() > need + HOLD_STEP {
+            self.hold.release_to(need.next_multiple_of(HOLD_STEP));
+        }
     }
 
     /// Reads the next bytes into `buf`, as `quinn::RecvStream::read` does: how many, or
@@ -130,12 +143,13 @@ impl InOrder {
                 return Poll::Ready(Ok(Some(filled)));
             }
             let allowed = FREE_AHEAD + self.hold.bytes();
-            if self.ahead_cost > allowed + OVER_BUDGET_LIMIT {
+            let cost = self.ahead_cost();
+            if cost > allowed + OVER_BUDGET_LIMIT {
                 let code = StreamCode::TooLarge.to_varint();
                 let _ = self.recv.stop(code);
                 return Poll::Ready(Err(quinn::ReadError::Reset(code)));
             }
-            let max = if self.ahead_cost <= allowed {
+            let max = if cost <= allowed {
                 buf.len() - filled
             } else if self.last_in_order {
                 // The gap is being filled: read what it lacks, a little at a time.
@@ -185,18 +199,12 @@ impl InOrder {
             buf[done..done + take].copy_from_slice(&bytes[..take]);
             (done, self.next) = (done + take, self.next + take as u64);
             self.ahead_bytes -= take as u64;
-            self.ahead_cost -= take as u64;
             if take < bytes.len() {
                 self.ahead.insert(self.next, bytes.slice(take..));
-            } else {
-                self.ahead_cost -= PIECE_COST;
             }
         }
         if done > 0 {
-            let need = self.ahead_cost.saturating_sub(FREE_AHEAD);
-            if self.hold.bytes() > need + HOLD_STEP {
-                self.hold.release_to(need.next_multiple_of(HOLD_STEP));
-            }
+            self.fit_hold();
         }
         done
     }
@@ -215,16 +223,11 @@ impl InOrder {
         if bytes.is_empty() {
             return;
         }
-        let len = bytes.len() as u64;
-        (self.ahead_bytes, self.ahead_cost) = (self.ahead_bytes + len, self.ahead_cost + len + PIECE_COST);
+        self.ahead_bytes += bytes.len() as u64;
         if let Some(replaced) = self.ahead.insert(offset, Bytes::copy_from_slice(&bytes)) {
-            let len = replaced.len() as u64;
-            (self.ahead_bytes, self.ahead_cost) = (self.ahead_bytes - len, self.ahead_cost - len - PIECE_COST);
+            self.ahead_bytes -= replaced.len() as u64;
         }
-        let need = self.ahead_cost.saturating_sub(FREE_AHEAD).min(MAX_HOLD);
-        if need > self.hold.bytes() {
-            self.hold.cover(need.next_multiple_of(HOLD_STEP).min(MAX_HOLD));
-        }
+        self.fit_hold();
     }
 }
 
