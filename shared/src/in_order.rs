@@ -48,9 +48,37 @@ const HOLD_STEP: u64 = crate::limits::CHUNK as u64;
 /// (quinn hands out the lowest offset it holds first).
 const PROBE_EVERY: Duration = Duration::from_millis(2);
 
+/// Where [`InOrder`] reads: a QUIC stream's receiving side (in tests, a scripted one).
+pub trait ChunkSource: Unpin {
+    /// Polls for the next piece, as `quinn::RecvStream::read_chunk` does.
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        ordered: bool,
+    ) -> Poll<Result<Option<quinn::Chunk>, quinn::ReadError>>;
+    /// Asks the peer to stop sending, with `code`.
+    fn stop(&mut self, code: quinn::VarInt);
+}
+
+impl ChunkSource for quinn::RecvStream {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        ordered: bool,
+    ) -> Poll<Result<Option<quinn::Chunk>, quinn::ReadError>> {
+        pin!(self.read_chunk(max, ordered)).poll(cx)
+    }
+
+    fn stop(&mut self, code: quinn::VarInt) {
+        let _ = quinn::RecvStream::stop(self, code);
+    }
+}
+
 /// Reads a QUIC stream out of order and hands its bytes over in order; see the module.
-pub struct InOrder {
-    recv: quinn::RecvStream,
+pub struct InOrder<S: ChunkSource = quinn::RecvStream> {
+    recv: S,
     /// The stream offset of the next byte to hand over.
     next: u64,
     /// Bytes that came past a gap, by stream offset, each piece in an allocation of its
@@ -70,10 +98,10 @@ pub struct InOrder {
     failed: Option<quinn::ReadError>,
 }
 
-impl InOrder {
+impl<S: ChunkSource> InOrder<S> {
     /// Reads `recv` from its start, in order until [`InOrder::read_past_gaps`]; then holds
     /// bytes past a gap from `budget`.
-    pub fn new(recv: quinn::RecvStream, budget: Arc<WindowBudget>) -> InOrder {
+    pub fn new(recv: S, budget: Arc<WindowBudget>) -> InOrder<S> {
         InOrder {
             recv,
             next: 0,
@@ -94,7 +122,7 @@ impl InOrder {
     }
 
     /// The stream, to stop it.
-    pub fn get_mut(&mut self) -> &mut quinn::RecvStream {
+    pub fn get_mut(&mut self) -> &mut S {
         &mut self.recv
     }
 
@@ -146,7 +174,7 @@ impl InOrder {
             let cost = self.ahead_cost();
             if cost > allowed + OVER_BUDGET_LIMIT {
                 let code = StreamCode::TooLarge.to_varint();
-                let _ = self.recv.stop(code);
+                self.recv.stop(code);
                 return Poll::Ready(Err(quinn::ReadError::Reset(code)));
             }
             let max = if cost <= allowed {
@@ -162,7 +190,7 @@ impl InOrder {
                 self.probe = None;
                 1
             };
-            let chunk = match pin!(self.recv.read_chunk(max, !self.past_gaps)).poll(cx) {
+            let chunk = match self.recv.poll_chunk(cx, max, !self.past_gaps) {
                 Poll::Ready(Ok(Some(chunk))) => chunk,
                 // What was handed over goes first; an end comes again, an error is kept.
                 Poll::Ready(Err(e)) if filled > 0 => {
@@ -231,7 +259,7 @@ impl InOrder {
     }
 }
 
-impl AsyncRead for InOrder {
+impl<S: ChunkSource> AsyncRead for InOrder<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let read = ready!(this.poll_read_some(cx, buf.initialize_unfilled()))?;
@@ -239,3 +267,6 @@ impl AsyncRead for InOrder {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests;
