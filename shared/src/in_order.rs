@@ -2,8 +2,8 @@
 //! packet. quinn gives a stream more credit only for what the application has read. Read
 //! in order, a loss stops the sender once a stream window has arrived behind the gap: on
 //! a long path that is most of a round trip with nothing new sent, at every loss. [`InOrder`]
-//! reads out of order instead. It keeps what came past the gap (a little freely, the rest
-//! drawn from the process's [`WindowBudget`]) and hands the bytes over in order once the
+//! reads out of order instead. It keeps what came past the gap (up to [`FREE_AHEAD`] without
+//! drawing on the process's [`WindowBudget`], more drawn from it) and hands the bytes over in order once the
 //! gap is filled, so the sender goes on while the lost bytes are sent again.
 //!
 //! It reads in order until [`InOrder::read_past_gaps`] is called: a relay calls it only
@@ -35,13 +35,17 @@ pub const MAX_HOLD: u64 = crate::transport::STREAM_WINDOW;
 /// allocation's header): counted, so that a peer sending a byte per packet past a gap
 /// cannot make many small pieces hold far more memory than their bytes say.
 const PIECE_COST: u64 = 128;
-/// Over the budget, a read meant to fill the gap takes at most this much: quinn hands out
-/// the lowest offset it holds, which may still be past the gap.
+/// With what waits at (or over) what it may cost, a read takes at most this much (one
+/// meant to fill the gap too): quinn hands out the lowest offset it holds, which may still
+/// be past the gap.
 const GAP_READ: usize = 1200;
 /// How far past the budget (and [`FREE_AHEAD`]) what waits may go before the stream is
 /// stopped with [`StreamCode::TooLarge`]: an honest sender fills its gap long before; one
 /// that trickles bytes into a gap to be read past it without end does not.
 const OVER_BUDGET_LIMIT: u64 = crate::limits::CHUNK as u64;
+/// A kept piece shorter than this is joined to the piece it follows, so that reading a byte
+/// at a time (probing whether a gap has filled) does not cost a piece per byte.
+const JOIN_BELOW: usize = 4096;
 /// How much is taken from (and given back to) the budget at a time.
 const HOLD_STEP: u64 = crate::limits::CHUNK as u64;
 /// With the budget spent, how often one byte is read to see whether the gap is filled
@@ -96,6 +100,8 @@ pub struct InOrder<S: ChunkSource = quinn::RecvStream> {
     /// An error that came after bytes were handed over: it is the next read's answer
     /// (quinn tells a reset only once).
     failed: Option<quinn::ReadError>,
+    /// The most `ahead` has cost at once.
+    peak_cost: u64,
 }
 
 impl<S: ChunkSource> InOrder<S> {
@@ -112,6 +118,7 @@ impl<S: ChunkSource> InOrder<S> {
             last_in_order: true,
             past_gaps: false,
             failed: None,
+            peak_cost: 0,
         }
     }
 
@@ -126,9 +133,16 @@ impl<S: ChunkSource> InOrder<S> {
         &mut self.recv
     }
 
-    /// Bytes that arrived past a gap and wait for it.
+    /// Bytes that arrived past a gap and wait for it: their bytes alone (what they cost
+    /// against the budget counts each piece's overhead too).
     pub fn waiting(&self) -> u64 {
         self.ahead_bytes
+    }
+
+    /// The most that what waited past a gap has cost at once, overhead included: for logs
+    /// and tests.
+    pub fn peak_cost(&self) -> u64 {
+        self.peak_cost
     }
 
     /// What `ahead` costs: its bytes and [`PIECE_COST`] a piece.
@@ -173,12 +187,17 @@ impl<S: ChunkSource> InOrder<S> {
             let allowed = FREE_AHEAD + self.hold.bytes();
             let cost = self.ahead_cost();
             if cost > allowed + OVER_BUDGET_LIMIT {
-                let code = StreamCode::TooLarge.to_varint();
-                self.recv.stop(code);
-                return Poll::Ready(Err(quinn::ReadError::Reset(code)));
+                let error = self.give_up();
+                return Poll::Ready(if filled > 0 {
+                    self.failed = Some(error);
+                    Ok(Some(filled))
+                } else {
+                    Err(error)
+                });
             }
             let max = if cost <= allowed {
-                buf.len() - filled
+                // What is read may all come past the gap: little more than is allowed.
+                (buf.len() - filled).min(((allowed - cost) as usize).max(GAP_READ))
             } else if self.last_in_order {
                 // The gap is being filled: read what it lacks, a little at a time.
                 self.ahead.first_key_value().map_or(1, |(&at, _)| ((at - self.next) as usize).min(GAP_READ))
@@ -214,6 +233,17 @@ impl<S: ChunkSource> InOrder<S> {
         }
     }
 
+    /// Stops the stream as [`StreamCode::TooLarge`] and lets go of what waited; returns the
+    /// error every read answers from now on.
+    fn give_up(&mut self) -> quinn::ReadError {
+        let code = StreamCode::TooLarge.to_varint();
+        self.recv.stop(code);
+        self.ahead.clear();
+        self.ahead_bytes = 0;
+        self.hold.release_to(0);
+        quinn::ReadError::Reset(code)
+    }
+
     /// Copies what is next in order from `ahead` into `buf`; returns how many bytes.
     fn hand_over(&mut self, buf: &mut [u8]) -> usize {
         let mut done = 0;
@@ -240,7 +270,8 @@ impl<S: ChunkSource> InOrder<S> {
     /// Keeps bytes read at `offset` until they are next (any part before the next offset,
     /// which quinn never hands out twice, is dropped); draws on the budget for them. They
     /// are copied: quinn's piece shares the allocation of the whole datagram it came in,
-    /// which a byte kept for long would otherwise hold.
+    /// which a byte kept for long would otherwise hold. A small piece is joined to the one
+    /// it follows ([`JOIN_BELOW`]).
     fn keep(&mut self, offset: u64, mut bytes: Bytes) {
         let mut offset = offset;
         if offset < self.next {
@@ -252,9 +283,18 @@ impl<S: ChunkSource> InOrder<S> {
             return;
         }
         self.ahead_bytes += bytes.len() as u64;
-        if let Some(replaced) = self.ahead.insert(offset, Bytes::copy_from_slice(&bytes)) {
-            self.ahead_bytes -= replaced.len() as u64;
+        let before = self.ahead.range_mut(..offset).next_back();
+        match before {
+            Some((&at, piece)) if at + piece.len() as u64 == offset && piece.len() + bytes.len() < JOIN_BELOW => {
+                *piece = [&piece[..], &bytes[..]].concat().into();
+            }
+            _ => {
+                if let Some(replaced) = self.ahead.insert(offset, Bytes::copy_from_slice(&bytes)) {
+                    self.ahead_bytes -= replaced.len() as u64;
+                }
+            }
         }
+        self.peak_cost = self.peak_cost.max(self.ahead_cost());
         self.fit_hold();
     }
 }
