@@ -146,7 +146,8 @@ async fn send_file(
     // Sealed from the start (the relay's hash covers all of it), sent from the offset.
     let plain_hash = Arc::new(std::sync::OnceLock::new());
     let seal = Sealed { sealer: Sealer::new(&key), skip: offset, plain_hash: plain_hash.clone() };
-    let options = SendOptions { seal: Some(seal), ..SendOptions::default() };
+    let options =
+        SendOptions { seal: Some(seal), connection: Some(windows.connection().clone()), ..SendOptions::default() };
     let sent = transfer::send(send, file, total, options, progress).await;
     drop(tuner);
     let blake3 = match sent {

@@ -299,6 +299,7 @@ async fn send_download(
         growing,
         hasher: None,
         seal: None,
+        connection: Some(windows.connection().clone()),
     };
     let sent = transfer::send(send, file, len, options, |done| {
         state.stats.download_bytes.fetch_add(done - counted, Ordering::Relaxed);

@@ -24,6 +24,14 @@ use crate::seal::{Opener, SealError, Sealer};
 
 /// Chunks queued between the stream and the disk thread that writes them.
 const DEPTH: usize = 4;
+/// Bytes of a file that may wait in quinn's send buffer not yet sent (besides what is in
+/// flight), when [`SendOptions::connection`] is given. quinn takes what the send window
+/// allows, which is sized for far paths: on a fast one the sender's own packets lag its
+/// writes, and the whole window (20 MiB) sat in the relay's memory during every download.
+/// This much keeps the connection busy for milliseconds at a gigabyte a second.
+pub const QUEUE_AHEAD: u64 = 4 << 20;
+/// How often a sender that is [`QUEUE_AHEAD`] ahead looks again.
+const QUEUE_LOOK_EVERY: Duration = Duration::from_millis(1);
 /// Chunks read ahead of the stream when sending. Little is needed: QUIC's own send buffer
 /// (the connection's send window) is the queue that keeps the path busy, and every chunk
 /// read ahead of it is a MiB held per transfer.
@@ -284,6 +292,41 @@ pub struct SendOptions<'a> {
     pub growing: Option<Box<dyn Growing>>,
     /// Encrypt the file on the way ([`Sealed`]): the hash returned is the sealed stream's.
     pub seal: Option<Sealed>,
+    /// The stream's connection: with it, at most [`QUEUE_AHEAD`] of the file waits unsent.
+    pub connection: Option<quinn::Connection>,
+}
+
+/// How much of a file waits in quinn's send buffer, not yet sent: what its stream has
+/// written beyond what the connection has sent since the stream began (by the connection's
+/// own count, less what was lost). The count covers every stream of the connection, so
+/// other streams' bytes make the backlog look smaller, never larger.
+struct Backlog {
+    connection: quinn::Connection,
+    sent_before: u64,
+    written: u64,
+}
+
+impl Backlog {
+    fn new(connection: quinn::Connection) -> Backlog {
+        let sent_before = Backlog::sent(&connection);
+        Backlog { connection, sent_before, written: 0 }
+    }
+
+    fn sent(connection: &quinn::Connection) -> u64 {
+        let stats = connection.stats();
+        stats.udp_tx.bytes.saturating_sub(stats.path.lost_bytes)
+    }
+
+    fn waiting(&self) -> u64 {
+        self.written.saturating_sub(Backlog::sent(&self.connection).saturating_sub(self.sent_before))
+    }
+
+    /// Returns once no more than [`QUEUE_AHEAD`] waits.
+    async fn room(&self) {
+        while self.waiting() > QUEUE_AHEAD {
+            tokio::time::sleep(QUEUE_LOOK_EVERY).await;
+        }
+    }
 }
 
 /// How [`send`] encrypts a file: it reads the file from its start, seals all of it, and
@@ -309,7 +352,8 @@ pub async fn send(
     options: SendOptions<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Blake3>, TransferError> {
-    let SendOptions { hasher, path, stall, growing, mut seal } = options;
+    let SendOptions { hasher, path, stall, growing, mut seal, connection } = options;
+    let mut backlog = connection.map(Backlog::new);
     // Bytes that go on the stream.
     let expected = seal.as_ref().map_or(len, |sealed| crate::seal::sealed_len(len) - sealed.skip);
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
@@ -406,6 +450,10 @@ pub async fn send(
     let mut done = 0u64;
     while let Some(chunk) = rx.recv().await {
         let mut chunk = chunk?;
+        if let Some(backlog) = backlog.as_mut() {
+            within(stall, backlog.room()).await?;
+            backlog.written += chunk.len() as u64;
+        }
         done += chunk.len() as u64;
         while !chunk.is_empty() {
             within(stall, stream.write_chunks(std::slice::from_mut(&mut chunk)))
