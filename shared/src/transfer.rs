@@ -25,7 +25,8 @@ use crate::seal::{Opener, SealError, Sealer};
 /// Chunks queued between the stream and the disk thread that writes them.
 const DEPTH: usize = 4;
 /// Bytes of a file that may wait in quinn's send buffer not yet sent (besides what is in
-/// flight), when [`SendOptions::connection`] is given. quinn takes what the send window
+/// flight, and the chunk written once they are below it), when [`SendOptions::connection`]
+/// is given. quinn takes what the send window
 /// allows, which is sized for far paths: on a fast one the sender's own packets lag its
 /// writes, and the whole window (20 MiB) sat in the relay's memory during every download.
 /// This much keeps the connection busy for milliseconds at a gigabyte a second.
@@ -292,37 +293,53 @@ pub struct SendOptions<'a> {
     pub growing: Option<Box<dyn Growing>>,
     /// Encrypt the file on the way ([`Sealed`]): the hash returned is the sealed stream's.
     pub seal: Option<Sealed>,
-    /// The stream's connection: with it, at most [`QUEUE_AHEAD`] of the file waits unsent.
+    /// The connection the stream belongs to: with it, little more than [`QUEUE_AHEAD`] of
+    /// the file waits unsent (see [`Backlog`]).
     pub connection: Option<quinn::Connection>,
 }
 
-/// How much of a file waits in quinn's send buffer, not yet sent: what its stream has
-/// written beyond what the connection has sent since the stream began (by the connection's
-/// own count, less what was lost). The count covers every stream of the connection, so
-/// other streams' bytes make the backlog look smaller, never larger.
+/// What every QUIC packet carries besides stream data, at least: a short header's first
+/// byte, a one-byte packet number and the 16-byte AEAD tag (a connection id only adds).
+const PACKET_OVERHEAD_AT_LEAST: u64 = 18;
+
+/// How much of a file waits in quinn's send buffer, not yet sent, from the connection's own
+/// counts: what its stream has written, less what the connection has sent since (the bytes
+/// of datagrams not lost, less the overhead every packet has at least). The estimate can
+/// only come out smaller than the truth (other streams' bytes and the rest of each packet's
+/// overhead count as sent), so a sender never waits for bytes that already left: at worst
+/// the limit binds less, and the send window still bounds what waits. Where the estimate
+/// falls to nothing it starts again from there, so what it over-counted does not pile up.
 struct Backlog {
     connection: quinn::Connection,
-    sent_before: u64,
+    /// The connection's [`Backlog::net_sent`] when the stream had written nothing waiting.
+    sent_at_start: u64,
     written: u64,
 }
 
 impl Backlog {
     fn new(connection: quinn::Connection) -> Backlog {
-        let sent_before = Backlog::sent(&connection);
-        Backlog { connection, sent_before, written: 0 }
+        let sent_at_start = Backlog::net_sent(&connection);
+        Backlog { connection, sent_at_start, written: 0 }
     }
 
-    fn sent(connection: &quinn::Connection) -> u64 {
+    fn net_sent(connection: &quinn::Connection) -> u64 {
         let stats = connection.stats();
-        stats.udp_tx.bytes.saturating_sub(stats.path.lost_bytes)
+        let datagrams = stats.udp_tx.datagrams.saturating_sub(stats.path.lost_packets);
+        let bytes = stats.udp_tx.bytes.saturating_sub(stats.path.lost_bytes);
+        bytes.saturating_sub(datagrams * PACKET_OVERHEAD_AT_LEAST)
     }
 
-    fn waiting(&self) -> u64 {
-        self.written.saturating_sub(Backlog::sent(&self.connection).saturating_sub(self.sent_before))
+    fn waiting(&mut self) -> u64 {
+        let sent = Backlog::net_sent(&self.connection).saturating_sub(self.sent_at_start);
+        if sent >= self.written {
+            self.sent_at_start += sent - self.written;
+            return 0;
+        }
+        self.written - sent
     }
 
     /// Returns once no more than [`QUEUE_AHEAD`] waits.
-    async fn room(&self) {
+    async fn room(&mut self) {
         while self.waiting() > QUEUE_AHEAD {
             tokio::time::sleep(QUEUE_LOOK_EVERY).await;
         }
@@ -447,11 +464,23 @@ pub async fn send(
             None => hasher.map(|h| *h.finalize().as_bytes()),
         }
     });
+    // Once the peer stops the stream or the connection is lost, the next write says so: a
+    // sender waiting for its backlog to be sent would otherwise wait for the stall.
+    let mut stopped = Box::pin(stream.stopped());
+    let mut peer_gone = false;
     let mut done = 0u64;
     while let Some(chunk) = rx.recv().await {
         let mut chunk = chunk?;
         if let Some(backlog) = backlog.as_mut() {
-            within(stall, backlog.room()).await?;
+            if !peer_gone {
+                within(stall, async {
+                    tokio::select! {
+                        () = backlog.room() => {}
+                        _ = &mut stopped => peer_gone = true,
+                    }
+                })
+                .await?;
+            }
             backlog.written += chunk.len() as u64;
         }
         done += chunk.len() as u64;
