@@ -298,14 +298,25 @@ fn gap_filled_late(gap: u64, ahead: u64, step: u64, further: u64) -> (Bytes, Vec
     (stream_of(len), arrivals)
 }
 
+/// Reads an honest sender's `data`, arriving as `arrivals`, past gaps with no budget,
+/// `read` bytes at a time; checks it comes out whole and returns the reader.
+fn read_honest_with_no_budget(
+    data: &Bytes,
+    arrivals: impl IntoIterator<Item = Arrival>,
+    read: usize,
+) -> InOrder<Script> {
+    let mut reader = InOrder::new(Script::new(data.clone(), arrivals), WindowBudget::new(0));
+    reader.read_past_gaps();
+    let outcome = read_to_end(&mut reader, read, None);
+    assert!(matches!(outcome.end, End::Finished), "{:?}", outcome.end);
+    assert!(outcome.bytes == *data, "the stream came out changed");
+    reader
+}
+
 #[test]
 fn over_the_budget_an_honest_gap_still_fills_a_packet_at_a_time() {
     let (data, arrivals) = gap_filled_late(256 * 1024, FREE_AHEAD + 512 * 1024, 1200, 0);
-    let mut reader = InOrder::new(Script::new(data.clone(), arrivals), WindowBudget::new(0));
-    reader.read_past_gaps();
-    let outcome = read_to_end(&mut reader, 64 * 1024, None);
-    assert!(matches!(outcome.end, End::Finished), "{:?}", outcome.end);
-    assert!(outcome.bytes == data, "the stream came out changed");
+    read_honest_with_no_budget(&data, arrivals, 64 * 1024);
 }
 
 #[test]
@@ -316,12 +327,7 @@ fn a_gap_open_for_a_minute_of_probes_does_not_stop_an_honest_stream() {
     let len = gap + 2 * FREE_AHEAD;
     let past = (gap..len).step_by(16 * 1024).map(|at| Arrival::Piece(at..(at + 16 * 1024).min(len)));
     let arrivals = past.chain((0..30_000).map(|_| Arrival::Nothing)).chain([Arrival::Piece(0..gap)]);
-    let data = stream_of(len);
-    let mut reader = InOrder::new(Script::new(data.clone(), arrivals), WindowBudget::new(0));
-    reader.read_past_gaps();
-    let outcome = read_to_end(&mut reader, 64 * 1024, None);
-    assert!(matches!(outcome.end, End::Finished), "{:?}", outcome.end);
-    assert!(outcome.bytes == data, "the stream came out changed");
+    read_honest_with_no_budget(&stream_of(len), arrivals, 64 * 1024);
 }
 
 #[test]
@@ -330,13 +336,8 @@ fn a_large_read_past_a_gap_takes_no_more_than_is_allowed() {
     // into a large buffer, 3 MiB past the gap would be over the margin at once.
     let gap = 1200;
     let len = gap + 3 * FREE_AHEAD;
-    let data = stream_of(len);
     let arrivals = [Arrival::Piece(gap..len), Arrival::Piece(0..gap)];
-    let mut reader = InOrder::new(Script::new(data.clone(), arrivals), WindowBudget::new(0));
-    reader.read_past_gaps();
-    let outcome = read_to_end(&mut reader, 4 << 20, None);
-    assert!(matches!(outcome.end, End::Finished), "{:?}", outcome.end);
-    assert!(outcome.bytes == data, "the stream came out changed");
+    let reader = read_honest_with_no_budget(&stream_of(len), arrivals, 4 << 20);
     assert!(reader.peak_cost() <= FREE_AHEAD + GAP_READ as u64 + 2 * PIECE_COST, "{} held", reader.peak_cost());
 }
 
