@@ -2,9 +2,10 @@
 //! packet. quinn gives a stream more credit only for what the application has read. Read
 //! in order, a loss stops the sender once a stream window has arrived behind the gap: on
 //! a long path that is most of a round trip with nothing new sent, at every loss. [`InOrder`]
-//! reads out of order instead. It keeps what came past the gap (up to [`FREE_AHEAD`] without
-//! drawing on the process's [`WindowBudget`], more drawn from it) and hands the bytes over in order once the
-//! gap is filled, so the sender goes on while the lost bytes are sent again.
+//! reads out of order instead. It keeps what came past the gap (up to [`FREE_AHEAD`]
+//! without drawing on the process's [`WindowBudget`], more drawn from it) and hands the
+//! bytes over in order once the gap is filled, so the sender goes on while the lost bytes
+//! are sent again.
 //!
 //! It reads in order until [`InOrder::read_past_gaps`] is called: a relay calls it only
 //! once a stream holds a transfer slot, so what a peer can make it keep past gaps is

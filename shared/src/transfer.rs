@@ -4,8 +4,10 @@
 //! both ways, so memory stays at a few chunks whatever the file's size.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +28,10 @@ use crate::seal::{Opener, SealError, Sealer};
 const DEPTH: usize = 4;
 /// Bytes of a file that may wait in quinn's send buffer not yet sent (besides what is in
 /// flight, and the chunk written once they are below it), when [`SendOptions::connection`]
-/// is given. quinn takes what the send window
-/// allows, which is sized for far paths: on a fast one the sender's own packets lag its
-/// writes, and the whole window (20 MiB) sat in the relay's memory during every download.
-/// This much keeps the connection busy for milliseconds at a gigabyte a second.
+/// is given. quinn takes what the send window allows, which is sized for far paths: on a
+/// fast one the sender's own packets lag its writes, and the whole window (20 MiB) sat in
+/// the relay's memory during every download. This much keeps the connection busy for
+/// milliseconds at a gigabyte a second.
 pub const QUEUE_AHEAD: u64 = 4 << 20;
 /// How often a sender that is [`QUEUE_AHEAD`] ahead looks again.
 const QUEUE_LOOK_EVERY: Duration = Duration::from_millis(1);
@@ -313,13 +315,22 @@ struct Backlog {
     connection: quinn::Connection,
     /// The connection's [`Backlog::net_sent`] when the stream had written nothing waiting.
     sent_at_start: u64,
-    written: u64,
+    /// Done once the peer stopped the stream or the connection is gone (then the next write
+    /// says so, and the counts stand still); `None` after.
+    stopped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Backlog {
-    fn new(connection: quinn::Connection) -> Backlog {
+    fn new(connection: quinn::Connection, stream: &quinn::SendStream) -> Backlog {
         let sent_at_start = Backlog::net_sent(&connection);
-        Backlog { connection, sent_at_start, written: 0 }
+        let stopped = stream.stopped();
+        Backlog {
+            connection,
+            sent_at_start,
+            stopped: Some(Box::pin(async move {
+                let _ = stopped.await;
+            })),
+        }
     }
 
     fn net_sent(connection: &quinn::Connection) -> u64 {
@@ -329,19 +340,32 @@ impl Backlog {
         bytes.saturating_sub(datagrams * PACKET_OVERHEAD_AT_LEAST)
     }
 
-    fn waiting(&mut self) -> u64 {
-        let sent = Backlog::net_sent(&self.connection).saturating_sub(self.sent_at_start);
-        if sent >= self.written {
-            self.sent_at_start += sent - self.written;
+    /// Of the `written` bytes, how many wait unsent.
+    fn waiting(connection: &quinn::Connection, sent_at_start: &mut u64, written: u64) -> u64 {
+        let sent = Backlog::net_sent(connection).saturating_sub(*sent_at_start);
+        if sent >= written {
+            *sent_at_start += sent - written;
             return 0;
         }
-        self.written - sent
+        written - sent
     }
 
-    /// Returns once no more than [`QUEUE_AHEAD`] waits.
-    async fn room(&mut self) {
-        while self.waiting() > QUEUE_AHEAD {
-            tokio::time::sleep(QUEUE_LOOK_EVERY).await;
+    /// Returns once no more than [`QUEUE_AHEAD`] of the `written` bytes waits, or once the
+    /// peer is gone.
+    async fn room(&mut self, written: u64) {
+        let Backlog { connection, sent_at_start, stopped } = self;
+        let Some(gone) = stopped.as_mut() else { return };
+        let caught_up = async {
+            while Backlog::waiting(connection, sent_at_start, written) > QUEUE_AHEAD {
+                tokio::time::sleep(QUEUE_LOOK_EVERY).await;
+            }
+        };
+        let peer_gone = tokio::select! {
+            () = caught_up => false,
+            () = gone => true,
+        };
+        if peer_gone {
+            *stopped = None;
         }
     }
 }
@@ -370,7 +394,7 @@ pub async fn send(
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Blake3>, TransferError> {
     let SendOptions { hasher, path, stall, growing, mut seal, connection } = options;
-    let mut backlog = connection.map(Backlog::new);
+    let mut backlog = connection.map(|connection| Backlog::new(connection, stream));
     // Bytes that go on the stream.
     let expected = seal.as_ref().map_or(len, |sealed| crate::seal::sealed_len(len) - sealed.skip);
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
@@ -464,24 +488,11 @@ pub async fn send(
             None => hasher.map(|h| *h.finalize().as_bytes()),
         }
     });
-    // Once the peer stops the stream or the connection is lost, the next write says so: a
-    // sender waiting for its backlog to be sent would otherwise wait for the stall.
-    let mut stopped = Box::pin(stream.stopped());
-    let mut peer_gone = false;
     let mut done = 0u64;
     while let Some(chunk) = rx.recv().await {
         let mut chunk = chunk?;
         if let Some(backlog) = backlog.as_mut() {
-            if !peer_gone {
-                within(stall, async {
-                    tokio::select! {
-                        () = backlog.room() => {}
-                        _ = &mut stopped => peer_gone = true,
-                    }
-                })
-                .await?;
-            }
-            backlog.written += chunk.len() as u64;
+            within(stall, backlog.room(done)).await?;
         }
         done += chunk.len() as u64;
         while !chunk.is_empty() {

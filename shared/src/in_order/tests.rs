@@ -159,12 +159,16 @@ struct Outcome {
     end: End,
 }
 
-/// Reads `reader` to its end, `read` bytes at a time, on a runtime whose clock moves on
-/// whenever everything waits (the probe's sleeps take no real time); reads past gaps
-/// from its `switch_after`th read on, if given.
+/// A runtime whose clock moves on whenever everything waits (the probe's sleeps take no
+/// real time).
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap()
+}
+
+/// Reads `reader` to its end, `read` bytes at a time, on a [`paused_runtime`]; reads past
+/// gaps from its `switch_after`th read on, if given.
 fn read_to_end<S: ChunkSource>(reader: &mut InOrder<S>, read: usize, switch_after: Option<usize>) -> Outcome {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-    runtime.block_on(async {
+    paused_runtime().block_on(async {
         let mut bytes = Vec::new();
         let mut buf = vec![0; read];
         for reads in 0.. {
@@ -264,7 +268,7 @@ fn one_byte_pieces_past_a_gap_are_copied_out_drawn_from_the_budget_and_handed_ov
     let window = WindowBudget::new(64 << 20);
     let mut reader = InOrder::new(Script::new(data.clone(), arrivals), window.clone());
     reader.read_past_gaps();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let runtime = paused_runtime();
     // The first read keeps all 40,000 while it waits for the byte at 0: the budget covers
     // them.
     let mut first = [0u8; 1];
